@@ -1,0 +1,878 @@
+//! Pipeline configuration: TOML → `PipelineFile` (serde, `deny_unknown_fields`)
+//! → `validate()` (pure, names the field) → `Pipeline` (paths resolved).
+//!
+//! Every field has a default except `node.id`, `node.district`, `mqtt.url`,
+//! `mqtt.topic_prefix` and, per camera, `id` and `url`.
+//!
+//! This module touches no GStreamer, ort or MQTT; it only describes them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// File name of the bundled default detector.
+pub const DEFAULT_MODEL_FILE: &str = "nanodet_g_coco_416.onnx";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {file}: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax errors and unknown fields; the message carries line, column and a caret.
+    #[error("invalid config {file}:\n{message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("invalid config {file}: field `{field}`: {problem}. Fix: {hint}")]
+    Invalid {
+        file: PathBuf,
+        field: String,
+        problem: String,
+        hint: String,
+    },
+}
+
+// ---------------------------------------------------------------- file layout
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    pub node: NodeSection,
+    pub mqtt: MqttSection,
+    #[serde(default)]
+    pub detector: DetectorSection,
+    #[serde(default)]
+    pub tracker: TrackerSection,
+    #[serde(default)]
+    pub events: EventsSection,
+    #[serde(default)]
+    pub snapshot: SnapshotSection,
+    #[serde(default)]
+    pub cameras: Vec<CameraSection>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Node id, used in MQTT topics: `[a-z0-9_-]`, 1..64 chars.
+    pub id: String,
+    /// District id, used in MQTT topics: same rule as `id`.
+    pub district: String,
+    /// Folder for the heartbeat file the container health check reads.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    /// `mqtt://host[:port]`, `mqtts://host[:port]` or `"embedded"`.
+    pub url: String,
+    /// First level of every topic, e.g. `"hanoi"`.
+    pub topic_prefix: String,
+    /// Defaults to `edge-node-{node.id}`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default = "d_keep_alive")]
+    pub keep_alive_s: u64,
+    /// Environment variable holding the user name (read at start, never stored in the file).
+    #[serde(default = "d_user_env")]
+    pub username_env: String,
+    /// Environment variable holding the password.
+    #[serde(default = "d_pass_env")]
+    pub password_env: String,
+    /// PEM CA bundle for `mqtts://` (default: the system's roots are not bundled; a CA file is required).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (needs `client_key`).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Largest MQTT packet, in bytes, both ways (snapshots need more than rumqttc's 10 KiB default).
+    #[serde(default = "d_max_packet")]
+    pub max_packet_bytes: usize,
+    /// Port of the in-process broker when `url = "embedded"`.
+    #[serde(default = "d_embedded_port")]
+    pub embedded_port: u16,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorSection {
+    /// ONNX model path; relative paths are resolved against the config file's folder, then the
+    /// working directory. Default: the bundled NanoDet-g 416.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads per inference worker.
+    #[serde(default = "d_one")]
+    pub threads: usize,
+    /// Inference worker threads per model (each owns one ONNX Runtime session).
+    #[serde(default = "d_one")]
+    pub workers: usize,
+    /// Let ONNX Runtime's worker threads spin while idle (steals CPU from decoding; off by default).
+    #[serde(default)]
+    pub spinning: bool,
+    #[serde(default = "d_threshold")]
+    pub threshold: f32,
+    /// Per-class score thresholds, e.g. `{ person = 0.45 }`.
+    #[serde(default)]
+    pub class_thresholds: BTreeMap<String, f32>,
+    /// Classes to keep. Default: person, bicycle, car, motorcycle, bus, truck.
+    #[serde(default)]
+    pub classes: Option<Vec<String>>,
+    #[serde(default = "d_nms_iou")]
+    pub nms_iou: f32,
+    /// Path of `libonnxruntime.so`; default: `ORT_DYLIB_PATH`, then the usual places.
+    #[serde(default)]
+    pub onnxruntime: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerSection {
+    #[serde(default = "d_high")]
+    pub high_thresh: f32,
+    #[serde(default = "d_low")]
+    pub low_thresh: f32,
+    #[serde(default = "d_new_track")]
+    pub new_track_thresh: f32,
+    #[serde(default = "d_match_iou")]
+    pub match_iou: f32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSection {
+    /// Frames an object must be seen in before it becomes an event.
+    #[serde(default = "d_min_hits")]
+    pub min_hits: u32,
+    /// An event ends once its object has been lost this long.
+    #[serde(default = "d_end_after")]
+    pub end_after_s: f64,
+    /// At most one `update` per event per this many seconds.
+    #[serde(default = "d_update_interval")]
+    pub update_min_interval_s: f64,
+    /// Relative snapshot-quality gain that justifies an `update` (0.3 = 30 % better).
+    #[serde(default = "d_improvement")]
+    pub snapshot_improvement: f32,
+    #[serde(default = "d_max_updates")]
+    pub max_updates: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotSection {
+    #[serde(default = "d_snap_height")]
+    pub max_height: u32,
+    #[serde(default = "d_quality")]
+    pub quality: u8,
+    #[serde(default)]
+    pub crop: bool,
+    #[serde(default = "d_true")]
+    pub draw_box: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSection {
+    /// Camera id, used in MQTT topics: `[a-z0-9_-]`, 1..64 chars.
+    pub id: String,
+    /// `rtsp://…`, `http(s)://…`, `file://…`, a plain path, or a v4l2 device (`/dev/video0`).
+    pub url: String,
+    #[serde(default = "d_detect_fps")]
+    pub detect_fps: f64,
+    /// Frames are downscaled (never upscaled) to at most this height before analysis.
+    #[serde(default = "d_frame_height")]
+    pub max_height: u32,
+    /// Files only: play at the clip's own frame rate (true) or as fast as possible (false).
+    #[serde(default = "d_true")]
+    pub realtime: bool,
+    /// Files only: start again at the end instead of ending.
+    #[serde(default, rename = "loop")]
+    pub loop_file: bool,
+    /// Live sources: seconds without a frame before the stream is declared stalled.
+    #[serde(default = "d_watchdog")]
+    pub watchdog_s: f64,
+    #[serde(default = "d_backoff_initial")]
+    pub backoff_initial_s: f64,
+    #[serde(default = "d_backoff_max")]
+    pub backoff_max_s: f64,
+    /// Frames waiting for the detector; when full the oldest is dropped (and counted).
+    #[serde(default = "d_queue")]
+    pub queue: usize,
+    /// A model for this camera only; default: `[detector] model`.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+}
+
+fn d_keep_alive() -> u64 {
+    30
+}
+fn d_user_env() -> String {
+    "EDGE_NODE_MQTT_USERNAME".into()
+}
+fn d_pass_env() -> String {
+    "EDGE_NODE_MQTT_PASSWORD".into()
+}
+fn d_max_packet() -> usize {
+    4 << 20
+}
+fn d_embedded_port() -> u16 {
+    18830
+}
+fn d_one() -> usize {
+    1
+}
+fn d_threshold() -> f32 {
+    0.35
+}
+fn d_nms_iou() -> f32 {
+    0.5
+}
+fn d_high() -> f32 {
+    0.5
+}
+fn d_low() -> f32 {
+    0.1
+}
+fn d_new_track() -> f32 {
+    0.5
+}
+fn d_match_iou() -> f32 {
+    0.2
+}
+fn d_min_hits() -> u32 {
+    3
+}
+fn d_end_after() -> f64 {
+    2.0
+}
+fn d_update_interval() -> f64 {
+    5.0
+}
+fn d_improvement() -> f32 {
+    0.3
+}
+fn d_max_updates() -> u32 {
+    5
+}
+fn d_snap_height() -> u32 {
+    360
+}
+fn d_quality() -> u8 {
+    70
+}
+fn d_true() -> bool {
+    true
+}
+fn d_detect_fps() -> f64 {
+    5.0
+}
+fn d_frame_height() -> u32 {
+    720
+}
+fn d_watchdog() -> f64 {
+    10.0
+}
+fn d_backoff_initial() -> f64 {
+    1.0
+}
+fn d_backoff_max() -> f64 {
+    30.0
+}
+fn d_queue() -> usize {
+    2
+}
+
+impl Default for DetectorSection {
+    fn default() -> Self {
+        Self {
+            model: None,
+            threads: 1,
+            workers: 1,
+            spinning: false,
+            threshold: d_threshold(),
+            class_thresholds: BTreeMap::new(),
+            classes: None,
+            nms_iou: d_nms_iou(),
+            onnxruntime: None,
+        }
+    }
+}
+
+impl Default for TrackerSection {
+    fn default() -> Self {
+        Self {
+            high_thresh: d_high(),
+            low_thresh: d_low(),
+            new_track_thresh: d_new_track(),
+            match_iou: d_match_iou(),
+        }
+    }
+}
+
+impl Default for EventsSection {
+    fn default() -> Self {
+        Self {
+            min_hits: d_min_hits(),
+            end_after_s: d_end_after(),
+            update_min_interval_s: d_update_interval(),
+            snapshot_improvement: d_improvement(),
+            max_updates: d_max_updates(),
+        }
+    }
+}
+
+impl Default for SnapshotSection {
+    fn default() -> Self {
+        Self {
+            max_height: d_snap_height(),
+            quality: d_quality(),
+            crop: false,
+            draw_box: true,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- built form
+
+/// Where the node publishes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrokerUrl {
+    /// The in-process broker (cargo feature `embedded-broker`) on 127.0.0.1:`port`.
+    Embedded {
+        port: u16,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Tls {
+        host: String,
+        port: u16,
+    },
+}
+
+/// A validated pipeline with every path resolved.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub file: PathBuf,
+    pub raw: PipelineFile,
+    pub broker: BrokerUrl,
+    /// Model path per camera, same order as `raw.cameras`.
+    pub camera_models: Vec<PathBuf>,
+    /// Camera URLs with relative file paths resolved.
+    pub camera_urls: Vec<String>,
+    pub onnxruntime: Option<PathBuf>,
+}
+
+impl Pipeline {
+    pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_str(path, &text)
+    }
+
+    /// Parse, validate and build. `path` is used for messages and to resolve relative paths.
+    pub fn from_str(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
+        let raw: PipelineFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        validate(path, &raw)?;
+        build(path, raw)
+    }
+
+    /// True when every camera is a file (the run ends when they have all ended).
+    pub fn all_files(&self) -> bool {
+        self.camera_urls.iter().all(|u| is_file_url(u))
+    }
+}
+
+fn invalid(
+    file: &Path,
+    field: impl Into<String>,
+    problem: impl Into<String>,
+    hint: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_path_buf(),
+        field: field.into(),
+        problem: problem.into(),
+        hint: hint.into(),
+    }
+}
+
+/// Ids go into MQTT topic levels: no `/`, `+`, `#`, spaces or capitals.
+pub fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn check_id(file: &Path, field: &str, value: &str) -> Result<(), ConfigError> {
+    if valid_id(value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            file,
+            field,
+            format!("{value:?} is not a valid id"),
+            "use 1 to 64 characters from a-z, 0-9, '-' and '_' (it becomes an MQTT topic level)",
+        ))
+    }
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
+    file: &Path,
+    field: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<(), ConfigError> {
+    if v >= lo && v <= hi {
+        Ok(())
+    } else {
+        Err(invalid(
+            file,
+            field,
+            format!("{v} is out of range"),
+            format!("use a value from {lo} to {hi}"),
+        ))
+    }
+}
+
+/// Pure checks: no file system, no network.
+pub fn validate(file: &Path, p: &PipelineFile) -> Result<(), ConfigError> {
+    check_id(file, "node.id", &p.node.id)?;
+    check_id(file, "node.district", &p.node.district)?;
+    if p.mqtt.topic_prefix.is_empty()
+        || p.mqtt
+            .topic_prefix
+            .split('/')
+            .any(|l| l.is_empty() || l.contains(['+', '#', ' ']))
+    {
+        return Err(invalid(
+            file,
+            "mqtt.topic_prefix",
+            format!("{:?} is not a usable topic prefix", p.mqtt.topic_prefix),
+            "use one or more non-empty topic levels without '+', '#' or spaces, e.g. \"hanoi\"",
+        ));
+    }
+    parse_broker_url(&p.mqtt.url, p.mqtt.embedded_port).map_err(|problem| {
+        invalid(
+            file,
+            "mqtt.url",
+            problem,
+            "use \"mqtt://host:1883\", \"mqtts://host:8883\" or \"embedded\"",
+        )
+    })?;
+    if p.mqtt.client_cert.is_some() != p.mqtt.client_key.is_some() {
+        return Err(invalid(
+            file,
+            "mqtt.client_cert",
+            "client_cert and client_key must be given together",
+            "set both mqtt.client_cert and mqtt.client_key, or neither",
+        ));
+    }
+    check_range(
+        file,
+        "mqtt.max_packet_bytes",
+        p.mqtt.max_packet_bytes,
+        64 << 10,
+        256 << 20,
+    )?;
+    check_range(file, "mqtt.keep_alive_s", p.mqtt.keep_alive_s, 5, 3600)?;
+
+    let d = &p.detector;
+    check_range(file, "detector.threads", d.threads, 1, 64)?;
+    check_range(file, "detector.workers", d.workers, 1, 64)?;
+    check_range(file, "detector.threshold", d.threshold, 0.0, 1.0)?;
+    check_range(file, "detector.nms_iou", d.nms_iou, 0.0, 1.0)?;
+    for (k, v) in &d.class_thresholds {
+        check_range(
+            file,
+            &format!("detector.class_thresholds.{k}"),
+            *v,
+            0.0,
+            1.0,
+        )?;
+    }
+    if let Some(c) = &d.classes
+        && c.is_empty()
+    {
+        return Err(invalid(
+            file,
+            "detector.classes",
+            "the list is empty, so nothing would ever be detected",
+            "list at least one class name, or remove the field for the default (person, bicycle, car, motorcycle, bus, truck)",
+        ));
+    }
+
+    let t = &p.tracker;
+    check_range(file, "tracker.high_thresh", t.high_thresh, 0.0, 1.0)?;
+    check_range(file, "tracker.low_thresh", t.low_thresh, 0.0, t.high_thresh)?;
+    check_range(
+        file,
+        "tracker.new_track_thresh",
+        t.new_track_thresh,
+        0.0,
+        1.0,
+    )?;
+    check_range(file, "tracker.match_iou", t.match_iou, 0.01, 1.0)?;
+
+    let e = &p.events;
+    check_range(file, "events.min_hits", e.min_hits, 1, 1000)?;
+    check_range(file, "events.end_after_s", e.end_after_s, 0.1, 3600.0)?;
+    check_range(
+        file,
+        "events.update_min_interval_s",
+        e.update_min_interval_s,
+        0.0,
+        86400.0,
+    )?;
+    check_range(
+        file,
+        "events.snapshot_improvement",
+        e.snapshot_improvement,
+        0.0,
+        100.0,
+    )?;
+
+    let s = &p.snapshot;
+    check_range(file, "snapshot.max_height", s.max_height, 32, 4320)?;
+    check_range(file, "snapshot.quality", s.quality, 1, 100)?;
+
+    if p.cameras.is_empty() {
+        return Err(invalid(
+            file,
+            "cameras",
+            "no camera is configured",
+            "add at least one [[cameras]] table with id, url and detect_fps",
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, c) in p.cameras.iter().enumerate() {
+        let f = |name: &str| format!("cameras[{i}].{name}");
+        check_id(file, &f("id"), &c.id)?;
+        if !seen.insert(c.id.as_str()) {
+            return Err(invalid(
+                file,
+                f("id"),
+                format!("camera id {:?} is used twice", c.id),
+                "give every camera its own id",
+            ));
+        }
+        if c.url.trim().is_empty() {
+            return Err(invalid(
+                file,
+                f("url"),
+                "the url is empty",
+                "give an rtsp://, http(s)://, file:// URL, a path or /dev/videoN",
+            ));
+        }
+        check_range(file, &f("detect_fps"), c.detect_fps, 0.1, 60.0)?;
+        check_range(file, &f("max_height"), c.max_height, 64, 4320)?;
+        check_range(file, &f("watchdog_s"), c.watchdog_s, 1.0, 3600.0)?;
+        check_range(
+            file,
+            &f("backoff_initial_s"),
+            c.backoff_initial_s,
+            0.05,
+            3600.0,
+        )?;
+        check_range(
+            file,
+            &f("backoff_max_s"),
+            c.backoff_max_s,
+            c.backoff_initial_s,
+            86400.0,
+        )?;
+        check_range(file, &f("queue"), c.queue, 1, 64)?;
+    }
+    Ok(())
+}
+
+/// Parse `mqtt.url`.
+pub fn parse_broker_url(url: &str, embedded_port: u16) -> Result<BrokerUrl, String> {
+    if url == "embedded" {
+        return Ok(BrokerUrl::Embedded {
+            port: embedded_port,
+        });
+    }
+    let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("mqtts://") {
+        (true, r)
+    } else {
+        return Err(format!("{url:?} has no mqtt:// or mqtts:// scheme"));
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') || rest.contains('@') {
+        return Err(format!(
+            "{url:?} must be scheme://host[:port] (credentials come from the environment, not the URL)"
+        ));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            let port: u16 = p
+                .parse()
+                .map_err(|_| format!("{url:?} has an invalid port {p:?}"))?;
+            (h.trim_matches(['[', ']']).to_string(), port)
+        }
+        _ => (rest.to_string(), if tls { 8883 } else { 1883 }),
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(if tls {
+        BrokerUrl::Tls { host, port }
+    } else {
+        BrokerUrl::Tcp { host, port }
+    })
+}
+
+/// True for `file://` URLs and plain paths (not devices).
+pub fn is_file_url(url: &str) -> bool {
+    if url.starts_with("file://") {
+        return true;
+    }
+    !url.contains("://") && !url.starts_with("/dev/video")
+}
+
+/// Resolve a relative path against the config's folder first, then the working directory.
+fn resolve(config_dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    let beside = config_dir.join(p);
+    if beside.exists() {
+        return beside;
+    }
+    let cwd = std::env::current_dir()
+        .map(|d| d.join(p))
+        .unwrap_or_else(|_| p.to_path_buf());
+    if cwd.exists() { cwd } else { beside }
+}
+
+/// Where the bundled model is looked for when `[detector] model` is not set.
+pub fn default_model_candidates(config_dir: &Path) -> Vec<PathBuf> {
+    let mut v = vec![
+        config_dir.join("../models").join(DEFAULT_MODEL_FILE),
+        PathBuf::from("models").join(DEFAULT_MODEL_FILE),
+    ];
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        v.push(
+            dir.join("../share/edge-node/models")
+                .join(DEFAULT_MODEL_FILE),
+        );
+        v.push(dir.join("../../models").join(DEFAULT_MODEL_FILE));
+    }
+    v.push(PathBuf::from("/usr/share/edge-node/models").join(DEFAULT_MODEL_FILE));
+    v
+}
+
+/// The bundled model: the first candidate that exists (or the first candidate, for the message).
+pub fn default_model(config_dir: &Path) -> PathBuf {
+    let c = default_model_candidates(config_dir);
+    c.iter()
+        .find(|p| p.exists())
+        .cloned()
+        .unwrap_or_else(|| c[1].clone())
+}
+
+fn build(file: &Path, raw: PipelineFile) -> Result<Pipeline, ConfigError> {
+    let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let broker = parse_broker_url(&raw.mqtt.url, raw.mqtt.embedded_port)
+        .map_err(|p| invalid(file, "mqtt.url", p, "see the README"))?;
+    let node_model = match &raw.detector.model {
+        Some(m) => resolve(&dir, m),
+        None => default_model(&dir),
+    };
+    let mut camera_models = Vec::new();
+    let mut camera_urls = Vec::new();
+    for c in &raw.cameras {
+        camera_models.push(
+            c.model
+                .as_ref()
+                .map(|m| resolve(&dir, m))
+                .unwrap_or_else(|| node_model.clone()),
+        );
+        let url = if let Some(p) = c.url.strip_prefix("file://") {
+            format!("file://{}", resolve(&dir, Path::new(p)).display())
+        } else if is_file_url(&c.url) {
+            resolve(&dir, Path::new(&c.url)).display().to_string()
+        } else {
+            c.url.clone()
+        };
+        camera_urls.push(url);
+    }
+    for (field, p) in [
+        ("mqtt.ca_file", &raw.mqtt.ca_file),
+        ("mqtt.client_cert", &raw.mqtt.client_cert),
+        ("mqtt.client_key", &raw.mqtt.client_key),
+    ] {
+        if let Some(p) = p {
+            let r = resolve(&dir, p);
+            if !r.exists() {
+                return Err(invalid(
+                    file,
+                    field,
+                    format!("{} does not exist", r.display()),
+                    "give the path of a PEM file (relative paths are resolved against the config's folder)",
+                ));
+            }
+        }
+    }
+    if matches!(broker, BrokerUrl::Tls { .. }) && raw.mqtt.ca_file.is_none() {
+        return Err(invalid(
+            file,
+            "mqtt.ca_file",
+            "mqtts:// needs a CA file to verify the broker",
+            "set mqtt.ca_file to the PEM of the CA that signed the broker's certificate",
+        ));
+    }
+    let onnxruntime = raw.detector.onnxruntime.as_ref().map(|p| resolve(&dir, p));
+    let mut raw = raw;
+    for p in [
+        &mut raw.mqtt.ca_file,
+        &mut raw.mqtt.client_cert,
+        &mut raw.mqtt.client_key,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *p = resolve(&dir, p);
+    }
+    Ok(Pipeline {
+        file: file.to_path_buf(),
+        raw,
+        broker,
+        camera_models,
+        camera_urls,
+        onnxruntime,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[node]
+id = "box-1"
+district = "hoan-kiem"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+topic_prefix = "hanoi"
+[[cameras]]
+id = "cam-1"
+url = "rtsp://127.0.0.1:8554/test"
+detect_fps = 5
+"#;
+
+    fn load(text: &str) -> Result<Pipeline, ConfigError> {
+        Pipeline::from_str(Path::new("/tmp/x/pipeline.toml"), text)
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let p = load(MIN).unwrap();
+        assert_eq!(
+            p.broker,
+            BrokerUrl::Tcp {
+                host: "127.0.0.1".into(),
+                port: 1883
+            }
+        );
+        let c = &p.raw.cameras[0];
+        assert_eq!(c.detect_fps, 5.0);
+        assert_eq!(c.queue, 2);
+        assert!(c.realtime);
+        assert_eq!(p.raw.detector.threshold, 0.35);
+        assert!(!p.all_files());
+    }
+
+    #[test]
+    fn unknown_field_names_field_and_file() {
+        let err = load(&MIN.replace("detect_fps = 5", "detect_fps = 5\nfps = 3"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pipeline.toml"), "{err}");
+        assert!(err.contains("unknown field `fps`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_point_at_the_field() {
+        let err = load(&MIN.replace("detect_fps = 5", "detect_fps = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cameras[0].detect_fps"), "{err}");
+        assert!(err.contains("Fix:"), "{err}");
+        let err = load(&MIN.replace("id = \"cam-1\"", "id = \"Cam 1\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cameras[0].id"), "{err}");
+        let err = load(&MIN.replace("mqtt://127.0.0.1:1883", "http://x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mqtt.url"), "{err}");
+        let err = load(&MIN.replace(
+            "[[cameras]]\nid = \"cam-1\"\nurl = \"rtsp://127.0.0.1:8554/test\"\ndetect_fps = 5\n",
+            "",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cameras"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_camera_ids_are_refused() {
+        let text = format!("{MIN}\n[[cameras]]\nid = \"cam-1\"\nurl = \"a.mp4\"\n");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("cameras[1].id") && err.contains("twice"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(
+            parse_broker_url("embedded", 7),
+            Ok(BrokerUrl::Embedded { port: 7 })
+        );
+        assert_eq!(
+            parse_broker_url("mqtts://broker.city:8884", 0),
+            Ok(BrokerUrl::Tls {
+                host: "broker.city".into(),
+                port: 8884
+            })
+        );
+        assert_eq!(
+            parse_broker_url("mqtt://h", 0),
+            Ok(BrokerUrl::Tcp {
+                host: "h".into(),
+                port: 1883
+            })
+        );
+        assert!(parse_broker_url("mqtt://u:p@h", 0).is_err());
+        assert!(parse_broker_url("mqtt://h:notaport", 0).is_err());
+    }
+
+    #[test]
+    fn file_urls() {
+        assert!(is_file_url("clip.mp4"));
+        assert!(is_file_url("file:///a/b.mp4"));
+        assert!(!is_file_url("rtsp://h/x"));
+        assert!(!is_file_url("/dev/video0"));
+    }
+}

@@ -1,0 +1,950 @@
+//! Object detection: the only module that touches ONNX Runtime (`ort`).
+//!
+//! A [`Detector`] owns one ONNX Runtime session plus every buffer a frame
+//! needs, so the streaming path allocates nothing but the returned
+//! `Vec<Detection>`. It is `Send`, not shared: `Session::run` takes
+//! `&mut self`, so each inference thread owns its own detector.
+//!
+//! Per frame: [`preprocess`] (resize + normalise into the reused input
+//! tensor) -> `Session::run` -> the family's decoder in [`decode`] (boxes in
+//! model-input pixels) -> class-aware [`nms`] -> map back to source pixels,
+//! clamp, cap at `max_detections`. The pure parts live in submodules and are
+//! re-exported here so benches and tests can call them without a model.
+//!
+//! What a model *is* (family, input size, colour order, normalisation,
+//! class names) is resolved once at load time by [`spec`] and checked
+//! against the model's real inputs and outputs.
+
+pub mod decode;
+pub mod preprocess;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use ndarray::{Array4, ArrayView4};
+use ort::environment::Environment;
+use ort::session::{Session, SessionOutputs};
+use ort::value::{TensorElementType, TensorRef, ValueType};
+
+use crate::frame::Detection;
+
+pub use decode::{
+    ClassGate, InputTransform, NanoDetLevel, YoloScratch, any_above, argmax_first, decode_nanodet,
+    decode_yolov8, nms, softmax_expectation,
+};
+pub use preprocess::{PreprocessConfig, Preprocessor, ResizeFilter, letterbox_geometry};
+pub use spec::{
+    ColorOrder, Family, Manifest, ModelSpec, NanoDetLevelSpec, OutputLayout, ResizeMode,
+    SpecSource, TensorInfo, describe_io, infer_family, parse_names, resolve_spec,
+};
+
+/// The traffic-relevant COCO classes, the product's default class filter.
+pub const DEFAULT_CLASSES: &[&str] = &["person", "bicycle", "car", "motorcycle", "bus", "truck"];
+
+/// Everything that can go wrong in this module, each variant naming the
+/// thing at fault so the operator can fix it without reading code.
+#[derive(thiserror::Error, Debug)]
+pub enum DetectError {
+    #[error(
+        "ONNX Runtime library not found or not loadable; tried: {}. Set ORT_DYLIB_PATH or run scripts/fetch-onnxruntime.sh",
+        tried.join("; ")
+    )]
+    RuntimeNotFound { tried: Vec<String> },
+    #[error("ONNX Runtime failed to start: {0}")]
+    Runtime(String),
+    #[error("cannot read model {}: {source}", path.display())]
+    ModelRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("model {} is not a valid ONNX model: {reason}", path.display())]
+    ModelInvalid { path: PathBuf, reason: String },
+    #[error("model manifest {} is invalid: {reason}", path.display())]
+    ManifestInvalid { path: PathBuf, reason: String },
+    #[error(
+        "model {} fits no known detector family (nanodet: cls_sN/reg_sN outputs; yolov8: one [1,4+nc,N] output); found {found}",
+        path.display()
+    )]
+    UnknownFamily { path: PathBuf, found: String },
+    #[error("model {} does not match its description: expected {expected}, found {found}", path.display())]
+    SpecMismatch {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("unknown class {name:?}; the model knows {known}")]
+    UnknownClass { name: String, known: String },
+    #[error("invalid detector option {name}: {reason}")]
+    InvalidOption { name: &'static str, reason: String },
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("bad frame {width}x{height} with {len} bytes: {reason}")]
+    BadFrame {
+        width: u32,
+        height: u32,
+        len: usize,
+        reason: String,
+    },
+    #[error("input tensor has shape {found:?}, expected {expected:?} (standard layout)")]
+    BadTensor {
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("model output {output} has an unexpected shape: expected {expected}, found {found}")]
+    OutputShape {
+        output: String,
+        expected: String,
+        found: String,
+    },
+}
+
+/// Where to find `libonnxruntime.so`.
+#[derive(Clone, Debug, Default)]
+pub struct RuntimeOptions {
+    /// Explicit library path. `None`: `ORT_DYLIB_PATH`, then
+    /// `third_party/onnxruntime/lib/libonnxruntime.so` under the current
+    /// directory (and its parent, for `cargo test` which runs in the crate
+    /// directory), `/opt/onnxruntime/lib/libonnxruntime.so`, then plain
+    /// `libonnxruntime.so` (the dynamic loader's search path).
+    pub dylib: Option<PathBuf>,
+}
+
+struct Runtime {
+    env: Environment,
+    version: String,
+    path: PathBuf,
+}
+
+/// ONNX Runtime allows one environment per process, even after the first is
+/// dropped, so it lives in a static for the life of the process.
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+/// Serialises first-time initialisation (a failed attempt may be retried).
+static INIT: Mutex<()> = Mutex::new(());
+
+fn candidate_paths(opts: &RuntimeOptions) -> Vec<PathBuf> {
+    if let Some(p) = &opts.dylib {
+        return vec![p.clone()];
+    }
+    let mut v = Vec::new();
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        v.push(PathBuf::from(p));
+    }
+    let rel = Path::new("third_party/onnxruntime/lib/libonnxruntime.so");
+    if let Ok(cwd) = std::env::current_dir() {
+        v.push(cwd.join(rel));
+        if let Some(parent) = cwd.parent() {
+            v.push(parent.join(rel));
+        }
+    }
+    v.push(PathBuf::from("/opt/onnxruntime/lib/libonnxruntime.so"));
+    v.push(PathBuf::from("libonnxruntime.so"));
+    v
+}
+
+/// Loads ONNX Runtime and creates the process-wide environment.
+///
+/// Idempotent (later calls return `Ok` without looking at `opts`) and never
+/// panics: a missing library is [`DetectError::RuntimeNotFound`] listing
+/// every path tried, so the node can report it instead of aborting.
+pub fn init_runtime(opts: &RuntimeOptions) -> Result<(), DetectError> {
+    if RUNTIME.get().is_some() {
+        return Ok(());
+    }
+    let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if RUNTIME.get().is_some() {
+        return Ok(());
+    }
+    let mut tried = Vec::new();
+    for path in candidate_paths(opts) {
+        if path.is_absolute() && !path.exists() {
+            tried.push(format!("{} (no such file)", path.display()));
+            continue;
+        }
+        let builder = match ort::init_from(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                tried.push(format!("{} ({e})", path.display()));
+                continue;
+            }
+        };
+        let env = builder
+            .with_name("edge-node")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| DetectError::Runtime(e.to_string()))?;
+        let version = version_of(&path);
+        tracing::info!(path = %path.display(), version = %version, "ONNX Runtime loaded");
+        // Cannot already be set: we hold the init lock and checked above.
+        let _ = RUNTIME.set(Runtime { env, version, path });
+        return Ok(());
+    }
+    Err(DetectError::RuntimeNotFound { tried })
+}
+
+/// Version of the loaded ONNX Runtime, `None` before [`init_runtime`].
+pub fn runtime_version() -> Option<String> {
+    RUNTIME.get().map(|r| r.version.clone())
+}
+
+/// Path of the loaded ONNX Runtime library, `None` before [`init_runtime`].
+pub fn runtime_path() -> Option<PathBuf> {
+    RUNTIME.get().map(|r| r.path.clone())
+}
+
+/// ORT's build-info string carries the release branch (`git-branch=rel-1.32.0`);
+/// fall back to the versioned file name the symlink points to.
+fn version_of(path: &Path) -> String {
+    let info = ort::info();
+    if let Some(v) = info
+        .split([',', ' '])
+        .find_map(|part| part.trim().strip_prefix("git-branch=rel-"))
+        .filter(|v| !v.is_empty())
+    {
+        return v.to_string();
+    }
+    let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    resolved
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split_once(".so.").map(|(_, v)| v.to_string()))
+        .unwrap_or_else(|| info.trim().to_string())
+}
+
+/// How to build a [`Detector`].
+#[derive(Clone, Debug)]
+pub struct DetectorOptions {
+    pub model: PathBuf,
+    /// ONNX Runtime intra-op threads (0 = ONNX Runtime's default: all cores).
+    pub intra_threads: usize,
+    /// Let ORT worker threads busy-wait between ops. Off by default: on a
+    /// 2-core box spinning steals CPU from the video decoders.
+    pub spinning: bool,
+    /// Score threshold (strictly above) for classes without their own.
+    pub threshold: f32,
+    /// Per-class thresholds by class name.
+    pub class_thresholds: HashMap<String, f32>,
+    /// Classes to report, by name; `None` = all classes of the model.
+    pub classes: Option<Vec<String>>,
+    /// IoU above which a lower-scored box of the same class is dropped.
+    pub nms_iou: f32,
+    /// Cap on detections per frame, highest scores kept.
+    pub max_detections: usize,
+}
+
+impl Default for DetectorOptions {
+    fn default() -> Self {
+        Self {
+            model: PathBuf::from("models/nanodet_g_coco_416.onnx"),
+            intra_threads: 1,
+            spinning: false,
+            threshold: 0.35,
+            class_thresholds: HashMap::new(),
+            classes: None,
+            nms_iou: 0.5,
+            max_detections: 100,
+        }
+    }
+}
+
+impl DetectorOptions {
+    /// Defaults for the given model file.
+    pub fn new(model: impl Into<PathBuf>) -> Self {
+        Self {
+            model: model.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Wall time of the three stages of one frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StageTimes {
+    pub pre: Duration,
+    pub infer: Duration,
+    pub post: Duration,
+}
+
+/// One loaded model plus its reusable buffers. Move it into the inference
+/// thread that uses it.
+pub struct Detector {
+    session: Session,
+    spec: ModelSpec,
+    model_path: PathBuf,
+    gate: ClassGate,
+    nms_iou: f32,
+    max_detections: usize,
+    pre: Preprocessor,
+    input: Array4<f32>,
+    yolo: YoloScratch,
+    candidates: Vec<Detection>,
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector")
+            .field("model", &self.model_path)
+            .field("family", &self.spec.family)
+            .field("input_size", &self.spec.input_size)
+            .field("classes", &self.spec.names.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the class gate from the options: unknown names are errors (a typo
+/// in `classes = ["preson"]` would otherwise silently detect nothing).
+fn build_gate(opts: &DetectorOptions, names: &[String]) -> Result<ClassGate, DetectError> {
+    let check_thr = |name: &'static str, v: f32| {
+        if (0.0..=1.0).contains(&v) {
+            Ok(())
+        } else {
+            Err(DetectError::InvalidOption {
+                name,
+                reason: format!("{v} is outside 0..=1"),
+            })
+        }
+    };
+    check_thr("threshold", opts.threshold)?;
+    let index = |name: &str| -> Result<usize, DetectError> {
+        names
+            .iter()
+            .position(|n| n == name)
+            .ok_or_else(|| DetectError::UnknownClass {
+                name: name.to_string(),
+                known: known_sample(names),
+            })
+    };
+    let mut thr = vec![opts.threshold; names.len()];
+    for (name, &v) in &opts.class_thresholds {
+        check_thr("class_thresholds", v)?;
+        thr[index(name)?] = v;
+    }
+    if let Some(classes) = &opts.classes {
+        let mut enabled = vec![false; names.len()];
+        for name in classes {
+            enabled[index(name)?] = true;
+        }
+        for (t, on) in thr.iter_mut().zip(enabled) {
+            if !on {
+                *t = f32::INFINITY;
+            }
+        }
+    }
+    Ok(ClassGate::from_thresholds(thr))
+}
+
+/// First few class names, for "unknown class" messages.
+fn known_sample(names: &[String]) -> String {
+    let head: Vec<&str> = names.iter().take(12).map(String::as_str).collect();
+    if names.len() > head.len() {
+        format!("{} classes: {}, ...", names.len(), head.join(", "))
+    } else {
+        format!("{} classes: {}", names.len(), head.join(", "))
+    }
+}
+
+fn tensor_info(name: &str, ty: &ValueType) -> TensorInfo {
+    match ty {
+        ValueType::Tensor { ty, shape, .. } => TensorInfo {
+            name: name.to_string(),
+            shape: shape.iter().copied().collect(),
+            is_f32: *ty == TensorElementType::Float32,
+        },
+        _ => TensorInfo {
+            name: name.to_string(),
+            shape: Vec::new(),
+            is_f32: false,
+        },
+    }
+}
+
+impl Detector {
+    /// Loads and checks a model. Initialises ONNX Runtime with the default
+    /// search if [`init_runtime`] was not called first.
+    pub fn load(opts: &DetectorOptions) -> Result<Detector, DetectError> {
+        init_runtime(&RuntimeOptions::default())?;
+        let rt = RUNTIME
+            .get()
+            .ok_or_else(|| DetectError::Runtime("runtime not initialised".into()))?;
+        if !(opts.nms_iou > 0.0 && opts.nms_iou <= 1.0) {
+            return Err(DetectError::InvalidOption {
+                name: "nms_iou",
+                reason: format!("{} is outside (0, 1]", opts.nms_iou),
+            });
+        }
+        if opts.max_detections == 0 {
+            return Err(DetectError::InvalidOption {
+                name: "max_detections",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let path = opts.model.clone();
+        let manifest = Manifest::load_for(&path)?;
+        let bytes = std::fs::read(&path).map_err(|source| DetectError::ModelRead {
+            path: path.clone(),
+            source,
+        })?;
+
+        let builder_err = |e: ort::Error<ort::session::builder::SessionBuilder>| {
+            DetectError::Runtime(ort::Error::<()>::from(e).to_string())
+        };
+        let mut builder = Session::builder(&rt.env)
+            .map_err(|e| DetectError::Runtime(e.to_string()))?
+            .with_intra_threads(opts.intra_threads)
+            .map_err(builder_err)?
+            .with_inter_threads(1)
+            .map_err(builder_err)?
+            .with_intra_op_spinning(opts.spinning)
+            .map_err(builder_err)?
+            .with_inter_op_spinning(opts.spinning)
+            .map_err(builder_err)?;
+        let session =
+            builder
+                .commit_from_memory(&bytes)
+                .map_err(|e| DetectError::ModelInvalid {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+        drop(bytes);
+
+        let inputs: Vec<TensorInfo> = session
+            .inputs()
+            .iter()
+            .map(|o| tensor_info(o.name(), o.dtype()))
+            .collect();
+        let outputs: Vec<TensorInfo> = session
+            .outputs()
+            .iter()
+            .map(|o| tensor_info(o.name(), o.dtype()))
+            .collect();
+        let metadata = read_metadata(&session);
+        let spec = resolve_spec(
+            &path,
+            &inputs,
+            &outputs,
+            &metadata,
+            manifest.as_ref().map(|(m, p)| (m, p.as_path())),
+        )?;
+        let gate = build_gate(opts, &spec.names)?;
+        let pre = Preprocessor::new(PreprocessConfig {
+            dst_w: spec.input_size.0,
+            dst_h: spec.input_size.1,
+            resize: spec.resize,
+            color: spec.color,
+            mean: spec.mean,
+            std: spec.std,
+            pad_value: spec.pad_value,
+            filter: ResizeFilter::Antialias,
+        });
+        let input = pre.make_buffer();
+        tracing::info!(
+            model = %path.display(),
+            family = spec.family.as_str(),
+            input_w = spec.input_size.0,
+            input_h = spec.input_size.1,
+            classes = spec.names.len(),
+            enabled = (0..spec.names.len()).filter(|&c| gate.threshold(c).is_finite()).count(),
+            source = ?spec.source,
+            intra_threads = opts.intra_threads,
+            "detector loaded"
+        );
+        Ok(Detector {
+            session,
+            spec,
+            model_path: path,
+            gate,
+            nms_iou: opts.nms_iou,
+            max_detections: opts.max_detections,
+            pre,
+            input,
+            yolo: YoloScratch::default(),
+            candidates: Vec::with_capacity(256),
+        })
+    }
+
+    /// Class names, index = `Detection::class_id`.
+    pub fn labels(&self) -> &[String] {
+        &self.spec.names
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    pub fn model_path(&self) -> &Path {
+        &self.model_path
+    }
+
+    /// Switches the resampling filter (default [`ResizeFilter::Antialias`],
+    /// Pillow-compatible, what the parity reference uses). `Bilinear` costs
+    /// about half on big downscales but aliases; see [`preprocess`].
+    pub fn set_resize_filter(&mut self, filter: ResizeFilter) {
+        let mut cfg = self.pre.config().clone();
+        cfg.filter = filter;
+        self.pre = Preprocessor::new(cfg);
+    }
+
+    pub fn resize_filter(&self) -> ResizeFilter {
+        self.pre.config().filter
+    }
+
+    /// Detects objects in a tightly packed RGB24 frame. Boxes are in source
+    /// pixels, clamped to the frame, sorted by score (descending).
+    pub fn detect(
+        &mut self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+    ) -> Result<Vec<Detection>, DetectError> {
+        self.detect_timed(rgb, width, height).map(|(d, _)| d)
+    }
+
+    /// [`Self::detect`] plus the time spent in each stage.
+    pub fn detect_timed(
+        &mut self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+    ) -> Result<(Vec<Detection>, StageTimes), DetectError> {
+        let t0 = Instant::now();
+        let transform = self.pre.run(rgb, width, height, &mut self.input)?;
+        let pre = t0.elapsed();
+        let Self {
+            session,
+            input,
+            spec,
+            gate,
+            yolo,
+            candidates,
+            ..
+        } = self;
+        let (infer, decode) = run_and_decode(session, input.view(), spec, gate, yolo, candidates)?;
+        let t1 = Instant::now();
+        let dets = self.finish(&transform);
+        let post = decode + t1.elapsed();
+        Ok((dets, StageTimes { pre, infer, post }))
+    }
+
+    /// Runs an already pre-processed input tensor (`[1, 3, H, W]`, standard
+    /// layout) and maps boxes to a `src_w` x `src_h` frame as this model's
+    /// resize mode would have. For parity tests against a reference tensor.
+    pub fn detect_tensor(
+        &mut self,
+        input: ArrayView4<'_, f32>,
+        src_w: u32,
+        src_h: u32,
+    ) -> Result<Vec<Detection>, DetectError> {
+        let (w, h) = (
+            self.spec.input_size.0 as usize,
+            self.spec.input_size.1 as usize,
+        );
+        if input.shape() != [1, 3, h, w] || !input.is_standard_layout() {
+            return Err(DetectError::BadTensor {
+                expected: vec![1, 3, h, w],
+                found: input.shape().to_vec(),
+            });
+        }
+        if src_w == 0 || src_h == 0 {
+            return Err(DetectError::BadFrame {
+                width: src_w,
+                height: src_h,
+                len: 0,
+                reason: "empty frame".into(),
+            });
+        }
+        let transform = self.pre.transform_for(src_w, src_h);
+        let Self {
+            session,
+            spec,
+            gate,
+            yolo,
+            candidates,
+            ..
+        } = self;
+        run_and_decode(session, input, spec, gate, yolo, candidates)?;
+        Ok(self.finish(&transform))
+    }
+
+    /// NMS in model-input space (like the reference), then cap, map, clamp.
+    fn finish(&mut self, transform: &InputTransform) -> Vec<Detection> {
+        nms(&mut self.candidates, self.nms_iou);
+        self.candidates.truncate(self.max_detections);
+        self.candidates
+            .drain(..)
+            .map(|d| Detection {
+                bbox: transform.to_source(&d.bbox),
+                ..d
+            })
+            .collect()
+    }
+}
+
+fn read_metadata(session: &Session) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    match session.metadata() {
+        Ok(meta) => {
+            for key in meta.custom_keys().unwrap_or_default() {
+                if let Some(v) = meta.custom(&key) {
+                    map.insert(key, v);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read model metadata"),
+    }
+    map
+}
+
+/// Runs the session and decodes into `out` (cleared first, input pixels).
+/// Returns (inference time, decode time).
+fn run_and_decode(
+    session: &mut Session,
+    input: ArrayView4<'_, f32>,
+    spec: &ModelSpec,
+    gate: &ClassGate,
+    yolo: &mut YoloScratch,
+    out: &mut Vec<Detection>,
+) -> Result<(Duration, Duration), DetectError> {
+    out.clear();
+    let t0 = Instant::now();
+    let tensor =
+        TensorRef::from_array_view(input).map_err(|e| DetectError::Inference(e.to_string()))?;
+    let outputs = session
+        .run(ort::inputs![tensor])
+        .map_err(|e| DetectError::Inference(e.to_string()))?;
+    let infer = t0.elapsed();
+    let t1 = Instant::now();
+    decode_outputs(&outputs, spec, gate, yolo, out)?;
+    Ok((infer, t1.elapsed()))
+}
+
+fn output_f32<'a>(
+    outputs: &'a SessionOutputs<'_>,
+    name: &str,
+) -> Result<(Vec<i64>, &'a [f32]), DetectError> {
+    let value = outputs
+        .get(name)
+        .ok_or_else(|| DetectError::Inference(format!("model produced no output {name:?}")))?;
+    let (shape, data) = value
+        .try_extract_tensor::<f32>()
+        .map_err(|e| DetectError::Inference(format!("output {name:?}: {e}")))?;
+    Ok((shape.iter().copied().collect(), data))
+}
+
+fn decode_outputs(
+    outputs: &SessionOutputs<'_>,
+    spec: &ModelSpec,
+    gate: &ClassGate,
+    yolo: &mut YoloScratch,
+    out: &mut Vec<Detection>,
+) -> Result<(), DetectError> {
+    let nc = spec.num_classes();
+    match &spec.layout {
+        OutputLayout::NanoDet { levels, reg_max } => {
+            for l in levels {
+                let (cs, cls) = output_f32(outputs, &l.cls)?;
+                let (rs, reg) = output_f32(outputs, &l.reg)?;
+                let want_c = [1, l.cells as i64, nc as i64];
+                let want_r = [1, l.cells as i64, 4 * (*reg_max as i64 + 1)];
+                if cs != want_c || rs != want_r {
+                    return Err(DetectError::OutputShape {
+                        output: format!("{} / {}", l.cls, l.reg),
+                        expected: format!("{want_c:?} / {want_r:?}"),
+                        found: format!("{cs:?} / {rs:?}"),
+                    });
+                }
+                let level = NanoDetLevel {
+                    stride: l.stride,
+                    grid_w: l.grid_w,
+                    cls,
+                    reg,
+                };
+                decode_nanodet(&[level], nc, *reg_max, gate, out)?;
+            }
+        }
+        OutputLayout::YoloV8 { output, fields } => {
+            let (shape, data) = output_f32(outputs, output)?;
+            if shape.len() != 3 || shape[0] != 1 || shape[1] != *fields as i64 || shape[2] < 0 {
+                return Err(DetectError::OutputShape {
+                    output: output.clone(),
+                    expected: format!("[1, {fields}, N]"),
+                    found: format!("{shape:?}"),
+                });
+            }
+            decode_yolov8(data, *fields, shape[2] as usize, nc, gate, yolo, out)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn detector_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Detector>();
+    }
+
+    #[test]
+    fn gate_from_options() {
+        let labels = names(&["person", "bicycle", "car", "dog"]);
+        let mut o = DetectorOptions::new("x.onnx");
+        o.classes = Some(names(&["person", "car"]));
+        o.class_thresholds.insert("car".into(), 0.6);
+        let g = build_gate(&o, &labels).unwrap();
+        assert_eq!(g.threshold(0), 0.35);
+        assert_eq!(g.threshold(1), f32::INFINITY);
+        assert_eq!(g.threshold(2), 0.6);
+        assert_eq!(g.threshold(3), f32::INFINITY);
+
+        o.classes = Some(names(&["preson"]));
+        match build_gate(&o, &labels) {
+            Err(DetectError::UnknownClass { name, known }) => {
+                assert_eq!(name, "preson");
+                assert!(known.contains("person"), "{known}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut o = DetectorOptions::new("x.onnx");
+        o.class_thresholds.insert("cat".into(), 0.5);
+        assert!(matches!(
+            build_gate(&o, &labels),
+            Err(DetectError::UnknownClass { .. })
+        ));
+        o.class_thresholds.clear();
+        o.threshold = 1.5;
+        assert!(matches!(
+            build_gate(&o, &labels),
+            Err(DetectError::InvalidOption { .. })
+        ));
+        // None = all classes.
+        let g = build_gate(&DetectorOptions::new("x.onnx"), &labels).unwrap();
+        assert!((0..4).all(|c| g.threshold(c) == 0.35));
+    }
+
+    #[test]
+    fn default_classes_are_coco_names() {
+        let coco = [
+            "person",
+            "bicycle",
+            "car",
+            "motorcycle",
+            "airplane",
+            "bus",
+            "train",
+            "truck",
+        ];
+        assert!(DEFAULT_CLASSES.iter().all(|c| coco.contains(c)));
+    }
+
+    #[test]
+    fn candidate_paths_prefer_explicit() {
+        let o = RuntimeOptions {
+            dylib: Some(PathBuf::from("/x/libonnxruntime.so")),
+        };
+        assert_eq!(
+            candidate_paths(&o),
+            vec![PathBuf::from("/x/libonnxruntime.so")]
+        );
+        let d = candidate_paths(&RuntimeOptions::default());
+        assert_eq!(d.last(), Some(&PathBuf::from("libonnxruntime.so")));
+        assert!(d.contains(&PathBuf::from("/opt/onnxruntime/lib/libonnxruntime.so")));
+    }
+
+    // --- Tests below need the ONNX Runtime library (ORT_DYLIB_PATH or the default search). ---
+
+    fn fixture(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    }
+
+    fn runtime() {
+        init_runtime(&RuntimeOptions::default())
+            .expect("ONNX Runtime must be available for this test (set ORT_DYLIB_PATH)");
+    }
+
+    #[test]
+    fn runtime_init_is_idempotent_and_reports_version() {
+        runtime();
+        init_runtime(&RuntimeOptions {
+            dylib: Some(PathBuf::from("/nonexistent/libonnxruntime.so")),
+        })
+        .unwrap();
+        let v = runtime_version().unwrap();
+        eprintln!("ONNX Runtime {v} from {:?}", runtime_path());
+        assert!(v.starts_with("1."), "{v}");
+        assert!(runtime_path().is_some());
+    }
+
+    #[test]
+    fn corrupt_model_is_model_invalid_naming_the_path() {
+        runtime();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("garbage.onnx");
+        // Deterministic pseudo-random bytes.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let bytes: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        std::fs::write(&path, bytes).unwrap();
+        let err = Detector::load(&DetectorOptions::new(&path)).unwrap_err();
+        match &err {
+            DetectError::ModelInvalid { path: p, .. } => assert_eq!(p, &path),
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("garbage.onnx"), "{err}");
+    }
+
+    #[test]
+    fn missing_model_is_model_read() {
+        runtime();
+        let err = Detector::load(&DetectorOptions::new("/nonexistent/model.onnx")).unwrap_err();
+        assert!(matches!(err, DetectError::ModelRead { .. }), "{err:?}");
+        assert!(err.to_string().contains("/nonexistent/model.onnx"));
+    }
+
+    #[test]
+    fn weird_outputs_are_unknown_family() {
+        runtime();
+        let path = fixture("tests/fixtures/models/weird_outputs.onnx");
+        match Detector::load(&DetectorOptions::new(&path)) {
+            Err(DetectError::UnknownFamily { path: p, found }) => {
+                assert_eq!(p, path);
+                assert!(found.contains("features [1,3]"), "{found}");
+                assert!(found.contains("images [1,3,32,32]"), "{found}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tiny_yolov8_runs_end_to_end_with_letterbox() {
+        runtime();
+        // The model ignores its input and always emits two candidates (see
+        // scripts/make_test_models.py): person 0.9 at cx,cy,w,h = 32,32,16,8
+        // and car 0.6 at 10,40,4,4, in a 64x64 input.
+        let path = fixture("tests/fixtures/models/tiny_yolov8.onnx");
+        let mut det = Detector::load(&DetectorOptions::new(&path)).unwrap();
+        assert_eq!(det.spec().family, Family::YoloV8);
+        assert_eq!(det.labels(), &["person", "car"]);
+        assert_eq!(det.spec().resize, ResizeMode::Letterbox);
+        // 128x64 frame -> gain 0.5, content 64x32, pad_y 16.
+        let frame = vec![0u8; 128 * 64 * 3];
+        let (dets, times) = det.detect_timed(&frame, 128, 64).unwrap();
+        assert!(times.infer > Duration::ZERO);
+        assert_eq!(dets.len(), 2, "{dets:?}");
+        assert_eq!(dets[0].class_id, 0);
+        assert!((dets[0].score - 0.9).abs() < 1e-6);
+        let b = dets[0].bbox;
+        let want = [
+            (32.0 - 8.0) * 2.0,
+            (32.0 - 4.0 - 16.0) * 2.0,
+            (32.0 + 8.0) * 2.0,
+            (32.0 + 4.0 - 16.0) * 2.0,
+        ];
+        for (a, w) in [b.x1, b.y1, b.x2, b.y2].iter().zip(want) {
+            assert!((a - w).abs() < 1e-3, "{b:?} vs {want:?}");
+        }
+        assert_eq!(dets[1].class_id, 1);
+
+        // Class filter and per-class thresholds apply.
+        let mut o = DetectorOptions::new(&path);
+        o.classes = Some(vec!["car".into()]);
+        let mut det = Detector::load(&o).unwrap();
+        let dets = det.detect(&frame, 128, 64).unwrap();
+        assert_eq!(dets.len(), 1);
+        assert_eq!(dets[0].class_id, 1);
+        o.classes = None;
+        o.class_thresholds.insert("car".into(), 0.7);
+        let mut det = Detector::load(&o).unwrap();
+        assert_eq!(det.detect(&frame, 128, 64).unwrap().len(), 1);
+        o.class_thresholds.clear();
+        o.max_detections = 1;
+        let mut det = Detector::load(&o).unwrap();
+        let dets = det.detect(&frame, 128, 64).unwrap();
+        assert_eq!(dets.len(), 1);
+        assert_eq!(dets[0].class_id, 0);
+        // Bad frames are errors, not panics.
+        assert!(matches!(
+            det.detect(&frame[1..], 128, 64),
+            Err(DetectError::BadFrame { .. })
+        ));
+    }
+
+    #[test]
+    fn manifest_mismatch_is_refused_at_load() {
+        runtime();
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m.onnx");
+        std::fs::copy(fixture("tests/fixtures/models/tiny_yolov8.onnx"), &model).unwrap();
+        std::fs::write(
+            dir.path().join("m.json"),
+            r#"{"family":"yolov8","input_size":[640,640],"color":"rgb","mean":[0,0,0],"std":[255,255,255],"resize":"letterbox"}"#,
+        )
+        .unwrap();
+        match Detector::load(&DetectorOptions::new(&model)) {
+            Err(DetectError::SpecMismatch {
+                expected, found, ..
+            }) => {
+                assert!(expected.contains("640"), "{expected}");
+                assert!(found.contains("[1,3,64,64]"), "{found}");
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(
+            dir.path().join("m.json"),
+            r#"{"family":"nanodet","input_size":[64,64],"color":"rgb","mean":[0,0,0],"std":[255,255,255],"resize":"letterbox"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            Detector::load(&DetectorOptions::new(&model)),
+            Err(DetectError::SpecMismatch { .. })
+        ));
+        std::fs::write(dir.path().join("m.json"), r#"{"family":"yolov8"}"#).unwrap();
+        assert!(matches!(
+            Detector::load(&DetectorOptions::new(&model)),
+            Err(DetectError::ManifestInvalid { .. })
+        ));
+        // Names in the manifest that do not fit the head.
+        std::fs::write(
+            dir.path().join("m.json"),
+            r#"{"family":"yolov8","input_size":[64,64],"color":"rgb","mean":[0,0,0],"std":[255,255,255],"resize":"letterbox","names":["a","b","c"]}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            Detector::load(&DetectorOptions::new(&model)),
+            Err(DetectError::SpecMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn bundled_model_loads_with_its_manifest() {
+        runtime();
+        let det = Detector::load(&DetectorOptions::new(fixture(
+            "models/nanodet_g_coco_416.onnx",
+        )))
+        .unwrap();
+        let spec = det.spec();
+        assert_eq!(spec.family, Family::NanoDet);
+        assert_eq!(spec.input_size, (416, 416));
+        assert_eq!(spec.color, ColorOrder::Bgr);
+        assert!(matches!(spec.source, SpecSource::Manifest(_)));
+        assert_eq!(det.labels().len(), 80);
+        assert_eq!(det.labels()[7], "truck");
+        let mut o = DetectorOptions::new(fixture("models/nanodet_g_coco_416.onnx"));
+        o.classes = Some(DEFAULT_CLASSES.iter().map(|s| s.to_string()).collect());
+        assert!(Detector::load(&o).is_ok());
+    }
+}

@@ -1,0 +1,13 @@
+//! edge-node: an edge video analytics appliance.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the bird's-eye view.
+
+pub mod config;
+pub mod detect;
+pub mod events;
+pub mod frame;
+pub mod node;
+pub mod publish;
+pub mod snapshot;
+pub mod source;
+pub mod track;

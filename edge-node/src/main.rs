@@ -1,0 +1,456 @@
+//! The `edge-node` command line. `anyhow` lives here only.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use edge_node::config::{self, BrokerUrl, Pipeline};
+use edge_node::detect::{self, Detector, RuntimeOptions};
+use edge_node::publish::watch::{self, WatchOptions};
+use edge_node::{node, snapshot, source};
+
+/// Edge video analytics: camera streams → ONNX detector → tracked events and
+/// JPEG snapshots → MQTT.
+#[derive(Parser)]
+#[command(name = "edge-node", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon on a pipeline config (TOML).
+    ///
+    /// Runs until SIGINT/SIGTERM. When every camera is a file, it ends by itself once
+    /// all files have ended: open events are ended, messages flushed, `stopped` published.
+    /// Exit status: 0 on a clean stop, 1 when a camera failed, 2 on a bad config.
+    Run {
+        /// Pipeline config, e.g. pipelines/demo.toml.
+        pipeline: PathBuf,
+    },
+    /// Validate a pipeline config, load its models, and print what would run.
+    Check {
+        pipeline: PathBuf,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the detector on one image and print what it sees.
+    ///
+    /// Shows every class the model knows unless --classes narrows it.
+    Detect {
+        /// ONNX model; default: the bundled NanoDet-g 416.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Minimum score.
+        #[arg(long, default_value_t = 0.35)]
+        threshold: f32,
+        /// Comma-separated class names to keep, e.g. person,car.
+        #[arg(long, value_delimiter = ',')]
+        classes: Option<Vec<String>>,
+        /// Print JSON: {"image","width","height","detections":[{"label","class_id","score","box":[x1,y1,x2,y2]}]}.
+        #[arg(long)]
+        json: bool,
+        /// Write the image with its boxes drawn (JPEG).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// ONNX Runtime intra-op threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        image: PathBuf,
+    },
+    /// The README's demo: the bundled clip, an in-process MQTT broker and a
+    /// subscriber that prints each alert and saves the snapshots.
+    Demo {
+        /// Pipeline to run; default pipelines/demo.toml.
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
+        /// Folder for the snapshots the subscriber receives.
+        #[arg(long, default_value = "out/demo-snapshots")]
+        out: PathBuf,
+        /// Play the clip as fast as possible instead of at its own frame rate.
+        #[arg(long)]
+        fast: bool,
+    },
+    /// Subscribe to a broker and print alerts as readable lines.
+    Watch {
+        /// Broker, mqtt://host:port.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        url: String,
+        /// Topic filter.
+        #[arg(long, default_value = "#")]
+        filter: String,
+        /// Save snapshots into this folder.
+        #[arg(long)]
+        snapshots: Option<PathBuf>,
+        /// Exit when a node reports `stopped`.
+        #[arg(long)]
+        until_stopped: bool,
+    },
+    /// Serve an H.264 MP4 over RTSP on 127.0.0.1 (a stand-in camera for tests and benchmarks).
+    ServeRtsp {
+        file: PathBuf,
+        #[arg(long, default_value_t = 8554)]
+        port: u16,
+        #[arg(long, default_value = "/test")]
+        mount: String,
+    },
+    /// Exit 0 when the daemon's heartbeat is fresh (container HEALTHCHECK).
+    Healthcheck {
+        /// Heartbeat file; default $EDGE_NODE_STATE_DIR/heartbeat or /tmp/edge-node/heartbeat.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Largest acceptable age in seconds.
+        #[arg(long, default_value_t = 30)]
+        max_age: u64,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,rumqttd=off,rumqttc=warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn real_main(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Run { pipeline } => {
+            let p = Pipeline::load(&pipeline)?;
+            let report = runtime()?.block_on(node::run(p))?;
+            eprintln!("{}", report.summary());
+            if report.failed_cameras.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("failed cameras: {}", report.failed_cameras.join(", "));
+                Ok(ExitCode::from(1))
+            }
+        }
+        Cmd::Check { pipeline, json } => check(&pipeline, json),
+        Cmd::Detect {
+            model,
+            threshold,
+            classes,
+            json,
+            out,
+            threads,
+            image,
+        } => detect_image(model, threshold, classes, json, out, threads, &image),
+        Cmd::Demo {
+            pipeline,
+            out,
+            fast,
+        } => demo(pipeline, out, fast),
+        Cmd::Watch {
+            url,
+            filter,
+            snapshots,
+            until_stopped,
+        } => {
+            let (host, port) =
+                match config::parse_broker_url(&url, 0).map_err(anyhow::Error::msg)? {
+                    BrokerUrl::Tcp { host, port } => (host, port),
+                    _ => bail!("watch supports mqtt://host:port only"),
+                };
+            let sum = runtime()?.block_on(watch::watch(
+                WatchOptions {
+                    host,
+                    port,
+                    filter,
+                    snapshot_dir: snapshots,
+                    until_stopped,
+                },
+                None,
+            ))?;
+            eprintln!("{} events, {} snapshots", sum.events, sum.snapshots);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::ServeRtsp { file, port, mount } => {
+            source::serve_rtsp_blocking(&file, port, &mount)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Healthcheck { file, max_age } => {
+            let f = file.unwrap_or_else(|| {
+                std::env::var_os("EDGE_NODE_STATE_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("/tmp/edge-node"))
+                    .join("heartbeat")
+            });
+            let age = std::fs::metadata(&f)
+                .and_then(|m| m.modified())
+                .with_context(|| format!("no heartbeat at {}", f.display()))?
+                .elapsed()
+                .unwrap_or_default();
+            if age > Duration::from_secs(max_age) {
+                eprintln!("heartbeat {} is {} s old", f.display(), age.as_secs());
+                return Ok(ExitCode::from(1));
+            }
+            println!("healthy: heartbeat {} s old", age.as_secs());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CameraPlan {
+    id: String,
+    url: String,
+    kind: &'static str,
+    detect_fps: f64,
+    max_height: u32,
+    model: String,
+}
+
+fn check(path: &Path, json: bool) -> Result<ExitCode> {
+    let p = Pipeline::load(path)?;
+    detect::init_runtime(&RuntimeOptions {
+        dylib: p.onnxruntime.clone(),
+    })?;
+    let mut models = std::collections::BTreeMap::new();
+    for m in &p.camera_models {
+        if models.contains_key(m) {
+            continue;
+        }
+        let d = Detector::load(&node::detector_options(&p, m))
+            .with_context(|| format!("model {}", m.display()))?;
+        models.insert(m.clone(), format!("{:?}", d.spec()));
+    }
+    let cams: Vec<CameraPlan> = p
+        .raw
+        .cameras
+        .iter()
+        .enumerate()
+        .map(|(i, c)| CameraPlan {
+            id: c.id.clone(),
+            url: p.camera_urls[i].clone(),
+            kind: if config::is_file_url(&p.camera_urls[i]) {
+                "file"
+            } else {
+                "live"
+            },
+            detect_fps: c.detect_fps,
+            max_height: c.max_height,
+            model: p.camera_models[i].display().to_string(),
+        })
+        .collect();
+    let topics = edge_node::publish::Topics::new(
+        &p.raw.mqtt.topic_prefix,
+        &p.raw.node.district,
+        &p.raw.node.id,
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"pipeline": p.file, "node": p.raw.node.id, "district": p.raw.node.district,
+                "mqtt": p.raw.mqtt.url, "topics": topics.all(), "cameras": cams, "models": models})
+        );
+    } else {
+        println!("{}: OK", p.file.display());
+        println!(
+            "node {} in district {}, MQTT {} under {}",
+            p.raw.node.id,
+            p.raw.node.district,
+            p.raw.mqtt.url,
+            topics.all()
+        );
+        for (m, spec) in &models {
+            println!("model {}: {spec}", m.display());
+        }
+        for c in &cams {
+            println!(
+                "camera {} ({}) {} at {} fps, frames ≤ {} px high",
+                c.id, c.kind, c.url, c.detect_fps, c.max_height
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct JsonDetection {
+    label: String,
+    class_id: u32,
+    score: f32,
+    #[serde(rename = "box")]
+    bbox: [f32; 4],
+}
+
+#[allow(clippy::too_many_arguments)]
+fn detect_image(
+    model: Option<PathBuf>,
+    threshold: f32,
+    classes: Option<Vec<String>>,
+    json: bool,
+    out: Option<PathBuf>,
+    threads: usize,
+    image: &Path,
+) -> Result<ExitCode> {
+    let model = model.unwrap_or_else(|| config::default_model(Path::new(".")));
+    detect::init_runtime(&RuntimeOptions::default())?;
+    let img = image::open(image)
+        .with_context(|| format!("cannot read image {}", image.display()))?
+        .to_rgb8();
+    let (w, h) = img.dimensions();
+    let mut det = Detector::load(&detect::DetectorOptions {
+        model: model.clone(),
+        intra_threads: threads,
+        threshold,
+        classes,
+        ..detect::DetectorOptions::default()
+    })?;
+    let dets = det.detect(img.as_raw(), w, h)?;
+    let labels = det.labels().to_vec();
+    let label = |c: u32| {
+        labels
+            .get(c as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("class{c}"))
+    };
+    if json {
+        let v: Vec<JsonDetection> = dets
+            .iter()
+            .map(|d| JsonDetection {
+                label: label(d.class_id),
+                class_id: d.class_id,
+                score: (d.score * 1e4).round() / 1e4,
+                bbox: [d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2]
+                    .map(|v| (v * 10.0).round() / 10.0),
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"image": image.display().to_string(), "width": w, "height": h, "detections": v})
+        );
+    } else {
+        println!(
+            "{} ({w}x{h}), model {}: {} detections",
+            image.display(),
+            model.display(),
+            dets.len()
+        );
+        for d in &dets {
+            println!(
+                "  {:<12} {:.2}  [{:.0}, {:.0}, {:.0}, {:.0}]",
+                label(d.class_id),
+                d.score,
+                d.bbox.x1,
+                d.bbox.y1,
+                d.bbox.x2,
+                d.bbox.y2
+            );
+        }
+    }
+    if let Some(out) = out {
+        let boxes: Vec<_> = dets
+            .iter()
+            .map(|d| (d.bbox, format!("{} {:.2}", label(d.class_id), d.score)))
+            .collect();
+        let jpeg = snapshot::annotate(img.as_raw(), w, h, &boxes, 90)?;
+        std::fs::write(&out, jpeg).with_context(|| format!("cannot write {}", out.display()))?;
+        if !json {
+            println!("wrote {}", out.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn demo(pipeline: Option<PathBuf>, out: PathBuf, fast: bool) -> Result<ExitCode> {
+    let path = pipeline.unwrap_or_else(|| PathBuf::from("pipelines/demo.toml"));
+    let mut p = Pipeline::load(&path)?;
+    if fast {
+        for c in &mut p.raw.cameras {
+            c.realtime = false;
+        }
+    }
+    let port = match p.broker {
+        BrokerUrl::Embedded { port } => port,
+        _ => bail!("the demo pipeline must use mqtt.url = \"embedded\""),
+    };
+    let clip_bytes: u64 = p
+        .camera_urls
+        .iter()
+        .filter_map(|u| std::fs::metadata(u.trim_start_matches("file://")).ok())
+        .map(|m| m.len())
+        .sum();
+    let rt = runtime()?;
+    let started = SystemTime::now();
+    let snap_dir = out.clone();
+    let (report, seen) = rt.block_on(async move {
+        #[cfg(feature = "embedded-broker")]
+        edge_node::publish::embedded::start(port, p.raw.mqtt.max_packet_bytes)?;
+        #[cfg(not(feature = "embedded-broker"))]
+        bail!("this build has no embedded broker (cargo feature `embedded-broker`)");
+        p.broker = BrokerUrl::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let filter = format!("{}/#", p.raw.mqtt.topic_prefix);
+        let w = tokio::spawn(watch::watch(
+            WatchOptions {
+                host: "127.0.0.1".into(),
+                port,
+                filter,
+                snapshot_dir: Some(snap_dir),
+                until_stopped: true,
+            },
+            Some(ready_tx),
+        ));
+        let _ = tokio::time::timeout(Duration::from_secs(10), ready_rx).await;
+        let report = node::run(p).await?;
+        let seen = tokio::time::timeout(Duration::from_secs(15), w)
+            .await
+            .context("the demo subscriber did not see the node stop")???;
+        Ok::<_, anyhow::Error>((report, seen))
+    })?;
+    let wall = started.elapsed().unwrap_or_default();
+    println!();
+    println!("demo finished in {:.1} s", wall.as_secs_f64());
+    println!("node: {}", report.summary());
+    println!(
+        "subscriber: {} events ({} new, {} update, {} end), {} snapshots ({} B) saved in {}",
+        seen.events,
+        seen.new,
+        seen.updates,
+        seen.ends,
+        seen.snapshots,
+        seen.snapshot_bytes,
+        out.display()
+    );
+    if clip_bytes > 0 {
+        println!(
+            "central bandwidth: {} B published for a {} B clip ({:.2}% of the video)",
+            report.bytes_published,
+            clip_bytes,
+            100.0 * report.bytes_published as f64 / clip_bytes as f64
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,776 @@
+//! Wiring: cameras → frame slots → inference workers → per-camera analytics
+//! → publisher. Owns thread and task lifetimes, signals and shutdown.
+//!
+//! Threads and queues:
+//! - GStreamer streaming threads only copy a frame and push it into the
+//!   camera's slot (bounded, drops the oldest frame, counts drops).
+//! - `detect-<model>-<n>` OS threads each own one detector (one ONNX Runtime
+//!   session). They serve cameras round-robin, at most one frame per camera
+//!   in flight, so frames of a camera stay in order and a slow model lowers
+//!   every camera's rate evenly.
+//! - Per camera, a tokio task runs tracker and event lifecycle (pure) and
+//!   publishes; JPEG encoding runs on the blocking pool.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::{self, Pipeline};
+use crate::detect::{self, Detector, DetectorOptions, RuntimeOptions};
+use crate::events::{EventAction, EventConfig, EventEngine, EventKind};
+use crate::frame::{Detection, Frame};
+use crate::publish::{
+    self, CameraState, EventRecord, EventType, NodeIdentity, Publisher, SnapshotPayload,
+};
+use crate::snapshot::{self, SnapshotOptions};
+use crate::source::{self, SourceOptions, SourceState};
+use crate::track::{Tracker, TrackerConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Publish(#[from] publish::PublishError),
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    #[error("no camera could start: {0}")]
+    NothingToRun(String),
+}
+
+/// Counters and timings of one run, printed at the end and used by the demo.
+#[derive(Debug, Default, Clone)]
+pub struct RunReport {
+    pub wall: Duration,
+    pub frames_analysed: u64,
+    pub frames_dropped: u64,
+    pub events: u64,
+    pub snapshots: u64,
+    pub snapshot_bytes: u64,
+    pub bytes_published: u64,
+    pub messages_published: u64,
+    pub messages_acked: u64,
+    pub pre_ms: Vec<f64>,
+    pub infer_ms: Vec<f64>,
+    pub post_ms: Vec<f64>,
+    pub failed_cameras: Vec<String>,
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[s.len() / 2]
+}
+
+impl RunReport {
+    pub fn summary(&self) -> String {
+        format!(
+            "wall {:.1} s; frames analysed {} dropped {}; events {} snapshots {} ({} B); \
+             published {} messages, {} B, acked {}; median ms pre {:.2} infer {:.2} post {:.2}",
+            self.wall.as_secs_f64(),
+            self.frames_analysed,
+            self.frames_dropped,
+            self.events,
+            self.snapshots,
+            self.snapshot_bytes,
+            self.messages_published,
+            self.bytes_published,
+            self.messages_acked,
+            median(&self.pre_ms),
+            median(&self.infer_ms),
+            median(&self.post_ms),
+        )
+    }
+}
+
+// ------------------------------------------------------------------ frame slots
+
+/// A detector's output for one frame, sent to the camera's analytics task.
+struct Analysed {
+    frame: Arc<Frame>,
+    detections: Vec<Detection>,
+}
+
+struct Slot {
+    queue: VecDeque<Frame>,
+    cap: usize,
+    /// Fast file playback: the producer waits for room instead of dropping.
+    lossless: bool,
+    busy: bool,
+    closed: bool,
+    /// Dropped (set to None) once the source has ended and the queue is drained:
+    /// that is how the analytics task learns the camera is done.
+    tx: Option<mpsc::Sender<Analysed>>,
+    frames_in: u64,
+    dropped: u64,
+    analysed: u64,
+}
+
+#[derive(Default)]
+struct PoolState {
+    slots: Vec<Slot>,
+    next: usize,
+    stop: bool,
+    pre_ms: Vec<f64>,
+    infer_ms: Vec<f64>,
+    post_ms: Vec<f64>,
+}
+
+/// The frames waiting for one model's workers.
+#[derive(Default)]
+struct Pool {
+    state: Mutex<PoolState>,
+    cv: Condvar,
+}
+
+const MAX_TIMINGS: usize = 200_000;
+
+impl Pool {
+    fn add(&self, cap: usize, lossless: bool, tx: mpsc::Sender<Analysed>) -> usize {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.slots.push(Slot {
+            queue: VecDeque::with_capacity(cap),
+            cap,
+            lossless,
+            busy: false,
+            closed: false,
+            tx: Some(tx),
+            frames_in: 0,
+            dropped: 0,
+            analysed: 0,
+        });
+        s.slots.len() - 1
+    }
+
+    /// Called on a GStreamer streaming thread. Live and paced sources never
+    /// wait: the oldest frame is dropped and counted. A file played as fast as
+    /// possible waits for room, so every sampled frame is analysed.
+    fn push(&self, idx: usize, frame: Frame) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while s.slots[idx].lossless
+            && !s.slots[idx].closed
+            && !s.stop
+            && s.slots[idx].queue.len() >= s.slots[idx].cap
+        {
+            s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        let slot = &mut s.slots[idx];
+        if slot.closed {
+            return;
+        }
+        slot.frames_in += 1;
+        if slot.queue.len() >= slot.cap {
+            slot.queue.pop_front();
+            slot.dropped += 1;
+        }
+        slot.queue.push_back(frame);
+        drop(s);
+        self.cv.notify_one();
+    }
+
+    fn close(&self, idx: usize) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut s.slots[idx];
+        slot.closed = true;
+        if slot.queue.is_empty() && !slot.busy {
+            slot.tx = None;
+        }
+        drop(s);
+        self.cv.notify_all();
+    }
+
+    fn stop(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.stop = true;
+        for slot in &mut s.slots {
+            slot.closed = true;
+            slot.queue.clear();
+            if !slot.busy {
+                slot.tx = None;
+            }
+        }
+        drop(s);
+        self.cv.notify_all();
+    }
+
+    fn counters(&self, idx: usize) -> (u64, u64, u64) {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &s.slots[idx];
+        (slot.frames_in, slot.dropped, slot.analysed)
+    }
+
+    /// Take the next frame, round-robin over cameras; `None` when stopping.
+    fn take(&self) -> Option<(usize, Frame, mpsc::Sender<Analysed>)> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if s.stop {
+                return None;
+            }
+            let n = s.slots.len();
+            for k in 0..n {
+                let i = (s.next + k) % n;
+                let slot = &mut s.slots[i];
+                if slot.busy || slot.queue.is_empty() {
+                    continue;
+                }
+                let Some(tx) = slot.tx.clone() else {
+                    slot.queue.clear();
+                    continue;
+                };
+                if let Some(frame) = slot.queue.pop_front() {
+                    slot.busy = true;
+                    s.next = i + 1;
+                    // A lossless producer may be waiting for this room.
+                    self.cv.notify_all();
+                    return Some((i, frame, tx));
+                }
+            }
+            s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn done(&self, idx: usize, times: Option<detect::StageTimes>) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = times
+            && s.pre_ms.len() < MAX_TIMINGS
+        {
+            s.pre_ms.push(t.pre.as_secs_f64() * 1e3);
+            s.infer_ms.push(t.infer.as_secs_f64() * 1e3);
+            s.post_ms.push(t.post.as_secs_f64() * 1e3);
+        }
+        let slot = &mut s.slots[idx];
+        slot.busy = false;
+        slot.analysed += 1;
+        if slot.closed && slot.queue.is_empty() {
+            slot.tx = None;
+        }
+        drop(s);
+        self.cv.notify_all();
+    }
+}
+
+fn run_worker(pool: Arc<Pool>, mut det: Detector) {
+    while let Some((idx, frame, tx)) = pool.take() {
+        let camera = frame.camera.clone();
+        match det.detect_timed(&frame.data, frame.width, frame.height) {
+            Ok((detections, times)) => {
+                pool.done(idx, Some(times));
+                let a = Analysed {
+                    frame: Arc::new(frame),
+                    detections,
+                };
+                // Analytics is cheap; if it is stuck (e.g. the broker is down and the
+                // client queue is full) wait briefly, then drop this result rather
+                // than stall the other cameras this worker serves.
+                match tx.try_send(a) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(a)) => {
+                        if tx.blocking_send(a).is_err() {
+                            warn!(camera = %camera, "analytics task gone");
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+            Err(e) => {
+                pool.done(idx, None);
+                warn!(camera = %camera, error = %e, "inference failed on a frame");
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ analytics
+
+struct CameraCtx {
+    id: String,
+    publisher: Publisher,
+    labels: Arc<Vec<String>>,
+    snapshot: SnapshotOptions,
+    seq: u64,
+}
+
+/// Media time → wall clock, using a frame as the anchor.
+fn wall_at(anchor: &Frame, t: f64) -> SystemTime {
+    let d = anchor.t - t;
+    if d >= 0.0 {
+        anchor
+            .wall
+            .checked_sub(Duration::from_secs_f64(d))
+            .unwrap_or(anchor.wall)
+    } else {
+        anchor.wall + Duration::from_secs_f64(-d)
+    }
+}
+
+impl CameraCtx {
+    async fn handle(&mut self, act: EventAction<Arc<Frame>>, anchor: &Frame) {
+        let label = self
+            .labels
+            .get(act.class_id as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("class{}", act.class_id));
+        let snap = match act.snapshot {
+            Some(choice) => {
+                let opts = self.snapshot.clone();
+                let label2 = label.clone();
+                let frame = choice.handle.clone();
+                let bbox = choice.bbox;
+                let r = tokio::task::spawn_blocking(move || {
+                    snapshot::render(&frame.data, frame.width, frame.height, bbox, &label2, &opts)
+                })
+                .await;
+                match r {
+                    Ok(Ok(s)) => Some(SnapshotPayload {
+                        jpeg: s.jpeg,
+                        width: s.width,
+                        height: s.height,
+                    }),
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "snapshot failed");
+                        None
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "snapshot task failed");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let rec = EventRecord {
+            kind: match act.kind {
+                EventKind::New => EventType::New,
+                EventKind::Update => EventType::Update,
+                EventKind::End => EventType::End,
+            },
+            track_id: act.track_id,
+            class_id: act.class_id,
+            label,
+            score: act.score,
+            top_score: act.top_score,
+            start: wall_at(anchor, act.start_t),
+            end: act.end_t.map(|t| wall_at(anchor, t)),
+            frame: wall_at(anchor, act.frame_t),
+            bbox: act.bbox,
+            frame_size: act.frame_size,
+        };
+        self.seq += 1;
+        match self
+            .publisher
+            .event(&self.id, self.seq, &rec, snap.as_ref())
+            .await
+        {
+            Ok(m) => info!(kind = ?m.kind, id = %m.id, label = %m.label, score = m.score, "event"),
+            Err(e) => warn!(error = %e, "publish failed"),
+        }
+    }
+}
+
+async fn analytics(
+    mut ctx: CameraCtx,
+    mut rx: mpsc::Receiver<Analysed>,
+    mut tracker: Tracker,
+    mut engine: EventEngine<Arc<Frame>>,
+) {
+    let mut last: Option<Arc<Frame>> = None;
+    while let Some(a) = rx.recv().await {
+        let f = a.frame.clone();
+        let tracks = tracker.update(f.t, &a.detections);
+        let actions = engine.on_frame(f.t, f.width, f.height, &tracks, &f);
+        for act in actions {
+            ctx.handle(act, &f).await;
+        }
+        last = Some(f);
+    }
+    if let Some(f) = last {
+        for act in engine.finish(f.t) {
+            ctx.handle(act, &f).await;
+        }
+    }
+}
+
+// ------------------------------------------------------------------ run
+
+/// A model's frame pool and class names; `Err` holds why the model is unusable.
+type ModelPool = (Arc<Pool>, Arc<Vec<String>>);
+
+/// Detector options of a camera's model, from the `[detector]` section.
+pub fn detector_options(p: &Pipeline, model: &Path) -> DetectorOptions {
+    let d = &p.raw.detector;
+    DetectorOptions {
+        model: model.to_path_buf(),
+        intra_threads: d.threads,
+        spinning: d.spinning,
+        threshold: d.threshold,
+        class_thresholds: d
+            .class_thresholds
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        classes: Some(d.classes.clone().unwrap_or_else(|| {
+            detect::DEFAULT_CLASSES
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        })),
+        nms_iou: d.nms_iou,
+        max_detections: 100,
+    }
+}
+
+fn heartbeat_path(p: &Pipeline) -> PathBuf {
+    p.raw
+        .node
+        .state_dir
+        .clone()
+        .or_else(|| std::env::var_os("EDGE_NODE_STATE_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/tmp/edge-node"))
+        .join("heartbeat")
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match term {
+            Ok(mut t) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = t.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn camera_state(s: &SourceState) -> (CameraState, Option<String>) {
+    match s {
+        SourceState::Starting => (CameraState::Starting, None),
+        SourceState::Streaming => (CameraState::Streaming, None),
+        SourceState::Reconnecting { error, .. } => (CameraState::Reconnecting, Some(error.clone())),
+        SourceState::Failed { error } => (CameraState::Failed, Some(error.clone())),
+        SourceState::Ended => (CameraState::Ended, None),
+    }
+}
+
+/// Run a pipeline until every file camera has ended (all-file pipelines) or a
+/// signal arrives. Publishes `stopped` and flushes before returning.
+pub async fn run(p: Pipeline) -> Result<RunReport, NodeError> {
+    let started = Instant::now();
+    let raw = &p.raw;
+    #[cfg(feature = "embedded-broker")]
+    if let crate::config::BrokerUrl::Embedded { port } = p.broker {
+        publish::embedded::start(port, raw.mqtt.max_packet_bytes)?;
+        info!(port, "embedded MQTT broker listening on 127.0.0.1");
+    }
+    #[cfg(not(feature = "embedded-broker"))]
+    if let crate::config::BrokerUrl::Embedded { .. } = p.broker {
+        return Err(publish::PublishError::NoEmbeddedBroker.into());
+    }
+    let client_id = raw
+        .mqtt
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("edge-node-{}", raw.node.id));
+    let opts = publish::mqtt_options(&raw.mqtt, &p.broker, &client_id)?;
+    let cameras: Vec<String> = raw.cameras.iter().map(|c| c.id.clone()).collect();
+    let (publisher, mqtt_task) = Publisher::start(
+        opts,
+        NodeIdentity {
+            node: raw.node.id.clone(),
+            district: raw.node.district.clone(),
+            prefix: raw.mqtt.topic_prefix.clone(),
+            cameras: cameras.clone(),
+        },
+    );
+
+    // Heartbeat for the container health check.
+    let hb = heartbeat_path(&p);
+    let hb_task = tokio::spawn(async move {
+        if let Some(d) = hb.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        loop {
+            let _ = std::fs::write(&hb, publish::rfc3339(SystemTime::now()));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+
+    let runtime_err = detect::init_runtime(&RuntimeOptions {
+        dylib: p.onnxruntime.clone(),
+    })
+    .err()
+    .map(|e| e.to_string());
+
+    // One pool (and worker set) per distinct model.
+    let mut pools: BTreeMap<PathBuf, Result<ModelPool, String>> = BTreeMap::new();
+    let mut workers = Vec::new();
+    for model in p.camera_models.iter() {
+        if pools.contains_key(model) {
+            continue;
+        }
+        let entry = match &runtime_err {
+            Some(e) => Err(e.clone()),
+            None => {
+                let dopts = detector_options(&p, model);
+                let mut dets = Vec::new();
+                let mut err = None;
+                for _ in 0..raw.detector.workers {
+                    match Detector::load(&dopts) {
+                        Ok(d) => dets.push(d),
+                        Err(e) => {
+                            err = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                match err {
+                    Some(e) => Err(e),
+                    None => {
+                        let labels = Arc::new(dets[0].labels().to_vec());
+                        let pool = Arc::new(Pool::default());
+                        let stem = model
+                            .file_stem()
+                            .map(|s| s.to_string_lossy().to_string())
+                            .unwrap_or_default();
+                        for (n, d) in dets.into_iter().enumerate() {
+                            let pool2 = pool.clone();
+                            let name: String =
+                                format!("detect-{}-{n}", stem).chars().take(15).collect();
+                            match std::thread::Builder::new()
+                                .name(name)
+                                .spawn(move || run_worker(pool2, d))
+                            {
+                                Ok(h) => workers.push(h),
+                                Err(e) => warn!(error = %e, "cannot start inference thread"),
+                            }
+                        }
+                        Ok((pool, labels))
+                    }
+                }
+            }
+        };
+        if let Err(e) = &entry {
+            warn!(model = %model.display(), error = %e, "model unusable; its cameras are marked failed");
+        }
+        pools.insert(model.clone(), entry);
+    }
+
+    let tcfg = &raw.tracker;
+    let ecfg = &raw.events;
+    let mut analytics_tasks = Vec::new();
+    let mut handles = Vec::new();
+    let mut status_tasks = Vec::new();
+    let mut failed = Vec::new();
+    let mut cam_pools: Vec<(Arc<Pool>, usize)> = Vec::new();
+    let _ = source::init();
+    for (i, c) in raw.cameras.iter().enumerate() {
+        let span = info_span!("camera", camera = %c.id);
+        let (pool, labels) = match &pools[&p.camera_models[i]] {
+            Ok(x) => x.clone(),
+            Err(e) => {
+                let msg = format!("model {}: {e}", p.camera_models[i].display());
+                span.in_scope(|| warn!(error = %msg, "camera failed"));
+                let _ = publisher
+                    .camera_status(&c.id, CameraState::Failed, Some(msg), 0, 0)
+                    .await;
+                failed.push(c.id.clone());
+                continue;
+            }
+        };
+        let (tx, rx) = mpsc::channel::<Analysed>(8);
+        let lossless = !c.realtime && config::is_file_url(&p.camera_urls[i]);
+        let idx = pool.add(c.queue, lossless, tx);
+        cam_pools.push((pool.clone(), idx));
+        let ev_cfg = EventConfig {
+            min_hits: ecfg.min_hits,
+            end_after_s: ecfg.end_after_s,
+            update_min_interval_s: ecfg.update_min_interval_s,
+            snapshot_improvement: ecfg.snapshot_improvement,
+            max_updates: ecfg.max_updates,
+            ..EventConfig::default()
+        };
+        // The tracker forgets a lost object when its event ends (same clock, same timeout).
+        let tracker = Tracker::new(ev_cfg.tracker_config(TrackerConfig {
+            high_thresh: tcfg.high_thresh,
+            low_thresh: tcfg.low_thresh,
+            new_track_thresh: tcfg.new_track_thresh,
+            match_iou: tcfg.match_iou,
+            ..TrackerConfig::default()
+        }));
+        let engine = EventEngine::new(ev_cfg);
+        let ctx = CameraCtx {
+            id: c.id.clone(),
+            publisher: publisher.clone(),
+            labels,
+            snapshot: SnapshotOptions {
+                max_height: raw.snapshot.max_height,
+                quality: raw.snapshot.quality,
+                crop: raw.snapshot.crop,
+                draw_box: raw.snapshot.draw_box,
+                ..SnapshotOptions::default()
+            },
+            seq: 0,
+        };
+        analytics_tasks.push(tokio::spawn(
+            analytics(ctx, rx, tracker, engine).instrument(span.clone()),
+        ));
+
+        // Source state → retained camera status (latest state wins: a watch channel).
+        let (st_tx, mut st_rx) = watch::channel(SourceState::Starting);
+        let pub2 = publisher.clone();
+        let pool2 = pool.clone();
+        let cam_id = c.id.clone();
+        status_tasks.push(tokio::spawn(
+            async move {
+                let mut failed = None;
+                loop {
+                    let s = st_rx.borrow_and_update().clone();
+                    if let SourceState::Failed { .. } = s {
+                        failed = Some(cam_id.clone());
+                    }
+                    let (state, err) = camera_state(&s);
+                    if matches!(s, SourceState::Ended | SourceState::Failed { .. }) {
+                        pool2.close(idx);
+                    }
+                    let (fin, dropped, _) = pool2.counters(idx);
+                    match &err {
+                        Some(e) => warn!(state = ?state, error = %e, "camera state"),
+                        None => info!(state = ?state, "camera state"),
+                    }
+                    let _ = pub2.camera_status(&cam_id, state, err, fin, dropped).await;
+                    if st_rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+                failed
+            }
+            .instrument(span.clone()),
+        ));
+
+        let opts = SourceOptions {
+            camera: c.id.clone(),
+            url: p.camera_urls[i].clone(),
+            detect_fps: c.detect_fps,
+            max_height: c.max_height,
+            realtime: c.realtime,
+            loop_file: c.loop_file,
+            watchdog_s: c.watchdog_s,
+            backoff_initial_s: c.backoff_initial_s,
+            backoff_max_s: c.backoff_max_s,
+            ..SourceOptions::default()
+        };
+        let pool3 = pool.clone();
+        let on_frame: source::FrameCallback = Box::new(move |f| pool3.push(idx, f));
+        let on_state: source::StateCallback = Box::new(move |s| {
+            let _ = st_tx.send(s);
+        });
+        match source::spawn_camera(opts, on_frame, on_state) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                span.in_scope(|| warn!(error = %e, "camera failed to start"));
+                pool.close(idx);
+                let _ = publisher
+                    .camera_status(&c.id, CameraState::Failed, Some(e.to_string()), 0, 0)
+                    .await;
+                failed.push(c.id.clone());
+            }
+        }
+    }
+    if analytics_tasks.is_empty() {
+        warn!("no camera could start");
+    }
+
+    // Wait: all-file pipelines end by themselves; otherwise wait for a signal.
+    let mut analytics_tasks: Vec<Option<tokio::task::JoinHandle<()>>> =
+        analytics_tasks.into_iter().map(Some).collect();
+    let all_done = async {
+        for t in analytics_tasks.iter_mut() {
+            if let Some(h) = t {
+                let _ = h.await;
+                *t = None;
+            }
+        }
+    };
+    if p.all_files() {
+        tokio::select! {
+            _ = all_done => info!("every file camera has ended"),
+            _ = shutdown_signal() => info!("signal received; stopping"),
+        }
+    } else {
+        shutdown_signal().await;
+        info!("signal received; stopping");
+    }
+
+    // Stop sources, let in-flight frames finish, end open events.
+    for h in &handles {
+        h.stop();
+    }
+    for (pool, idx) in &cam_pools {
+        pool.close(*idx);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for t in analytics_tasks.into_iter().flatten() {
+        if tokio::time::timeout_at(deadline, t).await.is_err() {
+            warn!("analytics did not finish before the shutdown deadline");
+        }
+    }
+    let mut report = RunReport::default();
+    let mut seen_pools: HashMap<*const Pool, ()> = HashMap::new();
+    for (pool, idx) in &cam_pools {
+        let (_, dropped, analysed) = pool.counters(*idx);
+        report.frames_dropped += dropped;
+        report.frames_analysed += analysed;
+        if seen_pools.insert(Arc::as_ptr(pool), ()).is_none() {
+            let s = pool.state.lock().unwrap_or_else(|e| e.into_inner());
+            report.pre_ms.extend_from_slice(&s.pre_ms);
+            report.infer_ms.extend_from_slice(&s.infer_ms);
+            report.post_ms.extend_from_slice(&s.post_ms);
+        }
+    }
+    for t in status_tasks {
+        // The state watch closes when the source thread drops its callback.
+        if let Ok(Ok(Some(cam))) = tokio::time::timeout(Duration::from_secs(2), t).await {
+            failed.push(cam);
+        }
+    }
+    for pool in pools.values().flatten() {
+        pool.0.stop();
+    }
+    let ok = publisher.shutdown(Duration::from_secs(10)).await;
+    if !ok {
+        warn!("not every message was acknowledged before the shutdown deadline");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), mqtt_task).await;
+    hb_task.abort();
+    for h in handles {
+        let _ = tokio::task::spawn_blocking(move || h.join()).await;
+    }
+    for w in workers {
+        let _ = tokio::task::spawn_blocking(move || w.join()).await;
+    }
+    let st = publisher.stats();
+    report.events = st.events.load(Ordering::Relaxed);
+    report.snapshots = st.snapshots.load(Ordering::Relaxed);
+    report.snapshot_bytes = st.snapshot_bytes.load(Ordering::Relaxed);
+    report.bytes_published = st.bytes.load(Ordering::Relaxed);
+    report.messages_published = st.sent.load(Ordering::Relaxed);
+    report.messages_acked = st.acked.load(Ordering::Relaxed);
+    report.failed_cameras = failed;
+    report.wall = started.elapsed();
+    Ok(report)
+}

@@ -1,0 +1,645 @@
+//! MQTT: the topic tree, the JSON wire schema and the client.
+//!
+//! This is the only module that knows topic names and wire types. Internal
+//! types (`events::EventAction`, `snapshot::Snapshot`) are converted here,
+//! explicitly, so the wire schema can be versioned on its own.
+//!
+//! Topic tree (a public contract; see README "MQTT contract"):
+//!
+//! ```text
+//! {prefix}/{district}/{node}/status                        retained; LWT (online | offline | stopped)
+//! {prefix}/{district}/{node}/{camera}/status               retained camera state
+//! {prefix}/{district}/{node}/{camera}/events               QoS 1, edge-event/1 JSON
+//! {prefix}/{district}/{node}/{camera}/snapshot/{event_id}  QoS 1, JPEG bytes, not retained
+//! ```
+
+#[cfg(feature = "embedded-broker")]
+pub mod embedded;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, Transport};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+use crate::config::{BrokerUrl, MqttSection};
+use crate::frame::BBox;
+
+pub const EVENT_SCHEMA: &str = "edge-event/1";
+pub const NODE_STATUS_SCHEMA: &str = "edge-node-status/1";
+pub const CAMERA_STATUS_SCHEMA: &str = "edge-camera-status/1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot read {what} {path}: {source}")]
+    ReadPem {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the MQTT client stopped: {0}")]
+    ClientGone(String),
+    #[error(
+        "MQTT URL \"embedded\" needs the `embedded-broker` cargo feature, which this build lacks"
+    )]
+    NoEmbeddedBroker,
+    #[error("embedded broker: {0}")]
+    Embedded(String),
+    #[error("cannot connect to the MQTT broker at {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+}
+
+// ------------------------------------------------------------------ topics
+
+/// Builds every topic from `{prefix}/{district}/{node}`.
+#[derive(Clone, Debug)]
+pub struct Topics {
+    base: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str, district: &str, node: &str) -> Self {
+        Self {
+            base: format!("{}/{district}/{node}", prefix.trim_end_matches('/')),
+        }
+    }
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+    pub fn node_status(&self) -> String {
+        format!("{}/status", self.base)
+    }
+    pub fn camera_status(&self, camera: &str) -> String {
+        format!("{}/{camera}/status", self.base)
+    }
+    pub fn events(&self, camera: &str) -> String {
+        format!("{}/{camera}/events", self.base)
+    }
+    pub fn snapshot(&self, camera: &str, event_id: &str) -> String {
+        format!("{}/{camera}/snapshot/{event_id}", self.base)
+    }
+    /// Every topic of this node.
+    pub fn all(&self) -> String {
+        format!("{}/#", self.base)
+    }
+}
+
+// ------------------------------------------------------------------ wire types
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum EventType {
+    New,
+    Update,
+    End,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WireBox {
+    pub x1: f32,
+    pub y1: f32,
+    pub x2: f32,
+    pub y2: f32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FrameSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotRef {
+    pub topic: String,
+    pub bytes: usize,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// `edge-event/1`: one message of an object's lifecycle.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EventMessage {
+    pub schema: String,
+    pub id: String,
+    pub seq: u64,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub node: String,
+    pub district: String,
+    pub camera: String,
+    pub label: String,
+    pub class_id: u32,
+    pub track_id: u64,
+    pub score: f32,
+    pub top_score: f32,
+    pub start_time: String,
+    pub end_time: Option<String>,
+    pub frame_time: String,
+    #[serde(rename = "box")]
+    pub bbox: WireBox,
+    pub frame_size: FrameSize,
+    pub snapshot: Option<SnapshotRef>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Online,
+    Offline,
+    Stopped,
+}
+
+/// `edge-node-status/1`, retained on `{base}/status`; the broker publishes the
+/// `offline` form as our last will.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeStatusMessage {
+    pub schema: String,
+    pub node: String,
+    pub district: String,
+    pub state: NodeState,
+    pub since: Option<String>,
+    pub version: String,
+    pub cameras: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraState {
+    Starting,
+    Streaming,
+    Reconnecting,
+    Failed,
+    Ended,
+}
+
+/// `edge-camera-status/1`, retained on `{base}/{camera}/status`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CameraStatusMessage {
+    pub schema: String,
+    pub node: String,
+    pub camera: String,
+    pub state: CameraState,
+    pub since: String,
+    pub last_error: Option<String>,
+    pub frames: u64,
+    pub frames_dropped: u64,
+}
+
+// ------------------------------------------------------------------ internal → wire
+
+/// What `node` hands over for one lifecycle message (internal form).
+#[derive(Clone, Debug)]
+pub struct EventRecord {
+    pub kind: EventType,
+    pub track_id: u64,
+    pub class_id: u32,
+    pub label: String,
+    pub score: f32,
+    pub top_score: f32,
+    pub start: SystemTime,
+    pub end: Option<SystemTime>,
+    pub frame: SystemTime,
+    /// Pixels of the analysed frame.
+    pub bbox: BBox,
+    pub frame_size: (u32, u32),
+}
+
+/// A JPEG ready to send.
+#[derive(Clone, Debug)]
+pub struct SnapshotPayload {
+    pub jpeg: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+// ------------------------------------------------------------------ client
+
+/// Counters shared with the event loop task.
+#[derive(Debug, Default)]
+pub struct PublishStats {
+    /// QoS-1 publishes handed to the client.
+    pub sent: AtomicU64,
+    /// PUBACKs received.
+    pub acked: AtomicU64,
+    pub bytes: AtomicU64,
+    pub events: AtomicU64,
+    pub snapshots: AtomicU64,
+    pub snapshot_bytes: AtomicU64,
+    pub connected: AtomicBool,
+    pub reconnects: AtomicU64,
+}
+
+struct Shared {
+    topics: Topics,
+    node: String,
+    district: String,
+    cameras: Vec<String>,
+    started: SystemTime,
+    /// Latest retained camera status, re-sent after every reconnect.
+    camera_status: Mutex<BTreeMap<String, CameraStatusMessage>>,
+    stats: PublishStats,
+    /// Node start, in ms since the epoch: makes event ids unique across restarts.
+    boot_ms: u64,
+}
+
+/// The node's MQTT publisher. Cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    client: AsyncClient,
+    shared: Arc<Shared>,
+}
+
+/// Identity of this node on the bus.
+#[derive(Clone, Debug)]
+pub struct NodeIdentity {
+    pub node: String,
+    pub district: String,
+    pub prefix: String,
+    pub cameras: Vec<String>,
+}
+
+fn read_pem(what: &'static str, p: &std::path::Path) -> Result<Vec<u8>, PublishError> {
+    std::fs::read(p).map_err(|source| PublishError::ReadPem {
+        what,
+        path: p.display().to_string(),
+        source,
+    })
+}
+
+/// Client options from the config; credentials come from the environment.
+pub fn mqtt_options(
+    cfg: &MqttSection,
+    broker: &BrokerUrl,
+    client_id: &str,
+) -> Result<MqttOptions, PublishError> {
+    let (host, port, tls) = match broker {
+        BrokerUrl::Embedded { port } => ("127.0.0.1".to_string(), *port, false),
+        BrokerUrl::Tcp { host, port } => (host.clone(), *port, false),
+        BrokerUrl::Tls { host, port } => (host.clone(), *port, true),
+    };
+    let mut o = MqttOptions::new(client_id, host, port);
+    o.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
+    // rumqttc's default 10 KiB limit drops the connection on the first snapshot.
+    o.set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes);
+    o.set_inflight(100);
+    if let (Ok(u), Ok(p)) = (
+        std::env::var(&cfg.username_env),
+        std::env::var(&cfg.password_env),
+    ) {
+        o.set_credentials(u, p);
+    } else if let Ok(u) = std::env::var(&cfg.username_env) {
+        o.set_credentials(u, "");
+    }
+    if tls {
+        // ring is the only rustls provider compiled in; installing it is idempotent.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = match &cfg.ca_file {
+            Some(p) => read_pem("CA file", p)?,
+            None => Vec::new(),
+        };
+        let client_auth = match (&cfg.client_cert, &cfg.client_key) {
+            (Some(c), Some(k)) => Some((
+                read_pem("client certificate", c)?,
+                read_pem("client key", k)?,
+            )),
+            _ => None,
+        };
+        o.set_transport(Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Simple {
+                ca,
+                alpn: None,
+                client_auth,
+            },
+        ));
+    }
+    Ok(o)
+}
+
+impl Publisher {
+    /// Create the client and spawn the task that drives its event loop.
+    /// The node's last will is its `offline` status.
+    pub fn start(mut opts: MqttOptions, ident: NodeIdentity) -> (Publisher, JoinHandle<()>) {
+        let topics = Topics::new(&ident.prefix, &ident.district, &ident.node);
+        let started = SystemTime::now();
+        let boot_ms = started
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let shared = Arc::new(Shared {
+            topics,
+            node: ident.node,
+            district: ident.district,
+            cameras: ident.cameras,
+            started,
+            camera_status: Mutex::new(BTreeMap::new()),
+            stats: PublishStats::default(),
+            boot_ms,
+        });
+        let will = node_status(&shared, NodeState::Offline, None);
+        opts.set_last_will(LastWill::new(
+            shared.topics.node_status(),
+            serde_json::to_vec(&will).unwrap_or_default(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+        // Room for bursts while the link is down; rumqttc keeps them in memory.
+        let (client, eventloop) = AsyncClient::new(opts, 1024);
+        let p = Publisher { client, shared };
+        let h = tokio::spawn(drive(eventloop, p.clone()));
+        (p, h)
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.shared.topics
+    }
+
+    pub fn stats(&self) -> &PublishStats {
+        &self.shared.stats
+    }
+
+    /// A globally unique, stable event id: node, camera, node start time and track.
+    pub fn event_id(&self, camera: &str, track_id: u64) -> String {
+        format!(
+            "{}.{camera}.{:x}.{track_id}",
+            self.shared.node, self.shared.boot_ms
+        )
+    }
+
+    async fn send(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> Result<(), PublishError> {
+        let n = payload.len() as u64;
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .await
+            .map_err(|e| PublishError::ClientGone(e.to_string()))?;
+        let s = &self.shared.stats;
+        s.sent.fetch_add(1, Ordering::Relaxed);
+        s.bytes.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Publish one lifecycle message, and its snapshot first when there is one
+    /// (so a subscriber that reads the event can already have the picture).
+    pub async fn event(
+        &self,
+        camera: &str,
+        seq: u64,
+        rec: &EventRecord,
+        snapshot: Option<&SnapshotPayload>,
+    ) -> Result<EventMessage, PublishError> {
+        let id = self.event_id(camera, rec.track_id);
+        let snap_ref = if let Some(s) = snapshot {
+            let topic = self.shared.topics.snapshot(camera, &id);
+            self.send(topic.clone(), s.jpeg.clone(), false).await?;
+            let st = &self.shared.stats;
+            st.snapshots.fetch_add(1, Ordering::Relaxed);
+            st.snapshot_bytes
+                .fetch_add(s.jpeg.len() as u64, Ordering::Relaxed);
+            Some(SnapshotRef {
+                topic,
+                bytes: s.jpeg.len(),
+                width: s.width,
+                height: s.height,
+            })
+        } else {
+            None
+        };
+        let msg = self.event_message(camera, seq, id, rec, snap_ref);
+        let body = serde_json::to_vec(&msg).map_err(|e| PublishError::ClientGone(e.to_string()))?;
+        self.send(self.shared.topics.events(camera), body, false)
+            .await?;
+        self.shared.stats.events.fetch_add(1, Ordering::Relaxed);
+        Ok(msg)
+    }
+
+    fn event_message(
+        &self,
+        camera: &str,
+        seq: u64,
+        id: String,
+        rec: &EventRecord,
+        snapshot: Option<SnapshotRef>,
+    ) -> EventMessage {
+        let (w, h) = rec.frame_size;
+        let (fw, fh) = (w.max(1) as f32, h.max(1) as f32);
+        let b = rec.bbox.clamp(fw, fh);
+        let r = |v: f32| (v * 1e4).round() / 1e4;
+        EventMessage {
+            schema: EVENT_SCHEMA.into(),
+            id,
+            seq,
+            kind: rec.kind,
+            node: self.shared.node.clone(),
+            district: self.shared.district.clone(),
+            camera: camera.into(),
+            label: rec.label.clone(),
+            class_id: rec.class_id,
+            track_id: rec.track_id,
+            score: r(rec.score),
+            top_score: r(rec.top_score),
+            start_time: rfc3339(rec.start),
+            end_time: rec.end.map(rfc3339),
+            frame_time: rfc3339(rec.frame),
+            bbox: WireBox {
+                x1: r(b.x1 / fw),
+                y1: r(b.y1 / fh),
+                x2: r(b.x2 / fw),
+                y2: r(b.y2 / fh),
+            },
+            frame_size: FrameSize {
+                width: w,
+                height: h,
+            },
+            snapshot,
+        }
+    }
+
+    /// Record and publish (retained) a camera's state.
+    pub async fn camera_status(
+        &self,
+        camera: &str,
+        state: CameraState,
+        last_error: Option<String>,
+        frames: u64,
+        frames_dropped: u64,
+    ) -> Result<(), PublishError> {
+        let msg = CameraStatusMessage {
+            schema: CAMERA_STATUS_SCHEMA.into(),
+            node: self.shared.node.clone(),
+            camera: camera.into(),
+            state,
+            since: rfc3339(SystemTime::now()),
+            last_error,
+            frames,
+            frames_dropped,
+        };
+        if let Ok(mut m) = self.shared.camera_status.lock() {
+            m.insert(camera.to_string(), msg.clone());
+        }
+        let body = serde_json::to_vec(&msg).map_err(|e| PublishError::ClientGone(e.to_string()))?;
+        self.send(self.shared.topics.camera_status(camera), body, true)
+            .await
+    }
+
+    /// Wait until every QoS-1 publish so far is acknowledged, or `timeout` passes.
+    /// Returns whether everything was acknowledged.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let s = &self.shared.stats;
+            if s.acked.load(Ordering::Relaxed) >= s.sent.load(Ordering::Relaxed) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Clean stop: publish `stopped` (retained), flush, disconnect.
+    pub async fn shutdown(&self, timeout: Duration) -> bool {
+        let msg = node_status(&self.shared, NodeState::Stopped, Some(SystemTime::now()));
+        if let Ok(body) = serde_json::to_vec(&msg) {
+            let _ = self
+                .send(self.shared.topics.node_status(), body, true)
+                .await;
+        }
+        let ok = self.flush(timeout).await;
+        let _ = self.client.disconnect().await;
+        ok
+    }
+
+    /// Publish the retained state after every (re)connect.
+    async fn announce(&self) {
+        let online = node_status(&self.shared, NodeState::Online, Some(self.shared.started));
+        if let Ok(body) = serde_json::to_vec(&online) {
+            let _ = self.try_send_now(self.shared.topics.node_status(), body, true);
+        }
+        let cams: Vec<CameraStatusMessage> = self
+            .shared
+            .camera_status
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for c in cams {
+            if let Ok(body) = serde_json::to_vec(&c) {
+                let _ = self.try_send_now(self.shared.topics.camera_status(&c.camera), body, true);
+            }
+        }
+    }
+
+    /// Non-blocking publish used from inside the event-loop task (awaiting there would deadlock).
+    fn try_send_now(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> Result<(), PublishError> {
+        let n = payload.len() as u64;
+        self.client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+            .map_err(|e| PublishError::ClientGone(e.to_string()))?;
+        let s = &self.shared.stats;
+        s.sent.fetch_add(1, Ordering::Relaxed);
+        s.bytes.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn node_status(shared: &Shared, state: NodeState, since: Option<SystemTime>) -> NodeStatusMessage {
+    NodeStatusMessage {
+        schema: NODE_STATUS_SCHEMA.into(),
+        node: shared.node.clone(),
+        district: shared.district.clone(),
+        state,
+        since: since.map(rfc3339),
+        version: env!("CARGO_PKG_VERSION").into(),
+        cameras: shared.cameras.clone(),
+    }
+}
+
+/// Drive rumqttc's event loop forever: count acks, re-announce after each
+/// connect, and back off (capped) while the broker is unreachable. rumqttc
+/// keeps unacknowledged publishes and re-sends them after a reconnect.
+async fn drive(mut eventloop: EventLoop, p: Publisher) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                tracing::info!(code = ?ack.code, "mqtt connected");
+                let s = &p.shared.stats;
+                if s.connected.swap(true, Ordering::Relaxed) {
+                    s.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                backoff = Duration::from_millis(200);
+                p.announce().await;
+            }
+            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                p.shared.stats.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                tracing::debug!("mqtt disconnect sent");
+                // Let the final DISCONNECT flush, then stop driving.
+                let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if p.shared.stats.connected.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "mqtt connection lost; reconnecting");
+                } else {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "mqtt connect failed");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_tree() {
+        let t = Topics::new("hanoi/", "hoan-kiem", "box-1");
+        assert_eq!(t.node_status(), "hanoi/hoan-kiem/box-1/status");
+        assert_eq!(
+            t.camera_status("cam-1"),
+            "hanoi/hoan-kiem/box-1/cam-1/status"
+        );
+        assert_eq!(t.events("cam-1"), "hanoi/hoan-kiem/box-1/cam-1/events");
+        assert_eq!(
+            t.snapshot("cam-1", "e1"),
+            "hanoi/hoan-kiem/box-1/cam-1/snapshot/e1"
+        );
+    }
+
+    #[test]
+    fn wire_names() {
+        let b = serde_json::to_value(EventType::Update).unwrap();
+        assert_eq!(b, "update");
+        assert_eq!(
+            serde_json::to_value(CameraState::Reconnecting).unwrap(),
+            "reconnecting"
+        );
+        assert_eq!(serde_json::to_value(NodeState::Stopped).unwrap(), "stopped");
+        assert!(rfc3339(SystemTime::UNIX_EPOCH).starts_with("1970-01-01T00:00:00"));
+    }
+}

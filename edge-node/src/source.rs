@@ -1,0 +1,550 @@
+//! Camera ingest: the only module that touches GStreamer.
+//!
+//! Each camera gets one supervisor thread (`src-<camera>`) that owns its
+//! pipeline (see [`pipeline`] for the element chain). GStreamer's streaming
+//! thread only copies each sampled frame into a [`Frame`] and calls the
+//! frame callback, which must not block (use `try_send` and drop when full):
+//! detection speed never back-pressures decoding.
+//!
+//! Fault policy, by [`SourceKind`]:
+//! - **Live** (rtsp, http(s), v4l2): any error, EOS or watchdog stall tears
+//!   the pipeline down and reconnects after a capped exponential backoff.
+//!   Live sources never give up; the state says why they are waiting.
+//! - **File**: EOS ends the camera ([`SourceState::Ended`]) or, with
+//!   `loop_file`, seeks back to the start. Errors are final
+//!   ([`SourceState::Failed`]): retrying a missing, truncated or non-video
+//!   local file cannot succeed, and silently retrying would hide a config
+//!   mistake.
+//!
+//! Time: `Frame.t` is monotonic per camera. For files it is the PTS plus the
+//! length of the loops already played, so replays are deterministic; for
+//! live sources it is seconds since the camera started (a monotonic clock,
+//! read at arrival), so reconnects never move time backwards.
+
+mod pipeline;
+mod rtsp_server;
+mod url;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+use self::pipeline::ConnStats;
+pub use self::rtsp_server::{RtspServer, serve_rtsp_blocking};
+use self::url::Target;
+pub use self::url::{SourceKind, classify, validate_url};
+use crate::frame::Frame;
+
+/// Receives every sampled frame, on a GStreamer streaming thread. Must not block.
+pub type FrameCallback = Box<dyn Fn(Frame) + Send + Sync>;
+/// Receives state changes, on the camera's supervisor thread.
+pub type StateCallback = Box<dyn Fn(SourceState) + Send + Sync>;
+
+/// How often the supervisor wakes up to check the bus, the watchdog and `stop()`.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Settings of one camera source.
+#[derive(Clone, Debug)]
+pub struct SourceOptions {
+    pub camera: String,
+    /// rtsp://, http(s)://, file://, v4l2:///dev/videoN, /dev/videoN or a path.
+    pub url: String,
+    /// Frames per second handed on (sampled by PTS before scaling). ≤ 0: every frame.
+    pub detect_fps: f64,
+    /// Frames taller than this are downscaled, keeping the aspect ratio.
+    pub max_height: u32,
+    /// Files only: play at native rate (true) or as fast as possible (false,
+    /// for benchmarks and batch runs). Live sources are never throttled.
+    pub realtime: bool,
+    /// Files only: restart at the end instead of ending.
+    pub loop_file: bool,
+    /// Live only: no frame for this long while playing counts as a stall.
+    pub watchdog_s: f64,
+    pub backoff_initial_s: f64,
+    pub backoff_max_s: f64,
+    /// A connection that streamed at least this long resets the backoff to
+    /// its initial value, so a camera that drops once a day reconnects fast.
+    pub backoff_reset_s: f64,
+    /// RTSP over TCP (interleaved) instead of UDP: for NAT/firewalls and lossy links.
+    pub rtsp_tcp: bool,
+}
+
+impl SourceOptions {
+    /// Options with the documented defaults for `url`.
+    pub fn new(camera: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            camera: camera.into(),
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        Self {
+            camera: String::new(),
+            url: String::new(),
+            detect_fps: 5.0,
+            max_height: 720,
+            realtime: true,
+            loop_file: false,
+            watchdog_s: 10.0,
+            backoff_initial_s: 1.0,
+            backoff_max_s: 30.0,
+            backoff_reset_s: 30.0,
+            rtsp_tcp: false,
+        }
+    }
+}
+
+/// What a camera is doing, reported through the [`StateCallback`].
+///
+/// `Starting` is reported once; later attempts go `Reconnecting` →
+/// `Streaming` (on the first frame of each connection). `Failed` and `Ended`
+/// are final. A camera stopped with [`CameraHandle::stop`] reports nothing more.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceState {
+    Starting,
+    Streaming,
+    Reconnecting { error: String, retry_in_s: f64 },
+    Failed { error: String },
+    Ended,
+}
+
+#[derive(thiserror::Error, Debug)]
+pub enum SourceError {
+    #[error("GStreamer initialisation failed: {0}")]
+    Init(String),
+    #[error("invalid camera URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("missing GStreamer element {0:?} (install the GStreamer plugin packages)")]
+    MissingElement(&'static str),
+    #[error("cannot start thread: {0}")]
+    Thread(#[from] std::io::Error),
+    #[error("RTSP server: {0}")]
+    Rtsp(String),
+}
+
+/// Initialises GStreamer once per process; later calls return the first result.
+pub fn init() -> Result<(), SourceError> {
+    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| gst::init().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(SourceError::Init)
+}
+
+/// Fails early (at startup, not per reconnect) when a plugin package is missing.
+fn check_elements(target: &Target) -> Result<(), SourceError> {
+    let mut needed = vec!["videoscale", "videoconvert", "capsfilter", "appsink"];
+    match target {
+        Target::V4l2(_) => needed.extend(["v4l2src", "decodebin"]),
+        Target::File(_) => needed.push("uridecodebin"),
+        Target::Uri(uri) => {
+            needed.push("uridecodebin");
+            if uri.to_ascii_lowercase().starts_with("rtsp") {
+                needed.push("rtspsrc");
+            } else {
+                needed.push("souphttpsrc");
+            }
+        }
+    }
+    match needed
+        .into_iter()
+        .find(|n| gst::ElementFactory::find(n).is_none())
+    {
+        Some(missing) => Err(SourceError::MissingElement(missing)),
+        None => Ok(()),
+    }
+}
+
+/// State shared between the supervisor and the streaming-thread callback.
+pub(crate) struct Shared {
+    camera: Arc<str>,
+    kind: SourceKind,
+    started: Instant,
+    started_wall: SystemTime,
+    next_index: AtomicU64,
+    file_clock: Mutex<FileClock>,
+    on_frame: FrameCallback,
+}
+
+/// Media time of a file across loops.
+#[derive(Default)]
+struct FileClock {
+    /// Added to PTS: the summed length of the loops already played.
+    offset: f64,
+    last_t: f64,
+    last_pts: f64,
+}
+
+impl Shared {
+    /// `t` for a file frame; never goes backwards even on odd PTS.
+    fn file_time(&self, pts: Option<f64>) -> f64 {
+        let Ok(mut clock) = self.file_clock.lock() else {
+            return 0.0;
+        };
+        let t = match pts {
+            Some(p) => {
+                clock.last_pts = p;
+                (clock.offset + p).max(clock.last_t)
+            }
+            None => clock.last_t,
+        };
+        clock.last_t = t;
+        t
+    }
+
+    /// Called at EOS before seeking back: the next loop starts after this one.
+    fn start_next_loop(&self, duration: Option<f64>, min_gap: f64) {
+        if let Ok(mut clock) = self.file_clock.lock() {
+            let by_duration = duration.map(|d| clock.offset + d);
+            let by_last = clock.offset + clock.last_pts + min_gap;
+            clock.offset = by_duration.map_or(by_last, |d| d.max(by_last));
+            clock.last_pts = 0.0;
+        }
+    }
+}
+
+/// Stop request shared by the handle and the supervisor: a flag plus a
+/// condvar so that a backoff sleep ends at once.
+#[derive(Default)]
+struct StopSignal {
+    stopped: Mutex<bool>,
+    cv: Condvar,
+    flag: AtomicBool,
+}
+
+impl StopSignal {
+    fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Ok(mut s) = self.stopped.lock() {
+            *s = true;
+        }
+        self.cv.notify_all();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps up to `d`; returns true if stopped meanwhile.
+    fn wait(&self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        let Ok(mut guard) = self.stopped.lock() else {
+            return self.is_stopped();
+        };
+        while !*guard {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            match self.cv.wait_timeout(guard, deadline - now) {
+                Ok((g, _)) => guard = g,
+                Err(_) => return self.is_stopped(),
+            }
+        }
+        true
+    }
+}
+
+/// A running camera. Dropping it stops the camera (without waiting).
+pub struct CameraHandle {
+    camera: String,
+    stop: Arc<StopSignal>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CameraHandle {
+    /// Asks the supervisor to tear the pipeline down and exit; returns at once.
+    pub fn stop(&self) {
+        self.stop.stop();
+    }
+
+    /// Waits for the supervisor thread to exit (call `stop` first for live sources).
+    pub fn join(mut self) {
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!(camera = %self.camera, "camera supervisor panicked");
+        }
+    }
+
+    /// True once the supervisor has exited (Ended, Failed or stopped).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+}
+
+impl Drop for CameraHandle {
+    fn drop(&mut self) {
+        self.stop.stop();
+    }
+}
+
+/// Starts a camera: validates the URL, checks the plugins, and spawns its
+/// supervisor thread. Frames and states arrive through the callbacks.
+pub fn spawn_camera(
+    opts: SourceOptions,
+    on_frame: FrameCallback,
+    on_state: StateCallback,
+) -> Result<CameraHandle, SourceError> {
+    init()?;
+    let target = url::parse(&opts.url)?;
+    check_elements(&target)?;
+    let kind = classify(&opts.url);
+    let camera: Arc<str> = Arc::from(opts.camera.as_str());
+    let shared = Arc::new(Shared {
+        camera: Arc::clone(&camera),
+        kind,
+        started: Instant::now(),
+        started_wall: SystemTime::now(),
+        next_index: AtomicU64::new(0),
+        file_clock: Mutex::new(FileClock::default()),
+        on_frame,
+    });
+    let stop = Arc::new(StopSignal::default());
+    let supervisor = Supervisor {
+        opts,
+        target,
+        shared,
+        on_state,
+        stop: Arc::clone(&stop),
+    };
+    // Thread names cannot hold NUL; Linux shows only the first 15 bytes.
+    let name = format!("src-{}", camera.replace('\0', "_"));
+    let thread = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || supervisor.run())?;
+    Ok(CameraHandle {
+        camera: camera.to_string(),
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// How one connection (one pipeline instance) ended.
+enum Outcome {
+    Stopped,
+    Eos,
+    Error(String),
+}
+
+struct Supervisor {
+    opts: SourceOptions,
+    target: Target,
+    shared: Arc<Shared>,
+    on_state: StateCallback,
+    stop: Arc<StopSignal>,
+}
+
+impl Supervisor {
+    fn report(&self, state: SourceState) {
+        tracing::info!(camera = %self.shared.camera, state = ?state, "camera state");
+        (self.on_state)(state);
+    }
+
+    fn run(self) {
+        self.report(SourceState::Starting);
+        let initial = secs(self.opts.backoff_initial_s, 1.0);
+        let max = secs(self.opts.backoff_max_s, 30.0).max(initial);
+        let mut backoff = initial;
+        loop {
+            if self.stop.is_stopped() {
+                return;
+            }
+            let started = Instant::now();
+            let stats = Arc::new(ConnStats::default());
+            let outcome = self.connect_once(&stats);
+            let streamed_for = started.elapsed();
+            let frames = stats.frames.load(Ordering::Relaxed);
+            let error = match (self.shared.kind, outcome) {
+                (_, Outcome::Stopped) => return,
+                (SourceKind::File, Outcome::Eos) if frames == 0 => {
+                    return self.report(SourceState::Failed {
+                        error: format!("{}: no video stream", self.describe()),
+                    });
+                }
+                (SourceKind::File, Outcome::Eos) => return self.report(SourceState::Ended),
+                (SourceKind::File, Outcome::Error(e)) => {
+                    let path = self.describe();
+                    let error = if e.contains(&path) {
+                        e
+                    } else {
+                        format!("{path}: {e}")
+                    };
+                    return self.report(SourceState::Failed { error });
+                }
+                (SourceKind::Live, Outcome::Eos) => "end of stream".to_string(),
+                (SourceKind::Live, Outcome::Error(e)) => e,
+            };
+            if frames > 0 && streamed_for.as_secs_f64() >= self.opts.backoff_reset_s {
+                backoff = initial;
+            }
+            tracing::warn!(camera = %self.shared.camera, error = %error, retry_in_s = backoff.as_secs_f64(), "camera lost");
+            self.report(SourceState::Reconnecting {
+                error,
+                retry_in_s: backoff.as_secs_f64(),
+            });
+            if self.stop.wait(backoff) {
+                return;
+            }
+            backoff = (backoff * 2).min(max);
+        }
+    }
+
+    /// The path of a file source, for error messages.
+    fn describe(&self) -> String {
+        match &self.target {
+            Target::File(p) => p.display().to_string(),
+            Target::Uri(u) | Target::V4l2(u) => u.clone(),
+        }
+    }
+
+    /// Builds a pipeline, plays it until it ends, fails, stalls or is
+    /// stopped, and always leaves it in NULL.
+    fn connect_once(&self, stats: &Arc<ConnStats>) -> Outcome {
+        if let Target::File(path) = &self.target
+            && let Err(e) = check_file(path)
+        {
+            return Outcome::Error(e);
+        }
+        let pipeline = match pipeline::build(&self.target, &self.opts, &self.shared, stats) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Error(e),
+        };
+        let outcome = self.play(&pipeline, stats);
+        if let Err(err) = pipeline.set_state(gst::State::Null) {
+            tracing::warn!(camera = %self.shared.camera, error = ?err, "pipeline did not go to NULL");
+        }
+        outcome
+    }
+
+    fn play(&self, pipeline: &gst::Pipeline, stats: &ConnStats) -> Outcome {
+        let Some(bus) = pipeline.bus() else {
+            return Outcome::Error("pipeline has no bus".into());
+        };
+        if pipeline.set_state(gst::State::Playing).is_err() {
+            return Outcome::Error(
+                first_error(&bus).unwrap_or_else(|| "cannot start pipeline".into()),
+            );
+        }
+        let live = self.shared.kind == SourceKind::Live;
+        let watchdog = Duration::from_secs_f64(self.opts.watchdog_s.max(0.1));
+        let conn_start_ms = elapsed_ms(self.shared.started);
+        let mut streaming = false;
+        loop {
+            if self.stop.is_stopped() {
+                return Outcome::Stopped;
+            }
+            if !streaming && stats.frames.load(Ordering::Relaxed) > 0 {
+                streaming = true;
+                self.report(SourceState::Streaming);
+            }
+            if live && self.opts.watchdog_s > 0.0 {
+                let last = stats
+                    .last_frame_ms
+                    .load(Ordering::Relaxed)
+                    .max(conn_start_ms);
+                let idle = elapsed_ms(self.shared.started).saturating_sub(last);
+                if idle as u128 >= watchdog.as_millis() {
+                    return Outcome::Error(format!(
+                        "no frame for {:.1} s (watchdog)",
+                        idle as f64 / 1000.0
+                    ));
+                }
+            }
+            let Some(msg) = bus.timed_pop_filtered(
+                gst::ClockTime::from_nseconds(POLL.as_nanos() as u64),
+                &[
+                    gst::MessageType::Error,
+                    gst::MessageType::Eos,
+                    gst::MessageType::Warning,
+                ],
+            ) else {
+                continue;
+            };
+            match msg.view() {
+                gst::MessageView::Error(err) => return Outcome::Error(pipeline::error_text(err)),
+                gst::MessageView::Warning(w) => {
+                    tracing::warn!(camera = %self.shared.camera, warning = %w.error(), debug = ?w.debug(), "gstreamer warning");
+                }
+                gst::MessageView::Eos(_) => {
+                    let frames = stats.frames.load(Ordering::Relaxed);
+                    if live || !self.opts.loop_file || frames == 0 {
+                        return Outcome::Eos;
+                    }
+                    if let Err(e) = self.rewind(pipeline) {
+                        return Outcome::Error(e);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Loops a file: moves the media clock past this pass, then seeks to 0.
+    fn rewind(&self, pipeline: &gst::Pipeline) -> Result<(), String> {
+        let duration = pipeline
+            .query_duration::<gst::ClockTime>()
+            .map(|d| d.nseconds() as f64 * 1e-9);
+        let min_gap = if self.opts.detect_fps > 0.0 {
+            1.0 / self.opts.detect_fps
+        } else {
+            0.04
+        };
+        self.shared.start_next_loop(duration, min_gap);
+        tracing::debug!(camera = %self.shared.camera, ?duration, "looping file");
+        pipeline
+            .seek_simple(
+                gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
+                gst::ClockTime::ZERO,
+            )
+            .map_err(|e| format!("cannot seek back to start for loop_file: {e}"))
+    }
+}
+
+fn secs(s: f64, fallback: f64) -> Duration {
+    Duration::from_secs_f64(if s.is_finite() && s > 0.0 {
+        s
+    } else {
+        fallback
+    })
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A clear message for a file that cannot be opened at all (GStreamer's
+/// own is "Resource not found." without the path).
+fn check_file(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(format!("not a regular file: {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("file not found: {}", path.display()))
+        }
+        Err(e) => Err(format!("cannot open {}: {e}", path.display())),
+    }
+}
+
+/// The first error already posted on the bus (after a failed state change).
+fn first_error(bus: &gst::Bus) -> Option<String> {
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_mseconds(500),
+        &[gst::MessageType::Error],
+    )?;
+    match msg.view() {
+        gst::MessageView::Error(err) => Some(pipeline::error_text(err)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,813 @@
+//! ByteTrack-style multi-object tracker.
+//!
+//! **Architecture invariant:** this module is a pure function of
+//! `(tracker state, detections, frame time)`. It reads no clock, does no I/O
+//! and knows nothing of GStreamer, ONNX Runtime, MQTT or JSON; time comes in
+//! as `t`, seconds of media time, so replaying a file is deterministic.
+//!
+//! Per frame ([`Tracker::update`]):
+//! 1. Every live track's Kalman filter ([`kalman`]) is predicted to `t`,
+//!    scaled by the real gap since its last frame (frames come at a few fps
+//!    and irregularly, so "one step per frame" would be wrong).
+//! 2. **First pass:** detections with `score >= high_thresh` are matched to
+//!    all tracks (tentative, confirmed and lost) by IoU of the predicted box,
+//!    gated at `match_iou`. Both boxes are first grown by `match_buffer` of
+//!    their size on every side (the "buffered IoU" of C-BIoU): at 3-5 fps a
+//!    walking person moves most of its width between frames, and a track seen
+//!    once has no velocity yet, so plain IoU with the last position would
+//!    often be zero and the object would restart as a new track every frame.
+//! 3. **Second pass:** detections with `low_thresh <= score < high_thresh`
+//!    are matched to the confirmed, currently tracked (not lost) tracks left
+//!    over, gated at the stricter `low_match_iou`. This is ByteTrack's key
+//!    idea: a blurred or half-occluded object scores low, but a low score
+//!    right where a known track is predicted is still that object. Lost and
+//!    tentative tracks are excluded because a low-score box is not evidence
+//!    enough to revive or confirm anything.
+//! 4. Unmatched high detections with `score >= new_track_thresh` start new
+//!    tentative tracks.
+//!
+//! Assignment is optimal ([`assign`], Hungarian with dummy rows/columns) on
+//! cost `1 - IoU`, not greedy. **Matching is class-aware:** a track keeps
+//! the class of the detection that started it and only matches detections
+//! of that class. The alternative (class-agnostic matching, class by vote)
+//! survives detector class flips, but it lets a person track jump onto an
+//! overlapping bicycle; downstream events are per class, so a class change
+//! would be a different event anyway. Class-aware also splits the problem
+//! into small per-class matrices.
+//!
+//! Lifecycle: `Tentative` until `min_hits` matched frames (a tentative track
+//! unmatched even once is deleted, so single-frame flicker never confirms) →
+//! `Confirmed`; unmatched → `Lost` (still predicted, can be re-found by the
+//! first pass); dropped once lost for more than `max_lost_s` seconds since
+//! it was last seen. Ids are `u64`, increasing per tracker, never reused.
+
+mod assign;
+mod kalman;
+
+use std::collections::BTreeMap;
+
+use crate::frame::{BBox, Detection};
+use kalman::KalmanBox;
+
+/// Invalid tracker settings.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TrackConfigError {
+    #[error("tracker setting {name} = {value} is out of range")]
+    OutOfRange { name: &'static str, value: f64 },
+    #[error("tracker low_thresh {low} must not exceed high_thresh {high}")]
+    LowAboveHigh { low: f32, high: f32 },
+    #[error("tracker max_lost_s = {0} must be finite and >= 0")]
+    MaxLost(f64),
+    #[error("tracker min_hits must be >= 1")]
+    MinHits,
+}
+
+/// Tracker settings. Defaults follow ByteTrack, adjusted for a few fps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrackerConfig {
+    /// Detections at or above this score take part in the first pass.
+    pub high_thresh: f32,
+    /// Detections below this score are ignored entirely.
+    pub low_thresh: f32,
+    /// An unmatched high detection must reach this score to start a track;
+    /// higher than `high_thresh` so that borderline boxes can extend tracks
+    /// but not create them.
+    pub new_track_thresh: f32,
+    /// Minimum IoU between a predicted box and a detection in the first
+    /// pass (cost `1 - IoU <= 1 - match_iou`). Low, because at a few fps
+    /// objects move a good part of their size between frames.
+    pub match_iou: f32,
+    /// First-pass boxes are grown by this fraction of their width/height on
+    /// each side before the IoU (0 = plain IoU). See the module docs.
+    pub match_buffer: f32,
+    /// Minimum IoU in the second (low-score) pass: stricter, since the
+    /// detection itself is weak evidence.
+    pub low_match_iou: f32,
+    /// Matched frames needed to turn a tentative track into a confirmed one.
+    pub min_hits: u32,
+    /// A lost track is dropped when `t - last_seen > max_lost_s`. Keep this
+    /// equal to (or below) the event engine's `end_after_s`, so a track is
+    /// not re-found after its event has already ended.
+    pub max_lost_s: f64,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            high_thresh: 0.5,
+            low_thresh: 0.1,
+            new_track_thresh: 0.6,
+            match_iou: 0.2,
+            match_buffer: 0.3,
+            low_match_iou: 0.5,
+            min_hits: 3,
+            max_lost_s: 2.0,
+        }
+    }
+}
+
+impl TrackerConfig {
+    /// Checks ranges and ordering; does no I/O.
+    pub fn validate(&self) -> Result<(), TrackConfigError> {
+        for (name, value) in [
+            ("high_thresh", self.high_thresh),
+            ("low_thresh", self.low_thresh),
+            ("new_track_thresh", self.new_track_thresh),
+            ("match_iou", self.match_iou),
+            ("low_match_iou", self.low_match_iou),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(TrackConfigError::OutOfRange {
+                    name,
+                    value: f64::from(value),
+                });
+            }
+        }
+        if !(self.match_buffer.is_finite() && (0.0..=2.0).contains(&self.match_buffer)) {
+            return Err(TrackConfigError::OutOfRange {
+                name: "match_buffer",
+                value: f64::from(self.match_buffer),
+            });
+        }
+        if self.low_thresh > self.high_thresh {
+            return Err(TrackConfigError::LowAboveHigh {
+                low: self.low_thresh,
+                high: self.high_thresh,
+            });
+        }
+        if !(self.max_lost_s.is_finite() && self.max_lost_s >= 0.0) {
+            return Err(TrackConfigError::MaxLost(self.max_lost_s));
+        }
+        if self.min_hits == 0 {
+            return Err(TrackConfigError::MinHits);
+        }
+        Ok(())
+    }
+}
+
+/// Where a track is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TrackState {
+    /// Seen in fewer than `min_hits` consecutive frames; may be flicker.
+    Tentative,
+    /// Confirmed and matched in the latest frame it was updated with.
+    Confirmed,
+    /// Confirmed earlier, unmatched now; still predicted and re-findable.
+    Lost,
+}
+
+/// A snapshot of one live track after an update.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrackView {
+    pub id: u64,
+    pub class_id: u32,
+    pub state: TrackState,
+    /// The matched detection's box in this frame, else the Kalman prediction.
+    /// The raw detection (not the filtered estimate) is reported because it is
+    /// what the snapshot will show.
+    pub bbox: BBox,
+    /// This frame's detection score; 0 when unmatched.
+    pub score: f32,
+    /// Whether a detection was matched to this track in this frame.
+    pub matched: bool,
+    /// Total matched frames.
+    pub hits: u32,
+    /// Media time of the first detection.
+    pub first_seen: f64,
+    /// Media time of the latest matched detection.
+    pub last_seen: f64,
+}
+
+#[derive(Clone, Debug)]
+struct Track {
+    id: u64,
+    class_id: u32,
+    state: TrackState,
+    kf: KalmanBox,
+    /// Media time the filter state refers to.
+    kf_t: f64,
+    hits: u32,
+    first_seen: f64,
+    last_seen: f64,
+    /// Matched detection of the latest update, if any.
+    det: Option<(BBox, f32)>,
+}
+
+impl Track {
+    fn view(&self) -> TrackView {
+        let (bbox, score, matched) = match self.det {
+            Some((b, s)) => (b, s, true),
+            None => (self.kf.bbox(), 0.0, false),
+        };
+        TrackView {
+            id: self.id,
+            class_id: self.class_id,
+            state: self.state,
+            bbox,
+            score,
+            matched,
+            hits: self.hits,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+        }
+    }
+}
+
+/// The multi-object tracker of one camera.
+#[derive(Clone, Debug)]
+pub struct Tracker {
+    cfg: TrackerConfig,
+    /// Live tracks, in id order (new ids are appended, removal keeps order).
+    tracks: Vec<Track>,
+    next_id: u64,
+}
+
+impl Tracker {
+    /// A tracker with no tracks; the first id handed out is 1. The config is
+    /// used as given: call [`TrackerConfig::validate`] first to reject nonsense.
+    pub fn new(cfg: TrackerConfig) -> Self {
+        Self {
+            cfg,
+            tracks: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    pub fn config(&self) -> &TrackerConfig {
+        &self.cfg
+    }
+
+    /// Feeds one frame's detections at media time `t` and returns the views
+    /// of all live tracks (lost ones included, flagged), ordered by id.
+    ///
+    /// Detections with empty or non-finite boxes, or a score below
+    /// `low_thresh`, are ignored. A `t` earlier than a track's last update
+    /// does not move its prediction.
+    pub fn update(&mut self, t: f64, dets: &[Detection]) -> Vec<TrackView> {
+        for tr in &mut self.tracks {
+            if t.is_finite() && t > tr.kf_t {
+                tr.kf.predict(t - tr.kf_t);
+                tr.kf_t = t;
+            }
+            tr.det = None;
+        }
+
+        let usable = |d: &&Detection| {
+            let b = &d.bbox;
+            [b.x1, b.y1, b.x2, b.y2].iter().all(|v| v.is_finite())
+                && b.width() > 0.0
+                && b.height() > 0.0
+                && d.score >= self.cfg.low_thresh
+        };
+        let (high, low): (Vec<&Detection>, Vec<&Detection>) = dets
+            .iter()
+            .filter(usable)
+            .partition(|d| d.score >= self.cfg.high_thresh);
+
+        let predicted: Vec<BBox> = self.tracks.iter().map(|tr| tr.kf.bbox()).collect();
+
+        // First pass: high detections vs every track.
+        let all: Vec<usize> = (0..self.tracks.len()).collect();
+        let first = self.associate(
+            &all,
+            &predicted,
+            &high,
+            self.cfg.match_iou,
+            self.cfg.match_buffer,
+        );
+        let mut track_matched = vec![false; self.tracks.len()];
+        let mut high_used = vec![false; high.len()];
+        for &(ti, di) in &first {
+            track_matched[ti] = true;
+            high_used[di] = true;
+        }
+
+        // Second pass: low detections vs confirmed, not-lost leftovers.
+        let leftovers: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|&ti| !track_matched[ti] && self.tracks[ti].state == TrackState::Confirmed)
+            .collect();
+        let second = self.associate(&leftovers, &predicted, &low, self.cfg.low_match_iou, 0.0);
+        for &(ti, _) in &second {
+            track_matched[ti] = true;
+        }
+
+        let min_hits = self.cfg.min_hits;
+        let matches = first
+            .iter()
+            .map(|&(ti, di)| (ti, high[di]))
+            .chain(second.iter().map(|&(ti, di)| (ti, low[di])));
+        for (ti, det) in matches {
+            let tr = &mut self.tracks[ti];
+            tr.kf.update(&det.bbox);
+            tr.hits = tr.hits.saturating_add(1);
+            tr.last_seen = t;
+            tr.det = Some((det.bbox, det.score));
+            if tr.state == TrackState::Lost || tr.hits >= min_hits {
+                tr.state = TrackState::Confirmed;
+            }
+        }
+
+        // Unmatched: tentative dies, confirmed goes lost, lost may expire.
+        let max_lost = self.cfg.max_lost_s;
+        let mut keep = Vec::with_capacity(self.tracks.len());
+        for (tr, matched) in self.tracks.iter_mut().zip(track_matched) {
+            let alive = if matched {
+                true
+            } else {
+                match tr.state {
+                    TrackState::Tentative => false,
+                    TrackState::Confirmed | TrackState::Lost => {
+                        tr.state = TrackState::Lost;
+                        let expired = t - tr.last_seen > max_lost;
+                        !expired
+                    }
+                }
+            };
+            keep.push(alive);
+        }
+        let mut keep = keep.into_iter();
+        self.tracks.retain(|_| keep.next().unwrap_or(false));
+
+        // New tentative tracks from confident leftovers.
+        for (det, _) in high
+            .iter()
+            .zip(high_used)
+            .filter(|(d, used)| !used && d.score >= self.cfg.new_track_thresh)
+        {
+            let Some(kf) = KalmanBox::new(&det.bbox) else {
+                continue;
+            };
+            let state = if min_hits <= 1 {
+                TrackState::Confirmed
+            } else {
+                TrackState::Tentative
+            };
+            self.tracks.push(Track {
+                id: self.next_id,
+                class_id: det.class_id,
+                state,
+                kf,
+                kf_t: t,
+                hits: 1,
+                first_seen: t,
+                last_seen: t,
+                det: Some((det.bbox, det.score)),
+            });
+            self.next_id += 1;
+        }
+
+        self.tracks.iter().map(Track::view).collect()
+    }
+
+    /// Views of the live tracks as of the latest update, ordered by id.
+    pub fn tracks(&self) -> impl Iterator<Item = TrackView> + '_ {
+        self.tracks.iter().map(Track::view)
+    }
+
+    /// Number of live tracks (any state).
+    pub fn len(&self) -> usize {
+        self.tracks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tracks.is_empty()
+    }
+
+    /// Optimal class-aware matching of `track_idx` (indices into
+    /// `self.tracks`) to `dets`, gated at `min_iou`. Returns
+    /// `(track index, detection index)` pairs. Boxes are grown by `buffer`
+    /// of their size per side before the IoU.
+    fn associate(
+        &self,
+        track_idx: &[usize],
+        predicted: &[BBox],
+        dets: &[&Detection],
+        min_iou: f32,
+        buffer: f32,
+    ) -> Vec<(usize, usize)> {
+        // Per-class sub-problems: classes never match across, so this is
+        // exact and keeps the matrices small. BTreeMap for determinism.
+        let mut by_class: BTreeMap<u32, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
+        for &ti in track_idx {
+            by_class
+                .entry(self.tracks[ti].class_id)
+                .or_default()
+                .0
+                .push(ti);
+        }
+        for (di, d) in dets.iter().enumerate() {
+            if let Some(entry) = by_class.get_mut(&d.class_id) {
+                entry.1.push(di);
+            }
+        }
+        let limit = f64::from(1.0 - min_iou);
+        let mut out = Vec::new();
+        for (rows, cols) in by_class.values() {
+            if rows.is_empty() || cols.is_empty() {
+                continue;
+            }
+            let cost: Vec<f64> = rows
+                .iter()
+                .flat_map(|&ti| {
+                    cols.iter().map(move |&di| {
+                        let (p, d) = (grow(&predicted[ti], buffer), grow(&dets[di].bbox, buffer));
+                        1.0 - f64::from(p.iou(&d))
+                    })
+                })
+                .collect();
+            for (r, c) in assign::solve_gated(&cost, rows.len(), cols.len(), limit) {
+                out.push((rows[r], cols[c]));
+            }
+        }
+        out
+    }
+}
+
+/// `b` grown by `frac` of its width/height on every side.
+fn grow(b: &BBox, frac: f32) -> BBox {
+    if frac == 0.0 {
+        return *b;
+    }
+    let (dx, dy) = (b.width() * frac, b.height() * frac);
+    BBox::new(b.x1 - dx, b.y1 - dy, b.x2 + dx, b.y2 + dy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(class_id: u32, score: f32, x: f32, y: f32, w: f32, h: f32) -> Detection {
+        Detection {
+            class_id,
+            score,
+            bbox: BBox::new(x, y, x + w, y + h),
+        }
+    }
+
+    /// Tiny deterministic PRNG (xorshift64*), uniform in [-1, 1).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f32 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40;
+            (v as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+    }
+
+    #[test]
+    fn default_config_is_valid_and_validation_catches_nonsense() {
+        assert_eq!(TrackerConfig::default().validate(), Ok(()));
+        let bad = TrackerConfig {
+            low_thresh: 0.7,
+            ..TrackerConfig::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(TrackConfigError::LowAboveHigh { .. })
+        ));
+        let bad = TrackerConfig {
+            match_iou: f32::NAN,
+            ..TrackerConfig::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(TrackConfigError::OutOfRange { .. })
+        ));
+        let bad = TrackerConfig {
+            min_hits: 0,
+            ..TrackerConfig::default()
+        };
+        assert_eq!(bad.validate(), Err(TrackConfigError::MinHits));
+    }
+
+    #[test]
+    fn confirms_after_min_hits_and_keeps_id() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let mut states = Vec::new();
+        for i in 0..6 {
+            let v = tr.update(
+                i as f64 * 0.2,
+                &[det(0, 0.9, 100.0 + 10.0 * i as f32, 100.0, 50.0, 100.0)],
+            );
+            assert_eq!(v.len(), 1);
+            assert_eq!(v[0].id, 1);
+            assert!(v[0].matched);
+            assert_eq!(v[0].hits, i + 1);
+            states.push(v[0].state);
+        }
+        use TrackState::*;
+        assert_eq!(
+            states,
+            [
+                Tentative, Tentative, Confirmed, Confirmed, Confirmed, Confirmed
+            ]
+        );
+    }
+
+    #[test]
+    fn two_objects_crossing_keep_their_ids() {
+        // Same class, same size, opposite directions, slightly offset in y so
+        // the boxes overlap heavily while they pass each other.
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let a_at = |i: usize| 100.0 + 40.0 * i as f32; // moving right
+        let b_at = |i: usize| 900.0 - 40.0 * i as f32; // moving left
+        let mut ids = None;
+        for i in 0..21 {
+            let t = i as f64 * 0.2;
+            let v = tr.update(
+                t,
+                &[
+                    det(0, 0.9, a_at(i), 200.0, 60.0, 120.0),
+                    det(0, 0.85, b_at(i), 230.0, 60.0, 120.0),
+                ],
+            );
+            assert_eq!(v.len(), 2, "frame {i}: {v:?}");
+            assert!(v.iter().all(|x| x.matched));
+            // Identify each object by the box nearest to its true corner.
+            let nearest = |x: f32, y: f32| {
+                v.iter()
+                    .min_by(|p, q| {
+                        let d = |b: &BBox| (b.x1 - x).abs() + (b.y1 - y).abs();
+                        d(&p.bbox).total_cmp(&d(&q.bbox))
+                    })
+                    .map(|tv| tv.id)
+            };
+            let (a, b) = (nearest(a_at(i), 200.0), nearest(b_at(i), 230.0));
+            assert_ne!(a, b, "frame {i}");
+            match ids {
+                None => ids = Some((a, b)),
+                Some(prev) => assert_eq!(prev, (a, b), "ids swapped at frame {i}"),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_frames_keep_id_via_prediction() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        // 150 px/s to the right, 5 fps, frames 8 and 9 missing.
+        let at = |i: usize| det(2, 0.9, 50.0 + 30.0 * i as f32, 300.0, 40.0, 80.0);
+        for i in 0..16 {
+            let t = i as f64 * 0.2;
+            let dets = if i == 8 || i == 9 {
+                vec![]
+            } else {
+                vec![at(i)]
+            };
+            let v = tr.update(t, &dets);
+            assert_eq!(v.len(), 1, "frame {i}");
+            let tv = &v[0];
+            assert_eq!(tv.id, 1, "frame {i}");
+            if i == 8 || i == 9 {
+                assert_eq!(tv.state, TrackState::Lost);
+                assert!(!tv.matched);
+                assert_eq!(tv.score, 0.0);
+                assert_eq!(tv.last_seen, 7.0 * 0.2);
+                // The reported box is the prediction and follows the motion.
+                assert!(
+                    tv.bbox.iou(&at(i).bbox) > 0.6,
+                    "pred iou {}",
+                    tv.bbox.iou(&at(i).bbox)
+                );
+            } else if i >= 2 {
+                assert_eq!(tv.state, TrackState::Confirmed);
+                assert!(tv.matched);
+            }
+        }
+    }
+
+    #[test]
+    fn flicker_never_confirms() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        for i in 0..20 {
+            // A box that appears every other frame (and a one-off at frame 11).
+            let mut dets = Vec::new();
+            if i % 2 == 0 {
+                dets.push(det(0, 0.95, 300.0, 300.0, 50.0, 50.0));
+            }
+            if i == 11 {
+                dets.push(det(1, 0.95, 10.0, 10.0, 30.0, 30.0));
+            }
+            let v = tr.update(i as f64 * 0.2, &dets);
+            assert!(
+                v.iter().all(|x| x.state == TrackState::Tentative),
+                "frame {i}: {v:?}"
+            );
+            assert_eq!(v.len(), dets.len());
+        }
+    }
+
+    #[test]
+    fn low_score_second_pass_keeps_track_alive() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let at = |i: usize, s: f32| det(0, s, 100.0 + 20.0 * i as f32, 100.0, 50.0, 100.0);
+        for i in 0..5 {
+            tr.update(i as f64 * 0.2, &[at(i, 0.9)]);
+        }
+        // One low-confidence frame (blur): matched, stays confirmed.
+        let v = tr.update(1.0, &[at(5, 0.3)]);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].id, 1);
+        assert!(v[0].matched);
+        assert_eq!(v[0].state, TrackState::Confirmed);
+        assert!((v[0].score - 0.3).abs() < 1e-6);
+        // Below low_thresh it is ignored: the track goes lost.
+        let v = tr.update(1.2, &[at(6, 0.05)]);
+        assert_eq!(v[0].state, TrackState::Lost);
+        // Low scores never start tracks, nor confirm tentative ones.
+        let mut tr = Tracker::new(TrackerConfig::default());
+        assert!(tr.update(0.0, &[at(0, 0.4)]).is_empty());
+        tr.update(0.2, &[at(1, 0.9)]);
+        let v = tr.update(0.4, &[at(2, 0.3)]);
+        assert!(
+            v.is_empty(),
+            "tentative track should die without a high match: {v:?}"
+        );
+    }
+
+    #[test]
+    fn low_score_does_not_revive_lost_track() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let at = |i: usize, s: f32| det(0, s, 100.0 + 20.0 * i as f32, 100.0, 50.0, 100.0);
+        for i in 0..4 {
+            tr.update(i as f64 * 0.2, &[at(i, 0.9)]);
+        }
+        assert_eq!(tr.update(0.8, &[])[0].state, TrackState::Lost);
+        let v = tr.update(1.0, &[at(5, 0.3)]);
+        assert_eq!(v[0].state, TrackState::Lost);
+        let v = tr.update(1.2, &[at(6, 0.9)]);
+        assert_eq!((v[0].id, v[0].state), (1, TrackState::Confirmed));
+    }
+
+    #[test]
+    fn irregular_dt_is_followed() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        // 200 px/s with gaps between 0.05 s and 0.8 s; a 0.8 s gap moves the
+        // box by 3.2 widths, so a per-frame motion model would lose it.
+        let times = [
+            0.0, 0.2, 0.25, 0.6, 0.7, 1.5, 1.55, 1.9, 2.7, 2.8, 3.3, 3.35,
+        ];
+        for (i, &t) in times.iter().enumerate() {
+            let x = 50.0 + 200.0 * t as f32;
+            let v = tr.update(t, &[det(0, 0.9, x, 200.0, 50.0, 100.0)]);
+            assert_eq!(v.len(), 1, "t={t}: {v:?}");
+            assert_eq!(v[0].id, 1, "t={t}");
+            assert!(v[0].matched);
+            if i >= 2 {
+                assert_eq!(v[0].state, TrackState::Confirmed);
+            }
+        }
+        // Out-of-order / duplicate time does not break anything.
+        let v = tr.update(3.35, &[det(0, 0.9, 720.0, 200.0, 50.0, 100.0)]);
+        assert_eq!((v.len(), v[0].id), (1, 1));
+    }
+
+    #[test]
+    fn lost_tracks_expire_after_max_lost_s() {
+        let cfg = TrackerConfig {
+            max_lost_s: 1.0,
+            ..TrackerConfig::default()
+        };
+        let mut tr = Tracker::new(cfg);
+        for i in 0..4 {
+            tr.update(i as f64 * 0.2, &[det(0, 0.9, 100.0, 100.0, 50.0, 50.0)]);
+        }
+        // last_seen = 0.6: alive while t - 0.6 <= 1.0.
+        assert_eq!(tr.update(1.0, &[]).len(), 1);
+        assert_eq!(tr.update(1.6, &[]).len(), 1);
+        assert!(tr.update(1.7, &[]).is_empty());
+        assert!(tr.is_empty());
+        // A new object gets a fresh id.
+        tr.update(1.8, &[det(0, 0.9, 100.0, 100.0, 50.0, 50.0)]);
+        assert_eq!(tr.tracks().next().map(|v| v.id), Some(2));
+    }
+
+    #[test]
+    fn matching_is_class_aware() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        for i in 0..3 {
+            tr.update(i as f64 * 0.2, &[det(0, 0.9, 100.0, 100.0, 50.0, 100.0)]);
+        }
+        // Same place, different class: the old track goes lost, a new one starts.
+        let v = tr.update(0.6, &[det(1, 0.9, 100.0, 100.0, 50.0, 100.0)]);
+        assert_eq!(v.len(), 2);
+        assert_eq!(
+            (v[0].id, v[0].class_id, v[0].state),
+            (1, 0, TrackState::Lost)
+        );
+        assert_eq!(
+            (v[1].id, v[1].class_id, v[1].state),
+            (2, 1, TrackState::Tentative)
+        );
+    }
+
+    #[test]
+    fn ignores_bad_detections_and_new_track_threshold() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let v = tr.update(
+            0.0,
+            &[
+                det(0, 0.9, 10.0, 10.0, 0.0, 10.0),
+                det(0, 0.9, f32::NAN, 10.0, 5.0, 10.0),
+                det(0, f32::NAN, 10.0, 10.0, 5.0, 10.0),
+                det(0, 0.55, 10.0, 10.0, 5.0, 10.0), // high, but below new_track_thresh
+            ],
+        );
+        assert!(v.is_empty());
+        let v = tr.update(0.2, &[det(0, 0.6, 10.0, 10.0, 5.0, 10.0)]);
+        assert_eq!(v.len(), 1);
+    }
+
+    #[test]
+    fn min_hits_one_confirms_immediately() {
+        let mut tr = Tracker::new(TrackerConfig {
+            min_hits: 1,
+            ..TrackerConfig::default()
+        });
+        let v = tr.update(0.0, &[det(0, 0.9, 10.0, 10.0, 20.0, 20.0)]);
+        assert_eq!(v[0].state, TrackState::Confirmed);
+    }
+
+    #[test]
+    fn ids_stable_over_noisy_100_frame_run_with_5_objects() {
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        // (x0, y0, vx, vy px/s, w, h, class)
+        let objects = [
+            (50.0, 100.0, 60.0, 10.0, 40.0, 90.0, 0u32),
+            (900.0, 150.0, -50.0, 5.0, 45.0, 100.0, 0),
+            (300.0, 500.0, 80.0, -20.0, 120.0, 70.0, 2),
+            (700.0, 450.0, -70.0, 0.0, 110.0, 65.0, 2),
+            (500.0, 50.0, 0.0, 40.0, 35.0, 35.0, 16),
+        ];
+        let mut tr = Tracker::new(TrackerConfig::default());
+        // object index -> the id seen for it, once confirmed.
+        let mut owner: [Option<u64>; 5] = [None; 5];
+        let mut t = 0.0f64;
+        for frame in 0..100 {
+            // Irregular 4-6 fps.
+            t += 0.2 + 0.05 * f64::from(rng.next());
+            let mut dets = Vec::new();
+            let mut truth = Vec::new();
+            for &(x0, y0, vx, vy, w, h, c) in &objects {
+                let (x, y) = (x0 + vx * t as f32, y0 + vy * t as f32);
+                truth.push(BBox::new(x, y, x + w, y + h));
+                // ~7% misses after the first few frames.
+                if frame > 4 && rng.next() > 0.86 {
+                    continue;
+                }
+                let jitter = 0.04 * h;
+                let score = (0.75 + 0.2 * rng.next()).clamp(0.0, 1.0);
+                dets.push(Detection {
+                    class_id: c,
+                    score,
+                    bbox: BBox::new(
+                        x + jitter * rng.next(),
+                        y + jitter * rng.next(),
+                        x + w + jitter * rng.next(),
+                        y + h + jitter * rng.next(),
+                    ),
+                });
+            }
+            // Clutter: a random one-frame false positive now and then.
+            if rng.next() > 0.7 {
+                let (x, y) = (600.0 + 500.0 * rng.next(), 400.0 + 300.0 * rng.next());
+                dets.push(det(5, 0.7, x, y, 30.0, 30.0));
+            }
+            let views = tr.update(t, &dets);
+            for v in views.iter().filter(|v| v.state == TrackState::Confirmed) {
+                let (k, best) = truth
+                    .iter()
+                    .enumerate()
+                    .map(|(k, b)| (k, b.iou(&v.bbox)))
+                    .fold(
+                        (usize::MAX, 0.0f32),
+                        |acc, x| if x.1 > acc.1 { x } else { acc },
+                    );
+                assert!(
+                    best > 0.5,
+                    "frame {frame}: confirmed track {} matches no object",
+                    v.id
+                );
+                match owner[k] {
+                    None => owner[k] = Some(v.id),
+                    Some(id) => assert_eq!(id, v.id, "frame {frame}: object {k} changed id"),
+                }
+            }
+        }
+        assert!(owner.iter().all(Option::is_some), "{owner:?}");
+        let mut ids: Vec<u64> = owner.iter().flatten().copied().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 5);
+        // All five are still tracked at the end.
+        assert_eq!(
+            tr.tracks()
+                .filter(|v| v.state != TrackState::Tentative)
+                .count(),
+            5
+        );
+    }
+}

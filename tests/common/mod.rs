@@ -1,0 +1,343 @@
+//! Shared harness for the system tests: a real mosquitto on 127.0.0.1, the
+//! real `edge-node` binary, an MQTT subscriber and the JSON Schemas.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(name)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where ONNX Runtime is, for child processes (set by scripts/test.sh, or the repo's copy).
+pub fn ort_dylib() -> String {
+    std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| {
+        repo()
+            .join("third_party/onnxruntime/lib/libonnxruntime.so.1.32.0")
+            .display()
+            .to_string()
+    })
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// SIGTERM, then wait up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        self.wait(timeout)
+    }
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(s)) = self.0.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+pub struct Mosquitto {
+    pub port: u16,
+    _proc: Proc,
+}
+
+/// A real mosquitto broker on 127.0.0.1 and a free port.
+pub fn mosquitto() -> Mosquitto {
+    let port = free_port();
+    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("mosquitto is not installed: run scripts/setup.sh");
+    let dir = tempfile::tempdir().unwrap().keep();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmessage_size_limit 0\n"),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mosquitto");
+    let p = Proc(child);
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < end,
+            "mosquitto did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Mosquitto { port, _proc: p }
+}
+
+#[derive(Clone, Debug)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+    pub at: Instant,
+}
+
+impl Msg {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload)
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", self.topic))
+    }
+}
+
+/// Collects every message under a filter, from a background thread.
+pub struct Subscriber {
+    pub msgs: Arc<Mutex<Vec<Msg>>>,
+    client: Client,
+}
+
+impl Subscriber {
+    pub fn start(port: u16, filter: &str) -> Subscriber {
+        let mut o = MqttOptions::new(format!("test-sub-{}", free_port()), "127.0.0.1", port);
+        o.set_max_packet_size(16 << 20, 16 << 20);
+        o.set_keep_alive(Duration::from_secs(30));
+        let (client, mut conn) = Client::new(o, 100);
+        client.subscribe(filter, QoS::AtLeastOnce).unwrap();
+        let msgs = Arc::new(Mutex::new(Vec::new()));
+        let m2 = msgs.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for ev in conn.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => m2.lock().unwrap().push(Msg {
+                        topic: p.topic.clone(),
+                        payload: p.payload.to_vec(),
+                        retain: p.retain,
+                        at: Instant::now(),
+                    }),
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscription acknowledged");
+        Subscriber { msgs, client }
+    }
+
+    pub fn snapshot(&self) -> Vec<Msg> {
+        self.msgs.lock().unwrap().clone()
+    }
+
+    /// Wait until `pred` holds over the messages so far.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[Msg]) -> bool,
+    ) -> Vec<Msg> {
+        let end = Instant::now() + timeout;
+        loop {
+            let m = self.snapshot();
+            if pred(&m) {
+                return m;
+            }
+            if Instant::now() > end {
+                let topics: Vec<String> = m
+                    .iter()
+                    .map(|x| {
+                        format!(
+                            "{} {}",
+                            x.topic,
+                            String::from_utf8_lossy(&x.payload)
+                                .chars()
+                                .take(200)
+                                .collect::<String>()
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "timed out waiting for {what}; got {} messages:\n{}",
+                    m.len(),
+                    topics.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.client.disconnect();
+    }
+}
+
+pub fn edge_node() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_edge-node"));
+    c.env("ORT_DYLIB_PATH", ort_dylib());
+    c.env(
+        "RUST_LOG",
+        std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    c.current_dir(repo());
+    c
+}
+
+/// Start `edge-node run <pipeline>` with its log in `log`.
+pub fn run_node(pipeline: &Path, log: &Path) -> Proc {
+    let f = std::fs::File::create(log).unwrap();
+    let child = edge_node()
+        .arg("run")
+        .arg(pipeline)
+        .env("EDGE_NODE_STATE_DIR", pipeline.parent().unwrap())
+        .stdout(Stdio::null())
+        .stderr(f)
+        .spawn()
+        .expect("start edge-node");
+    Proc(child)
+}
+
+pub struct Schemas {
+    pub event: jsonschema::Validator,
+    pub node: jsonschema::Validator,
+    pub camera: jsonschema::Validator,
+}
+
+fn load_schema(name: &str) -> jsonschema::Validator {
+    let text = std::fs::read_to_string(repo().join("docs/schemas").join(name)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&v)
+        .unwrap()
+}
+
+pub fn schemas() -> Schemas {
+    Schemas {
+        event: load_schema("edge-event-1.schema.json"),
+        node: load_schema("edge-node-status-1.schema.json"),
+        camera: load_schema("edge-camera-status-1.schema.json"),
+    }
+}
+
+impl Schemas {
+    /// Validate every JSON message against its schema; check every snapshot
+    /// decodes as a JPEG of the size its event states.
+    pub fn validate_all(&self, msgs: &[Msg]) {
+        let mut snaps = std::collections::HashMap::new();
+        for m in msgs {
+            if m.topic.contains("/snapshot/") {
+                snaps.insert(m.topic.clone(), m.payload.clone());
+            }
+        }
+        for m in msgs {
+            if m.topic.contains("/snapshot/") {
+                let img = image::load_from_memory_with_format(&m.payload, image::ImageFormat::Jpeg)
+                    .unwrap_or_else(|e| panic!("{} is not a JPEG: {e}", m.topic));
+                assert!(img.width() > 0);
+                continue;
+            }
+            let v = m.json();
+            let (validator, kind) = if m.topic.ends_with("/events") {
+                (&self.event, "event")
+            } else if v.get("camera").is_some() {
+                (&self.camera, "camera status")
+            } else {
+                (&self.node, "node status")
+            };
+            let errors: Vec<String> = validator
+                .iter_errors(&v)
+                .map(|e| format!("{e} at {}", e.instance_path()))
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{kind} on {} breaks its schema: {errors:?}\n{v}",
+                m.topic
+            );
+            if kind == "event"
+                && let Some(s) = v.get("snapshot").filter(|s| !s.is_null())
+            {
+                let topic = s["topic"].as_str().unwrap();
+                // The snapshot is published just before its event; the latest one on the topic is ours.
+                let jpeg = msgs
+                    .iter()
+                    .rfind(|x| x.topic == topic && x.at <= m.at)
+                    .unwrap_or_else(|| panic!("snapshot {topic} was never received"));
+                assert_eq!(
+                    jpeg.payload.len() as u64,
+                    s["bytes"].as_u64().unwrap(),
+                    "snapshot size"
+                );
+                let img =
+                    image::load_from_memory_with_format(&jpeg.payload, image::ImageFormat::Jpeg)
+                        .unwrap();
+                assert_eq!(img.width() as u64, s["width"].as_u64().unwrap());
+                assert_eq!(img.height() as u64, s["height"].as_u64().unwrap());
+            }
+        }
+    }
+}
+
+pub fn events(msgs: &[Msg]) -> Vec<serde_json::Value> {
+    msgs.iter()
+        .filter(|m| m.topic.ends_with("/events"))
+        .map(|m| m.json())
+        .collect()
+}
+
+pub fn statuses(msgs: &[Msg], camera: &str) -> Vec<String> {
+    msgs.iter()
+        .filter(|m| m.topic.ends_with(&format!("/{camera}/status")))
+        .map(|m| m.json()["state"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+pub fn last_status(msgs: &[Msg], camera: &str) -> Option<serde_json::Value> {
+    msgs.iter()
+        .rfind(|m| m.topic.ends_with(&format!("/{camera}/status")))
+        .map(|m| m.json())
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}

@@ -1,0 +1,255 @@
+//! Detector parity against the independent numpy + onnxruntime reference
+//! (`scripts/reference_detect.py`, outputs in `tests/fixtures/parity/`).
+//!
+//! 1. Same input tensor -> the Rust decode + NMS must reproduce the
+//!    reference exactly (1 px, 1e-3 score, same labels, same count). This
+//!    isolates the decoder from the resize.
+//! 2. Image file -> `Detector::detect` (Rust image decode + our resize) must
+//!    agree with the reference in source pixels at F1 >= 0.95 (IoU 0.7, same
+//!    label): the JPEG decoders and float paths differ slightly, so this one
+//!    is a tolerance test.
+//!
+//! Needs ONNX Runtime: `ORT_DYLIB_PATH` or the default search of
+//! `edge_node::detect::init_runtime`.
+
+use std::path::{Path, PathBuf};
+
+use edge_node::detect::{Detector, DetectorOptions, RuntimeOptions, init_runtime};
+use edge_node::frame::{BBox, Detection};
+use ndarray::Array4;
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+struct RefDet {
+    label: String,
+    class_id: u32,
+    score: f32,
+    src: BBox,
+}
+
+struct Reference {
+    width: u32,
+    height: u32,
+    threshold: f32,
+    nms_iou: f32,
+    dets: Vec<RefDet>,
+}
+
+fn load_reference(stem: &str) -> Reference {
+    let path = root().join(format!("tests/fixtures/parity/{stem}_reference.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let f = |x: &Value| x.as_f64().unwrap() as f32;
+    let dets = v["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let b = d["box_source"].as_array().unwrap();
+            RefDet {
+                label: d["label"].as_str().unwrap().to_string(),
+                class_id: d["class_id"].as_u64().unwrap() as u32,
+                score: f(&d["score"]),
+                src: BBox::new(f(&b[0]), f(&b[1]), f(&b[2]), f(&b[3])),
+            }
+        })
+        .collect();
+    Reference {
+        width: v["width"].as_u64().unwrap() as u32,
+        height: v["height"].as_u64().unwrap() as u32,
+        threshold: f(&v["threshold"]),
+        nms_iou: f(&v["nms_iou"]),
+        dets,
+    }
+}
+
+fn detector(reference: &Reference) -> Detector {
+    init_runtime(&RuntimeOptions::default())
+        .expect("ONNX Runtime must be available (set ORT_DYLIB_PATH)");
+    let mut o = DetectorOptions::new(root().join("models/nanodet_g_coco_416.onnx"));
+    o.threshold = reference.threshold;
+    o.nms_iou = reference.nms_iou;
+    o.classes = None; // the reference covers all 80 classes
+    o.max_detections = 1000;
+    Detector::load(&o).expect("bundled model loads")
+}
+
+fn fmt(dets: &[Detection], labels: &[String]) -> String {
+    dets.iter()
+        .map(|d| {
+            format!(
+                "{} {:.3} [{:.1},{:.1},{:.1},{:.1}]",
+                labels[d.class_id as usize], d.score, d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[test]
+fn same_tensor_gives_same_detections() {
+    let reference = load_reference("dog");
+    let mut det = detector(&reference);
+    let raw = std::fs::read(root().join("tests/fixtures/parity/dog_input_416.f32")).unwrap();
+    let floats: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let input = Array4::from_shape_vec((1, 3, 416, 416), floats).unwrap();
+    let got = det
+        .detect_tensor(input.view(), reference.width, reference.height)
+        .unwrap();
+    let labels = det.labels().to_vec();
+    eprintln!("rust:      {}", fmt(&got, &labels));
+    assert_eq!(
+        got.len(),
+        reference.dets.len(),
+        "detection count; rust: {}",
+        fmt(&got, &labels)
+    );
+    // Both sides are sorted by score; scores are far enough apart that the order is stable.
+    for (g, r) in got.iter().zip(&reference.dets) {
+        assert_eq!(labels[g.class_id as usize], r.label);
+        assert_eq!(g.class_id, r.class_id);
+        assert!(
+            (g.score - r.score).abs() < 1e-3,
+            "score {} vs {}",
+            g.score,
+            r.score
+        );
+        for (a, b) in [
+            (g.bbox.x1, r.src.x1),
+            (g.bbox.y1, r.src.y1),
+            (g.bbox.x2, r.src.x2),
+            (g.bbox.y2, r.src.y2),
+        ] {
+            assert!(
+                (a - b).abs() <= 1.0,
+                "{} box {:?} vs reference {:?}",
+                r.label,
+                g.bbox,
+                r.src
+            );
+        }
+    }
+}
+
+/// Greedy one-to-one matching (reference in score order, best IoU partner
+/// with the same label); returns (matched, precision, recall, f1).
+fn f1(got: &[Detection], reference: &[RefDet], iou: f32) -> (usize, f32, f32, f32) {
+    let mut used = vec![false; got.len()];
+    let mut matched = 0;
+    for r in reference {
+        let best = got
+            .iter()
+            .enumerate()
+            .filter(|(i, g)| !used[*i] && g.class_id == r.class_id)
+            .map(|(i, g)| (i, g.bbox.iou(&r.src)))
+            .filter(|(_, v)| *v >= iou)
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((i, _)) = best {
+            used[i] = true;
+            matched += 1;
+        }
+    }
+    let p = if got.is_empty() {
+        1.0
+    } else {
+        matched as f32 / got.len() as f32
+    };
+    let r = if reference.is_empty() {
+        1.0
+    } else {
+        matched as f32 / reference.len() as f32
+    };
+    let f = if p + r > 0.0 {
+        2.0 * p * r / (p + r)
+    } else {
+        0.0
+    };
+    (matched, p, r, f)
+}
+
+fn end_to_end(file: &str, stem: &str) -> (usize, usize, usize) {
+    let reference = load_reference(stem);
+    let mut det = detector(&reference);
+    let img = image::open(root().join("tests/fixtures").join(file))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(
+        (img.width(), img.height()),
+        (reference.width, reference.height)
+    );
+    let got = det.detect(img.as_raw(), img.width(), img.height()).unwrap();
+    let (m, p, r, f) = f1(&got, &reference.dets, 0.7);
+    eprintln!(
+        "{file}: rust {} dets, reference {}, matched {m}, P {p:.3} R {r:.3} F1 {f:.3}",
+        got.len(),
+        reference.dets.len()
+    );
+    eprintln!("  rust: {}", fmt(&got, det.labels()));
+    // Every box is inside the frame and the list is sorted.
+    for d in &got {
+        assert!(d.bbox.x1 >= 0.0 && d.bbox.y1 >= 0.0);
+        assert!(d.bbox.x2 <= img.width() as f32 && d.bbox.y2 <= img.height() as f32);
+    }
+    assert!(got.windows(2).all(|w| w[0].score >= w[1].score));
+    (m, got.len(), reference.dets.len())
+}
+
+fn f1_of(m: usize, got: usize, want: usize) -> f32 {
+    2.0 * m as f32 / (got + want) as f32
+}
+
+#[test]
+fn dog_jpg_end_to_end_matches_reference() {
+    let (m, g, w) = end_to_end("dog.jpg", "dog");
+    let f = f1_of(m, g, w);
+    assert!(
+        f >= 0.95,
+        "dog.jpg F1 {f:.3} ({m} matched of {g} rust / {w} reference)"
+    );
+}
+
+#[test]
+fn vtest_frames_end_to_end_match_reference() {
+    let mut total = (0, 0, 0);
+    for (file, stem) in [
+        ("vtest_f000.png", "vtest_f000"),
+        ("vtest_f050.png", "vtest_f050"),
+    ] {
+        let (m, g, w) = end_to_end(file, stem);
+        let f = f1_of(m, g, w);
+        assert!(
+            f >= 0.95,
+            "{file} F1 {f:.3} ({m} matched of {g} rust / {w} reference)"
+        );
+        total = (total.0 + m, total.1 + g, total.2 + w);
+    }
+    assert!(total.2 >= 10, "the fixtures carry real detections");
+}
+
+#[test]
+fn dog_jpg_matches_documented_anchors() {
+    // models-and-media.md §2.6: bicycle 0.68 [108,127,571,425], dog 0.47 [131,221,360,541].
+    let reference = load_reference("dog");
+    let mut det = detector(&reference);
+    let img = image::open(root().join("tests/fixtures/dog.jpg"))
+        .unwrap()
+        .to_rgb8();
+    let got = det.detect(img.as_raw(), img.width(), img.height()).unwrap();
+    let find = |label: &str| {
+        got.iter()
+            .find(|d| det.labels()[d.class_id as usize] == label)
+            .unwrap_or_else(|| panic!("no {label} in {}", fmt(&got, det.labels())))
+    };
+    let bike = find("bicycle");
+    assert!((bike.score - 0.68).abs() < 0.02, "{}", bike.score);
+    assert!(bike.bbox.iou(&BBox::new(108.0, 127.0, 571.0, 425.0)) > 0.9);
+    let dog = find("dog");
+    assert!((dog.score - 0.47).abs() < 0.03, "{}", dog.score);
+    assert!(dog.bbox.iou(&BBox::new(131.0, 221.0, 360.0, 541.0)) > 0.9);
+}

@@ -35,7 +35,7 @@ packages=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
-  mosquitto mosquitto-clients pkg-config libssl-dev
+  mosquitto mosquitto-clients openssl pkg-config libssl-dev
 )
 
 # A C linker: rustup does not bring one, and build scripts compile C.

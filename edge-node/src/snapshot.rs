@@ -26,9 +26,6 @@
 //!    away by the resampler;
 //! 4. encode with `image`'s JPEG encoder.
 
-use image::ExtendedColorType;
-use image::codecs::jpeg::JpegEncoder;
-
 use crate::frame::BBox;
 
 /// Outline colour of the object's box: a saturated amber, bright enough to
@@ -104,7 +101,7 @@ pub enum SnapshotError {
     #[error("invalid snapshot option: {0}")]
     Options(&'static str),
     #[error("JPEG encoding failed")]
-    Encode(#[source] image::ImageError),
+    Encode(#[source] jpeg_encoder::EncodingError),
 }
 
 /// Renders a snapshot of `bbox` in the packed RGB24 frame `rgb`
@@ -181,23 +178,24 @@ pub fn render(
             width: out_w as i32,
             height: out_h as i32,
         };
+        // Even coordinates and an even thickness keep the outline on whole
+        // 2×2 chroma blocks of the 4:2:0 JPEG, so its colour stays clean.
+        let even_down = |v: f32| (v.floor() as i32) & !1;
+        let even_up = |v: f32| ((v.ceil() as i32) + 1) & !1;
         let rect = OutRect {
-            x1: x1.floor() as i32,
-            y1: y1.floor() as i32,
-            x2: (x2.ceil() as i32).max(x1.floor() as i32 + 1),
-            y2: (y2.ceil() as i32).max(y1.floor() as i32 + 1),
+            x1: even_down(x1),
+            y1: even_down(y1),
+            x2: even_up(x2).max(even_down(x1) + 2),
+            y2: even_up(y2).max(even_down(y1) + 2),
         };
-        let thickness = if out_h >= 240 { 3 } else { 2 };
+        let thickness = if out_h >= 240 { 4 } else { 2 };
         canvas.outline(rect, thickness);
         if !label.is_empty() {
             canvas.label_tab(rect, label);
         }
     }
 
-    let mut jpeg = Vec::with_capacity(32 * 1024);
-    JpegEncoder::new_with_quality(&mut jpeg, opts.quality)
-        .encode(&out, out_w, out_h, ExtendedColorType::Rgb8)
-        .map_err(SnapshotError::Encode)?;
+    let jpeg = encode_jpeg(&out, out_w, out_h, opts.quality)?;
     Ok(Snapshot {
         jpeg,
         width: out_w,
@@ -248,9 +246,26 @@ pub fn annotate(
             canvas.label_tab(rect, label);
         }
     }
-    let mut jpeg = Vec::with_capacity(64 * 1024);
-    JpegEncoder::new_with_quality(&mut jpeg, quality.clamp(1, 100))
-        .encode(&out, width, height, ExtendedColorType::Rgb8)
+    encode_jpeg(&out, width, height, quality.clamp(1, 100))
+}
+
+/// Baseline JPEG with 4:2:0 chroma subsampling, as cameras and browsers use:
+/// about a third smaller than the `image` crate's 4:4:4 output at the same
+/// quality, and faster (`jpeg-encoder` picks AVX2 at run time).
+pub fn encode_jpeg(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    quality: u8,
+) -> Result<Vec<u8>, SnapshotError> {
+    let (w, h) = match (u16::try_from(width), u16::try_from(height)) {
+        (Ok(w), Ok(h)) if w > 0 && h > 0 => (w, h),
+        _ => return Err(SnapshotError::FrameSize { width, height }),
+    };
+    let mut jpeg = Vec::with_capacity(32 * 1024);
+    let mut enc = jpeg_encoder::Encoder::new(&mut jpeg, quality);
+    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
+    enc.encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
         .map_err(SnapshotError::Encode)?;
     Ok(jpeg)
 }

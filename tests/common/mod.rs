@@ -78,15 +78,27 @@ pub struct Mosquitto {
 /// A real mosquitto broker on 127.0.0.1 and a free port.
 pub fn mosquitto() -> Mosquitto {
     let port = free_port();
-    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+    mosquitto_with(
+        port,
+        &format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+    )
+}
+
+pub fn mosquitto_bin() -> &'static str {
+    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
         .into_iter()
         .find(|p| Path::new(p).exists())
-        .expect("mosquitto is not installed: run scripts/setup.sh");
+        .expect("mosquitto is not installed: run scripts/setup.sh")
+}
+
+/// mosquitto with the given listener/auth lines; `port` is the one to wait for.
+pub fn mosquitto_with(port: u16, conf_lines: &str) -> Mosquitto {
+    let bin = mosquitto_bin();
     let dir = tempfile::tempdir().unwrap().keep();
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmessage_size_limit 0\n"),
+        format!("{conf_lines}persistence false\nmessage_size_limit 0\n"),
     )
     .unwrap();
     let child = Command::new(bin)
@@ -131,7 +143,15 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn start(port: u16, filter: &str) -> Subscriber {
+        Self::start_with(port, filter, None)
+    }
+
+    /// Like `start`, with a user name and password.
+    pub fn start_with(port: u16, filter: &str, login: Option<(&str, &str)>) -> Subscriber {
         let mut o = MqttOptions::new(format!("test-sub-{}", free_port()), "127.0.0.1", port);
+        if let Some((u, p)) = login {
+            o.set_credentials(u, p);
+        }
         o.set_max_packet_size(16 << 20, 16 << 20);
         o.set_keep_alive(Duration::from_secs(30));
         let (client, mut conn) = Client::new(o, 100);
@@ -223,8 +243,14 @@ pub fn edge_node() -> Command {
 
 /// Start `edge-node run <pipeline>` with its log in `log`.
 pub fn run_node(pipeline: &Path, log: &Path) -> Proc {
+    run_node_env(pipeline, log, &[])
+}
+
+/// `run_node` with extra environment variables (e.g. MQTT credentials).
+pub fn run_node_env(pipeline: &Path, log: &Path, env: &[(&str, &str)]) -> Proc {
     let f = std::fs::File::create(log).unwrap();
     let child = edge_node()
+        .envs(env.iter().copied())
         .arg("run")
         .arg(pipeline)
         .env("EDGE_NODE_STATE_DIR", pipeline.parent().unwrap())

@@ -1,0 +1,262 @@
+//! `mqtts://` to a real mosquitto with TLS, a client certificate (mTLS) and a
+//! password read from the environment. Certificates are made by the openssl CLI.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl CLI");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate.
+fn make_pki(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=edge test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=box-1",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+            "-out",
+            "client.pem",
+        ],
+    );
+}
+
+#[test]
+fn mqtts_with_client_certificate_and_password_from_env() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_pki(d);
+    let passwd = d.join("passwd");
+    for (i, (user, pass)) in [("box-1", "s3cret"), ("observer", "watch")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut c = Command::new("mosquitto_passwd");
+        if i == 0 {
+            c.arg("-c");
+        }
+        let st = c
+            .arg("-b")
+            .arg(&passwd)
+            .arg(user)
+            .arg(pass)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let tls_port = free_port();
+    let plain_port = free_port();
+    // TLS listener needs a certificate AND the password; the plain one (for the
+    // test subscriber) needs the password.
+    let conf = format!(
+        "per_listener_settings false\nallow_anonymous false\npassword_file {pw}\n\
+         listener {plain_port} 127.0.0.1\n\
+         listener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nrequire_certificate true\n",
+        pw = passwd.display(),
+        d = d.display(),
+    );
+    let broker = mosquitto_with(plain_port, &conf);
+    let sub = Subscriber::start_with(broker.port, "t/#", Some(("observer", "watch")));
+
+    let pipeline = format!(
+        r#"
+[node]
+id = "tls-box"
+district = "test-district"
+[mqtt]
+url = "mqtts://127.0.0.1:{tls_port}"
+topic_prefix = "t"
+ca_file = "ca.pem"
+client_cert = "client.pem"
+client_key = "client.key"
+[detector]
+model = "{model}"
+[[cameras]]
+id = "vtest"
+url = "{clip}"
+detect_fps = 5
+realtime = false
+"#,
+        model = repo().join("models/nanodet_g_coco_416.onnx").display(),
+        clip = fixture("vtest_10s_h264.mp4").display(),
+    );
+    let p = write(d, "p.toml", &pipeline);
+    let log = d.join("node.log");
+    let mut node = run_node_env(
+        &p,
+        &log,
+        &[
+            ("EDGE_NODE_MQTT_USERNAME", "box-1"),
+            ("EDGE_NODE_MQTT_PASSWORD", "s3cret"),
+        ],
+    );
+    let status = node.wait(Duration::from_secs(120)).expect("ends by itself");
+    let logtext = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status:?}\n{logtext}");
+    let msgs = sub.wait_for("stopped over TLS", Duration::from_secs(10), |m| {
+        m.iter()
+            .any(|x| x.topic == "t/test-district/tls-box/status" && x.json()["state"] == "stopped")
+    });
+    let evs = events(&msgs);
+    assert!(
+        evs.iter().any(|e| e["type"] == "new"),
+        "events crossed the TLS link\n{logtext}"
+    );
+    assert!(
+        msgs.iter().any(|m| m.topic.contains("/snapshot/")),
+        "snapshots crossed the TLS link"
+    );
+    schemas().validate_all(&msgs);
+}
+
+#[test]
+fn wrong_password_is_reported_and_nothing_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let passwd = d.join("passwd");
+    let st = Command::new("mosquitto_passwd")
+        .arg("-c")
+        .arg("-b")
+        .arg(&passwd)
+        .args(["box-1", "right"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let port = free_port();
+    let conf = format!(
+        "allow_anonymous false\npassword_file {}\nlistener {port} 127.0.0.1\n",
+        passwd.display()
+    );
+    let _broker = mosquitto_with(port, &conf);
+    let pipeline = format!(
+        "[node]\nid = \"b\"\ndistrict = \"d\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ntopic_prefix = \"t\"\n\
+         [[cameras]]\nid = \"c\"\nurl = \"rtsp://127.0.0.1:{dead}/x\"\n",
+        dead = free_port()
+    );
+    let p = write(d, "p.toml", &pipeline);
+    let log = d.join("node.log");
+    let mut node = run_node_env(
+        &p,
+        &log,
+        &[
+            ("EDGE_NODE_MQTT_USERNAME", "box-1"),
+            ("EDGE_NODE_MQTT_PASSWORD", "wrong"),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("NotAuthorized")
+            || text.contains("not authorised")
+            || text.contains("BadUserNamePassword")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the refusal is logged:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    node.terminate(Duration::from_secs(30));
+}

@@ -209,7 +209,7 @@ realtime = false
 }
 
 #[test]
-fn wrong_password_is_reported_and_nothing_is_published() {
+fn wrong_password_is_refused_and_logged() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let passwd = d.join("passwd");

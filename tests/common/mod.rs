@@ -98,7 +98,10 @@ pub fn mosquitto_with(port: u16, conf_lines: &str) -> Mosquitto {
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
-        format!("{conf_lines}persistence false\nmessage_size_limit 0\n"),
+        // As root, mosquitto drops to user `mosquitto`, which cannot read the
+        // test's private temp folder (certificates, password file); stay root.
+        // (The setting has no effect when the tests run as another user.)
+        format!("user root\n{conf_lines}persistence false\nmessage_size_limit 0\n"),
     )
     .unwrap();
     let child = Command::new(bin)

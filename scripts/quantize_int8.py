@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""Static INT8 quantisation of the bundled NanoDet-g 416 detector (U8S8, QDQ).
+
+Writes models/nanodet_g_coco_416_int8.onnx (+ its manifest .json) from
+models/nanodet_g_coco_416.onnx, calibrated on real frames of the bundled clips.
+Method, variants tried and results: docs/int8.md.
+
+Pinned environment (the output is byte-for-byte reproducible with these):
+
+    python3 -m venv /tmp/venv-int8
+    /tmp/venv-int8/bin/pip install onnxruntime==1.32.0 onnx==1.23.2 numpy==2.4.6 pillow==13.0.0
+    /tmp/venv-int8/bin/python scripts/quantize_int8.py              # writes the bundled model
+    /tmp/venv-int8/bin/python scripts/quantize_int8.py --eval       # + a quick Python agreement check
+
+Also needs `gst-launch-1.0` with the `avdec_h264`, `qtdemux`, `h264parse` and `pngenc` elements (the
+same GStreamer the node uses) to decode the clips.
+
+Calibration set (fixed, deterministic): every 4th frame of the FIRST half of each clip,
+tests/fixtures/vtest_10s_h264.mp4 (frames 0, 4, ..., 48 of 100) and
+tests/fixtures/market_street_10s_h264.mp4 (frames 0, 4, ..., 148 of 302): 51 frames. The second
+halves are held out for the agreement check (benches/int8_agreement.rs).
+
+Pre-processing is the Rust detector's (edge-node/src/detect/preprocess.rs, default antialias filter =
+Pillow's BILINEAR on a downscale): plain resize of the whole frame to 416x416, RGB -> BGR,
+(pixel - [103.53, 116.28, 123.675]) / [57.375, 57.12, 58.395], NCHW float32. It is taken from
+scripts/reference_detect.py, the project's independent reference.
+
+Quantisation: onnxruntime.quantization.quant_pre_process (shape inference + ORT basic graph
+optimisation), then quantize_static with QuantFormat.QDQ, activation_type=QUInt8,
+weight_type=QInt8 (U8S8: the VNNI u8 x s8 kernel; S8S8 is slower than FP32 on this CPU, see
+docs/int8.md), per-channel weights, MinMax calibration. The head (the three last Conv nodes that
+produce the concatenated cls+reg maps, and the Split / Sigmoid / Reshape / Transpose after them)
+stays in float: the class scores are thresholded at 0.35 and the 11-bin distance logits go through a
+softmax, both sensitive to an 8-bit step. The FP32 model's metadata (model, source, license, input,
+outputs, strides, reg_max, names) is copied into the INT8 file, so `Detector::load` describes it the
+same way; a `quantization` key records how it was made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import reference_detect as ref  # noqa: E402  (pre-processing, decode and NMS of the reference)
+
+FP32 = ROOT / "models" / "nanodet_g_coco_416.onnx"
+MANIFEST = ROOT / "models" / "nanodet_g_coco_416.json"
+OUT = ROOT / "models" / "nanodet_g_coco_416_int8.onnx"
+CLIPS = ["vtest_10s_h264.mp4", "market_street_10s_h264.mp4"]
+CALIB_STEP = 4
+EXPECTED_VERSIONS = {"onnxruntime": "1.32.0"}
+
+# The GFL head: the three Conv nodes producing [cls(80) | reg(44)] per stride, and what follows.
+HEAD_CONVS = ["Conv__176", "Conv__178", "Conv__180"]
+HEAD_TAIL_OPS = {"Split", "Sigmoid", "Reshape", "Transpose"}
+
+# Variants compared in docs/int8.md; "default" is the bundled model.
+VARIANTS = {
+    "default": dict(per_channel=True, exclude_head=True, calib="minmax", reduce_range=False),
+    "per_tensor": dict(per_channel=False, exclude_head=True, calib="minmax", reduce_range=False),
+    "all_nodes": dict(per_channel=True, exclude_head=False, calib="minmax", reduce_range=False),
+    "percentile": dict(per_channel=True, exclude_head=True, calib="percentile", reduce_range=False),
+    "entropy": dict(per_channel=True, exclude_head=True, calib="entropy", reduce_range=False),
+    "reduce_range": dict(per_channel=True, exclude_head=True, calib="minmax", reduce_range=True),
+}
+
+
+def extract_frames(clip: Path, dest: Path) -> list[Path]:
+    """Decodes every frame of `clip` to RGB PNGs with GStreamer (the node's own decoder)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    pipeline = (
+        f"filesrc location={clip} ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! "
+        f"video/x-raw,format=RGB ! pngenc compression-level=1 ! "
+        f"multifilesink location={dest}/f_%04d.png"
+    )
+    subprocess.run(["gst-launch-1.0", "-q", *pipeline.split()], check=True)
+    frames = sorted(dest.glob("f_*.png"))
+    if not frames:
+        raise SystemExit(f"no frames decoded from {clip}")
+    return frames
+
+
+def split_frames(frames: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(calibration = every CALIB_STEP-th frame of the first half, held out = the second half)."""
+    half = len(frames) // 2
+    return frames[:half:CALIB_STEP], frames[half:]
+
+
+class FrameReader(CalibrationDataReader):
+    def __init__(self, frames: list[Path], manifest: dict, input_name: str):
+        self.frames = list(frames)
+        self.manifest = manifest
+        self.input_name = input_name
+        self.pos = 0
+
+    def get_next(self):
+        if self.pos >= len(self.frames):
+            return None
+        img = Image.open(self.frames[self.pos])
+        self.pos += 1
+        return {self.input_name: ref.preprocess(img, self.manifest)}
+
+    def rewind(self):
+        self.pos = 0
+
+
+def excluded_nodes(model: onnx.ModelProto, exclude_head: bool) -> list[str]:
+    if not exclude_head:
+        return []
+    names = {n.name for n in model.graph.node}
+    missing = [c for c in HEAD_CONVS if c not in names]
+    if missing:
+        raise SystemExit(f"head convs {missing} not in the graph: was the FP32 model rebuilt?")
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    out, todo = list(HEAD_CONVS), list(HEAD_CONVS)
+    by_name = {n.name: n for n in model.graph.node}
+    while todo:
+        for o in by_name[todo.pop()].output:
+            for c in consumers.get(o, []):
+                if c.op_type in HEAD_TAIL_OPS and c.name not in out:
+                    out.append(c.name)
+                    todo.append(c.name)
+    return out
+
+
+def quantize(variant: str, calib: list[Path], work: Path, out: Path) -> list[str]:
+    v = VARIANTS[variant]
+    manifest = json.loads(MANIFEST.read_text())
+    pre = work / "nanodet_pre.onnx"
+    quant_pre_process(str(FP32), str(pre), skip_symbolic_shape=True)
+    pre_model = onnx.load(str(pre))
+    exclude = excluded_nodes(pre_model, v["exclude_head"])
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[v["calib"]]
+    tmp = work / f"int8_{variant}.onnx"
+    quantize_static(
+        str(pre),
+        str(tmp),
+        FrameReader(calib, manifest, pre_model.graph.input[0].name),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=v["per_channel"],
+        reduce_range=v["reduce_range"],
+        calibrate_method=method,
+        nodes_to_exclude=exclude,
+        extra_options={"CalibMovingAverage": False},
+    )
+    # Carry the FP32 model's description over, plus how this file was made.
+    src = onnx.load(str(FP32))
+    q = onnx.load(str(tmp))
+    del q.metadata_props[:]
+    for p in src.metadata_props:
+        q.metadata_props.add(key=p.key, value=p.value)
+    note = (
+        f"static INT8 by scripts/quantize_int8.py variant={variant}: QDQ, U8S8 "
+        f"(activations uint8, weights int8), per_channel={v['per_channel']}, "
+        f"reduce_range={v['reduce_range']}, calibration={v['calib']} on {len(calib)} frames "
+        f"(every {CALIB_STEP}th of the first half of {', '.join(CLIPS)}); float nodes: "
+        f"{', '.join(exclude) if exclude else 'none'}; onnxruntime {ort.__version__}"
+    )
+    q.metadata_props.add(key="quantization", value=note)
+    q.doc_string = "NanoDet-g 416, static INT8 (U8S8 QDQ) of nanodet_g_coco_416.onnx"
+    onnx.checker.check_model(q)
+    onnx.save(q, str(out))
+    return exclude
+
+
+def run_dets(sess: ort.InferenceSession, frame: Path, manifest: dict, meta: dict):
+    img = Image.open(frame)
+    x = ref.preprocess(img, manifest)
+    names = [o.name for o in sess.get_outputs()]
+    outs = dict(zip(names, sess.run(None, {sess.get_inputs()[0].name: x})))
+    strides = [int(s) for s in meta["strides"].split(",")]
+    w, h = manifest["input_size"]
+    boxes, scores, classes = ref.decode(outs, strides, int(meta["reg_max"]), w, h, ref.THRESHOLD)
+    keep = ref.nms_class_aware(boxes, scores, classes, ref.NMS_IOU)
+    return boxes[keep], classes[keep]
+
+
+def agreement(a_boxes, a_cls, b_boxes, b_cls, iou=0.5) -> int:
+    """Greedy one-to-one matches of b against a (same label, IoU >= iou)."""
+    used = np.zeros(len(a_boxes), dtype=bool)
+    tp = 0
+    for bb, bc in zip(b_boxes, b_cls):
+        if len(a_boxes) == 0:
+            break
+        ious = ref.iou_one_to_many(bb, a_boxes)
+        ious[(a_cls != bc) | used] = -1
+        j = int(ious.argmax())
+        if ious[j] >= iou:
+            used[j] = True
+            tp += 1
+    return tp
+
+
+def evaluate(model: Path, held_out: dict[str, list[Path]]) -> dict:
+    """Quick Python check: INT8 vs FP32 detections on the held-out frames, and 1-thread speed."""
+    manifest = json.loads(MANIFEST.read_text())
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    fp = ort.InferenceSession(str(FP32), so, providers=["CPUExecutionProvider"])
+    q = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+    meta = fp.get_modelmeta().custom_metadata_map
+    res = {}
+    tot = np.zeros(3, dtype=np.int64)
+    for clip, frames in held_out.items():
+        c = np.zeros(3, dtype=np.int64)  # tp, n_fp32, n_int8
+        for f in frames:
+            fb, fc = run_dets(fp, f, manifest, meta)
+            qb, qc = run_dets(q, f, manifest, meta)
+            c += [agreement(fb, fc, qb, qc), len(fb), len(qb)]
+        res[clip] = prf(c)
+        tot += c
+    res["overall"] = prf(tot)
+    x = ref.preprocess(Image.open(held_out[CLIPS[0]][0]), manifest)
+    for name, s in (("fp32_ms", fp), ("int8_ms", q)):
+        inp = {s.get_inputs()[0].name: x}
+        for _ in range(3):
+            s.run(None, inp)
+        t = []
+        for _ in range(15):
+            t0 = time.perf_counter()
+            s.run(None, inp)
+            t.append((time.perf_counter() - t0) * 1e3)
+        res[name] = round(float(np.median(t)), 2)
+    res["speedup"] = round(res["fp32_ms"] / res["int8_ms"], 2)
+    return res
+
+
+def prf(c) -> dict:
+    tp, n_ref, n_q = (int(v) for v in c)
+    p = tp / n_q if n_q else 1.0
+    r = tp / n_ref if n_ref else 1.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return {"tp": tp, "fp32": n_ref, "int8": n_q, "precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--variant", choices=sorted(VARIANTS), default="default")
+    ap.add_argument("--out", type=Path, help=f"output model (default {OUT.relative_to(ROOT)} for the default variant)")
+    ap.add_argument("--eval", action="store_true", help="also compare with FP32 on the held-out frames")
+    ap.add_argument("--keep-frames", type=Path, help="decode the frames here and keep them")
+    args = ap.parse_args()
+    if ort.__version__ != EXPECTED_VERSIONS["onnxruntime"]:
+        print(f"warning: onnxruntime {ort.__version__}, the bundled model was made with "
+              f"{EXPECTED_VERSIONS['onnxruntime']}", file=sys.stderr)
+    out = args.out or (OUT if args.variant == "default" else ROOT / "out" / "int8" / f"int8_{args.variant}.onnx")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    work = Path(tempfile.mkdtemp(prefix="int8-"))
+    try:
+        frame_root = args.keep_frames or work / "frames"
+        calib, held_out = [], {}
+        for clip in CLIPS:
+            frames = extract_frames(ROOT / "tests" / "fixtures" / clip, frame_root / Path(clip).stem)
+            c, h = split_frames(frames)
+            print(f"{clip}: {len(frames)} frames, calibration {len(c)} (every {CALIB_STEP}th of the "
+                  f"first {len(frames) // 2}), held out {len(h)}")
+            calib += c
+            held_out[clip] = h
+        exclude = quantize(args.variant, calib, work, out)
+        print(f"float (not quantised) nodes: {exclude or 'none'}")
+        if out == OUT:
+            shutil.copyfile(MANIFEST, OUT.with_suffix(".json"))
+        digest = hashlib.sha256(out.read_bytes()).hexdigest()
+        print(f"wrote {out} ({out.stat().st_size:,} bytes, sha256 {digest})")
+        if args.eval:
+            print(json.dumps(evaluate(out, held_out), indent=1))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

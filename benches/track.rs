@@ -33,12 +33,15 @@ impl Rng {
 const FPS: f64 = 5.0;
 const FRAMES: usize = 200;
 
+/// One synthetic object: position, size, velocity (px per frame), class.
+type Object = ([f32; 2], [f32; 2], [f32; 2], u32);
+
 /// `frames[f]` = detections of frame `f` for `n` objects.
 fn scene(n: usize) -> Vec<Vec<Detection>> {
     let mut rng = Rng(11 + n as u64);
     // Objects on a grid so they overlap little, each with its own velocity.
     let cols = (n as f32).sqrt().ceil() as usize;
-    let objs: Vec<([f32; 2], [f32; 2], [f32; 2], u32)> = (0..n)
+    let objs: Vec<Object> = (0..n)
         .map(|i| {
             let (gx, gy) = ((i % cols) as f32, (i / cols) as f32);
             let cell = (1800.0 / cols as f32, 1000.0 / cols as f32);

@@ -32,7 +32,7 @@ impl<'a> DetrTensors<'a> {
     /// One `[K, 4 + nc]` tensor.
     pub fn single(data: &'a [f32], fields: usize) -> Self {
         let nc = fields.saturating_sub(4);
-        let queries = if fields == 0 { 0 } else { data.len() / fields };
+        let queries = data.len().checked_div(fields).unwrap_or(0);
         Self {
             boxes: data,
             box_stride: fields,

@@ -1645,6 +1645,172 @@ mod tests {
     }
 
     #[test]
+    fn zoo_families_are_inferred_from_shapes() {
+        let t = |name: &str, shape: &[i64]| TensorInfo::new(name, shape);
+        let hw = Some((640, 640));
+        assert_eq!(
+            infer_family(hw, &[t("o", &[1, 300, 6])]),
+            Some(Family::YoloEnd2End)
+        );
+        assert_eq!(
+            infer_family(hw, &[t("o", &[1, 8400, 85])]),
+            Some(Family::Yolox)
+        );
+        assert_eq!(
+            infer_family(None, &[t("o", &[1, 8400, 85])]),
+            None,
+            "no input size"
+        );
+        assert_eq!(
+            infer_family(hw, &[t("o", &[1, 300, 84])]),
+            Some(Family::Detr)
+        );
+        assert_eq!(
+            infer_family(hw, &[t("o", &[1, 84, 8400])]),
+            Some(Family::YoloV8)
+        );
+        // An original YOLOv5 head is not decoded as anything.
+        assert_eq!(infer_family(hw, &[t("o", &[1, 25200, 85])]), None);
+        assert_eq!(
+            infer_family(hw, &[t("dets", &[-1, 7])]),
+            Some(Family::NmsRows)
+        );
+        assert_eq!(
+            infer_family(
+                hw,
+                &[t("pred_boxes", &[1, 100, 4]), t("logits", &[1, 100, 91])]
+            ),
+            Some(Family::Detr)
+        );
+        assert_eq!(
+            infer_family(
+                hw,
+                &[t("logits", &[1, 100, 91]), t("pred_boxes", &[1, 100, 4])]
+            ),
+            Some(Family::Detr)
+        );
+        let mut classes = t("detection_classes", &[1, 100]);
+        classes.is_f32 = false;
+        let tfod = [
+            t("detection_boxes", &[1, 100, 4]),
+            t("detection_scores", &[1, 100]),
+            classes,
+            t("num_detections", &[1]),
+        ];
+        assert_eq!(infer_family(hw, &tfod), Some(Family::TfOd));
+        assert_eq!(infer_family(hw, &tfod[..3]), Some(Family::TfOd));
+        assert!(family_fits(Family::Detr, &[t("o", &[1, 300, 6])]));
+        assert!(!family_fits(Family::YoloEnd2End, &[t("o", &[1, 300, 7])]));
+    }
+
+    #[test]
+    fn zoo_specs_resolve_with_names_and_manifest_overrides() {
+        let i = vec![TensorInfo::new("images", &[1, 3, 640, 640])];
+        let two = meta(&[("names", "{0: 'a', 1: 'b'}")]);
+        let e2e = vec![TensorInfo::new("output0", &[1, 300, 6])];
+        let spec = resolve_spec(Path::new("e.onnx"), &i, &e2e, &two, None).unwrap();
+        assert_eq!(spec.family, Family::YoloEnd2End);
+        assert!(!spec.family.needs_nms());
+        assert_eq!(spec.names, ["a", "b"]);
+        // Without names the class count is unknown: refused, saying why.
+        match resolve_spec(Path::new("e.onnx"), &i, &e2e, &HashMap::new(), None) {
+            Err(DetectError::SpecMismatch { expected, .. }) => {
+                assert!(expected.contains("class names"), "{expected}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A 2-class DETR looks end-to-end; the manifest settles it.
+        let text = r#"{"family":"rt-detr","input_size":[640,640],"color":"rgb","mean":[0,0,0],"std":[255,255,255],"resize":"stretch","scores":"logits"}"#;
+        let man = Manifest::parse(text, Path::new("d.json")).unwrap();
+        let spec = resolve_spec(
+            Path::new("d.onnx"),
+            &i,
+            &e2e,
+            &two,
+            Some((&man, Path::new("d.json"))),
+        )
+        .unwrap();
+        assert_eq!(spec.family, Family::Detr);
+        assert_eq!(
+            spec.layout,
+            OutputLayout::Detr {
+                boxes: "output0".into(),
+                scores: None,
+                fields: 6,
+                kind: ScoreKind::Logits
+            }
+        );
+        // YOLOX: defaults, decoded flag from metadata, grid checked.
+        let yx = vec![TensorInfo::new("output", &[1, 8400, 7])];
+        let spec = resolve_spec(
+            Path::new("x.onnx"),
+            &i,
+            &yx,
+            &meta(&[("decode_in_inference", "True")]),
+            None,
+        )
+        .unwrap();
+        assert_eq!((spec.color, spec.std), (ColorOrder::Bgr, [1.0; 3]));
+        assert!(matches!(
+            spec.layout,
+            OutputLayout::Yolox { decoded: true, .. }
+        ));
+        let text = r#"{"family":"yolox","input_size":[640,640],"color":"bgr","mean":[0,0,0],"std":[1,1,1],"resize":"letterbox","strides":[8,16,32,64]}"#;
+        let man = Manifest::parse(text, Path::new("x.json")).unwrap();
+        assert!(matches!(
+            resolve_spec(
+                Path::new("x.onnx"),
+                &i,
+                &yx,
+                &HashMap::new(),
+                Some((&man, Path::new("x.json")))
+            ),
+            Err(DetectError::SpecMismatch { .. })
+        ));
+        // NMS rows: the manifest's columns must match the row width.
+        let rows = vec![TensorInfo::new("dets", &[-1, 7])];
+        let text = r#"{"family":"nms","input_size":[640,640],"color":"rgb","mean":[0,0,0],"std":[255,255,255],"resize":"letterbox","columns":["x1","y1","x2","y2","score","class"]}"#;
+        let man = Manifest::parse(text, Path::new("n.json")).unwrap();
+        match resolve_spec(
+            Path::new("n.onnx"),
+            &i,
+            &rows,
+            &two,
+            Some((&man, Path::new("n.json"))),
+        ) {
+            Err(DetectError::SpecMismatch { expected, .. }) => {
+                assert!(expected.contains("6 columns"), "{expected}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let spec = resolve_spec(Path::new("n.onnx"), &i, &rows, &two, None).unwrap();
+        assert_eq!(
+            spec.layout,
+            OutputLayout::NmsRows {
+                output: "dets".into(),
+                columns: NmsColumns::DEFAULT
+            }
+        );
+        // Manifest spellings.
+        for f in ["yolov5u", "yolo11", "yolov10", "yolo26", "tf-od", "rtdetr"] {
+            let text = format!(
+                r#"{{"family":"{f}","input_size":[64,64],"color":"rgb","mean":[0,0,0],"std":[1,1,1],"resize":"stretch"}}"#
+            );
+            assert!(Manifest::parse(&text, Path::new("f.json")).is_ok(), "{f}");
+        }
+        let bad_cols = r#"{"family":"nms","input_size":[64,64],"color":"rgb","mean":[0,0,0],"std":[1,1,1],"resize":"stretch","columns":["x1"]}"#;
+        assert!(Manifest::parse(bad_cols, Path::new("f.json")).is_err());
+        // Unknown family: the message carries the metadata keys too.
+        let o = vec![TensorInfo::new("logits", &[1, 1000])];
+        match resolve_spec(Path::new("w.onnx"), &i, &o, &meta(&[("author", "x")]), None) {
+            Err(DetectError::UnknownFamily { found, .. }) => {
+                assert!(found.contains("metadata keys: author"), "{found}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn bad_input_is_refused() {
         let (_, o) = nanodet_io(80);
         let i = vec![TensorInfo::new("images", &[1, 416, 416, 3])];

@@ -6,8 +6,10 @@
 //!   and -> 640x640 letterbox (YOLO); the resize plan is cached, as in the
 //!   streaming path.
 //! - nms: 100 / 1000 / 5000 clustered candidates over 6 classes.
-//! - decode: NanoDet 416 (3549 cells x 80 classes) and YOLOv8 640
-//!   (84 x 8400) on synthetic tensors with realistic score sparsity.
+//! - decode: NanoDet 416 (3549 cells x 80 classes), YOLOv8 640
+//!   (84 x 8400), YOLOX 640 (8400 x 85, raw), DETR (300 queries x 80
+//!   logits), YOLO end-to-end (300 x 6), NMS rows (100 x 7) and TF-OD
+//!   (100 boxes) on synthetic tensors with realistic score sparsity.
 //! - detector: the bundled model end to end on dog.jpg, if ONNX Runtime is
 //!   available (ORT_DYLIB_PATH or the default search); skipped otherwise.
 
@@ -16,9 +18,10 @@ use std::path::Path;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use edge_node::detect::{
-    ClassGate, ColorOrder, Detector, DetectorOptions, NanoDetLevel, PreprocessConfig, Preprocessor,
-    ResizeFilter, ResizeMode, RuntimeOptions, YoloScratch, decode_nanodet, decode_yolov8,
-    init_runtime, nms,
+    ClassGate, ColorOrder, Detector, DetectorOptions, DetrTensors, NanoDetLevel, NmsColumns,
+    PreprocessConfig, Preprocessor, ResizeFilter, ResizeMode, RuntimeOptions, ScoreKind,
+    YoloScratch, decode_detr, decode_nanodet, decode_nms_rows, decode_tfod, decode_yolo_end2end,
+    decode_yolov8, decode_yolox, init_runtime, nms,
 };
 use edge_node::frame::{BBox, Detection};
 
@@ -207,6 +210,105 @@ fn bench_decode(c: &mut Criterion) {
             out.clear();
             decode_yolov8(&data, fields, n, 80, &gate, &mut scratch, &mut out)
                 .expect("shapes match");
+            black_box(out.len())
+        })
+    });
+
+    // YOLOX 640 raw: 8400 rows of 85, objectness mostly low.
+    let yx: Vec<f32> = (0..n * 85)
+        .map(|i| match i % 85 {
+            0 | 1 => rng.f32(),
+            2 | 3 => rng.f32() * 2.0 - 1.0,
+            4 => {
+                if i / 85 % 200 == 0 {
+                    0.9
+                } else {
+                    rng.f32() * 0.05
+                }
+            }
+            _ => rng.f32() * 0.9,
+        })
+        .collect();
+    g.bench_function("yolox_640_80cls_raw", |b| {
+        b.iter(|| {
+            out.clear();
+            decode_yolox(&yx, 85, 640, 640, &[8, 16, 32], false, &gate, &mut out)
+                .expect("shapes match");
+            black_box(out.len())
+        })
+    });
+
+    // DETR: 300 queries x (4 + 80) logits, a few objects.
+    let detr: Vec<f32> = (0..300 * 84)
+        .map(|i| match i % 84 {
+            0..=3 => rng.f32(),
+            c if (i / 84) % 30 == 0 && c == 4 + (i / 84) % 80 => 3.0,
+            _ => -4.0 - rng.f32() * 4.0,
+        })
+        .collect();
+    g.bench_function("detr_300q_80cls_logits", |b| {
+        b.iter(|| {
+            out.clear();
+            let t = DetrTensors::single(&detr, 84);
+            decode_detr(&t, ScoreKind::Auto, 640, 640, &gate, &mut out).expect("shapes match");
+            black_box(out.len())
+        })
+    });
+
+    // YOLO end-to-end: 300 rows, scores sorted descending like the export.
+    let e2e: Vec<f32> = (0..300)
+        .flat_map(|r| {
+            let x = rng.f32() * 600.0;
+            let y = rng.f32() * 600.0;
+            [
+                x,
+                y,
+                x + 30.0,
+                y + 60.0,
+                1.0 - r as f32 / 300.0,
+                (r % 80) as f32,
+            ]
+        })
+        .collect();
+    g.bench_function("yolo_e2e_300", |b| {
+        b.iter(|| {
+            out.clear();
+            decode_yolo_end2end(&e2e, &gate, &mut out).expect("shapes match");
+            black_box(out.len())
+        })
+    });
+
+    let rows: Vec<f32> = (0..100)
+        .flat_map(|r| {
+            let x = rng.f32() * 600.0;
+            [0.0, x, x, x + 30.0, x + 60.0, (r % 80) as f32, rng.f32()]
+        })
+        .collect();
+    g.bench_function("nms_rows_100", |b| {
+        b.iter(|| {
+            out.clear();
+            decode_nms_rows(&rows, &NmsColumns::DEFAULT, &gate, &mut out).expect("shapes match");
+            black_box(out.len())
+        })
+    });
+
+    let boxes: Vec<f32> = (0..400).map(|_| rng.f32()).collect();
+    let scores: Vec<f32> = (0..100).map(|_| rng.f32()).collect();
+    let classes: Vec<f32> = (0..100).map(|i| (i % 80) as f32).collect();
+    g.bench_function("tfod_100", |b| {
+        b.iter(|| {
+            out.clear();
+            decode_tfod(
+                &boxes,
+                &scores,
+                &classes,
+                Some(100),
+                640,
+                640,
+                &gate,
+                &mut out,
+            )
+            .expect("shapes match");
             black_box(out.len())
         })
     });

@@ -16,8 +16,12 @@
 //! against the model's real inputs and outputs.
 
 pub mod decode;
+pub mod detr;
+pub mod end2end;
+pub mod inspect;
 pub mod preprocess;
 pub mod spec;
+pub mod yolox;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,11 +39,16 @@ pub use decode::{
     ClassGate, InputTransform, NanoDetLevel, YoloScratch, any_above, argmax_first, decode_nanodet,
     decode_yolov8, nms, softmax_expectation,
 };
+pub use detr::{DetrTensors, decode_detr};
+pub use end2end::{decode_nms_rows, decode_tfod, decode_yolo_end2end};
+pub use inspect::{IoReport, ModelReport, PreprocessReport, file_sha256, inspect};
 pub use preprocess::{PreprocessConfig, Preprocessor, ResizeFilter, letterbox_geometry};
 pub use spec::{
-    ColorOrder, Family, Manifest, ModelSpec, NanoDetLevelSpec, OutputLayout, ResizeMode,
-    SpecSource, TensorInfo, describe_io, infer_family, parse_names, resolve_spec,
+    ColorOrder, Family, Manifest, ModelSpec, NanoDetLevelSpec, NmsColumns, OutputLayout,
+    ResizeMode, ScoreKind, SpecSource, TensorInfo, describe_io, family_defaults, family_fits,
+    infer_family, parse_names, resolve_spec, yolox_cells,
 };
+pub use yolox::decode_yolox;
 
 /// The traffic-relevant COCO classes, the product's default class filter.
 pub const DEFAULT_CLASSES: &[&str] = &["person", "bicycle", "car", "motorcycle", "bus", "truck"];
@@ -66,7 +75,7 @@ pub enum DetectError {
     #[error("model manifest {} is invalid: {reason}", path.display())]
     ManifestInvalid { path: PathBuf, reason: String },
     #[error(
-        "model {} fits no known detector family (nanodet: cls_sN/reg_sN outputs; yolov8: one [1,4+nc,N] output); found {found}",
+        "model {} fits no known detector family (nanodet: cls_sN/reg_sN pairs; yolov8/v5u/11: one [1,4+nc,N]; yolo-e2e (v10/26): one [1,K,6]; yolox: [1,N,5+nc] over the stride 8/16/32 grid; detr: [1,K,4+nc] with K <= 1000 or [1,K,4] + [1,K,nc]; nms: [N,7]; tfod: *boxes*/*scores*/*classes*; or name one with `family` in <model>.json); found {found}",
         path.display()
     )]
     UnknownFamily { path: PathBuf, found: String },
@@ -279,8 +288,17 @@ pub struct Detector {
     max_detections: usize,
     pre: Preprocessor,
     input: Array4<f32>,
-    yolo: YoloScratch,
+    yolo: Scratch,
     candidates: Vec<Detection>,
+}
+
+/// Reusable decode buffers.
+#[derive(Debug, Default)]
+struct Scratch {
+    yolo: YoloScratch,
+    /// Integer outputs (class ids, counts) converted to f32.
+    classes: Vec<f32>,
+    count: Vec<f32>,
 }
 
 impl std::fmt::Debug for Detector {
@@ -460,7 +478,7 @@ impl Detector {
             max_detections: opts.max_detections,
             pre,
             input,
-            yolo: YoloScratch::default(),
+            yolo: Scratch::default(),
             candidates: Vec::with_capacity(256),
         })
     }
@@ -568,9 +586,14 @@ impl Detector {
         Ok(self.finish(&transform))
     }
 
-    /// NMS in model-input space (like the reference), then cap, map, clamp.
+    /// NMS in model-input space (like the reference; only for families
+    /// that need it), then cap, map, clamp.
     fn finish(&mut self, transform: &InputTransform) -> Vec<Detection> {
-        nms(&mut self.candidates, self.nms_iou);
+        if self.spec.family.needs_nms() {
+            nms(&mut self.candidates, self.nms_iou);
+        } else {
+            self.candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+        }
         self.candidates.truncate(self.max_detections);
         self.candidates
             .drain(..)
@@ -604,7 +627,7 @@ fn run_and_decode(
     input: ArrayView4<'_, f32>,
     spec: &ModelSpec,
     gate: &ClassGate,
-    yolo: &mut YoloScratch,
+    yolo: &mut Scratch,
     out: &mut Vec<Detection>,
 ) -> Result<(Duration, Duration), DetectError> {
     out.clear();
@@ -633,14 +656,54 @@ fn output_f32<'a>(
     Ok((shape.iter().copied().collect(), data))
 }
 
+/// Copies a numeric output (f32, f64, i64, i32) into `buf` as f32; returns
+/// its shape. For small outputs such as class ids and detection counts,
+/// which exports store in any of these types.
+fn output_numbers(
+    outputs: &SessionOutputs<'_>,
+    name: &str,
+    buf: &mut Vec<f32>,
+) -> Result<Vec<i64>, DetectError> {
+    let value = outputs
+        .get(name)
+        .ok_or_else(|| DetectError::Inference(format!("model produced no output {name:?}")))?;
+    buf.clear();
+    if let Ok((shape, data)) = value.try_extract_tensor::<f32>() {
+        buf.extend_from_slice(data);
+        return Ok(shape.iter().copied().collect());
+    }
+    if let Ok((shape, data)) = value.try_extract_tensor::<i64>() {
+        buf.extend(data.iter().map(|&v| v as f32));
+        return Ok(shape.iter().copied().collect());
+    }
+    if let Ok((shape, data)) = value.try_extract_tensor::<i32>() {
+        buf.extend(data.iter().map(|&v| v as f32));
+        return Ok(shape.iter().copied().collect());
+    }
+    let (shape, data) = value
+        .try_extract_tensor::<f64>()
+        .map_err(|e| DetectError::Inference(format!("output {name:?}: not numeric ({e})")))?;
+    buf.extend(data.iter().map(|&v| v as f32));
+    Ok(shape.iter().copied().collect())
+}
+
+fn shape_error(output: &str, expected: String, shape: &[i64]) -> DetectError {
+    DetectError::OutputShape {
+        output: output.to_string(),
+        expected,
+        found: format!("{shape:?}"),
+    }
+}
+
 fn decode_outputs(
     outputs: &SessionOutputs<'_>,
     spec: &ModelSpec,
     gate: &ClassGate,
-    yolo: &mut YoloScratch,
+    scratch: &mut Scratch,
     out: &mut Vec<Detection>,
 ) -> Result<(), DetectError> {
     let nc = spec.num_classes();
+    let (in_w, in_h) = spec.input_size;
     match &spec.layout {
         OutputLayout::NanoDet { levels, reg_max } => {
             for l in levels {
@@ -667,13 +730,113 @@ fn decode_outputs(
         OutputLayout::YoloV8 { output, fields } => {
             let (shape, data) = output_f32(outputs, output)?;
             if shape.len() != 3 || shape[0] != 1 || shape[1] != *fields as i64 || shape[2] < 0 {
+                return Err(shape_error(output, format!("[1, {fields}, N]"), &shape));
+            }
+            decode_yolov8(
+                data,
+                *fields,
+                shape[2] as usize,
+                nc,
+                gate,
+                &mut scratch.yolo,
+                out,
+            )?;
+        }
+        OutputLayout::YoloEnd2End { output } => {
+            let (shape, data) = output_f32(outputs, output)?;
+            if shape.len() != 3 || shape[0] != 1 || shape[2] != 6 {
+                return Err(shape_error(output, "[1, K, 6]".into(), &shape));
+            }
+            decode_yolo_end2end(data, gate, out)?;
+        }
+        OutputLayout::Detr {
+            boxes,
+            scores,
+            fields,
+            kind,
+        } => {
+            let (bshape, bdata) = output_f32(outputs, boxes)?;
+            if bshape.len() != 3 || bshape[0] != 1 || bshape[2] != *fields as i64 {
+                return Err(shape_error(boxes, format!("[1, K, {fields}]"), &bshape));
+            }
+            let tensors = match scores {
+                None => DetrTensors::single(bdata, *fields),
+                Some(scores) => {
+                    let (sshape, sdata) = output_f32(outputs, scores)?;
+                    if sshape != [1, bshape[1], nc as i64] {
+                        return Err(shape_error(
+                            scores,
+                            format!("[1, {}, {nc}]", bshape[1]),
+                            &sshape,
+                        ));
+                    }
+                    DetrTensors::pair(bdata, sdata, nc)
+                }
+            };
+            decode_detr(&tensors, *kind, in_w, in_h, gate, out)?;
+        }
+        OutputLayout::Yolox {
+            output,
+            fields,
+            strides,
+            decoded,
+        } => {
+            let (shape, data) = output_f32(outputs, output)?;
+            if shape.len() != 3 || shape[0] != 1 || shape[2] != *fields as i64 {
+                return Err(shape_error(output, format!("[1, N, {fields}]"), &shape));
+            }
+            decode_yolox(data, *fields, in_w, in_h, strides, *decoded, gate, out)?;
+        }
+        OutputLayout::NmsRows { output, columns } => {
+            let (shape, data) = output_f32(outputs, output)?;
+            let ok = match shape.len() {
+                2 => true,
+                3 => shape[0] == 1,
+                _ => false,
+            } && shape.last() == Some(&(columns.width as i64));
+            if !ok {
+                return Err(shape_error(
+                    output,
+                    format!("[N, {}] or [1, N, {}]", columns.width, columns.width),
+                    &shape,
+                ));
+            }
+            decode_nms_rows(data, columns, gate, out)?;
+        }
+        OutputLayout::TfOd {
+            boxes,
+            scores,
+            classes,
+            num_detections,
+        } => {
+            let (bshape, bdata) = output_f32(outputs, boxes)?;
+            let (sshape, sdata) = output_f32(outputs, scores)?;
+            let cshape = output_numbers(outputs, classes, &mut scratch.classes)?;
+            let k = sshape.get(1).copied().unwrap_or(-1);
+            if bshape != [1, k, 4] || sshape.len() != 2 || cshape != sshape {
                 return Err(DetectError::OutputShape {
-                    output: output.clone(),
-                    expected: format!("[1, {fields}, N]"),
-                    found: format!("{shape:?}"),
+                    output: format!("{boxes} / {scores} / {classes}"),
+                    expected: "[1, K, 4] / [1, K] / [1, K]".into(),
+                    found: format!("{bshape:?} / {sshape:?} / {cshape:?}"),
                 });
             }
-            decode_yolov8(data, *fields, shape[2] as usize, nc, gate, yolo, out)?;
+            let num = match num_detections {
+                Some(name) => {
+                    output_numbers(outputs, name, &mut scratch.count)?;
+                    match scratch.count.first() {
+                        Some(n) if n.is_finite() && *n >= 0.0 => Some(*n as usize),
+                        _ => {
+                            return Err(DetectError::OutputShape {
+                                output: name.clone(),
+                                expected: "one non-negative count".into(),
+                                found: format!("{:?}", scratch.count),
+                            });
+                        }
+                    }
+                }
+                None => None,
+            };
+            decode_tfod(bdata, sdata, &scratch.classes, num, in_w, in_h, gate, out)?;
         }
     }
     Ok(())

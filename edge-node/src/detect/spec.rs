@@ -23,22 +23,175 @@ use serde::Deserialize;
 use super::DetectError;
 
 /// Model family = which decoder to run.
+///
+/// Manifest spellings (`"family"`): `nanodet`; `yolov8` (also `yolov5u`,
+/// `yolo11`, `yolov11`: the same `[1, 4+nc, N]` head); `yolo-e2e` (also
+/// `yolov10`, `yolo26`); `detr` (also `rtdetr`, `rt-detr`); `yolox`; `nms`;
+/// `tfod` (also `tf-od`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub enum Family {
     /// NanoDet / GFL head: per-stride `cls_sN` + `reg_sN` outputs.
     #[serde(rename = "nanodet")]
     NanoDet,
-    /// Ultralytics YOLOv8 / YOLO11 detection (or segmentation) head.
-    #[serde(rename = "yolov8")]
+    /// Ultralytics YOLOv5u / YOLOv8 / YOLO11 detection (or segmentation)
+    /// head `[1, 4+nc, N]`: cx, cy, w, h in input pixels + sigmoid scores.
+    #[serde(
+        rename = "yolov8",
+        alias = "yolov5u",
+        alias = "yolo11",
+        alias = "yolov11"
+    )]
     YoloV8,
+    /// NMS-free end-to-end YOLO (YOLOv10, YOLO26): `[1, K, 6]` rows of
+    /// x1, y1, x2, y2, score, class in input pixels.
+    #[serde(rename = "yolo-e2e", alias = "yolov10", alias = "yolo26")]
+    YoloEnd2End,
+    /// DETR-style set prediction: `[1, K, 4+nc]`, or a `[1, K, 4]` boxes +
+    /// `[1, K, nc]` scores pair; boxes cx, cy, w, h normalised to 0..1.
+    #[serde(rename = "detr", alias = "rtdetr", alias = "rt-detr")]
+    Detr,
+    /// YOLOX: `[1, N, 5+nc]` over the stride 8/16/32 grids, raw boxes
+    /// decoded here (or already decoded, see [`Manifest::decoded`]).
+    #[serde(rename = "yolox")]
+    Yolox,
+    /// A graph that already ran NMS and emits `[N, 7]` rows (default
+    /// columns batch, x1, y1, x2, y2, class, score; see [`Manifest::columns`]).
+    #[serde(rename = "nms")]
+    NmsRows,
+    /// TF Object Detection API style: `boxes` `[1, K, 4]` (y1, x1, y2, x2
+    /// normalised), `scores` `[1, K]`, `classes` `[1, K]`, optional
+    /// `num_detections` `[1]`.
+    #[serde(rename = "tfod", alias = "tf-od")]
+    TfOd,
 }
 
 impl Family {
+    pub const ALL: [Family; 7] = [
+        Family::NanoDet,
+        Family::YoloV8,
+        Family::YoloEnd2End,
+        Family::Detr,
+        Family::Yolox,
+        Family::NmsRows,
+        Family::TfOd,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Family::NanoDet => "nanodet",
             Family::YoloV8 => "yolov8",
+            Family::YoloEnd2End => "yolo-e2e",
+            Family::Detr => "detr",
+            Family::Yolox => "yolox",
+            Family::NmsRows => "nms",
+            Family::TfOd => "tfod",
         }
+    }
+
+    /// The output signature this family expects, for error messages.
+    pub fn expected_outputs(self) -> &'static str {
+        match self {
+            Family::NanoDet => "pairs cls_sN [1,cells,nc] + reg_sN [1,cells,4*(reg_max+1)]",
+            Family::YoloV8 => "one [1,4+nc,N] output (+ [1,32,h,w] mask prototypes)",
+            Family::YoloEnd2End => "one [1,K,6] output (x1,y1,x2,y2,score,class)",
+            Family::Detr => "one [1,K,4+nc] output, or [1,K,4] boxes + [1,K,nc] scores",
+            Family::Yolox => "one [1,N,5+nc] output, N = grid cells at strides 8/16/32",
+            Family::NmsRows => "one [N,C] (or [1,N,C]) output of post-NMS rows, C >= 6",
+            Family::TfOd => {
+                "outputs named *boxes* [1,K,4], *scores* [1,K], *classes* [1,K] (+ *num_detections* [1])"
+            }
+        }
+    }
+
+    /// Whether the detector runs class-aware NMS on the decoded boxes.
+    /// End-to-end and NMS-including graphs already produce final boxes;
+    /// a second NMS could only drop legitimate overlapping objects.
+    pub fn needs_nms(self) -> bool {
+        matches!(self, Family::NanoDet | Family::YoloV8 | Family::Yolox)
+    }
+}
+
+/// How DETR-style class scores are turned into probabilities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreKind {
+    /// Logits if any value of the frame's score tensor is outside 0..=1
+    /// (real logits are mostly large negatives), probabilities otherwise.
+    #[default]
+    Auto,
+    /// Per-class logits: a sigmoid is applied (RT-DETR, Deformable DETR).
+    Logits,
+    /// Already probabilities (Ultralytics RT-DETR exports).
+    Probabilities,
+}
+
+/// Column roles of a post-NMS `[N, C]` output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NmsColumns {
+    /// Batch index column; rows of other batches than 0 are skipped.
+    pub batch: Option<usize>,
+    pub x1: usize,
+    pub y1: usize,
+    pub x2: usize,
+    pub y2: usize,
+    pub class: usize,
+    pub score: usize,
+    /// Number of columns of the output.
+    pub width: usize,
+}
+
+impl NmsColumns {
+    /// `batch_id, x1, y1, x2, y2, class, score` (YOLOv7 / ORT NMS exports).
+    pub const DEFAULT: NmsColumns = NmsColumns {
+        batch: Some(0),
+        x1: 1,
+        y1: 2,
+        x2: 3,
+        y2: 4,
+        class: 5,
+        score: 6,
+        width: 7,
+    };
+
+    /// Parses a manifest `columns` list: each of `x1, y1, x2, y2, class,
+    /// score` exactly once, optionally `batch`, anything else as `_`.
+    pub fn parse(cols: &[String]) -> Result<Self, String> {
+        let find = |role: &str| -> Result<Option<usize>, String> {
+            let hits: Vec<usize> = cols
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.as_str() == role)
+                .map(|(i, _)| i)
+                .collect();
+            match hits[..] {
+                [] => Ok(None),
+                [i] => Ok(Some(i)),
+                _ => Err(format!("column {role:?} appears {} times", hits.len())),
+            }
+        };
+        for c in cols {
+            if !matches!(
+                c.as_str(),
+                "batch" | "x1" | "y1" | "x2" | "y2" | "class" | "score" | "_"
+            ) {
+                return Err(format!(
+                    "unknown column {c:?} (use batch, x1, y1, x2, y2, class, score or _)"
+                ));
+            }
+        }
+        let need = |role: &str| -> Result<usize, String> {
+            find(role)?.ok_or_else(|| format!("column {role:?} is missing"))
+        };
+        Ok(NmsColumns {
+            batch: find("batch")?,
+            x1: need("x1")?,
+            y1: need("y1")?,
+            x2: need("x2")?,
+            y2: need("y2")?,
+            class: need("class")?,
+            score: need("score")?,
+            width: cols.len(),
+        })
     }
 }
 
@@ -81,6 +234,22 @@ pub struct Manifest {
     /// Letterbox border grey level (default 114, Ultralytics' value).
     #[serde(default)]
     pub pad_value: Option<u8>,
+    /// `nms` family: the role of each output column, e.g.
+    /// `["batch","x1","y1","x2","y2","score","class"]`; default
+    /// [`NmsColumns::DEFAULT`].
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// `yolox` family: `true` when the export already decoded the boxes
+    /// (`decode_in_inference=True`); default: the `decoded` /
+    /// `decode_in_inference` metadata, else `false` (YOLOX's export default).
+    #[serde(default)]
+    pub decoded: Option<bool>,
+    /// `yolox` family: grid strides (default `[8, 16, 32]`).
+    #[serde(default)]
+    pub strides: Option<Vec<u32>>,
+    /// `detr` family: `auto` (default), `logits` or `probabilities`.
+    #[serde(default)]
+    pub scores: Option<ScoreKind>,
 }
 
 impl Manifest {
@@ -112,6 +281,14 @@ impl Manifest {
             && names.is_empty()
         {
             return Err(bad("names is empty".into()));
+        }
+        if let Some(cols) = &m.columns {
+            NmsColumns::parse(cols).map_err(|e| bad(format!("columns: {e}")))?;
+        }
+        if let Some(strides) = &m.strides
+            && (strides.is_empty() || strides.contains(&0))
+        {
+            return Err(bad(format!("strides {strides:?}: need non-zero strides")));
         }
         Ok(m)
     }
@@ -178,6 +355,47 @@ pub enum OutputLayout {
         /// `4 + nc (+ 32 mask coefficients for segmentation exports)`.
         fields: usize,
     },
+    /// `[1, K, 6]`: x1, y1, x2, y2, score, class (input pixels).
+    YoloEnd2End {
+        output: String,
+    },
+    Detr {
+        /// `[1, K, 4 + nc]` when `scores` is `None`, else `[1, K, 4]`.
+        boxes: String,
+        /// `[1, K, nc]` scores of a boxes/scores pair.
+        scores: Option<String>,
+        /// Values per query in `boxes` (4 + nc, or 4 for a pair).
+        fields: usize,
+        kind: ScoreKind,
+    },
+    Yolox {
+        output: String,
+        /// `5 + nc`.
+        fields: usize,
+        /// Ascending; the grid of stride `s` is `(W/s) x (H/s)`, see [`yolox_cells`].
+        strides: Vec<u32>,
+        decoded: bool,
+    },
+    NmsRows {
+        output: String,
+        columns: NmsColumns,
+    },
+    TfOd {
+        boxes: String,
+        scores: String,
+        classes: String,
+        num_detections: Option<String>,
+    },
+}
+
+/// Number of YOLOX anchors (grid cells) for an input: `Σ (W/s) (H/s)`
+/// (integer division, as YOLOX's `hsize = H // s`).
+pub fn yolox_cells(w: u32, h: u32, strides: &[u32]) -> usize {
+    strides
+        .iter()
+        .filter(|s| **s > 0)
+        .map(|s| (w / s) as usize * (h / s) as usize)
+        .sum()
 }
 
 /// Where the description came from (for logs and error messages).
@@ -373,16 +591,105 @@ const NANODET_MEAN: [f32; 3] = [103.53, 116.28, 123.675];
 const NANODET_STD: [f32; 3] = [57.375, 57.12, 58.395];
 const LETTERBOX_PAD: u8 = 114;
 
-/// Which family the output signature looks like, if any.
-pub fn infer_family(outputs: &[TensorInfo]) -> Option<Family> {
-    if nanodet_pairs(outputs).is_some_and(|p| !p.is_empty()) {
-        return Some(Family::NanoDet);
-    }
-    let first = outputs.first()?;
+/// Default YOLOX strides.
+const YOLOX_STRIDES: [u32; 3] = [8, 16, 32];
+/// DETR-style models predict a fixed, small set of queries (100..900 in
+/// practice). A `[1, N, 5+nc]` output with more rows that is not a YOLOX
+/// grid (e.g. an original YOLOv5 `[1, 25200, 85]` head, whose decoding is
+/// not supported) is refused instead of being decoded as garbage.
+const MAX_DETR_QUERIES: i64 = 1000;
+
+/// `[b, a, c]` of a float rank-3 output with batch 1 (or dynamic).
+fn rank3(o: &TensorInfo) -> Option<(i64, i64)> {
+    (o.is_f32 && o.shape.len() == 3 && o.shape[0] <= 1).then(|| (o.shape[1], o.shape[2]))
+}
+
+fn yolov8_head(outputs: &[TensorInfo]) -> bool {
+    let Some(first) = outputs.first() else {
+        return false;
+    };
     let extra_ok = outputs[1..].iter().all(|o| o.shape.len() == 4);
     let s = &first.shape;
     let head = s.len() == 3 && s[0] <= 1 && s[1] >= 5 && (s[2] < 0 || s[2] > s[1]);
-    (first.is_f32 && head && extra_ok).then_some(Family::YoloV8)
+    first.is_f32 && head && extra_ok
+}
+
+/// The TF-OD output names: boxes, scores, classes, num_detections.
+type TfOdNames<'a> = (
+    &'a TensorInfo,
+    &'a TensorInfo,
+    &'a TensorInfo,
+    Option<&'a TensorInfo>,
+);
+
+/// Outputs named like TF-OD's `detection_boxes` / `detection_scores` /
+/// `detection_classes` (+ `num_detections`), with matching shapes.
+fn tfod_outputs(outputs: &[TensorInfo]) -> Option<TfOdNames<'_>> {
+    if !(3..=4).contains(&outputs.len()) {
+        return None;
+    }
+    let named = |part: &str| {
+        let hits: Vec<&TensorInfo> = outputs
+            .iter()
+            .filter(|o| o.name.to_ascii_lowercase().contains(part))
+            .collect();
+        match hits[..] {
+            [one] => Some(one),
+            _ => None,
+        }
+    };
+    let boxes = named("box")?;
+    let scores = named("score")?;
+    let classes = named("class")?;
+    let num = named("num");
+    if outputs.len() != 3 + usize::from(num.is_some()) {
+        return None;
+    }
+    let k = |o: &TensorInfo| o.shape.get(1).copied().unwrap_or(0);
+    let same_k = |a: i64, b: i64| a < 0 || b < 0 || a == b;
+    let ok = boxes.is_f32
+        && scores.is_f32
+        && boxes.shape.len() == 3
+        && boxes.shape[0] <= 1
+        && boxes.shape[2] == 4
+        && scores.shape.len() == 2
+        && classes.shape.len() == 2
+        && same_k(k(boxes), k(scores))
+        && same_k(k(boxes), k(classes))
+        && num.is_none_or(|n| n.shape.len() <= 2 && n.shape.iter().all(|d| *d <= 1));
+    ok.then_some((boxes, scores, classes, num))
+}
+
+/// A DETR `[1,K,4]` boxes + `[1,K,nc]` scores pair: (boxes, scores).
+fn detr_pair(outputs: &[TensorInfo]) -> Option<(&TensorInfo, &TensorInfo)> {
+    let [a, b] = outputs else { return None };
+    let (Some((ka, ca)), Some((kb, cb))) = (rank3(a), rank3(b)) else {
+        return None;
+    };
+    if !(ka < 0 || kb < 0 || ka == kb) || ca <= 0 || cb <= 0 {
+        return None;
+    }
+    let is_box = |o: &TensorInfo| o.name.to_ascii_lowercase().contains("box");
+    match (ca == 4, cb == 4) {
+        (true, false) => Some((a, b)),
+        (false, true) => Some((b, a)),
+        (true, true) if is_box(a) && !is_box(b) => Some((a, b)),
+        (true, true) if is_box(b) && !is_box(a) => Some((b, a)),
+        _ => None,
+    }
+}
+
+/// `[N, C]` or `[1, N, C]` with `C >= min_cols`.
+fn nms_rows(outputs: &[TensorInfo], min_cols: i64) -> Option<&TensorInfo> {
+    let [o] = outputs else { return None };
+    let s = &o.shape;
+    let ok = o.is_f32
+        && match s.len() {
+            2 => s[1] >= min_cols,
+            3 => s[0] <= 1 && s[2] >= min_cols,
+            _ => false,
+        };
+    ok.then_some(o)
 }
 
 /// `(stride, cls, reg)` for outputs named `cls_sN` / `reg_sN`, if every
@@ -408,6 +715,81 @@ fn nanodet_pairs(outputs: &[TensorInfo]) -> Option<Vec<(u32, &TensorInfo, &Tenso
     Some(pairs)
 }
 
+/// Whether the outputs have the shape `family` needs (manifest check).
+pub fn family_fits(family: Family, outputs: &[TensorInfo]) -> bool {
+    let single3 = || match outputs {
+        [o] => rank3(o),
+        _ => None,
+    };
+    match family {
+        Family::NanoDet => nanodet_pairs(outputs).is_some_and(|p| !p.is_empty()),
+        Family::YoloV8 => yolov8_head(outputs),
+        Family::YoloEnd2End => single3().is_some_and(|(_, c)| c == 6),
+        Family::Detr => single3().is_some_and(|(_, c)| c >= 5) || detr_pair(outputs).is_some(),
+        Family::Yolox => single3().is_some_and(|(_, c)| c >= 6),
+        Family::NmsRows => nms_rows(outputs, 6).is_some(),
+        Family::TfOd => tfod_outputs(outputs).is_some(),
+    }
+}
+
+/// Which family the output signature looks like, if any.
+///
+/// `input_hw` = `(width, height)` of the model input when known (needed to
+/// tell a YOLOX grid from a DETR query set). In order:
+/// 1. `cls_sN`/`reg_sN` pairs: NanoDet;
+/// 2. outputs named `*box*`, `*score*`, `*class*` (+ `*num*`): TF-OD;
+/// 3. one `[1, F, N]` output with `N > F >= 5` (+ 4-D mask prototypes): YOLOv8;
+/// 4. one `[N, 7]` output: a graph with NMS (default columns);
+/// 5. one `[1, N, F]` output: YOLOX when `N` is the stride 8/16/32 cell
+///    count of the input; else YOLO end-to-end when `F == 6`; else DETR
+///    when `F >= 5` and `N <= 1000`;
+/// 6. a `[1, K, 4]` + `[1, K, nc]` pair: DETR.
+///
+/// Ambiguous cases (a 2-class DETR `[1, K, 6]` looks end-to-end) are settled
+/// by the manifest's `family`.
+pub fn infer_family(input_hw: Option<(u32, u32)>, outputs: &[TensorInfo]) -> Option<Family> {
+    if nanodet_pairs(outputs).is_some_and(|p| !p.is_empty()) {
+        return Some(Family::NanoDet);
+    }
+    if tfod_outputs(outputs).is_some() {
+        return Some(Family::TfOd);
+    }
+    if yolov8_head(outputs) {
+        return Some(Family::YoloV8);
+    }
+    if let [o] = outputs
+        && o.is_f32
+        && o.shape.len() == 2
+        && o.shape[1] == 7
+    {
+        return Some(Family::NmsRows);
+    }
+    if let [o] = outputs
+        && let Some((n, f)) = rank3(o)
+    {
+        let grid = input_hw.map(|(w, h)| yolox_cells(w, h, &YOLOX_STRIDES) as i64);
+        if f >= 6 && grid.is_some_and(|g| g == n) {
+            return Some(Family::Yolox);
+        }
+        if f == 6 {
+            return Some(Family::YoloEnd2End);
+        }
+        if f >= 5 && n <= MAX_DETR_QUERIES {
+            return Some(Family::Detr);
+        }
+        return None;
+    }
+    detr_pair(outputs).map(|_| Family::Detr)
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
 /// Reconciles manifest, metadata and I/O signature into a checked spec.
 pub fn resolve_spec(
     model: &Path,
@@ -423,32 +805,42 @@ pub fn resolve_spec(
         found,
     };
 
-    // Family: the manifest says, the shapes must agree.
-    let inferred = infer_family(outputs);
-    let family = match (manifest, inferred) {
-        (Some((m, _)), Some(f)) if m.family == f => f,
-        (Some((m, mpath)), _) => {
+    // The input size as far as it is known, for telling families apart.
+    let static_hw = match inputs {
+        [i] if i.shape.len() == 4 && i.shape[2] > 0 && i.shape[3] > 0 => {
+            Some((i.shape[3] as u32, i.shape[2] as u32))
+        }
+        _ => None,
+    };
+    let meta_hw = metadata.get("imgsz").and_then(|s| parse_imgsz(s));
+    let hint_hw = manifest
+        .map(|(m, _)| (m.input_size[0], m.input_size[1]))
+        .or(meta_hw)
+        .or(static_hw);
+
+    // Family: the manifest says (and the shapes must fit), else inference.
+    let family = match manifest {
+        Some((m, _)) if family_fits(m.family, outputs) => m.family,
+        Some((m, mpath)) => {
             return Err(mismatch(
                 format!(
                     "{} outputs as declared by {} ({})",
                     m.family.as_str(),
                     mpath.display(),
-                    match m.family {
-                        Family::NanoDet =>
-                            "pairs cls_sN [1,cells,nc] + reg_sN [1,cells,4*(reg_max+1)]",
-                        Family::YoloV8 => "one [1,4+nc,N] output (+ [1,32,h,w] mask prototypes)",
-                    }
+                    m.family.expected_outputs()
                 ),
                 found(),
             ));
         }
-        (None, Some(f)) => f,
-        (None, None) => {
-            return Err(DetectError::UnknownFamily {
-                path: model.to_path_buf(),
-                found: found(),
-            });
-        }
+        None => match infer_family(hint_hw, outputs) {
+            Some(f) => f,
+            None => {
+                return Err(DetectError::UnknownFamily {
+                    path: model.to_path_buf(),
+                    found: found_with_metadata(&found(), metadata),
+                });
+            }
+        },
     };
     if let Some(task) = metadata.get("task")
         && !matches!(task.as_str(), "detect" | "segment")
@@ -470,8 +862,6 @@ pub fn resolve_spec(
     if !input.is_f32 || is.len() != 4 || is[0] > 1 || (is[1] >= 0 && is[1] != 3) {
         return Err(mismatch("input [1,3,H,W] float32".into(), found()));
     }
-    let static_hw = (is[2] > 0 && is[3] > 0).then_some((is[3] as u32, is[2] as u32));
-    let meta_hw = metadata.get("imgsz").and_then(|s| parse_imgsz(s));
     let input_size = match (manifest, meta_hw, static_hw) {
         (Some((m, _)), _, _) => (m.input_size[0], m.input_size[1]),
         (None, Some(wh), _) => wh,
@@ -515,29 +905,75 @@ pub fn resolve_spec(
         },
     };
 
-    let (layout, num_classes) = match family {
-        Family::NanoDet => nanodet_layout(model, outputs, metadata, input_size, &found)?,
-        Family::YoloV8 => yolo_layout(model, outputs, names.as_ref().map(Vec::len), &found)?,
+    let ctx = LayoutCtx {
+        model,
+        outputs,
+        metadata,
+        manifest: manifest.map(|(m, _)| m),
+        input_size,
+        found: &found,
     };
-    let names = match names {
-        Some(n) if n.len() == num_classes => n,
-        Some(n) => {
+    let (layout, num_classes) = match family {
+        Family::NanoDet => {
+            let (l, n) = nanodet_layout(model, outputs, metadata, input_size, &found)?;
+            (l, Some(n))
+        }
+        Family::YoloV8 => {
+            let (l, n) = yolo_layout(model, outputs, names.as_ref().map(Vec::len), &found)?;
+            (l, Some(n))
+        }
+        Family::YoloEnd2End => (
+            OutputLayout::YoloEnd2End {
+                output: outputs[0].name.clone(),
+            },
+            None,
+        ),
+        Family::Detr => detr_layout(&ctx)?,
+        Family::Yolox => yolox_layout(&ctx)?,
+        Family::NmsRows => nms_rows_layout(&ctx)?,
+        Family::TfOd => {
+            let Some((b, s, c, n)) = tfod_outputs(outputs) else {
+                return Err(mismatch(family.expected_outputs().into(), found()));
+            };
+            (
+                OutputLayout::TfOd {
+                    boxes: b.name.clone(),
+                    scores: s.name.clone(),
+                    classes: c.name.clone(),
+                    num_detections: n.map(|n| n.name.clone()),
+                },
+                None,
+            )
+        }
+    };
+    let names_from = || {
+        if manifest.is_some_and(|(m, _)| m.names.is_some()) {
+            "manifest"
+        } else {
+            "metadata"
+        }
+    };
+    let names = match (names, num_classes) {
+        (Some(n), Some(nc)) if n.len() == nc => n,
+        (Some(n), None) => n,
+        (Some(n), Some(nc)) => {
             return Err(mismatch(
-                format!("{} class names (from the {})", num_classes, "model outputs"),
-                format!(
-                    "{} names in the {}",
-                    n.len(),
-                    if manifest.is_some_and(|(m, _)| m.names.is_some()) {
-                        "manifest"
-                    } else {
-                        "metadata"
-                    }
-                ),
+                format!("{nc} class names (from the model outputs)"),
+                format!("{} names in the {}", n.len(), names_from()),
             ));
         }
-        None => {
-            tracing::warn!(model = %model.display(), num_classes, "model has no class names; using class0..classN");
-            (0..num_classes).map(|i| format!("class{i}")).collect()
+        (None, Some(nc)) => {
+            tracing::warn!(model = %model.display(), num_classes = nc, "model has no class names; using class0..classN");
+            (0..nc).map(|i| format!("class{i}")).collect()
+        }
+        (None, None) => {
+            return Err(mismatch(
+                format!(
+                    "class names (`names` metadata or manifest `names`): {} outputs do not carry the class count",
+                    family.as_str()
+                ),
+                "no names".into(),
+            ));
         }
     };
 
@@ -550,24 +986,17 @@ pub fn resolve_spec(
             m.pad_value.unwrap_or(LETTERBOX_PAD),
             SpecSource::Manifest(p.to_path_buf()),
         ),
-        None => match family {
-            Family::NanoDet => (
-                ColorOrder::Bgr,
-                NANODET_MEAN,
-                NANODET_STD,
-                ResizeMode::Stretch,
+        None => {
+            let (color, mean, std, resize) = family_defaults(family);
+            (
+                color,
+                mean,
+                std,
+                resize,
                 LETTERBOX_PAD,
                 SpecSource::Metadata,
-            ),
-            Family::YoloV8 => (
-                ColorOrder::Rgb,
-                [0.0; 3],
-                [255.0; 3],
-                ResizeMode::Letterbox,
-                LETTERBOX_PAD,
-                SpecSource::Metadata,
-            ),
-        },
+            )
+        }
     };
 
     Ok(ModelSpec {
@@ -583,6 +1012,176 @@ pub fn resolve_spec(
         layout,
         source,
     })
+}
+
+/// Pre-processing a family gets without a manifest: `(colour, mean, std, resize)`.
+///
+/// - NanoDet: BGR, ImageNet mean/std in 0..255, stretch (upstream demo).
+/// - Ultralytics (YOLOv8/11, v5u, v10, YOLO26), DETR, NMS graphs: RGB,
+///   `x / 255`, letterbox with grey 114 (Ultralytics' pre-processing; a
+///   DETR or NMS graph trained otherwise needs a manifest).
+/// - YOLOX: BGR, raw 0..255 (no mean/std since YOLOX 0.2), letterbox 114.
+///   YOLOX pads right/bottom, edge-node centres; boxes are mapped back with
+///   the pad actually used, so only the border position differs.
+/// - TF-OD: RGB, raw 0..255 (the graphs normalise internally), stretch.
+pub fn family_defaults(family: Family) -> (ColorOrder, [f32; 3], [f32; 3], ResizeMode) {
+    match family {
+        Family::NanoDet => (
+            ColorOrder::Bgr,
+            NANODET_MEAN,
+            NANODET_STD,
+            ResizeMode::Stretch,
+        ),
+        Family::YoloV8 | Family::YoloEnd2End | Family::Detr | Family::NmsRows => {
+            (ColorOrder::Rgb, [0.0; 3], [255.0; 3], ResizeMode::Letterbox)
+        }
+        Family::Yolox => (ColorOrder::Bgr, [0.0; 3], [1.0; 3], ResizeMode::Letterbox),
+        Family::TfOd => (ColorOrder::Rgb, [0.0; 3], [1.0; 3], ResizeMode::Stretch),
+    }
+}
+
+/// The unknown-family message: I/O plus the metadata keys.
+fn found_with_metadata(io: &str, metadata: &HashMap<String, String>) -> String {
+    let mut keys: Vec<&str> = metadata.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    format!(
+        "{io}; metadata keys: {}",
+        if keys.is_empty() {
+            "none".to_string()
+        } else {
+            keys.join(", ")
+        }
+    )
+}
+
+/// What the per-family layout builders need.
+struct LayoutCtx<'a> {
+    model: &'a Path,
+    outputs: &'a [TensorInfo],
+    metadata: &'a HashMap<String, String>,
+    manifest: Option<&'a Manifest>,
+    input_size: (u32, u32),
+    found: &'a dyn Fn() -> String,
+}
+
+impl LayoutCtx<'_> {
+    fn mismatch(&self, expected: String) -> DetectError {
+        DetectError::SpecMismatch {
+            path: self.model.to_path_buf(),
+            expected,
+            found: (self.found)(),
+        }
+    }
+}
+
+fn detr_layout(ctx: &LayoutCtx<'_>) -> Result<(OutputLayout, Option<usize>), DetectError> {
+    let kind = ctx.manifest.and_then(|m| m.scores).unwrap_or_default();
+    if let [o] = ctx.outputs
+        && let Some((_, f)) = rank3(o)
+        && f >= 5
+    {
+        return Ok((
+            OutputLayout::Detr {
+                boxes: o.name.clone(),
+                scores: None,
+                fields: f as usize,
+                kind,
+            },
+            Some(f as usize - 4),
+        ));
+    }
+    let Some((b, s)) = detr_pair(ctx.outputs) else {
+        return Err(ctx.mismatch(Family::Detr.expected_outputs().into()));
+    };
+    let nc = s.shape[2] as usize;
+    Ok((
+        OutputLayout::Detr {
+            boxes: b.name.clone(),
+            scores: Some(s.name.clone()),
+            fields: 4,
+            kind,
+        },
+        Some(nc),
+    ))
+}
+
+fn yolox_layout(ctx: &LayoutCtx<'_>) -> Result<(OutputLayout, Option<usize>), DetectError> {
+    let [o] = ctx.outputs else {
+        return Err(ctx.mismatch(Family::Yolox.expected_outputs().into()));
+    };
+    let Some((n, f)) = rank3(o).filter(|(_, f)| *f >= 6) else {
+        return Err(ctx.mismatch(Family::Yolox.expected_outputs().into()));
+    };
+    let mut strides: Vec<u32> = match (
+        ctx.manifest.and_then(|m| m.strides.clone()),
+        ctx.metadata.get("strides"),
+    ) {
+        (Some(s), _) => s,
+        (None, Some(text)) => text
+            .trim_matches(|c: char| c == '[' || c == ']' || c.is_whitespace())
+            .split(',')
+            .map(|x| x.trim().parse().ok().filter(|s| *s > 0))
+            .collect::<Option<Vec<u32>>>()
+            .ok_or_else(|| DetectError::ModelInvalid {
+                path: ctx.model.to_path_buf(),
+                reason: format!("metadata 'strides' = {text:?} is not a list of strides"),
+            })?,
+        (None, None) => YOLOX_STRIDES.to_vec(),
+    };
+    strides.sort_unstable();
+    let (w, h) = ctx.input_size;
+    let cells = yolox_cells(w, h, &strides);
+    if n >= 0 && n as usize != cells {
+        return Err(ctx.mismatch(format!(
+            "[1,{cells},5+nc]: {cells} grid cells at strides {strides:?} for a {w}x{h} input"
+        )));
+    }
+    let meta_decoded = ["decoded", "decode_in_inference"]
+        .iter()
+        .find_map(|k| ctx.metadata.get(*k).and_then(|v| parse_bool(v)));
+    let decoded = ctx
+        .manifest
+        .and_then(|m| m.decoded)
+        .or(meta_decoded)
+        .unwrap_or(false);
+    Ok((
+        OutputLayout::Yolox {
+            output: o.name.clone(),
+            fields: f as usize,
+            strides,
+            decoded,
+        },
+        Some(f as usize - 5),
+    ))
+}
+
+fn nms_rows_layout(ctx: &LayoutCtx<'_>) -> Result<(OutputLayout, Option<usize>), DetectError> {
+    let columns = match ctx.manifest.and_then(|m| m.columns.as_ref()) {
+        Some(c) => NmsColumns::parse(c).map_err(|e| ctx.mismatch(format!("valid columns: {e}")))?,
+        None => NmsColumns::DEFAULT,
+    };
+    let Some(o) = nms_rows(ctx.outputs, 6) else {
+        return Err(ctx.mismatch(Family::NmsRows.expected_outputs().into()));
+    };
+    let width = *o.shape.last().unwrap_or(&0);
+    if width != columns.width as i64 {
+        return Err(ctx.mismatch(format!(
+            "rows of {} columns ({})",
+            columns.width,
+            if ctx.manifest.is_some_and(|m| m.columns.is_some()) {
+                "manifest columns"
+            } else {
+                "default batch,x1,y1,x2,y2,class,score; set `columns` in a manifest"
+            }
+        )));
+    }
+    Ok((
+        OutputLayout::NmsRows {
+            output: o.name.clone(),
+            columns,
+        },
+        None,
+    ))
 }
 
 /// Ultralytics `imgsz`: `[640, 640]` (height, width) or a single `640`.
@@ -1042,7 +1641,173 @@ mod tests {
             TensorInfo::new("cls_s8", &[1, 4, 2]),
             TensorInfo::new("reg_s16", &[1, 1, 8]),
         ];
-        assert_eq!(infer_family(&o), None);
+        assert_eq!(infer_family(None, &o), None);
+    }
+
+    #[test]
+    fn zoo_families_are_inferred_from_shapes() {
+        let t = |name: &str, shape: &[i64]| TensorInfo::new(name, shape);
+        let hw = Some((640, 640));
+        assert_eq!(
+            infer_family(hw, &[t("o", &[1, 300, 6])]),
+            Some(Family::YoloEnd2End)
+        );
+        assert_eq!(
+            infer_family(hw, &[t("o", &[1, 8400, 85])]),
+            Some(Family::Yolox)
+        );
+        assert_eq!(
+            infer_family(None, &[t("o", &[1, 8400, 85])]),
+            None,
+            "no input size"
+        );
+        assert_eq!(
+            infer_family(hw, &[t("o", &[1, 300, 84])]),
+            Some(Family::Detr)
+        );
+        assert_eq!(
+            infer_family(hw, &[t("o", &[1, 84, 8400])]),
+            Some(Family::YoloV8)
+        );
+        // An original YOLOv5 head is not decoded as anything.
+        assert_eq!(infer_family(hw, &[t("o", &[1, 25200, 85])]), None);
+        assert_eq!(
+            infer_family(hw, &[t("dets", &[-1, 7])]),
+            Some(Family::NmsRows)
+        );
+        assert_eq!(
+            infer_family(
+                hw,
+                &[t("pred_boxes", &[1, 100, 4]), t("logits", &[1, 100, 91])]
+            ),
+            Some(Family::Detr)
+        );
+        assert_eq!(
+            infer_family(
+                hw,
+                &[t("logits", &[1, 100, 91]), t("pred_boxes", &[1, 100, 4])]
+            ),
+            Some(Family::Detr)
+        );
+        let mut classes = t("detection_classes", &[1, 100]);
+        classes.is_f32 = false;
+        let tfod = [
+            t("detection_boxes", &[1, 100, 4]),
+            t("detection_scores", &[1, 100]),
+            classes,
+            t("num_detections", &[1]),
+        ];
+        assert_eq!(infer_family(hw, &tfod), Some(Family::TfOd));
+        assert_eq!(infer_family(hw, &tfod[..3]), Some(Family::TfOd));
+        assert!(family_fits(Family::Detr, &[t("o", &[1, 300, 6])]));
+        assert!(!family_fits(Family::YoloEnd2End, &[t("o", &[1, 300, 7])]));
+    }
+
+    #[test]
+    fn zoo_specs_resolve_with_names_and_manifest_overrides() {
+        let i = vec![TensorInfo::new("images", &[1, 3, 640, 640])];
+        let two = meta(&[("names", "{0: 'a', 1: 'b'}")]);
+        let e2e = vec![TensorInfo::new("output0", &[1, 300, 6])];
+        let spec = resolve_spec(Path::new("e.onnx"), &i, &e2e, &two, None).unwrap();
+        assert_eq!(spec.family, Family::YoloEnd2End);
+        assert!(!spec.family.needs_nms());
+        assert_eq!(spec.names, ["a", "b"]);
+        // Without names the class count is unknown: refused, saying why.
+        match resolve_spec(Path::new("e.onnx"), &i, &e2e, &HashMap::new(), None) {
+            Err(DetectError::SpecMismatch { expected, .. }) => {
+                assert!(expected.contains("class names"), "{expected}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A 2-class DETR looks end-to-end; the manifest settles it.
+        let text = r#"{"family":"rt-detr","input_size":[640,640],"color":"rgb","mean":[0,0,0],"std":[255,255,255],"resize":"stretch","scores":"logits"}"#;
+        let man = Manifest::parse(text, Path::new("d.json")).unwrap();
+        let spec = resolve_spec(
+            Path::new("d.onnx"),
+            &i,
+            &e2e,
+            &two,
+            Some((&man, Path::new("d.json"))),
+        )
+        .unwrap();
+        assert_eq!(spec.family, Family::Detr);
+        assert_eq!(
+            spec.layout,
+            OutputLayout::Detr {
+                boxes: "output0".into(),
+                scores: None,
+                fields: 6,
+                kind: ScoreKind::Logits
+            }
+        );
+        // YOLOX: defaults, decoded flag from metadata, grid checked.
+        let yx = vec![TensorInfo::new("output", &[1, 8400, 7])];
+        let spec = resolve_spec(
+            Path::new("x.onnx"),
+            &i,
+            &yx,
+            &meta(&[("decode_in_inference", "True")]),
+            None,
+        )
+        .unwrap();
+        assert_eq!((spec.color, spec.std), (ColorOrder::Bgr, [1.0; 3]));
+        assert!(matches!(
+            spec.layout,
+            OutputLayout::Yolox { decoded: true, .. }
+        ));
+        let text = r#"{"family":"yolox","input_size":[640,640],"color":"bgr","mean":[0,0,0],"std":[1,1,1],"resize":"letterbox","strides":[8,16,32,64]}"#;
+        let man = Manifest::parse(text, Path::new("x.json")).unwrap();
+        assert!(matches!(
+            resolve_spec(
+                Path::new("x.onnx"),
+                &i,
+                &yx,
+                &HashMap::new(),
+                Some((&man, Path::new("x.json")))
+            ),
+            Err(DetectError::SpecMismatch { .. })
+        ));
+        // NMS rows: the manifest's columns must match the row width.
+        let rows = vec![TensorInfo::new("dets", &[-1, 7])];
+        let text = r#"{"family":"nms","input_size":[640,640],"color":"rgb","mean":[0,0,0],"std":[255,255,255],"resize":"letterbox","columns":["x1","y1","x2","y2","score","class"]}"#;
+        let man = Manifest::parse(text, Path::new("n.json")).unwrap();
+        match resolve_spec(
+            Path::new("n.onnx"),
+            &i,
+            &rows,
+            &two,
+            Some((&man, Path::new("n.json"))),
+        ) {
+            Err(DetectError::SpecMismatch { expected, .. }) => {
+                assert!(expected.contains("6 columns"), "{expected}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let spec = resolve_spec(Path::new("n.onnx"), &i, &rows, &two, None).unwrap();
+        assert_eq!(
+            spec.layout,
+            OutputLayout::NmsRows {
+                output: "dets".into(),
+                columns: NmsColumns::DEFAULT
+            }
+        );
+        // Manifest spellings.
+        for f in ["yolov5u", "yolo11", "yolov10", "yolo26", "tf-od", "rtdetr"] {
+            let text = format!(
+                r#"{{"family":"{f}","input_size":[64,64],"color":"rgb","mean":[0,0,0],"std":[1,1,1],"resize":"stretch"}}"#
+            );
+            assert!(Manifest::parse(&text, Path::new("f.json")).is_ok(), "{f}");
+        }
+        let bad_cols = r#"{"family":"nms","input_size":[64,64],"color":"rgb","mean":[0,0,0],"std":[1,1,1],"resize":"stretch","columns":["x1"]}"#;
+        assert!(Manifest::parse(bad_cols, Path::new("f.json")).is_err());
+        // Unknown family: the message carries the metadata keys too.
+        let o = vec![TensorInfo::new("logits", &[1, 1000])];
+        match resolve_spec(Path::new("w.onnx"), &i, &o, &meta(&[("author", "x")]), None) {
+            Err(DetectError::UnknownFamily { found, .. }) => {
+                assert!(found.contains("metadata keys: author"), "{found}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

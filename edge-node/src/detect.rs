@@ -502,7 +502,7 @@ impl Detector {
         let mut layout = self.spec.layout.clone();
         if let OutputLayout::NanoDet { levels, .. } = &mut layout {
             for l in levels.iter_mut() {
-                if width % l.stride != 0 || height % l.stride != 0 {
+                if !width.is_multiple_of(l.stride) || !height.is_multiple_of(l.stride) {
                     return Err(DetectError::InvalidOption {
                         name: "input_size",
                         reason: format!("{width}x{height} is not divisible by stride {}", l.stride),

@@ -428,8 +428,7 @@ pub fn find_capacity(opts: &PipelineBenchOptions) -> Result<CapacityReport, Benc
     // Report the run at the capacity (or the smallest one tried when none held).
     let best = runs
         .iter()
-        .filter(|r| r.cameras == good)
-        .next_back()
+        .rfind(|r| r.cameras == good)
         .or_else(|| runs.iter().min_by_key(|r| r.cameras))
         .cloned()
         .ok_or_else(|| BenchError::Option {

@@ -7,6 +7,9 @@ use plotters::prelude::*;
 
 use super::{BenchError, ModelBenchReport};
 
+/// A named, coloured line: the value at configuration `i`.
+type Series<'a> = (&'a str, RGBColor, Box<dyn Fn(usize) -> f64 + 'a>);
+
 /// Writes the chart to `path`. Fails when there is no result to draw.
 pub fn plot_model(report: &ModelBenchReport, path: &Path) -> Result<(), BenchError> {
     let err = |reason: String| BenchError::Plot {
@@ -71,7 +74,7 @@ pub fn plot_model(report: &ModelBenchReport, path: &Path) -> Result<(), BenchErr
         .y_desc("ms")
         .draw()
         .map_err(|e| err(e.to_string()))?;
-    let series: [(&str, RGBColor, Box<dyn Fn(usize) -> f64>); 4] = [
+    let series: [Series; 4] = [
         ("total p50", BLUE, Box::new(|i| rs[i].total_ms.p50)),
         ("total p99", RED, Box::new(|i| rs[i].total_ms.p99)),
         ("inference p50", GREEN, Box::new(|i| rs[i].infer_ms.p50)),
@@ -104,7 +107,7 @@ pub fn plot_model(report: &ModelBenchReport, path: &Path) -> Result<(), BenchErr
         .y_desc("fps")
         .draw()
         .map_err(|e| err(e.to_string()))?;
-    let fps_series: [(&str, RGBColor, Box<dyn Fn(usize) -> f64>); 2] = [
+    let fps_series: [Series; 2] = [
         ("pipeline fps", BLUE, Box::new(|i| rs[i].fps)),
         (
             "ceiling (bare run) fps",

@@ -290,6 +290,8 @@ pub struct Detector {
     input: Array4<f32>,
     yolo: Scratch,
     candidates: Vec<Detection>,
+    /// The model's input height and width are dynamic (`-1`): see [`Detector::set_input_size`].
+    dynamic_hw: bool,
 }
 
 /// Reusable decode buffers.
@@ -438,6 +440,9 @@ impl Detector {
             .iter()
             .map(|o| tensor_info(o.name(), o.dtype()))
             .collect();
+        let dynamic_hw = inputs
+            .first()
+            .is_some_and(|i| i.shape.len() == 4 && i.shape[2] < 0 && i.shape[3] < 0);
         let metadata = read_metadata(&session);
         let spec = resolve_spec(
             &path,
@@ -480,7 +485,78 @@ impl Detector {
             input,
             yolo: Scratch::default(),
             candidates: Vec::with_capacity(256),
+            dynamic_hw,
         })
+    }
+
+    /// True when the model accepts any input height and width (dynamic dims),
+    /// so [`Self::set_input_size`] can change them.
+    pub fn has_dynamic_input(&self) -> bool {
+        self.dynamic_hw
+    }
+
+    /// Runs the model at `width` x `height` instead of its described input
+    /// size. The current size is always accepted; another size only when the
+    /// model's spatial dims are dynamic (and, for NanoDet, divisible by every
+    /// stride). On error the detector is unchanged.
+    pub fn set_input_size(&mut self, width: u32, height: u32) -> Result<(), DetectError> {
+        if (width, height) == self.spec.input_size {
+            return Ok(());
+        }
+        let (w0, h0) = self.spec.input_size;
+        if !self.dynamic_hw {
+            return Err(DetectError::SpecMismatch {
+                path: self.model_path.clone(),
+                expected: format!("dynamic input dims to run at {width}x{height}"),
+                found: format!("a fixed input size {w0}x{h0}"),
+            });
+        }
+        if width == 0 || height == 0 {
+            return Err(DetectError::InvalidOption {
+                name: "input_size",
+                reason: format!("{width}x{height} has a zero dimension"),
+            });
+        }
+        let mut layout = self.spec.layout.clone();
+        if let OutputLayout::NanoDet { levels, .. } = &mut layout {
+            for l in levels.iter_mut() {
+                if !width.is_multiple_of(l.stride) || !height.is_multiple_of(l.stride) {
+                    return Err(DetectError::InvalidOption {
+                        name: "input_size",
+                        reason: format!("{width}x{height} is not divisible by stride {}", l.stride),
+                    });
+                }
+                l.grid_w = (width / l.stride) as usize;
+                l.cells = l.grid_w * (height / l.stride) as usize;
+            }
+        }
+        self.spec.layout = layout;
+        self.spec.input_size = (width, height);
+        let mut cfg = self.pre.config().clone();
+        cfg.dst_w = width;
+        cfg.dst_h = height;
+        self.pre = Preprocessor::new(cfg);
+        self.input = self.pre.make_buffer();
+        Ok(())
+    }
+
+    /// Times `iterations` bare `Session::run` calls on the input tensor as it
+    /// is now (the last pre-processed frame, or zeros): no pre-processing, no
+    /// decoding. The ceiling a pipeline around this model can reach.
+    pub fn run_bare(&mut self, iterations: usize) -> Result<Vec<Duration>, DetectError> {
+        let mut times = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let t0 = Instant::now();
+            let tensor = TensorRef::from_array_view(self.input.view())
+                .map_err(|e| DetectError::Inference(e.to_string()))?;
+            let outputs = self
+                .session
+                .run(ort::inputs![tensor])
+                .map_err(|e| DetectError::Inference(e.to_string()))?;
+            drop(outputs);
+            times.push(t0.elapsed());
+        }
+        Ok(times)
     }
 
     /// Class names, index = `Detection::class_id`.

@@ -100,6 +100,13 @@ enum Cmd {
         #[arg(long, default_value = "/test")]
         mount: String,
     },
+    /// Measure a model or a whole pipeline on this machine (sizing a box).
+    ///
+    /// See docs/bench.md for the JSON contracts and how to read the figures.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
     /// Exit 0 when the daemon's heartbeat is fresh (container HEALTHCHECK).
     Healthcheck {
         /// Heartbeat file; default $EDGE_NODE_STATE_DIR/heartbeat or /tmp/edge-node/heartbeat.
@@ -108,6 +115,65 @@ enum Cmd {
         /// Largest acceptable age in seconds.
         #[arg(long, default_value_t = 30)]
         max_age: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Time pre-processing, inference and post-processing of one model, and a
+    /// bare session.run loop on the same input (the ceiling).
+    Model {
+        /// ONNX model; default: the bundled NanoDet-g 416.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// An image, a folder of images, or a video; default: the bundled clip.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Comma-separated ONNX Runtime intra-op thread counts.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        threads: Vec<usize>,
+        /// Comma-separated square input sizes; default: the model's own size.
+        /// Sizes a fixed-size model cannot take are reported as skipped.
+        #[arg(long = "input-size", value_delimiter = ',')]
+        input_size: Vec<u32>,
+        /// Timed iterations per configuration (the ceiling runs as many).
+        #[arg(long, default_value_t = 100)]
+        iterations: usize,
+        /// Untimed iterations before each configuration.
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// Videos: frames decoded (held in memory) and cycled through.
+        #[arg(long, default_value_t = 50)]
+        max_frames: usize,
+        /// Write the report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write a latency/throughput chart (SVG).
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
+    /// Run N copies of a config's first camera through the node for S seconds
+    /// (looped file, or a loopback RTSP server for rtsp:// cameras; in-process MQTT broker).
+    Pipeline {
+        pipeline: PathBuf,
+        /// Cameras to run (with --find-capacity: where the search starts).
+        #[arg(long, default_value_t = 1)]
+        cameras: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Detect fps every camera must reach; default: the camera's detect_fps.
+        #[arg(long)]
+        target_fps: Option<f64>,
+        /// Search the largest camera count where every camera reaches 90% of the target.
+        #[arg(long)]
+        find_capacity: bool,
+        /// Clip served over loopback RTSP when the camera is rtsp://; default: the bundled clip.
+        #[arg(long)]
+        rtsp_file: Option<PathBuf>,
+        /// Write the report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -196,6 +262,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             source::serve_rtsp_blocking(&file, port, &mount)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Bench { what } => bench(what),
         Cmd::Healthcheck { file, max_age } => {
             let f = file.unwrap_or_else(|| {
                 std::env::var_os("EDGE_NODE_STATE_DIR")
@@ -453,4 +520,85 @@ fn demo(pipeline: Option<PathBuf>, out: PathBuf, fast: bool) -> Result<ExitCode>
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn bench(what: BenchCmd) -> Result<ExitCode> {
+    use edge_node::bench;
+    match what {
+        BenchCmd::Model {
+            model,
+            input,
+            threads,
+            input_size,
+            iterations,
+            warmup,
+            max_frames,
+            json,
+            plot,
+        } => {
+            let model = model.unwrap_or_else(|| config::default_model(Path::new(".")));
+            let input = input.unwrap_or_else(|| PathBuf::from("tests/fixtures/vtest_10s_h264.mp4"));
+            let opts = bench::ModelBenchOptions {
+                threads,
+                input_sizes: input_size,
+                iterations,
+                warmup,
+                max_frames,
+                ..bench::ModelBenchOptions::new(model, input)
+            };
+            let report = bench::bench_model(&opts)?;
+            print!("{}", report.table());
+            if let Some(j) = json {
+                write_json(&j, &report)?;
+                println!("wrote {}", j.display());
+            }
+            if let Some(svg) = plot {
+                bench::plot::plot_model(&report, &svg)?;
+                println!("wrote {}", svg.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCmd::Pipeline {
+            pipeline,
+            cameras,
+            duration,
+            target_fps,
+            find_capacity,
+            rtsp_file,
+            json,
+        } => {
+            if !(duration.is_finite() && duration > 0.0) {
+                bail!("--duration must be a positive number of seconds");
+            }
+            let opts = bench::PipelineBenchOptions {
+                pipeline,
+                cameras,
+                duration: Duration::from_secs_f64(duration),
+                target_fps,
+                rtsp_file: rtsp_file
+                    .unwrap_or_else(|| bench::pipeline::default_rtsp_file(Path::new("."))),
+            };
+            if find_capacity {
+                let report = bench::find_capacity(&opts)?;
+                print!("{}", report.table());
+                if let Some(j) = json {
+                    write_json(&j, &report)?;
+                    println!("wrote {}", j.display());
+                }
+            } else {
+                let report = bench::bench_pipeline(&opts)?;
+                print!("{}", report.table());
+                if let Some(j) = json {
+                    write_json(&j, &report)?;
+                    println!("wrote {}", j.display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

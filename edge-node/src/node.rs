@@ -57,6 +57,26 @@ pub struct RunReport {
     pub infer_ms: Vec<f64>,
     pub post_ms: Vec<f64>,
     pub failed_cameras: Vec<String>,
+    /// Per camera counters and latency samples (for `edge-node bench`).
+    pub cameras: Vec<CameraReport>,
+}
+
+/// One camera's share of a [`RunReport`].
+#[derive(Debug, Default, Clone)]
+pub struct CameraReport {
+    pub id: String,
+    /// Frames the source handed on (after `detect_fps` sampling).
+    pub frames_in: u64,
+    pub frames_dropped: u64,
+    pub frames_analysed: u64,
+    /// From the first frame's arrival to the end of the run.
+    pub active: Duration,
+    /// Per analysed frame: arrival in the camera slot → detections ready (ms).
+    pub detect_latency_ms: Vec<f64>,
+    /// Per event published from a frame: that frame's arrival → the event
+    /// handed to the MQTT client (ms). Events are sparse; `end` events sent
+    /// at shutdown are not counted.
+    pub publish_latency_ms: Vec<f64>,
 }
 
 pub fn median(v: &[f64]) -> f64 {
@@ -95,10 +115,13 @@ impl RunReport {
 struct Analysed {
     frame: Arc<Frame>,
     detections: Vec<Detection>,
+    /// When the frame entered the camera slot.
+    arrived: Instant,
 }
 
 struct Slot {
-    queue: VecDeque<Frame>,
+    /// Frames with the time they entered the slot.
+    queue: VecDeque<(Frame, Instant)>,
     cap: usize,
     /// Fast file playback: the producer waits for room instead of dropping.
     lossless: bool,
@@ -110,6 +133,8 @@ struct Slot {
     frames_in: u64,
     dropped: u64,
     analysed: u64,
+    first_arrival: Option<Instant>,
+    detect_latency_ms: Vec<f64>,
 }
 
 #[derive(Default)]
@@ -144,6 +169,8 @@ impl Pool {
             frames_in: 0,
             dropped: 0,
             analysed: 0,
+            first_arrival: None,
+            detect_latency_ms: Vec::new(),
         });
         s.slots.len() - 1
     }
@@ -169,7 +196,9 @@ impl Pool {
             slot.queue.pop_front();
             slot.dropped += 1;
         }
-        slot.queue.push_back(frame);
+        let now = Instant::now();
+        slot.first_arrival.get_or_insert(now);
+        slot.queue.push_back((frame, now));
         drop(s);
         self.cv.notify_one();
     }
@@ -206,7 +235,7 @@ impl Pool {
     }
 
     /// Take the next frame, round-robin over cameras; `None` when stopping.
-    fn take(&self) -> Option<(usize, Frame, mpsc::Sender<Analysed>)> {
+    fn take(&self) -> Option<(usize, Frame, Instant, mpsc::Sender<Analysed>)> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if s.stop {
@@ -223,19 +252,20 @@ impl Pool {
                     slot.queue.clear();
                     continue;
                 };
-                if let Some(frame) = slot.queue.pop_front() {
+                if let Some((frame, arrived)) = slot.queue.pop_front() {
                     slot.busy = true;
                     s.next = i + 1;
                     // A lossless producer may be waiting for this room.
                     self.cv.notify_all();
-                    return Some((i, frame, tx));
+                    return Some((i, frame, arrived, tx));
                 }
             }
             s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
         }
     }
 
-    fn done(&self, idx: usize, times: Option<detect::StageTimes>) {
+    fn done(&self, idx: usize, times: Option<detect::StageTimes>, arrived: Instant) {
+        let latency_ms = arrived.elapsed().as_secs_f64() * 1e3;
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = times
             && s.pre_ms.len() < MAX_TIMINGS
@@ -247,6 +277,9 @@ impl Pool {
         let slot = &mut s.slots[idx];
         slot.busy = false;
         slot.analysed += 1;
+        if times.is_some() && slot.detect_latency_ms.len() < MAX_TIMINGS {
+            slot.detect_latency_ms.push(latency_ms);
+        }
         if slot.closed && slot.queue.is_empty() {
             slot.tx = None;
         }
@@ -256,14 +289,15 @@ impl Pool {
 }
 
 fn run_worker(pool: Arc<Pool>, mut det: Detector) {
-    while let Some((idx, frame, tx)) = pool.take() {
+    while let Some((idx, frame, arrived, tx)) = pool.take() {
         let camera = frame.camera.clone();
         match det.detect_timed(&frame.data, frame.width, frame.height) {
             Ok((detections, times)) => {
-                pool.done(idx, Some(times));
+                pool.done(idx, Some(times), arrived);
                 let a = Analysed {
                     frame: Arc::new(frame),
                     detections,
+                    arrived,
                 };
                 // Analytics is cheap; if it is stuck (e.g. the broker is down and the
                 // client queue is full) wait briefly, then drop this result rather
@@ -279,7 +313,7 @@ fn run_worker(pool: Arc<Pool>, mut det: Detector) {
                 }
             }
             Err(e) => {
-                pool.done(idx, None);
+                pool.done(idx, None, arrived);
                 warn!(camera = %camera, error = %e, "inference failed on a frame");
             }
         }
@@ -294,6 +328,8 @@ struct CameraCtx {
     labels: Arc<Vec<String>>,
     snapshot: SnapshotOptions,
     seq: u64,
+    /// Frame arrival → event handed to the MQTT client, ms (see [`CameraReport`]).
+    publish_latency_ms: Arc<Mutex<Vec<f64>>>,
 }
 
 /// Media time → wall clock, using a frame as the anchor.
@@ -310,7 +346,13 @@ fn wall_at(anchor: &Frame, t: f64) -> SystemTime {
 }
 
 impl CameraCtx {
-    async fn handle(&mut self, act: EventAction<Arc<Frame>>, anchor: &Frame) {
+    /// `arrived`: when the frame that caused this action entered its slot.
+    async fn handle(
+        &mut self,
+        act: EventAction<Arc<Frame>>,
+        anchor: &Frame,
+        arrived: Option<Instant>,
+    ) {
         let label = self
             .labels
             .get(act.class_id as usize)
@@ -367,7 +409,18 @@ impl CameraCtx {
             .event(&self.id, self.seq, &rec, snap.as_ref())
             .await
         {
-            Ok(m) => info!(kind = ?m.kind, id = %m.id, label = %m.label, score = m.score, "event"),
+            Ok(m) => {
+                if let Some(a) = arrived {
+                    let mut v = self
+                        .publish_latency_ms
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    if v.len() < MAX_TIMINGS {
+                        v.push(a.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+                info!(kind = ?m.kind, id = %m.id, label = %m.label, score = m.score, "event")
+            }
             Err(e) => warn!(error = %e, "publish failed"),
         }
     }
@@ -385,13 +438,13 @@ async fn analytics(
         let tracks = tracker.update(f.t, &a.detections);
         let actions = engine.on_frame(f.t, f.width, f.height, &tracks, &f);
         for act in actions {
-            ctx.handle(act, &f).await;
+            ctx.handle(act, &f, Some(a.arrived)).await;
         }
         last = Some(f);
     }
     if let Some(f) = last {
         for act in engine.finish(f.t) {
-            ctx.handle(act, &f).await;
+            ctx.handle(act, &f, None).await;
         }
     }
 }
@@ -470,6 +523,15 @@ fn camera_state(s: &SourceState) -> (CameraState, Option<String>) {
 /// Run a pipeline until every file camera has ended (all-file pipelines) or a
 /// signal arrives. Publishes `stopped` and flushes before returning.
 pub async fn run(p: Pipeline) -> Result<RunReport, NodeError> {
+    run_until(p, shutdown_signal()).await
+}
+
+/// [`run`], stopping when `stop` completes instead of on a signal (timed runs,
+/// `edge-node bench`). All-file pipelines still end by themselves.
+pub async fn run_until(
+    p: Pipeline,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<RunReport, NodeError> {
     let started = Instant::now();
     let raw = &p.raw;
     #[cfg(feature = "embedded-broker")]
@@ -577,6 +639,8 @@ pub async fn run(p: Pipeline) -> Result<RunReport, NodeError> {
     let mut status_tasks = Vec::new();
     let mut failed = Vec::new();
     let mut cam_pools: Vec<(Arc<Pool>, usize)> = Vec::new();
+    // Per started camera: id and its publish latency samples (same order as cam_pools).
+    let mut cam_lat: Vec<(String, Arc<Mutex<Vec<f64>>>)> = Vec::new();
     let _ = source::init();
     for (i, c) in raw.cameras.iter().enumerate() {
         let span = info_span!("camera", camera = %c.id);
@@ -593,9 +657,11 @@ pub async fn run(p: Pipeline) -> Result<RunReport, NodeError> {
             }
         };
         let (tx, rx) = mpsc::channel::<Analysed>(8);
+        let publish_latency_ms = Arc::new(Mutex::new(Vec::new()));
         let lossless = !c.realtime && config::is_file_url(&p.camera_urls[i]);
         let idx = pool.add(c.queue, lossless, tx);
         cam_pools.push((pool.clone(), idx));
+        cam_lat.push((c.id.clone(), publish_latency_ms.clone()));
         let ev_cfg = EventConfig {
             min_hits: ecfg.min_hits,
             end_after_s: ecfg.end_after_s,
@@ -625,6 +691,7 @@ pub async fn run(p: Pipeline) -> Result<RunReport, NodeError> {
                 ..SnapshotOptions::default()
             },
             seq: 0,
+            publish_latency_ms: publish_latency_ms.clone(),
         };
         analytics_tasks.push(tokio::spawn(
             analytics(ctx, rx, tracker, engine).instrument(span.clone()),
@@ -709,12 +776,13 @@ pub async fn run(p: Pipeline) -> Result<RunReport, NodeError> {
     if p.all_files() {
         tokio::select! {
             _ = all_done => info!("every file camera has ended"),
-            _ = shutdown_signal() => info!("signal received; stopping"),
+            _ = stop => info!("stop requested; stopping"),
         }
     } else {
-        shutdown_signal().await;
-        info!("signal received; stopping");
+        stop.await;
+        info!("stop requested; stopping");
     }
+    let stopping = Instant::now();
 
     // Stop sources, let in-flight frames finish, end open events.
     for h in &handles {
@@ -731,10 +799,26 @@ pub async fn run(p: Pipeline) -> Result<RunReport, NodeError> {
     }
     let mut report = RunReport::default();
     let mut seen_pools: HashMap<*const Pool, ()> = HashMap::new();
-    for (pool, idx) in &cam_pools {
-        let (_, dropped, analysed) = pool.counters(*idx);
+    for ((pool, idx), (id, lat)) in cam_pools.iter().zip(&cam_lat) {
+        let (frames_in, dropped, analysed) = pool.counters(*idx);
         report.frames_dropped += dropped;
         report.frames_analysed += analysed;
+        {
+            let s = pool.state.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = &s.slots[*idx];
+            report.cameras.push(CameraReport {
+                id: id.clone(),
+                frames_in,
+                frames_dropped: dropped,
+                frames_analysed: analysed,
+                active: slot
+                    .first_arrival
+                    .map(|t| stopping.saturating_duration_since(t))
+                    .unwrap_or_default(),
+                detect_latency_ms: slot.detect_latency_ms.clone(),
+                publish_latency_ms: lat.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            });
+        }
         if seen_pools.insert(Arc::as_ptr(pool), ()).is_none() {
             let s = pool.state.lock().unwrap_or_else(|e| e.into_inner());
             report.pre_ms.extend_from_slice(&s.pre_ms);

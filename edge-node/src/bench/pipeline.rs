@@ -1,0 +1,544 @@
+//! `edge-node bench pipeline`: N copies of a config's first camera through the
+//! real node for a fixed time, and the search for the largest N that holds a
+//! target detect fps.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{BenchError, Machine, Percentiles, machine, round3, sha256_file};
+use crate::config::{self, BrokerUrl, Pipeline};
+use crate::detect;
+use crate::node::{self, RunReport};
+use crate::source::RtspServer;
+
+/// A camera "holds" the target when it achieves at least this share of it.
+pub const HOLD_RATIO: f64 = 0.9;
+/// `--find-capacity` never tries more cameras than this.
+pub const MAX_CAMERAS: usize = 256;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct PipelineBenchOptions {
+    pub pipeline: PathBuf,
+    pub cameras: usize,
+    pub duration: Duration,
+    /// Detect fps every camera should reach; `None`: the first camera's `detect_fps`.
+    pub target_fps: Option<f64>,
+    /// Clip served over loopback RTSP when the first camera is `rtsp://`.
+    pub rtsp_file: PathBuf,
+}
+
+/// One camera of one run. Field names are a contract (see docs/bench.md).
+#[derive(Clone, Debug, Serialize)]
+pub struct CameraResult {
+    pub id: String,
+    pub target_fps: f64,
+    /// Frames analysed per second, from the first frame's arrival to the stop.
+    pub detect_fps: f64,
+    pub holds: bool,
+    pub frames_in: u64,
+    pub frames_analysed: u64,
+    pub frames_dropped: u64,
+    /// Frame arrival in the node → detections ready, every analysed frame.
+    pub frame_to_detection_ms: Option<Percentiles>,
+    /// Frame arrival → the event it caused handed to the MQTT client (sparse).
+    pub frame_to_publish_ms: Option<Percentiles>,
+    pub events_timed: usize,
+}
+
+/// One timed run of N cameras.
+#[derive(Clone, Debug, Serialize)]
+pub struct PipelineRun {
+    pub cameras: usize,
+    pub duration_s: f64,
+    pub wall_s: f64,
+    pub target_fps: f64,
+    /// Every camera reached `HOLD_RATIO` × `target_fps`.
+    pub holds: bool,
+    /// utime + stime of this process over the run / wall time; 100 = one core.
+    pub cpu_pct: f64,
+    /// VmHWM of this process after the run (peak resident set), MiB.
+    pub peak_rss_mib: f64,
+    /// Whether the peak was reset before this run (`/proc/self/clear_refs`).
+    pub peak_rss_reset: bool,
+    pub frames_analysed: u64,
+    pub frames_dropped: u64,
+    pub events: u64,
+    pub infer_ms: Option<Percentiles>,
+    pub per_camera: Vec<CameraResult>,
+}
+
+/// The `--json` output of a plain run.
+#[derive(Clone, Debug, Serialize)]
+pub struct PipelineBenchReport {
+    pub pipeline: String,
+    pub camera_url: String,
+    pub source: &'static str,
+    pub model: String,
+    pub model_sha256: String,
+    pub cpu: String,
+    pub cores: usize,
+    pub ort_version: String,
+    pub detector_threads: usize,
+    pub detector_workers: usize,
+    pub run: PipelineRun,
+}
+
+/// One step of the capacity search.
+#[derive(Clone, Debug, Serialize)]
+pub struct CapacityStep {
+    pub cameras: usize,
+    pub holds: bool,
+    pub min_fps: f64,
+    pub cpu_pct: f64,
+    pub peak_rss_mib: f64,
+}
+
+/// The `--find-capacity` output.
+#[derive(Clone, Debug, Serialize)]
+pub struct CapacityReport {
+    #[serde(flatten)]
+    pub bench: PipelineBenchReport,
+    pub target_fps: f64,
+    pub hold_ratio: f64,
+    /// Largest N that held (0: even one camera did not).
+    pub capacity: usize,
+    pub steps: Vec<CapacityStep>,
+}
+
+/// The in-process broker (rumqttd cannot be stopped: one per process).
+static BROKER: OnceLock<Result<u16, String>> = OnceLock::new();
+
+fn broker_port(max_packet: usize) -> Result<u16, BenchError> {
+    let r = BROKER.get_or_init(|| {
+        #[cfg(feature = "embedded-broker")]
+        {
+            let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .map_err(|e| e.to_string())?;
+            crate::publish::embedded::start(port, max_packet).map_err(|e| e.to_string())?;
+            tracing::info!(port, "bench: embedded MQTT broker on 127.0.0.1");
+            Ok(port)
+        }
+        #[cfg(not(feature = "embedded-broker"))]
+        {
+            let _ = max_packet;
+            Err("this build has no embedded broker (cargo feature `embedded-broker`)".into())
+        }
+    });
+    r.clone().map_err(|reason| BenchError::Option {
+        name: "mqtt",
+        reason,
+    })
+}
+
+/// utime + stime of this process, in clock ticks (USER_HZ, 100 on Linux).
+fn cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) closed by ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime is field 14, stime 15.
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+const USER_HZ: f64 = 100.0;
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| round3(kb / 1024.0))
+        .unwrap_or(0.0)
+}
+
+/// Resets VmHWM to the current RSS (Linux ≥ 4.0), so each run's peak is its own.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// The config with its first camera copied `n` times.
+struct Plan {
+    base: Pipeline,
+    url: String,
+    source: &'static str,
+    target_fps: f64,
+    _rtsp: Option<RtspServer>,
+}
+
+impl Plan {
+    fn new(opts: &PipelineBenchOptions) -> Result<Plan, BenchError> {
+        let base = Pipeline::load(&opts.pipeline)?;
+        let Some(first) = base.raw.cameras.first() else {
+            return Err(BenchError::Option {
+                name: "pipeline",
+                reason: format!("{} has no camera", opts.pipeline.display()),
+            });
+        };
+        let target_fps = opts.target_fps.unwrap_or(first.detect_fps);
+        if !(target_fps > 0.0 && target_fps.is_finite()) {
+            return Err(BenchError::Option {
+                name: "--target-fps",
+                reason: format!("{target_fps} is not a positive number"),
+            });
+        }
+        let url = base.camera_urls[0].clone();
+        let (url, source, rtsp) = if url.starts_with("rtsp://") || url.starts_with("rtsps://") {
+            let server = RtspServer::start(&opts.rtsp_file, 0, "/bench")?;
+            (server.url().to_string(), "rtsp-loopback", Some(server))
+        } else if config::is_file_url(&url) {
+            (url, "file-looped", None)
+        } else {
+            (url, "live", None)
+        };
+        Ok(Plan {
+            base,
+            url,
+            source,
+            target_fps,
+            _rtsp: rtsp,
+        })
+    }
+
+    fn pipeline(&self, n: usize, broker: u16) -> Pipeline {
+        let mut p = self.base.clone();
+        let first = p.raw.cameras[0].clone();
+        let model = p.camera_models[0].clone();
+        let is_file = self.source == "file-looped";
+        p.raw.cameras = (0..n)
+            .map(|k| {
+                let mut c = first.clone();
+                let suffix = format!("-{k}");
+                let keep = 64usize.saturating_sub(suffix.len()).min(c.id.len());
+                c.id = format!("{}{suffix}", &first.id[..keep]);
+                c.detect_fps = self.target_fps;
+                if is_file {
+                    // Behave like a camera: paced, endless.
+                    c.realtime = true;
+                    c.loop_file = true;
+                }
+                c
+            })
+            .collect();
+        p.camera_urls = vec![self.url.clone(); n];
+        p.camera_models = vec![model; n];
+        p.broker = BrokerUrl::Tcp {
+            host: "127.0.0.1".into(),
+            port: broker,
+        };
+        p.raw.node.state_dir = Some(std::env::temp_dir().join("edge-node-bench"));
+        p
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, BenchError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(BenchError::Runtime)
+}
+
+fn run_once(
+    rt: &tokio::runtime::Runtime,
+    plan: &Plan,
+    n: usize,
+    duration: Duration,
+) -> Result<PipelineRun, BenchError> {
+    // Inside the runtime, as the node and the demo start it.
+    let broker = rt.block_on(async { broker_port(plan.base.raw.mqtt.max_packet_bytes) })?;
+    let p = plan.pipeline(n, broker);
+    let peak_reset = reset_peak_rss();
+    let ticks0 = cpu_ticks();
+    let t0 = Instant::now();
+    tracing::info!(cameras = n, seconds = duration.as_secs_f64(), "bench: run");
+    let report: RunReport = rt.block_on(node::run_until(p, async move {
+        tokio::time::sleep(duration).await
+    }))?;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu_pct = match (ticks0, cpu_ticks()) {
+        (Some(a), Some(b)) => (b.saturating_sub(a) as f64 / USER_HZ) / wall.max(1e-9) * 100.0,
+        _ => f64::NAN,
+    };
+    let target = plan.target_fps;
+    let per_camera: Vec<CameraResult> = report
+        .cameras
+        .iter()
+        .map(|c| {
+            let active = c.active.as_secs_f64();
+            let fps = if active > 0.0 {
+                c.frames_analysed as f64 / active
+            } else {
+                0.0
+            };
+            CameraResult {
+                id: c.id.clone(),
+                target_fps: target,
+                detect_fps: round3(fps),
+                holds: fps >= HOLD_RATIO * target,
+                frames_in: c.frames_in,
+                frames_analysed: c.frames_analysed,
+                frames_dropped: c.frames_dropped,
+                frame_to_detection_ms: Percentiles::of(&c.detect_latency_ms),
+                frame_to_publish_ms: Percentiles::of(&c.publish_latency_ms),
+                events_timed: c.publish_latency_ms.len(),
+            }
+        })
+        .collect();
+    let holds = per_camera.len() == n && per_camera.iter().all(|c| c.holds);
+    Ok(PipelineRun {
+        cameras: n,
+        duration_s: duration.as_secs_f64(),
+        wall_s: round3(wall),
+        target_fps: target,
+        holds,
+        cpu_pct: (cpu_pct * 10.0).round() / 10.0,
+        peak_rss_mib: peak_rss_mib(),
+        peak_rss_reset: peak_reset,
+        frames_analysed: report.frames_analysed,
+        frames_dropped: report.frames_dropped,
+        events: report.events,
+        infer_ms: Percentiles::of(&report.infer_ms),
+        per_camera,
+    })
+}
+
+fn header(
+    opts: &PipelineBenchOptions,
+    plan: &Plan,
+    run: PipelineRun,
+) -> Result<PipelineBenchReport, BenchError> {
+    let model = plan.base.camera_models[0].clone();
+    let Machine { cpu, cores } = machine();
+    Ok(PipelineBenchReport {
+        pipeline: opts.pipeline.display().to_string(),
+        camera_url: plan.url.clone(),
+        source: plan.source,
+        model: model.display().to_string(),
+        model_sha256: sha256_file(&model)?,
+        cpu,
+        cores,
+        ort_version: detect::runtime_version().unwrap_or_else(|| "unknown".into()),
+        detector_threads: plan.base.raw.detector.threads,
+        detector_workers: plan.base.raw.detector.workers,
+        run,
+    })
+}
+
+fn check(opts: &PipelineBenchOptions) -> Result<(), BenchError> {
+    if opts.duration < Duration::from_secs(1) {
+        return Err(BenchError::Option {
+            name: "--duration",
+            reason: "must be at least 1 s".into(),
+        });
+    }
+    Ok(())
+}
+
+/// One run of `opts.cameras` cameras for `opts.duration`.
+pub fn bench_pipeline(opts: &PipelineBenchOptions) -> Result<PipelineBenchReport, BenchError> {
+    check(opts)?;
+    if opts.cameras == 0 || opts.cameras > MAX_CAMERAS {
+        return Err(BenchError::Option {
+            name: "--cameras",
+            reason: format!("must be 1..={MAX_CAMERAS}"),
+        });
+    }
+    let plan = Plan::new(opts)?;
+    let rt = runtime()?;
+    let run = run_once(&rt, &plan, opts.cameras, opts.duration)?;
+    header(opts, &plan, run)
+}
+
+/// Largest N in 1..=`MAX_CAMERAS` that holds the target: double from
+/// `opts.cameras` (at least 1) until a run fails, then bisect between the last
+/// run that held and the first that did not. Each step is one run of
+/// `opts.duration`. Assumes more cameras never make it easier.
+pub fn find_capacity(opts: &PipelineBenchOptions) -> Result<CapacityReport, BenchError> {
+    check(opts)?;
+    let plan = Plan::new(opts)?;
+    let rt = runtime()?;
+    let mut steps = Vec::new();
+    let mut runs: Vec<PipelineRun> = Vec::new();
+    let mut step = |n: usize, steps: &mut Vec<CapacityStep>| -> Result<bool, BenchError> {
+        let r = run_once(&rt, &plan, n, opts.duration)?;
+        let min_fps = r
+            .per_camera
+            .iter()
+            .map(|c| c.detect_fps)
+            .fold(f64::INFINITY, f64::min);
+        tracing::info!(
+            cameras = n,
+            holds = r.holds,
+            min_fps,
+            "bench: capacity step"
+        );
+        steps.push(CapacityStep {
+            cameras: n,
+            holds: r.holds,
+            min_fps: if min_fps.is_finite() { min_fps } else { 0.0 },
+            cpu_pct: r.cpu_pct,
+            peak_rss_mib: r.peak_rss_mib,
+        });
+        let holds = r.holds;
+        runs.push(r);
+        Ok(holds)
+    };
+    let mut good = 0usize;
+    let bad: Option<usize>;
+    let mut n = opts.cameras.clamp(1, MAX_CAMERAS);
+    // Grow.
+    loop {
+        if step(n, &mut steps)? {
+            good = n;
+            if n == MAX_CAMERAS {
+                bad = None;
+                break;
+            }
+            n = (n * 2).min(MAX_CAMERAS);
+        } else {
+            bad = Some(n);
+            break;
+        }
+    }
+    // Bisect between the last N that held (0: none yet) and the first that did not.
+    if let Some(mut hi) = bad {
+        let mut lo = good;
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if step(mid, &mut steps)? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        good = lo;
+    }
+    // Report the run at the capacity (or the smallest one tried when none held).
+    let best = runs
+        .iter()
+        .rfind(|r| r.cameras == good)
+        .or_else(|| runs.iter().min_by_key(|r| r.cameras))
+        .cloned()
+        .ok_or_else(|| BenchError::Option {
+            name: "--find-capacity",
+            reason: "no run completed".into(),
+        })?;
+    Ok(CapacityReport {
+        target_fps: plan.target_fps,
+        hold_ratio: HOLD_RATIO,
+        capacity: good,
+        steps,
+        bench: header(opts, &plan, best)?,
+    })
+}
+
+/// Readable tables.
+impl PipelineBenchReport {
+    pub fn table(&self) -> String {
+        let r = &self.run;
+        let mut out = format!(
+            "pipeline {} — first camera x{} ({} {}), model {}\n\
+             cpu {} ({} cores), ONNX Runtime {}, detector threads {} workers {}\n\
+             ran {:.1} s (wall {:.1} s incl. start/stop): target {} fps per camera, holds: {}\n\
+             process: CPU {:.1}% (100% = one core), peak RSS {:.1} MiB; analysed {} dropped {} events {}\n\n",
+            self.pipeline,
+            r.cameras,
+            self.source,
+            self.camera_url,
+            self.model,
+            self.cpu,
+            self.cores,
+            self.ort_version,
+            self.detector_threads,
+            self.detector_workers,
+            r.duration_s,
+            r.wall_s,
+            r.target_fps,
+            if r.holds { "yes" } else { "NO" },
+            r.cpu_pct,
+            r.peak_rss_mib,
+            r.frames_analysed,
+            r.frames_dropped,
+            r.events
+        );
+        out.push_str(&format!(
+            "{:<20} {:>8} {:>6} {:>6} {:>8} {:>7} | {:>22} | {:>22}\n",
+            "camera",
+            "fps",
+            "holds",
+            "in",
+            "analysed",
+            "dropped",
+            "frame→detect p50/p99",
+            "frame→publish p50/p99"
+        ));
+        let pp = |p: &Option<Percentiles>, n: Option<usize>| match p {
+            Some(p) => match n {
+                Some(n) => format!("{:.1}/{:.1} ms (n={n})", p.p50, p.p99),
+                None => format!("{:.1}/{:.1} ms", p.p50, p.p99),
+            },
+            None => "no sample".into(),
+        };
+        for c in &r.per_camera {
+            out.push_str(&format!(
+                "{:<20} {:>8.2} {:>6} {:>6} {:>8} {:>7} | {:>22} | {:>22}\n",
+                c.id,
+                c.detect_fps,
+                if c.holds { "yes" } else { "NO" },
+                c.frames_in,
+                c.frames_analysed,
+                c.frames_dropped,
+                pp(&c.frame_to_detection_ms, None),
+                pp(&c.frame_to_publish_ms, Some(c.events_timed)),
+            ));
+        }
+        out
+    }
+}
+
+impl CapacityReport {
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "capacity search: target {} fps per camera, holds = every camera ≥ {:.0}% of it\n",
+            self.target_fps,
+            self.hold_ratio * 100.0
+        );
+        out.push_str(&format!(
+            "{:>8} {:>6} {:>9} {:>7} {:>10}\n",
+            "cameras", "holds", "min fps", "CPU %", "RSS MiB"
+        ));
+        for s in &self.steps {
+            out.push_str(&format!(
+                "{:>8} {:>6} {:>9.2} {:>7.1} {:>10.1}\n",
+                s.cameras,
+                if s.holds { "yes" } else { "NO" },
+                s.min_fps,
+                s.cpu_pct,
+                s.peak_rss_mib
+            ));
+        }
+        out.push_str(&format!(
+            "\ncapacity: {} camera(s) at {} fps\n\nrun at the capacity:\n",
+            self.capacity, self.target_fps
+        ));
+        out.push_str(&self.bench.table());
+        out
+    }
+}
+
+/// The clip served when the first camera is RTSP and no `--rtsp-file` is given.
+pub fn default_rtsp_file(repo_dir: &Path) -> PathBuf {
+    repo_dir.join("tests/fixtures/vtest_10s_h264.mp4")
+}

@@ -1,0 +1,133 @@
+//! SVG chart of a model bench: latency (top) and throughput (bottom) per
+//! configuration (threads × input size). plotters, SVG backend only.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::{BenchError, ModelBenchReport};
+
+/// A named, coloured line: the value at configuration `i`.
+type Series<'a> = (&'a str, RGBColor, Box<dyn Fn(usize) -> f64 + 'a>);
+
+/// Writes the chart to `path`. Fails when there is no result to draw.
+pub fn plot_model(report: &ModelBenchReport, path: &Path) -> Result<(), BenchError> {
+    let err = |reason: String| BenchError::Plot {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let rs = &report.results;
+    if rs.is_empty() {
+        return Err(err("no measured configuration to plot".into()));
+    }
+    let labels: Vec<String> = rs
+        .iter()
+        .map(|r| format!("{}t {}x{}", r.threads, r.input_wh[0], r.input_wh[1]))
+        .collect();
+    let n = rs.len();
+    let x_max = n as f64 - 0.5;
+    let lat_max = rs
+        .iter()
+        .map(|r| r.total_ms.p99.max(r.ceiling_ms.p99))
+        .fold(0.0, f64::max)
+        * 1.15;
+    let fps_max = rs
+        .iter()
+        .map(|r| r.fps.max(r.ceiling_fps))
+        .fold(0.0, f64::max)
+        * 1.15;
+
+    let root = SVGBackend::new(path, (900, 700)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let title = format!(
+        "{} on {} (ONNX Runtime {})",
+        Path::new(&report.model)
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_else(|| report.model.clone()),
+        report.cpu,
+        report.ort_version
+    );
+    let root = root
+        .titled(&title, ("sans-serif", 18))
+        .map_err(|e| err(e.to_string()))?;
+    let (top, bottom) = root.split_vertically(330);
+    let label_of = |x: &f64| {
+        let i = x.round();
+        if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
+            labels[i as usize].clone()
+        } else {
+            String::new()
+        }
+    };
+
+    let mut lat = ChartBuilder::on(&top)
+        .caption("latency per frame (ms)", ("sans-serif", 15))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(-0.5..x_max, 0.0..lat_max.max(1e-3))
+        .map_err(|e| err(e.to_string()))?;
+    lat.configure_mesh()
+        .x_labels(n + 1)
+        .x_label_formatter(&label_of)
+        .y_desc("ms")
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    let series: [Series; 4] = [
+        ("total p50", BLUE, Box::new(|i| rs[i].total_ms.p50)),
+        ("total p99", RED, Box::new(|i| rs[i].total_ms.p99)),
+        ("inference p50", GREEN, Box::new(|i| rs[i].infer_ms.p50)),
+        ("bare run p50", BLACK, Box::new(|i| rs[i].ceiling_ms.p50)),
+    ];
+    for (name, color, f) in series.iter() {
+        let color = *color;
+        let pts: Vec<(f64, f64)> = (0..n).map(|i| (i as f64, f(i))).collect();
+        lat.draw_series(LineSeries::new(pts, color.stroke_width(2)).point_size(4))
+            .map_err(|e| err(e.to_string()))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+    }
+    lat.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+
+    let mut thr = ChartBuilder::on(&bottom)
+        .caption("throughput (frames/s, one stream)", ("sans-serif", 15))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(-0.5..x_max, 0.0..fps_max.max(1e-3))
+        .map_err(|e| err(e.to_string()))?;
+    thr.configure_mesh()
+        .x_labels(n + 1)
+        .x_label_formatter(&label_of)
+        .y_desc("fps")
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    let fps_series: [Series; 2] = [
+        ("pipeline fps", BLUE, Box::new(|i| rs[i].fps)),
+        (
+            "ceiling (bare run) fps",
+            BLACK,
+            Box::new(|i| rs[i].ceiling_fps),
+        ),
+    ];
+    for (name, color, f) in fps_series.iter() {
+        let color = *color;
+        let pts: Vec<(f64, f64)> = (0..n).map(|i| (i as f64, f(i))).collect();
+        thr.draw_series(LineSeries::new(pts, color.stroke_width(2)).point_size(4))
+            .map_err(|e| err(e.to_string()))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+    }
+    thr.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! `edge-node bench`: smoke runs of the real binary. Checks the JSON contract
+//! (shape and keys) and the SVG chart, never speed.
+
+mod common;
+
+use std::process::Stdio;
+
+use serde_json::Value;
+
+fn run_ok(args: &[&str]) -> String {
+    let out = common::edge_node()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run edge-node");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "edge-node {args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn read_json(path: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("JSON report written");
+    serde_json::from_str(&text).expect("report is JSON")
+}
+
+fn assert_percentiles(v: &Value, what: &str) {
+    for k in ["p50", "p90", "p99"] {
+        let x = v[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{what}.{k} is not a number: {v}"));
+        assert!(x >= 0.0 && x.is_finite(), "{what}.{k} = {x}");
+    }
+    assert!(v["p50"].as_f64() <= v["p90"].as_f64() && v["p90"].as_f64() <= v["p99"].as_f64());
+}
+
+#[test]
+fn bench_model_json_table_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("model.json");
+    let svg = dir.path().join("model.svg");
+    let stdout = run_ok(&[
+        "bench",
+        "model",
+        "--iterations",
+        "5",
+        "--warmup",
+        "1",
+        "--max-frames",
+        "4",
+        "--input-size",
+        "416,320",
+        "--json",
+        json.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(
+        stdout.contains("infer ms"),
+        "table header missing:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("SKIPPED"),
+        "the fixed-size model cannot run at 320: a skip line is expected:\n{stdout}"
+    );
+
+    let v = read_json(&json);
+    for k in ["model", "model_sha256", "cpu", "ort_version"] {
+        assert!(v[k].is_string(), "top-level {k} missing: {v}");
+    }
+    let sha = v["model_sha256"].as_str().unwrap();
+    assert_eq!(sha.len(), 64);
+    assert!(sha.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(v["ort_version"], "1.32.0");
+    assert_eq!(v["frames"], 4);
+    let results = v["results"].as_array().expect("results array");
+    assert_eq!(results.len(), 1, "only 416 runs on a fixed 416 model: {v}");
+    let r = &results[0];
+    assert_eq!(r["threads"], 1);
+    assert_eq!(r["input_size"], 416);
+    assert_eq!(r["iterations"], 5);
+    for k in ["pre_ms", "infer_ms", "post_ms", "total_ms"] {
+        assert_percentiles(&r[k], k);
+    }
+    for k in ["fps", "ceiling_fps"] {
+        assert!(r[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {r}");
+    }
+    assert!(r["overhead_pct"].as_f64().is_some(), "overhead_pct: {r}");
+    let skipped = v["skipped"].as_array().expect("skipped array");
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0]["input_size"], 320);
+
+    let chart = std::fs::read_to_string(&svg).expect("SVG written");
+    assert!(chart.trim_start().starts_with("<svg"), "not an SVG");
+    assert!(chart.contains("<polyline") || chart.contains("<path"));
+    assert!(
+        chart.contains("1t 416x416"),
+        "configuration label on the x axis"
+    );
+}
+
+#[test]
+fn bench_model_on_an_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("img.json");
+    let img = common::fixture("dog.jpg");
+    run_ok(&[
+        "bench",
+        "model",
+        "--input",
+        img.to_str().unwrap(),
+        "--threads",
+        "1,2",
+        "--iterations",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let v = read_json(&json);
+    assert_eq!(v["frames"], 1);
+    let threads: Vec<u64> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["threads"].as_u64().unwrap())
+        .collect();
+    assert_eq!(threads, [1, 2]);
+}
+
+#[test]
+fn bench_model_rejects_a_missing_input() {
+    let out = common::edge_node()
+        .args(["bench", "model", "--input", "no/such/clip.mp4"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/clip.mp4"));
+}
+
+#[test]
+fn bench_pipeline_two_cameras_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("pipeline.json");
+    let stdout = run_ok(&[
+        "bench",
+        "pipeline",
+        "pipelines/demo.toml",
+        "--cameras",
+        "2",
+        "--duration",
+        "5",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("frame→detect"), "table missing:\n{stdout}");
+    let v = read_json(&json);
+    for k in ["pipeline", "model", "model_sha256", "cpu", "ort_version"] {
+        assert!(v[k].is_string(), "top-level {k} missing: {v}");
+    }
+    let run = &v["run"];
+    assert_eq!(run["cameras"], 2);
+    assert_eq!(run["target_fps"], 5.0);
+    assert!(run["cpu_pct"].as_f64().is_some_and(|x| x > 0.0), "{run}");
+    assert!(
+        run["peak_rss_mib"].as_f64().is_some_and(|x| x > 1.0),
+        "{run}"
+    );
+    assert!(run["holds"].is_boolean());
+    let cams = run["per_camera"].as_array().expect("per_camera");
+    assert_eq!(cams.len(), 2);
+    let ids: Vec<&str> = cams.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["vtest-0", "vtest-1"]);
+    for c in cams {
+        // Shape, not speed: every camera analysed something in 5 s.
+        assert!(c["frames_analysed"].as_u64().unwrap() > 0, "{c}");
+        assert!(c["detect_fps"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(c["frames_dropped"].is_u64());
+        assert_percentiles(&c["frame_to_detection_ms"], "frame_to_detection_ms");
+        // Events are sparse: the publish latency is null or percentiles.
+        if !c["frame_to_publish_ms"].is_null() {
+            assert_percentiles(&c["frame_to_publish_ms"], "frame_to_publish_ms");
+        }
+        assert!(c["events_timed"].is_u64());
+    }
+}

@@ -49,3 +49,57 @@ fn check_json_describes_the_plan() {
     assert_eq!(v["cameras"][0]["kind"], "file");
     assert_eq!(v["topics"], "edge/demo/demo-box/#");
 }
+
+#[test]
+fn model_inspect_on_every_bundled_model() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(repo().join("models")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "onnx") {
+            continue;
+        }
+        n += 1;
+        let out = edge_node()
+            .args(["model", "inspect", "--json"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["family"], "nanodet", "{}", path.display());
+        assert_eq!(
+            v["inputs"][0]["shape"],
+            serde_json::json!([1, 3, 416, 416]),
+            "{v}"
+        );
+        let text = edge_node()
+            .args(["model", "inspect"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(
+            text.contains("nanodet") && text.contains("cls_s8"),
+            "{text}"
+        );
+    }
+    assert!(n >= 2, "FP32 and INT8 models are bundled; found {n}");
+    // A model no family fits: exit 1, and the report says what it found.
+    let weird = repo().join("tests/fixtures/models/weird_outputs.onnx");
+    let out = edge_node()
+        .args(["model", "inspect"])
+        .arg(&weird)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("weird"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -279,7 +279,7 @@ fn inspect_every_bundled_model_and_fixture() {
         }
         let want_family = match name.as_str() {
             "weird_outputs.onnx" | "tiny_pose.onnx" => None,
-            "nanodet_g_coco_416.onnx" => Some("nanodet"),
+            "nanodet_g_coco_416.onnx" | "nanodet_g_coco_416_int8.onnx" => Some("nanodet"),
             "tiny_yolov8.onnx" | "user_yolov8_ultralytics.onnx" => Some("yolov8"),
             "tiny_yolo_e2e.onnx" => Some("yolo-e2e"),
             "tiny_detr.onnx" | "tiny_detr_pair.onnx" => Some("detr"),

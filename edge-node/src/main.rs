@@ -107,6 +107,11 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchCmd,
     },
+    /// Look inside a model: inputs, outputs, metadata, family, pre-processing.
+    Model {
+        #[command(subcommand)]
+        what: ModelCmd,
+    },
     /// Exit 0 when the daemon's heartbeat is fresh (container HEALTHCHECK).
     Healthcheck {
         /// Heartbeat file; default $EDGE_NODE_STATE_DIR/heartbeat or /tmp/edge-node/heartbeat.
@@ -115,6 +120,18 @@ enum Cmd {
         /// Largest acceptable age in seconds.
         #[arg(long, default_value_t = 30)]
         max_age: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCmd {
+    /// Print a model's inputs and outputs, its metadata, the family edge-node
+    /// infers for it and the pre-processing it will use.
+    Inspect {
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -263,6 +280,23 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench { what } => bench(what),
+        Cmd::Model {
+            what: ModelCmd::Inspect { model, json },
+        } => {
+            detect::init_runtime(&RuntimeOptions::default())?;
+            let report = detect::inspect(&model)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            // A model no family fits is reported, and is an error for scripts.
+            Ok(if report.family.is_some() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Cmd::Healthcheck { file, max_age } => {
             let f = file.unwrap_or_else(|| {
                 std::env::var_os("EDGE_NODE_STATE_DIR")

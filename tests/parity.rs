@@ -253,3 +253,53 @@ fn dog_jpg_matches_documented_anchors() {
     assert!((dog.score - 0.47).abs() < 0.03, "{}", dog.score);
     assert!(dog.bbox.iou(&BBox::new(131.0, 221.0, 360.0, 541.0)) > 0.9);
 }
+
+/// The optimised-model cache: the first load saves ONNX Runtime's optimised
+/// graph, the second loads it, and both give the same detections (the saved
+/// graph keeps the model's metadata: class names, strides).
+#[test]
+fn optimized_model_cache_is_saved_and_reused() {
+    init_runtime(&RuntimeOptions::default()).expect("ONNX Runtime");
+    let cache = std::env::temp_dir().join(format!("edge-node-ort-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let img = image::open(root().join("tests/fixtures/dog.jpg"))
+        .unwrap()
+        .to_rgb8();
+    let (w, h) = img.dimensions();
+    let opts = DetectorOptions {
+        optimized_cache: Some(cache.clone()),
+        ..DetectorOptions::new(root().join("models/nanodet_g_coco_416.onnx"))
+    };
+    let t0 = std::time::Instant::now();
+    let mut first = Detector::load(&opts).unwrap();
+    let cold = t0.elapsed();
+    let saved: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(saved.len(), 1, "one optimised model saved: {saved:?}");
+    assert!(
+        saved[0].to_string_lossy().ends_with(".ort-optimized.onnx"),
+        "{saved:?}"
+    );
+    let t1 = std::time::Instant::now();
+    let mut second = Detector::load(&opts).unwrap();
+    let warm = t1.elapsed();
+    println!("load: {cold:?} optimising and saving, {warm:?} from the saved graph");
+    assert_eq!(first.labels(), second.labels());
+    let a = first.detect(img.as_raw(), w, h).unwrap();
+    let b = second.detect(img.as_raw(), w, h).unwrap();
+    assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.class_id, y.class_id);
+        assert!(
+            (x.score - y.score).abs() < 1e-3 && x.bbox.iou(&y.bbox) > 0.99,
+            "{x:?} vs {y:?}"
+        );
+    }
+    // A damaged cache falls back to the original model instead of failing.
+    std::fs::write(&saved[0], b"garbage").unwrap();
+    let mut third = Detector::load(&opts).unwrap();
+    assert_eq!(third.detect(img.as_raw(), w, h).unwrap().len(), a.len());
+    let _ = std::fs::remove_dir_all(&cache);
+}

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use ndarray::{Array4, ArrayView4};
 use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionOutputs};
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
@@ -242,6 +243,11 @@ pub struct DetectorOptions {
     pub nms_iou: f32,
     /// Cap on detections per frame, highest scores kept.
     pub max_detections: usize,
+    /// Folder for ONNX Runtime's optimised copy of the model. The first load
+    /// optimises the graph and saves it there; later loads (every restart of
+    /// the box) read the saved copy and skip most of the optimisation work.
+    /// `None`: optimise on every load.
+    pub optimized_cache: Option<PathBuf>,
 }
 
 impl Default for DetectorOptions {
@@ -255,6 +261,7 @@ impl Default for DetectorOptions {
             classes: None,
             nms_iou: 0.5,
             max_detections: 100,
+            optimized_cache: None,
         }
     }
 }
@@ -267,6 +274,32 @@ impl DetectorOptions {
             ..Self::default()
         }
     }
+}
+
+/// Where the optimised copy of `model` lives in `dir`: keyed by the model's
+/// content, the ONNX Runtime version and the CPU, because an optimised graph
+/// may use kernels specific to both.
+fn optimized_cache_path(dir: &Path, model: &Path, bytes: &[u8]) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(bytes);
+    h.update(runtime_version().unwrap_or_default().as_bytes());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    h.update(cpu.as_bytes());
+    let digest = h.finalize();
+    let key: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let stem = model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    dir.join(format!("{stem}.{key}.ort-optimized.onnx"))
 }
 
 /// Wall time of the three stages of one frame.
@@ -411,23 +444,77 @@ impl Detector {
         let builder_err = |e: ort::Error<ort::session::builder::SessionBuilder>| {
             DetectError::Runtime(ort::Error::<()>::from(e).to_string())
         };
+        // Session tuning for a small CPU box (see docs/performance.md):
+        // - intra-op threads as configured, one inter-op thread and sequential
+        //   execution: detector graphs are a single chain, parallel execution
+        //   only adds scheduling;
+        // - no spinning: idle ORT threads would steal CPU from the decoders;
+        // - all graph optimisations, and the optimised graph saved once so a
+        //   restart does not pay for them again.
+        let cached = opts
+            .optimized_cache
+            .as_ref()
+            .map(|dir| optimized_cache_path(dir, &path, &bytes));
+        let reuse = cached.as_ref().filter(|c| c.exists()).cloned();
         let mut builder = Session::builder(&rt.env)
             .map_err(|e| DetectError::Runtime(e.to_string()))?
             .with_intra_threads(opts.intra_threads)
             .map_err(builder_err)?
             .with_inter_threads(1)
             .map_err(builder_err)?
+            .with_parallel_execution(false)
+            .map_err(builder_err)?
             .with_intra_op_spinning(opts.spinning)
             .map_err(builder_err)?
             .with_inter_op_spinning(opts.spinning)
+            .map_err(builder_err)?
+            .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(builder_err)?;
-        let session =
-            builder
-                .commit_from_memory(&bytes)
-                .map_err(|e| DetectError::ModelInvalid {
+        let mut saving = None;
+        if reuse.is_none()
+            && let Some(c) = &cached
+            && let Some(dir) = c.parent()
+            && std::fs::create_dir_all(dir).is_ok()
+        {
+            let tmp = c.with_extension(format!("{}.part", std::process::id()));
+            builder = builder
+                .with_optimized_model_path(&tmp)
+                .map_err(builder_err)?;
+            saving = Some((tmp, c.clone()));
+        }
+        let committed = match &reuse {
+            Some(c) => builder.commit_from_file(c),
+            None => builder.commit_from_memory(&bytes),
+        };
+        let session = match committed {
+            Ok(s) => s,
+            Err(e) if reuse.is_some() => {
+                // A damaged cache must never take a camera down: drop it and
+                // load the original model.
+                tracing::warn!(cache = ?reuse, error = %e, "optimised model cache unusable; loading the original");
+                if let Some(c) = &reuse {
+                    let _ = std::fs::remove_file(c);
+                }
+                let mut retry = opts.clone();
+                retry.optimized_cache = None;
+                return Self::load(&retry);
+            }
+            Err(e) => {
+                return Err(DetectError::ModelInvalid {
                     path: path.clone(),
                     reason: e.to_string(),
-                })?;
+                });
+            }
+        };
+        if let Some((tmp, fin)) = saving {
+            // Publish the saved graph atomically; losing a race with another
+            // worker loading the same model is harmless.
+            if std::fs::rename(&tmp, &fin).is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            } else {
+                tracing::info!(cache = %fin.display(), "saved the optimised model");
+            }
+        }
         drop(bytes);
 
         let inputs: Vec<TensorInfo> = session

@@ -475,17 +475,22 @@ pub fn detector_options(p: &Pipeline, model: &Path) -> DetectorOptions {
         })),
         nms_iou: d.nms_iou,
         max_detections: 100,
+        optimized_cache: Some(state_dir(p).join("ort-cache")),
     }
 }
 
-fn heartbeat_path(p: &Pipeline) -> PathBuf {
+/// The node's writable folder: `[node] state_dir`, `$EDGE_NODE_STATE_DIR`, or /tmp/edge-node.
+pub fn state_dir(p: &Pipeline) -> PathBuf {
     p.raw
         .node
         .state_dir
         .clone()
         .or_else(|| std::env::var_os("EDGE_NODE_STATE_DIR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/tmp/edge-node"))
-        .join("heartbeat")
+}
+
+fn heartbeat_path(p: &Pipeline) -> PathBuf {
+    state_dir(p).join("heartbeat")
 }
 
 async fn shutdown_signal() {

@@ -68,7 +68,7 @@ RUN groupadd --system --gid 10001 edge \
 COPY --from=build /opt/onnxruntime /opt/onnxruntime
 COPY --from=build /usr/local/bin/edge-node /usr/local/bin/edge-node
 # The default model and its manifest (nanodet_g_coco_416.onnx + .json).
-COPY models/nanodet_g_coco_416.* models/NOTICE /usr/share/edge-node/models/
+COPY models/*.onnx models/*.json models/NOTICE /usr/share/edge-node/models/
 COPY pipelines/ /etc/edge-node/pipelines/
 COPY LICENSE /usr/share/doc/edge-node/LICENSE
 

@@ -52,7 +52,14 @@ pub struct SnapshotOptions {
     pub crop_margin: f32,
     /// Draw the box outline (and the label tab) onto the snapshot.
     pub draw_box: bool,
+    /// Privacy masks: polygons in normalised 0..1 frame coordinates, filled
+    /// black in the full-resolution frame before anything is cropped, scaled
+    /// or encoded, so no masked pixel can leave the box.
+    pub masks: Vec<Polygon>,
 }
+
+/// A polygon in normalised 0..1 frame coordinates (x, y).
+pub type Polygon = Vec<[f32; 2]>;
 
 impl Default for SnapshotOptions {
     /// Defaults keep central bandwidth low: ~25–40 KB for a whole 768×576
@@ -64,6 +71,7 @@ impl Default for SnapshotOptions {
             crop: false,
             crop_margin: 0.5,
             draw_box: true,
+            masks: Vec::new(),
         }
     }
 }
@@ -165,7 +173,16 @@ pub fn render(
     };
 
     let (out_w, out_h) = output_size(region.w, region.h, opts.max_height);
-    let mut out = scale_region(rgb, width as usize, &region, out_w, out_h);
+    let masked;
+    let source = if opts.masks.is_empty() {
+        rgb
+    } else {
+        let mut copy = rgb.to_vec();
+        fill_polygons(&mut copy, width, height, &opts.masks);
+        masked = copy;
+        &masked[..]
+    };
+    let mut out = scale_region(source, width as usize, &region, out_w, out_h);
 
     if opts.draw_box {
         let sx = out_w as f32 / region.w as f32;
@@ -247,6 +264,59 @@ pub fn annotate(
         }
     }
     encode_jpeg(&out, width, height, quality.clamp(1, 100))
+}
+
+/// Fill polygons (normalised coordinates) black in a packed RGB frame. A pixel
+/// is filled when its centre lies inside (even-odd rule); scan line by scan
+/// line, so the cost is the polygons' area, not the frame's.
+pub fn fill_polygons(rgb: &mut [u8], width: u32, height: u32, polys: &[Polygon]) {
+    let (w, h) = (width as usize, height as usize);
+    if rgb.len() < w * h * 3 {
+        return;
+    }
+    let mut xs: Vec<f32> = Vec::new();
+    for poly in polys {
+        if poly.len() < 3 || poly.iter().flatten().any(|v| !v.is_finite()) {
+            continue;
+        }
+        let pts: Vec<(f32, f32)> = poly
+            .iter()
+            .map(|p| (p[0] * width as f32, p[1] * height as f32))
+            .collect();
+        let (ymin, ymax) = pts
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), p| {
+                (a.min(p.1), b.max(p.1))
+            });
+        if !ymin.is_finite() || !ymax.is_finite() {
+            continue;
+        }
+        let y0 = (ymin - 0.5).ceil().max(0.0) as usize;
+        let y1 = ((ymax - 0.5).floor().min(h as f32 - 1.0)).max(-1.0);
+        if y1 < 0.0 {
+            continue;
+        }
+        for y in y0..=(y1 as usize) {
+            let yc = y as f32 + 0.5;
+            xs.clear();
+            for i in 0..pts.len() {
+                let (a, b) = (pts[i], pts[(i + 1) % pts.len()]);
+                if (a.1 <= yc) != (b.1 <= yc) {
+                    xs.push(a.0 + (yc - a.1) / (b.1 - a.1) * (b.0 - a.0));
+                }
+            }
+            xs.sort_by(|a, b| a.total_cmp(b));
+            for pair in xs.chunks_exact(2) {
+                let x0 = (pair[0] - 0.5).ceil().max(0.0) as usize;
+                let x1 = (pair[1] - 0.5).floor().min(w as f32 - 1.0);
+                if x1 < 0.0 || (x1 as usize) < x0 {
+                    continue;
+                }
+                let row = y * w * 3;
+                rgb[row + x0 * 3..row + (x1 as usize + 1) * 3].fill(0);
+            }
+        }
+    }
 }
 
 /// Baseline JPEG with 4:2:0 chroma subsampling, as cameras and browsers use:
@@ -912,5 +982,76 @@ mod tests {
             let err = render(&rgb, 64, 48, b, "", &bad).unwrap_err();
             assert!(matches!(err, SnapshotError::Options(_)), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn privacy_mask_is_black_in_the_snapshot() {
+        // A bright frame; mask the left half's middle band.
+        let (w, h) = (640u32, 480u32);
+        let rgb = vec![200u8; (w * h * 3) as usize];
+        let opts = SnapshotOptions {
+            masks: vec![vec![[0.0, 0.25], [0.5, 0.25], [0.5, 0.75], [0.0, 0.75]]],
+            quality: 90,
+            ..SnapshotOptions::default()
+        };
+        let s = render(&rgb, w, h, BBox::new(400.0, 100.0, 500.0, 300.0), "", &opts).unwrap();
+        let img = decode(&s);
+        let (ow, oh) = (s.width, s.height);
+        // Well inside the mask: black. Outside: untouched.
+        for (fx, fy) in [(0.1, 0.4), (0.25, 0.5), (0.45, 0.7)] {
+            let px = img.get_pixel((fx * ow as f32) as u32, (fy * oh as f32) as u32);
+            assert!(
+                px.0.iter().all(|&c| c < 12),
+                "masked pixel at ({fx},{fy}) is {px:?}"
+            );
+        }
+        let px = img.get_pixel((0.25 * ow as f32) as u32, (0.1 * oh as f32) as u32);
+        assert!(px.0.iter().all(|&c| c > 180), "unmasked pixel is {px:?}");
+        // Cropping never brings masked pixels back.
+        let crop = SnapshotOptions {
+            crop: true,
+            ..opts.clone()
+        };
+        let s = render(&rgb, w, h, BBox::new(100.0, 150.0, 200.0, 330.0), "", &crop).unwrap();
+        let img = decode(&s);
+        let c = img.get_pixel(s.width / 2, s.height / 2);
+        assert!(
+            c.0.iter().all(|&v| v < 12),
+            "masked object crop centre is {c:?}"
+        );
+    }
+
+    #[test]
+    fn fill_polygons_handles_triangles_and_bad_input() {
+        let (w, h) = (10u32, 10u32);
+        let mut rgb = vec![255u8; 300];
+        fill_polygons(&mut rgb, w, h, &[vec![[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]]);
+        let black = |x: usize, y: usize, b: &[u8]| b[(y * 10 + x) * 3] == 0;
+        assert!(black(0, 0, &rgb) && black(4, 4, &rgb) && !black(9, 9, &rgb) && !black(6, 6, &rgb));
+        // Degenerate polygons and NaNs are ignored, never a panic.
+        let mut rgb2 = vec![255u8; 300];
+        fill_polygons(
+            &mut rgb2,
+            w,
+            h,
+            &[
+                vec![[0.0, 0.0], [1.0, 1.0]],
+                vec![[f32::NAN, 0.0], [1.0, 0.0], [0.0, 1.0]],
+            ],
+        );
+        assert!(
+            rgb2.iter().all(|&v| v == 255),
+            "degenerate or NaN polygons fill nothing"
+        );
+        fill_polygons(
+            &mut rgb2,
+            w,
+            h,
+            &[vec![[-5.0, -5.0], [5.0, -5.0], [5.0, 5.0], [-5.0, 5.0]]],
+        );
+        assert!(
+            rgb2.iter().all(|&v| v == 0),
+            "a polygon larger than the frame blacks it all"
+        );
     }
 }

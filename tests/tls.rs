@@ -145,17 +145,25 @@ fn mqtts_with_client_certificate_and_password_from_env() {
     }
     let tls_port = free_port();
     let plain_port = free_port();
+    // The node may only write under its own prefix; the observer reads all.
+    let acl = d.join("acl");
+    std::fs::write(
+        &acl,
+        "user box-1\ntopic write t/test-district/tls-box/#\n\nuser observer\ntopic read #\n",
+    )
+    .unwrap();
     // TLS listener needs a certificate AND the password; the plain one (for the
     // test subscriber) needs the password.
     let conf = format!(
-        "per_listener_settings false\nallow_anonymous false\npassword_file {pw}\n\
+        "per_listener_settings false\nallow_anonymous false\npassword_file {pw}\nacl_file {acl}\n\
          listener {plain_port} 127.0.0.1\n\
          listener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nrequire_certificate true\n",
         pw = passwd.display(),
+        acl = acl.display(),
         d = d.display(),
     );
     let broker = mosquitto_with(plain_port, &conf);
-    let sub = Subscriber::start_with(broker.port, "t/#", Some(("observer", "watch")));
+    let sub = Subscriber::start_with(broker.port, "#", Some(("observer", "watch")));
 
     let pipeline = format!(
         r#"
@@ -206,6 +214,68 @@ realtime = false
         "snapshots crossed the TLS link"
     );
     schemas().validate_all(&msgs);
+    // Everything the node sent stayed inside its own topic space (and the ACL
+    // let all of it through: the events above arrived).
+    for m in &msgs {
+        assert!(
+            m.topic.starts_with("t/test-district/tls-box/"),
+            "outside the node's prefix: {}",
+            m.topic
+        );
+    }
+}
+
+#[test]
+fn wrong_ca_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_pki(d);
+    // A second, unrelated CA the node is told to trust.
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=some other CA",
+            "-keyout",
+            "other.key",
+            "-out",
+            "other-ca.pem",
+        ],
+    );
+    let port = free_port();
+    let conf = format!(
+        "allow_anonymous true\nlistener {port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n",
+        d = d.display()
+    );
+    let _broker = mosquitto_with(port, &conf);
+    let pipeline = format!(
+        "[node]\nid = \"b\"\ndistrict = \"d\"\n[mqtt]\nurl = \"mqtts://127.0.0.1:{port}\"\ntopic_prefix = \"t\"\nca_file = \"other-ca.pem\"\n\
+         [[cameras]]\nid = \"c\"\nurl = \"rtsp://127.0.0.1:{dead}/x\"\n",
+        dead = free_port()
+    );
+    let p = write(d, "p.toml", &pipeline);
+    let log = d.join("node.log");
+    let mut node = run_node(&p, &log);
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("UnknownIssuer") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the certificate error is logged:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    node.terminate(Duration::from_secs(30));
 }
 
 #[test]

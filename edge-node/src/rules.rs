@@ -628,26 +628,27 @@ impl RulesEngine {
             if occ >= k {
                 st.under_since = None;
                 let since = *st.over_since.get_or_insert(t);
-                if !st.active && t - since >= z.crowd_for_s {
-                    if Self::allow(
+                if !st.active
+                    && t - since >= z.crowd_for_s
+                    && Self::allow(
                         &self.cfg,
                         &mut self.last_alert,
                         None,
                         AlertKind::Crowding,
                         &z.name,
                         t,
-                    ) {
-                        st.active = true;
-                        alerts.push(Alert {
-                            kind: AlertKind::Crowding,
-                            rule: z.name.clone(),
-                            track_id: None,
-                            t,
-                            dwell_s: Some(t - since),
-                            direction: None,
-                            occupancy: Some(occ),
-                        });
-                    }
+                    )
+                {
+                    st.active = true;
+                    alerts.push(Alert {
+                        kind: AlertKind::Crowding,
+                        rule: z.name.clone(),
+                        track_id: None,
+                        t,
+                        dwell_s: Some(t - since),
+                        direction: None,
+                        occupancy: Some(occ),
+                    });
                 }
             } else {
                 st.over_since = None;

@@ -1084,6 +1084,76 @@ detect_fps = 5
     }
 
     #[test]
+    fn zones_and_lines_parse_and_bad_geometry_names_the_field() {
+        let good = format!(
+            "{MIN}\n[[cameras.lines]]\nname = \"gate\"\na = [0.5, 0.9]\nb = [0.5, 0.1]\n\
+             alert_direction = \"backward\"\n\
+             [[cameras.zones]]\nname = \"sq\"\npolygon = [[0.1, 0.1], [0.9, 0.1], [0.5, 0.9]]\n\
+             classes = [\"person\", \"unicorn\"]\nloiter_s = 30\n"
+        );
+        let p = load(&good).unwrap();
+        let c = &p.raw.cameras[0];
+        assert_eq!((c.lines.len(), c.zones.len()), (1, 1));
+        assert_eq!(p.raw.rules.counts_interval_s, 60.0);
+        let labels: Vec<String> = ["person", "car"].iter().map(|s| s.to_string()).collect();
+        let (rc, unknown) = camera_rules(&p.raw.rules, c, &labels);
+        assert!(rc.validate().is_ok());
+        assert_eq!(unknown, ["unicorn"]);
+        assert_eq!(rc.zones[0].classes, [0].into());
+        assert_eq!(rc.zones[0].inertia, 3);
+
+        // (what is wrong, edited text, field the error must name)
+        let cases = [
+            (
+                "point outside 0..1",
+                good.replace("[0.5, 0.9]]", "[1.5, 0.9]]"),
+                "cameras[0].zones[0].polygon",
+            ),
+            (
+                "fewer than 3 points",
+                good.replace(", [0.5, 0.9]]", "]"),
+                "cameras[0].zones[0].polygon",
+            ),
+            (
+                "a == b",
+                good.replace("b = [0.5, 0.1]", "b = [0.5, 0.9]"),
+                "cameras[0].lines[0].b",
+            ),
+            (
+                "duplicate name",
+                good.replace("name = \"sq\"", "name = \"gate\""),
+                "cameras[0].lines[0].name",
+            ),
+            (
+                "unknown alert direction",
+                good.replace("alert_direction = \"backward\"", "alert_direction = \"up\""),
+                "cameras[0].lines[0].alert_direction",
+            ),
+            (
+                "zero inertia",
+                good.replace("loiter_s = 30", "inertia = 0"),
+                "cameras[0].zones[0].inertia",
+            ),
+            (
+                "zero counts interval",
+                format!("{good}\n[rules]\ncounts_interval_s = 0\n"),
+                "rules.counts_interval_s",
+            ),
+        ];
+        for (what, text, field) in cases {
+            match load(&text) {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field, "{what}"),
+                other => panic!("{what}: expected an error naming {field}, got {other:?}"),
+            }
+        }
+        // Unknown fields in a zone are refused (deny_unknown_fields).
+        assert!(matches!(
+            load(&good.replace("loiter_s = 30", "loiter = 30")),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
     fn minimal_file_gets_defaults() {
         let p = load(MIN).unwrap();
         assert_eq!(

@@ -20,6 +20,10 @@
 //!   improvements held back by the rate limit or the update cap, without
 //!   re-sending a near-identical picture at the end of every event.
 //!
+//! Scene rules hook in through [`EventEngine::on_frame_quiet`] (no updates
+//! for stationary objects) and [`EventEngine::alert`] (an `update` carrying
+//! a rule alert and the current frame as its snapshot).
+//!
 //! Invariants: never an End without a New, never two News for one track id
 //! (a closed event stays closed while its track lives, even if the track is
 //! re-found). Event ids and sequence numbers are the publisher's business;

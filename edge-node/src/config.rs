@@ -50,7 +50,94 @@ pub struct PipelineFile {
     #[serde(default)]
     pub snapshot: SnapshotSection,
     #[serde(default)]
+    pub rules: RulesSection,
+    #[serde(default)]
     pub cameras: Vec<CameraSection>,
+}
+
+/// `[rules]`: defaults of the scene rules (zones and lines are per camera).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesSection {
+    /// Seconds between two messages on the counts topic (media time).
+    #[serde(default = "d_counts_interval")]
+    pub counts_interval_s: f64,
+    /// No two alerts of one rule (zone or line) within this many seconds.
+    #[serde(default = "d_cooldown")]
+    pub cooldown_s: f64,
+    /// Unset: at most one alert per object per rule. Set: again after this many seconds.
+    #[serde(default)]
+    pub realert_s: Option<f64>,
+    /// Seconds an object's box must barely move to become stationary; 0 = off.
+    #[serde(default = "d_stationary")]
+    pub stationary_s: f64,
+    /// "Barely moves": centre within this fraction of the frame diagonal.
+    #[serde(default = "d_stationary_tol")]
+    pub stationary_tolerance: f32,
+}
+
+impl Default for RulesSection {
+    fn default() -> Self {
+        Self {
+            counts_interval_s: d_counts_interval(),
+            cooldown_s: d_cooldown(),
+            realert_s: None,
+            stationary_s: d_stationary(),
+            stationary_tolerance: d_stationary_tol(),
+        }
+    }
+}
+
+/// `[[cameras.zones]]`: a polygon in 0..1 frame coordinates.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneSection {
+    pub name: String,
+    /// `[[x, y], ...]`, at least 3 points, each within 0..1.
+    pub polygon: Vec<[f32; 2]>,
+    /// Class names counted; empty = all.
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Ignore boxes smaller than this fraction of the frame area.
+    #[serde(default)]
+    pub min_area: f32,
+    /// Consecutive analysed frames in (out) before an object counts as in (out).
+    #[serde(default = "d_inertia")]
+    pub inertia: u32,
+    /// Loitering alert after this many seconds inside.
+    #[serde(default)]
+    pub loiter_s: Option<f64>,
+    /// Crowding alert when at least this many objects are inside …
+    #[serde(default)]
+    pub crowd_min: Option<u32>,
+    /// … for this many seconds.
+    #[serde(default = "d_crowd_for")]
+    pub crowd_for_s: f64,
+    /// The crowd clears after occupancy stayed below crowd_min this long.
+    #[serde(default = "d_crowd_for")]
+    pub crowd_clear_s: f64,
+}
+
+/// `[[cameras.lines]]`: a tripwire from `a` to `b` (0..1 coordinates).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineSection {
+    pub name: String,
+    pub a: [f32; 2],
+    pub b: [f32; 2],
+    /// Name of crossing from the left of A→B to its right (as seen on screen).
+    #[serde(default = "d_forward")]
+    pub forward: String,
+    #[serde(default = "d_backward")]
+    pub backward: String,
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Dead band either side of the line, fraction of the frame.
+    #[serde(default = "d_hysteresis")]
+    pub hysteresis: f32,
+    /// A crossing in this direction raises a `wrong_way` alert.
+    #[serde(default)]
+    pub alert_direction: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -206,6 +293,198 @@ pub struct CameraSection {
     /// A model for this camera only; default: `[detector] model`.
     #[serde(default)]
     pub model: Option<PathBuf>,
+    #[serde(default)]
+    pub zones: Vec<ZoneSection>,
+    #[serde(default)]
+    pub lines: Vec<LineSection>,
+}
+
+fn d_counts_interval() -> f64 {
+    60.0
+}
+fn d_cooldown() -> f64 {
+    10.0
+}
+fn d_stationary() -> f64 {
+    60.0
+}
+fn d_stationary_tol() -> f32 {
+    0.02
+}
+fn d_inertia() -> u32 {
+    3
+}
+fn d_crowd_for() -> f64 {
+    10.0
+}
+fn d_forward() -> String {
+    "forward".into()
+}
+fn d_backward() -> String {
+    "backward".into()
+}
+fn d_hysteresis() -> f32 {
+    0.02
+}
+
+/// The scene rules of a camera, with class names resolved against the
+/// model's `labels` (unknown names are returned, not an error: the model is
+/// only known at run time).
+pub fn camera_rules(
+    rules: &RulesSection,
+    cam: &CameraSection,
+    labels: &[String],
+) -> (crate::rules::RulesConfig, Vec<String>) {
+    let mut unknown = Vec::new();
+    let mut ids = |names: &[String]| {
+        let mut set = std::collections::BTreeSet::new();
+        for n in names {
+            match labels.iter().position(|l| l == n) {
+                Some(i) => {
+                    set.insert(i as u32);
+                }
+                None => unknown.push(n.clone()),
+            }
+        }
+        set
+    };
+    let pt = |p: [f32; 2]| (p[0], p[1]);
+    let zones = cam
+        .zones
+        .iter()
+        .map(|z| crate::rules::ZoneRule {
+            name: z.name.clone(),
+            polygon: z.polygon.iter().map(|p| pt(*p)).collect(),
+            classes: ids(&z.classes),
+            min_area: z.min_area,
+            inertia: z.inertia,
+            loiter_s: z.loiter_s,
+            crowd_min: z.crowd_min,
+            crowd_for_s: z.crowd_for_s,
+            crowd_clear_s: z.crowd_clear_s,
+        })
+        .collect();
+    let lines = cam
+        .lines
+        .iter()
+        .map(|l| crate::rules::LineRule {
+            name: l.name.clone(),
+            a: pt(l.a),
+            b: pt(l.b),
+            forward: l.forward.clone(),
+            backward: l.backward.clone(),
+            classes: ids(&l.classes),
+            hysteresis: l.hysteresis,
+            alert_direction: l.alert_direction.clone(),
+        })
+        .collect();
+    (
+        crate::rules::RulesConfig {
+            zones,
+            lines,
+            stationary_s: rules.stationary_s,
+            stationary_tolerance: rules.stationary_tolerance,
+            cooldown_s: rules.cooldown_s,
+            realert_s: rules.realert_s,
+        },
+        unknown,
+    )
+}
+
+fn validate_rules(file: &Path, i: usize, c: &CameraSection) -> Result<(), ConfigError> {
+    let unit = |p: &[f32; 2]| p.iter().all(|v| (0.0..=1.0).contains(v));
+    let mut names = HashSet::new();
+    for (k, z) in c.zones.iter().enumerate() {
+        let f = |name: &str| format!("cameras[{i}].zones[{k}].{name}");
+        check_id(file, &f("name"), &z.name)?;
+        if !names.insert(z.name.as_str()) {
+            return Err(invalid(
+                file,
+                f("name"),
+                format!("zone/line name {:?} is used twice on this camera", z.name),
+                "give every zone and line of a camera its own name",
+            ));
+        }
+        if z.polygon.len() < 3 {
+            return Err(invalid(
+                file,
+                f("polygon"),
+                format!("{} points do not make an area", z.polygon.len()),
+                "give at least 3 [x, y] points",
+            ));
+        }
+        if let Some(p) = z.polygon.iter().find(|p| !unit(p)) {
+            return Err(invalid(
+                file,
+                f("polygon"),
+                format!("point {p:?} is outside the frame"),
+                "use normalised coordinates: x and y from 0 to 1 (0,0 = top left)",
+            ));
+        }
+        check_range(file, &f("min_area"), z.min_area, 0.0, 1.0)?;
+        check_range(file, &f("inertia"), z.inertia, 1, 1000)?;
+        if let Some(v) = z.loiter_s {
+            check_range(file, &f("loiter_s"), v, 0.1, 86400.0)?;
+        }
+        if let Some(v) = z.crowd_min {
+            check_range(file, &f("crowd_min"), v, 1, 10000)?;
+        }
+        check_range(file, &f("crowd_for_s"), z.crowd_for_s, 0.0, 86400.0)?;
+        check_range(file, &f("crowd_clear_s"), z.crowd_clear_s, 0.0, 86400.0)?;
+    }
+    for (k, l) in c.lines.iter().enumerate() {
+        let f = |name: &str| format!("cameras[{i}].lines[{k}].{name}");
+        check_id(file, &f("name"), &l.name)?;
+        if !names.insert(l.name.as_str()) {
+            return Err(invalid(
+                file,
+                f("name"),
+                format!("zone/line name {:?} is used twice on this camera", l.name),
+                "give every zone and line of a camera its own name",
+            ));
+        }
+        for (field, p) in [("a", &l.a), ("b", &l.b)] {
+            if !unit(p) {
+                return Err(invalid(
+                    file,
+                    f(field),
+                    format!("point {p:?} is outside the frame"),
+                    "use normalised coordinates: x and y from 0 to 1 (0,0 = top left)",
+                ));
+            }
+        }
+        if l.a == l.b {
+            return Err(invalid(
+                file,
+                f("b"),
+                "a and b are the same point, so there is no line",
+                "give two distinct points",
+            ));
+        }
+        check_id(file, &f("forward"), &l.forward)?;
+        check_id(file, &f("backward"), &l.backward)?;
+        if l.forward == l.backward {
+            return Err(invalid(
+                file,
+                f("backward"),
+                "both directions have the same name",
+                "name the two directions differently, e.g. \"in\" and \"out\"",
+            ));
+        }
+        check_range(file, &f("hysteresis"), l.hysteresis, 0.0, 0.5)?;
+        if let Some(d) = &l.alert_direction
+            && d != &l.forward
+            && d != &l.backward
+        {
+            return Err(invalid(
+                file,
+                f("alert_direction"),
+                format!("{d:?} is neither {:?} nor {:?}", l.forward, l.backward),
+                "use one of the line's two direction names",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn d_keep_alive() -> u64 {
@@ -595,7 +874,28 @@ pub fn validate(file: &Path, p: &PipelineFile) -> Result<(), ConfigError> {
             86400.0,
         )?;
         check_range(file, &f("queue"), c.queue, 1, 64)?;
+        validate_rules(file, i, c)?;
     }
+    let r = &p.rules;
+    check_range(
+        file,
+        "rules.counts_interval_s",
+        r.counts_interval_s,
+        0.1,
+        86400.0,
+    )?;
+    check_range(file, "rules.cooldown_s", r.cooldown_s, 0.0, 86400.0)?;
+    if let Some(v) = r.realert_s {
+        check_range(file, "rules.realert_s", v, 0.0, 86400.0)?;
+    }
+    check_range(file, "rules.stationary_s", r.stationary_s, 0.0, 86400.0)?;
+    check_range(
+        file,
+        "rules.stationary_tolerance",
+        r.stationary_tolerance,
+        0.0,
+        1.0,
+    )?;
     Ok(())
 }
 
@@ -781,6 +1081,76 @@ detect_fps = 5
 
     fn load(text: &str) -> Result<Pipeline, ConfigError> {
         Pipeline::from_str(Path::new("/tmp/x/pipeline.toml"), text)
+    }
+
+    #[test]
+    fn zones_and_lines_parse_and_bad_geometry_names_the_field() {
+        let good = format!(
+            "{MIN}\n[[cameras.lines]]\nname = \"gate\"\na = [0.5, 0.9]\nb = [0.5, 0.1]\n\
+             alert_direction = \"backward\"\n\
+             [[cameras.zones]]\nname = \"sq\"\npolygon = [[0.1, 0.1], [0.9, 0.1], [0.5, 0.9]]\n\
+             classes = [\"person\", \"unicorn\"]\nloiter_s = 30\n"
+        );
+        let p = load(&good).unwrap();
+        let c = &p.raw.cameras[0];
+        assert_eq!((c.lines.len(), c.zones.len()), (1, 1));
+        assert_eq!(p.raw.rules.counts_interval_s, 60.0);
+        let labels: Vec<String> = ["person", "car"].iter().map(|s| s.to_string()).collect();
+        let (rc, unknown) = camera_rules(&p.raw.rules, c, &labels);
+        assert!(rc.validate().is_ok());
+        assert_eq!(unknown, ["unicorn"]);
+        assert_eq!(rc.zones[0].classes, [0].into());
+        assert_eq!(rc.zones[0].inertia, 3);
+
+        // (what is wrong, edited text, field the error must name)
+        let cases = [
+            (
+                "point outside 0..1",
+                good.replace("[0.5, 0.9]]", "[1.5, 0.9]]"),
+                "cameras[0].zones[0].polygon",
+            ),
+            (
+                "fewer than 3 points",
+                good.replace(", [0.5, 0.9]]", "]"),
+                "cameras[0].zones[0].polygon",
+            ),
+            (
+                "a == b",
+                good.replace("b = [0.5, 0.1]", "b = [0.5, 0.9]"),
+                "cameras[0].lines[0].b",
+            ),
+            (
+                "duplicate name",
+                good.replace("name = \"sq\"", "name = \"gate\""),
+                "cameras[0].lines[0].name",
+            ),
+            (
+                "unknown alert direction",
+                good.replace("alert_direction = \"backward\"", "alert_direction = \"up\""),
+                "cameras[0].lines[0].alert_direction",
+            ),
+            (
+                "zero inertia",
+                good.replace("loiter_s = 30", "inertia = 0"),
+                "cameras[0].zones[0].inertia",
+            ),
+            (
+                "zero counts interval",
+                format!("{good}\n[rules]\ncounts_interval_s = 0\n"),
+                "rules.counts_interval_s",
+            ),
+        ];
+        for (what, text, field) in cases {
+            match load(&text) {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field, "{what}"),
+                other => panic!("{what}: expected an error naming {field}, got {other:?}"),
+            }
+        }
+        // Unknown fields in a zone are refused (deny_unknown_fields).
+        assert!(matches!(
+            load(&good.replace("loiter_s = 30", "loiter = 30")),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]

@@ -20,6 +20,10 @@
 //!   improvements held back by the rate limit or the update cap, without
 //!   re-sending a near-identical picture at the end of every event.
 //!
+//! Scene rules hook in through [`EventEngine::on_frame_quiet`] (no updates
+//! for stationary objects) and [`EventEngine::alert`] (an `update` carrying
+//! a rule alert and the current frame as its snapshot).
+//!
 //! Invariants: never an End without a New, never two News for one track id
 //! (a closed event stays closed while its track lives, even if the track is
 //! re-found). Event ids and sequence numbers are the publisher's business;
@@ -153,6 +157,9 @@ pub enum Reason {
     Dropped,
     /// End: [`EventEngine::finish`] (shutdown, all inputs ended).
     Finished,
+    /// Update: a scene rule raised an alert for this object
+    /// ([`EventEngine::alert`]).
+    Alert,
 }
 
 /// The chosen view of an object: which frame, which box, how good.
@@ -191,9 +198,6 @@ pub struct EventAction<S> {
     pub frame_size: (u32, u32),
     /// The best snapshot, when it is new since the last one sent.
     pub snapshot: Option<SnapshotChoice<S>>,
-    /// Zones the object is in. Hook for the zone rules of a later issue;
-    /// always empty for now.
-    pub zones: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,7 +271,6 @@ impl<S: Clone> Entry<S> {
             bbox: self.last_bbox,
             frame_size: self.frame_size,
             snapshot,
-            zones: Vec::new(),
         }
     }
 
@@ -343,6 +346,20 @@ impl<S: Clone> EventEngine<S> {
         tracks: &[TrackView],
         snap: &S,
     ) -> Vec<EventAction<S>> {
+        self.on_frame_quiet(t, frame_w, frame_h, tracks, snap, &|_| false)
+    }
+
+    /// [`Self::on_frame`], sending no `update` for tracks where `quiet(id)`
+    /// holds (stationary objects, see `rules`). Their New and End still go.
+    pub fn on_frame_quiet(
+        &mut self,
+        t: f64,
+        frame_w: u32,
+        frame_h: u32,
+        tracks: &[TrackView],
+        snap: &S,
+        quiet: &dyn Fn(u64) -> bool,
+    ) -> Vec<EventAction<S>> {
         let cfg = &self.cfg;
         let mut out = Vec::new();
         for e in self.entries.values_mut() {
@@ -388,6 +405,7 @@ impl<S: Clone> EventEngine<S> {
                 Phase::Open if tv.matched => {
                     let due = t - e.last_msg_t >= cfg.update_min_interval_s;
                     if due
+                        && !quiet(tv.id)
                         && e.updates < cfg.max_updates
                         && e.material_snapshot(cfg.snapshot_improvement).is_some()
                     {
@@ -427,6 +445,39 @@ impl<S: Clone> EventEngine<S> {
         }
         self.entries.retain(|_, e| e.present);
         out
+    }
+
+    /// An `update` carrying an alert for an open event, with the frame `snap`
+    /// at time `t` as its snapshot (the alert's evidence: the latest matched
+    /// box). `None` when the track has no open event. Alerts are rare (the
+    /// rules engine rate-limits them), so neither the update cap nor the
+    /// rate limit applies; the message does count as the event's latest.
+    pub fn alert(&mut self, track_id: u64, t: f64, snap: &S) -> Option<EventAction<S>> {
+        let quality = {
+            let e = self.entries.get(&track_id)?;
+            if e.phase != Phase::Open {
+                return None;
+            }
+            self.cfg
+                .snapshot_quality(&e.last_bbox, e.last_score, e.frame_size.0, e.frame_size.1)
+        };
+        let e = self.entries.get_mut(&track_id)?;
+        let choice = SnapshotChoice {
+            handle: snap.clone(),
+            bbox: e.last_bbox,
+            score: e.last_score,
+            frame_t: t,
+            quality,
+            frame_size: e.frame_size,
+        };
+        e.last_msg_t = t;
+        Some(e.action(
+            EventKind::Update,
+            Reason::Alert,
+            track_id,
+            None,
+            Some(choice),
+        ))
     }
 
     /// Ends every open event (shutdown, or all inputs ended) and forgets all

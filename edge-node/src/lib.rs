@@ -9,6 +9,7 @@ pub mod events;
 pub mod frame;
 pub mod node;
 pub mod publish;
+pub mod rules;
 pub mod snapshot;
 pub mod source;
 pub mod track;

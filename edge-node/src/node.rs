@@ -25,8 +25,10 @@ use crate::detect::{self, Detector, DetectorOptions, RuntimeOptions};
 use crate::events::{EventAction, EventConfig, EventEngine, EventKind};
 use crate::frame::{Detection, Frame};
 use crate::publish::{
-    self, CameraState, EventRecord, EventType, NodeIdentity, Publisher, SnapshotPayload,
+    self, AlertDetail, CameraState, CountsMessage, EventRecord, EventType, LineCountsWire,
+    NodeIdentity, Publisher, SnapshotPayload, WireCounter, ZoneCountsWire,
 };
+use crate::rules::{Alert, AlertKind, CountsReport, ObjectRules, RulesConfig, RulesEngine};
 use crate::snapshot::{self, SnapshotOptions};
 use crate::source::{self, SourceOptions, SourceState};
 use crate::track::{Tracker, TrackerConfig};
@@ -330,6 +332,11 @@ struct CameraCtx {
     seq: u64,
     /// Frame arrival → event handed to the MQTT client, ms (see [`CameraReport`]).
     publish_latency_ms: Arc<Mutex<Vec<f64>>>,
+    /// Scene rules of this camera (may be empty).
+    rules: RulesConfig,
+    counts_interval_s: f64,
+    counts_seq: u64,
+    zone_alert_seq: u64,
 }
 
 /// Media time → wall clock, using a frame as the anchor.
@@ -352,7 +359,10 @@ impl CameraCtx {
         act: EventAction<Arc<Frame>>,
         anchor: &Frame,
         arrived: Option<Instant>,
+        obj: Option<ObjectRules>,
+        alert: Option<AlertDetail>,
     ) {
+        let obj = obj.unwrap_or_default();
         let label = self
             .labels
             .get(act.class_id as usize)
@@ -402,6 +412,10 @@ impl CameraCtx {
             frame: wall_at(anchor, act.frame_t),
             bbox: act.bbox,
             frame_size: act.frame_size,
+            current_zones: obj.current_zones,
+            entered_zones: obj.entered_zones,
+            stationary: obj.stationary,
+            alert,
         };
         self.seq += 1;
         match self
@@ -433,18 +447,206 @@ async fn analytics(
     mut engine: EventEngine<Arc<Frame>>,
 ) {
     let mut last: Option<Arc<Frame>> = None;
+    // Created at the first frame: the first counts interval starts there.
+    let mut rules: Option<RulesEngine> = None;
     while let Some(a) = rx.recv().await {
         let f = a.frame.clone();
         let tracks = tracker.update(f.t, &a.detections);
-        let actions = engine.on_frame(f.t, f.width, f.height, &tracks, &f);
+        let r = rules.get_or_insert_with(|| RulesEngine::new(ctx.rules.clone(), f.t));
+        let actions = {
+            let quiet = |id: u64| r.is_stationary(id);
+            engine.on_frame_quiet(f.t, f.width, f.height, &tracks, &f, &quiet)
+        };
+        let alerts = r.on_frame(f.t, f.width, f.height, &tracks);
         for act in actions {
-            ctx.handle(act, &f, Some(a.arrived)).await;
+            let obj = r.object(act.track_id);
+            ctx.handle(act, &f, Some(a.arrived), obj, None).await;
+        }
+        for al in alerts {
+            ctx.alert(al, r, &mut engine, &f).await;
+        }
+        if !ctx.rules.is_empty() && f.t - r.interval_start() >= ctx.counts_interval_s {
+            let report = r.take_counts(f.t);
+            ctx.counts(&report, &f).await;
         }
         last = Some(f);
     }
     if let Some(f) = last {
         for act in engine.finish(f.t) {
-            ctx.handle(act, &f, None).await;
+            let obj = rules.as_ref().and_then(|r| r.object(act.track_id));
+            ctx.handle(act, &f, None, obj, None).await;
+        }
+        if let Some(r) = rules.as_mut()
+            && !ctx.rules.is_empty()
+            && f.t > r.interval_start()
+        {
+            let report = r.take_counts(f.t);
+            ctx.counts(&report, &f).await;
+        }
+    }
+}
+
+impl CameraCtx {
+    fn label(&self, class_id: u32) -> String {
+        self.labels
+            .get(class_id as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("class{class_id}"))
+    }
+
+    /// Publishes one rule alert: per-object alerts as an `update` of the
+    /// object's event (on /events and /alerts), zone alerts on /alerts.
+    async fn alert(
+        &mut self,
+        al: Alert,
+        rules: &RulesEngine,
+        engine: &mut EventEngine<Arc<Frame>>,
+        f: &Arc<Frame>,
+    ) {
+        match al.track_id {
+            Some(id) => {
+                let Some(act) = engine.alert(id, f.t, f) else {
+                    info!(
+                        track = id,
+                        alert = al.kind.name(),
+                        "alert for an object without an open event; not sent"
+                    );
+                    return;
+                };
+                let detail = AlertDetail {
+                    kind: al.kind.name().to_string(),
+                    rule: al.rule.clone(),
+                    dwell_s: al.dwell_s.map(|d| (d * 1e3).round() / 1e3),
+                    direction: al.direction.clone(),
+                };
+                self.handle(act, f, None, rules.object(id), Some(detail))
+                    .await;
+            }
+            None => {
+                let snap = if al.kind == AlertKind::Crowding {
+                    self.whole_frame(f).await
+                } else {
+                    None
+                };
+                self.zone_alert_seq += 1;
+                match self
+                    .publisher
+                    .zone_alert(
+                        &self.id,
+                        self.zone_alert_seq,
+                        &al.rule,
+                        al.kind.name(),
+                        al.occupancy.unwrap_or(0),
+                        al.dwell_s,
+                        wall_at(f, al.t),
+                        snap.as_ref(),
+                    )
+                    .await
+                {
+                    Ok(m) => {
+                        info!(zone = %m.zone, alert = %al.kind.name(), occupancy = m.occupancy, "zone alert")
+                    }
+                    Err(e) => warn!(error = %e, "publish failed"),
+                }
+            }
+        }
+    }
+
+    /// The whole frame as a JPEG (crowding evidence), no box drawn.
+    async fn whole_frame(&self, f: &Arc<Frame>) -> Option<SnapshotPayload> {
+        let opts = SnapshotOptions {
+            crop: false,
+            draw_box: false,
+            ..self.snapshot.clone()
+        };
+        let frame = f.clone();
+        let bbox = crate::frame::BBox::new(0.0, 0.0, f.width as f32, f.height as f32);
+        let r = tokio::task::spawn_blocking(move || {
+            snapshot::render(&frame.data, frame.width, frame.height, bbox, "", &opts)
+        })
+        .await;
+        match r {
+            Ok(Ok(s)) => Some(SnapshotPayload {
+                jpeg: s.jpeg,
+                width: s.width,
+                height: s.height,
+            }),
+            Ok(Err(e)) => {
+                warn!(error = %e, "snapshot failed");
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "snapshot task failed");
+                None
+            }
+        }
+    }
+
+    async fn counts(&mut self, r: &CountsReport, anchor: &Frame) {
+        let wire = |c: &crate::rules::Counter| WireCounter {
+            total: c.total,
+            delta: c.delta,
+        };
+        let lines = r
+            .lines
+            .iter()
+            .map(|l| {
+                let counts = l
+                    .by_class
+                    .iter()
+                    .map(|(cls, dirs)| {
+                        (
+                            self.label(*cls),
+                            dirs.iter().map(|(d, c)| (d.clone(), wire(c))).collect(),
+                        )
+                    })
+                    .collect();
+                (
+                    l.name.clone(),
+                    LineCountsWire {
+                        directions: [l.forward.clone(), l.backward.clone()],
+                        counts,
+                    },
+                )
+            })
+            .collect();
+        let zones = r
+            .zones
+            .iter()
+            .map(|z| {
+                (
+                    z.name.clone(),
+                    ZoneCountsWire {
+                        occupancy: z
+                            .occupancy
+                            .iter()
+                            .map(|(c, n)| (self.label(*c), *n))
+                            .collect(),
+                        peak: z.peak,
+                        entered: z
+                            .entered
+                            .iter()
+                            .map(|(c, n)| (self.label(*c), wire(n)))
+                            .collect(),
+                    },
+                )
+            })
+            .collect();
+        self.counts_seq += 1;
+        let msg = CountsMessage {
+            schema: String::new(),
+            node: String::new(),
+            district: String::new(),
+            camera: self.id.clone(),
+            seq: self.counts_seq,
+            interval_start: publish::rfc3339(wall_at(anchor, r.start_t)),
+            interval_end: publish::rfc3339(wall_at(anchor, r.end_t)),
+            lines,
+            zones,
+        };
+        match self.publisher.counts(msg).await {
+            Ok(bytes) => info!(seq = self.counts_seq, bytes, "counts"),
+            Err(e) => warn!(error = %e, "publish failed"),
         }
     }
 }
@@ -684,6 +886,10 @@ pub async fn run_until(
             ..TrackerConfig::default()
         }));
         let engine = EventEngine::new(ev_cfg);
+        let (rules_cfg, unknown) = config::camera_rules(&raw.rules, c, &labels);
+        if !unknown.is_empty() {
+            span.in_scope(|| warn!(classes = ?unknown, "zone/line classes the model does not know are ignored"));
+        }
         let ctx = CameraCtx {
             id: c.id.clone(),
             publisher: publisher.clone(),
@@ -697,6 +903,10 @@ pub async fn run_until(
             },
             seq: 0,
             publish_latency_ms: publish_latency_ms.clone(),
+            rules: rules_cfg,
+            counts_interval_s: raw.rules.counts_interval_s,
+            counts_seq: 0,
+            zone_alert_seq: 0,
         };
         analytics_tasks.push(tokio::spawn(
             analytics(ctx, rx, tracker, engine).instrument(span.clone()),

@@ -9,8 +9,11 @@
 //! ```text
 //! {prefix}/{district}/{node}/status                        retained; LWT (online | offline | stopped)
 //! {prefix}/{district}/{node}/{camera}/status               retained camera state
-//! {prefix}/{district}/{node}/{camera}/events               QoS 1, edge-event/1 JSON
-//! {prefix}/{district}/{node}/{camera}/snapshot/{event_id}  QoS 1, JPEG bytes, not retained
+//! {prefix}/{district}/{node}/{camera}/events               QoS 1, edge-event/2 JSON
+//! {prefix}/{district}/{node}/{camera}/alerts               QoS 1, alerts only: edge-event/2
+//!                                                          (per object) or edge-zone-alert/1 (crowding)
+//! {prefix}/{district}/{node}/{camera}/counts               QoS 1, edge-counts/1 every counts interval
+//! {prefix}/{district}/{node}/{camera}/snapshot/{id}        QoS 1, JPEG bytes, not retained
 //! ```
 
 #[cfg(feature = "embedded-broker")]
@@ -29,7 +32,9 @@ use tokio::task::JoinHandle;
 use crate::config::{BrokerUrl, MqttSection};
 use crate::frame::BBox;
 
-pub const EVENT_SCHEMA: &str = "edge-event/1";
+pub const EVENT_SCHEMA: &str = "edge-event/2";
+pub const COUNTS_SCHEMA: &str = "edge-counts/1";
+pub const ZONE_ALERT_SCHEMA: &str = "edge-zone-alert/1";
 pub const NODE_STATUS_SCHEMA: &str = "edge-node-status/1";
 pub const CAMERA_STATUS_SCHEMA: &str = "edge-camera-status/1";
 
@@ -80,6 +85,12 @@ impl Topics {
     pub fn events(&self, camera: &str) -> String {
         format!("{}/{camera}/events", self.base)
     }
+    pub fn alerts(&self, camera: &str) -> String {
+        format!("{}/{camera}/alerts", self.base)
+    }
+    pub fn counts(&self, camera: &str) -> String {
+        format!("{}/{camera}/counts", self.base)
+    }
     pub fn snapshot(&self, camera: &str, event_id: &str) -> String {
         format!("{}/{camera}/snapshot/{event_id}", self.base)
     }
@@ -126,7 +137,20 @@ pub struct SnapshotRef {
     pub height: u32,
 }
 
-/// `edge-event/1`: one message of an object's lifecycle.
+/// Detail of the alert an `edge-event/2` message carries.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AlertDetail {
+    /// `loitering` or `wrong_way`.
+    pub kind: String,
+    /// Zone or line name.
+    pub rule: String,
+    /// Loitering: seconds in the zone.
+    pub dwell_s: Option<f64>,
+    /// Wrong way: the direction crossed.
+    pub direction: Option<String>,
+}
+
+/// `edge-event/2`: one message of an object's lifecycle.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EventMessage {
     pub schema: String,
@@ -149,6 +173,76 @@ pub struct EventMessage {
     pub bbox: WireBox,
     pub frame_size: FrameSize,
     pub snapshot: Option<SnapshotRef>,
+    /// Zones the object is in now (after inertia).
+    pub current_zones: Vec<String>,
+    /// Zones it has entered during this event.
+    pub entered_zones: Vec<String>,
+    /// Its box has barely moved for `rules.stationary_s`; no updates follow.
+    pub stationary: bool,
+    /// Alert names this message raises (empty for plain lifecycle messages).
+    pub alerts: Vec<String>,
+    pub alert: Option<AlertDetail>,
+}
+
+/// `edge-zone-alert/1`: a zone-level alert (crowding), on the alerts topic.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ZoneAlertMessage {
+    pub schema: String,
+    pub id: String,
+    pub seq: u64,
+    pub node: String,
+    pub district: String,
+    pub camera: String,
+    pub zone: String,
+    /// `["crowding"]` or `["crowding_cleared"]`.
+    pub alerts: Vec<String>,
+    pub occupancy: u32,
+    /// Seconds the occupancy has been at/over the limit (crowding only).
+    pub dwell_s: Option<f64>,
+    pub time: String,
+    /// Whole-frame snapshot (crowding only).
+    pub snapshot: Option<SnapshotRef>,
+}
+
+/// One counter on the wire.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WireCounter {
+    /// Since the node started.
+    pub total: u64,
+    /// During this interval.
+    pub delta: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LineCountsWire {
+    /// `[forward, backward]` direction names.
+    pub directions: [String; 2],
+    /// class label → direction → counter.
+    pub counts: BTreeMap<String, BTreeMap<String, WireCounter>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ZoneCountsWire {
+    /// class label → objects inside at the end of the interval.
+    pub occupancy: BTreeMap<String, u32>,
+    /// Highest total occupancy during the interval.
+    pub peak: u32,
+    /// class label → entries.
+    pub entered: BTreeMap<String, WireCounter>,
+}
+
+/// `edge-counts/1`, on `{base}/{camera}/counts` every counts interval.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CountsMessage {
+    pub schema: String,
+    pub node: String,
+    pub district: String,
+    pub camera: String,
+    pub seq: u64,
+    pub interval_start: String,
+    pub interval_end: String,
+    pub lines: BTreeMap<String, LineCountsWire>,
+    pub zones: BTreeMap<String, ZoneCountsWire>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -212,6 +306,10 @@ pub struct EventRecord {
     /// Pixels of the analysed frame.
     pub bbox: BBox,
     pub frame_size: (u32, u32),
+    pub current_zones: Vec<String>,
+    pub entered_zones: Vec<String>,
+    pub stationary: bool,
+    pub alert: Option<AlertDetail>,
 }
 
 /// A JPEG ready to send.
@@ -420,6 +518,10 @@ impl Publisher {
         };
         let msg = self.event_message(camera, seq, id, rec, snap_ref);
         let body = serde_json::to_vec(&msg).map_err(|e| PublishError::ClientGone(e.to_string()))?;
+        if !msg.alerts.is_empty() {
+            self.send(self.shared.topics.alerts(camera), body.clone(), false)
+                .await?;
+        }
         self.send(self.shared.topics.events(camera), body, false)
             .await?;
         self.shared.stats.events.fetch_add(1, Ordering::Relaxed);
@@ -465,7 +567,80 @@ impl Publisher {
                 height: h,
             },
             snapshot,
+            current_zones: rec.current_zones.clone(),
+            entered_zones: rec.entered_zones.clone(),
+            stationary: rec.stationary,
+            alerts: rec.alert.iter().map(|a| a.kind.clone()).collect(),
+            alert: rec.alert.clone(),
         }
+    }
+
+    /// Publish a zone-level alert on the alerts topic, its whole-frame
+    /// snapshot first when there is one. `kind` is `crowding` or
+    /// `crowding_cleared`; `seq` counts this camera's zone alerts.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn zone_alert(
+        &self,
+        camera: &str,
+        seq: u64,
+        zone: &str,
+        kind: &str,
+        occupancy: u32,
+        dwell_s: Option<f64>,
+        time: SystemTime,
+        snapshot: Option<&SnapshotPayload>,
+    ) -> Result<ZoneAlertMessage, PublishError> {
+        let id = format!(
+            "{}.{camera}.{:x}.z{seq}",
+            self.shared.node, self.shared.boot_ms
+        );
+        let snap_ref = match snapshot {
+            Some(s) => {
+                let topic = self.shared.topics.snapshot(camera, &id);
+                self.send(topic.clone(), s.jpeg.clone(), false).await?;
+                let st = &self.shared.stats;
+                st.snapshots.fetch_add(1, Ordering::Relaxed);
+                st.snapshot_bytes
+                    .fetch_add(s.jpeg.len() as u64, Ordering::Relaxed);
+                Some(SnapshotRef {
+                    topic,
+                    bytes: s.jpeg.len(),
+                    width: s.width,
+                    height: s.height,
+                })
+            }
+            None => None,
+        };
+        let msg = ZoneAlertMessage {
+            schema: ZONE_ALERT_SCHEMA.into(),
+            id,
+            seq,
+            node: self.shared.node.clone(),
+            district: self.shared.district.clone(),
+            camera: camera.into(),
+            zone: zone.into(),
+            alerts: vec![kind.to_string()],
+            occupancy,
+            dwell_s: dwell_s.map(|d| (d * 1e3).round() / 1e3),
+            time: rfc3339(time),
+            snapshot: snap_ref,
+        };
+        let body = serde_json::to_vec(&msg).map_err(|e| PublishError::ClientGone(e.to_string()))?;
+        self.send(self.shared.topics.alerts(camera), body, false)
+            .await?;
+        Ok(msg)
+    }
+
+    /// Publish one counts message (not retained: every interval matters).
+    pub async fn counts(&self, mut msg: CountsMessage) -> Result<usize, PublishError> {
+        msg.schema = COUNTS_SCHEMA.into();
+        msg.node = self.shared.node.clone();
+        msg.district = self.shared.district.clone();
+        let body = serde_json::to_vec(&msg).map_err(|e| PublishError::ClientGone(e.to_string()))?;
+        let n = body.len();
+        self.send(self.shared.topics.counts(&msg.camera), body, false)
+            .await?;
+        Ok(n)
     }
 
     /// Record and publish (retained) a camera's state.

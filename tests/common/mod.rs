@@ -266,6 +266,8 @@ pub fn run_node_env(pipeline: &Path, log: &Path, env: &[(&str, &str)]) -> Proc {
 
 pub struct Schemas {
     pub event: jsonschema::Validator,
+    pub counts: jsonschema::Validator,
+    pub zone_alert: jsonschema::Validator,
     pub node: jsonschema::Validator,
     pub camera: jsonschema::Validator,
 }
@@ -281,7 +283,9 @@ fn load_schema(name: &str) -> jsonschema::Validator {
 
 pub fn schemas() -> Schemas {
     Schemas {
-        event: load_schema("edge-event-1.schema.json"),
+        event: load_schema("edge-event-2.schema.json"),
+        counts: load_schema("edge-counts-1.schema.json"),
+        zone_alert: load_schema("edge-zone-alert-1.schema.json"),
         node: load_schema("edge-node-status-1.schema.json"),
         camera: load_schema("edge-camera-status-1.schema.json"),
     }
@@ -306,6 +310,12 @@ impl Schemas {
             }
             let v = m.json();
             let (validator, kind) = if m.topic.ends_with("/events") {
+                (&self.event, "event")
+            } else if m.topic.ends_with("/counts") {
+                (&self.counts, "counts")
+            } else if m.topic.ends_with("/alerts") && v["schema"] == "edge-zone-alert/1" {
+                (&self.zone_alert, "zone alert")
+            } else if m.topic.ends_with("/alerts") {
                 (&self.event, "event")
             } else if v.get("camera").is_some() {
                 (&self.camera, "camera status")

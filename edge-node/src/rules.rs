@@ -1,0 +1,725 @@
+//! Scene rules: zones, tripwire lines, loitering, crowding, stationary
+//! objects and their counters.
+//!
+//! Like `track` and `events` this module is pure: it sees the tracker's
+//! [`TrackView`]s and the media time `t`, never a clock or a socket. The
+//! caller (`node`) publishes what it returns.
+//!
+//! Geometry is normalised to 0..1 of the frame (x right, y down). An
+//! object's position is its **foot point**, the bottom-centre of its box:
+//! that is where it touches the ground, so zones drawn on the pavement and
+//! lines drawn across a road mean the same thing at any distance.
+//!
+//! Only confirmed, matched tracks move an object (tentative tracks may be
+//! flicker; a lost track's box is only a prediction).
+//!
+//! - **Zones**: an object counts as inside after `inertia` consecutive
+//!   frames with its foot point in the polygon, and as outside again after
+//!   `inertia` consecutive frames out of it, so an object standing on the
+//!   edge does not flicker in and out. A zone may filter classes and
+//!   ignore boxes smaller than `min_area` (fraction of the frame area).
+//! - **Lines**: the side of the foot point is the sign of its distance to
+//!   the line through A and B. A side only changes once the point is more
+//!   than `hysteresis` away from the line, so jitter on the line is never
+//!   counted; a side change counts as a crossing when the move passes
+//!   between A and B. `forward` = from the left of A→B to its right as
+//!   seen on screen (for A at the bottom and B at the top: moving right).
+//! - **Loitering**: inside a zone for `loiter_s` → alert.
+//! - **Crowding**: occupancy ≥ `crowd_min` for `crowd_for_s` → alert;
+//!   it clears once occupancy has stayed below `crowd_min` for
+//!   `crowd_clear_s` (time hysteresis), and can then alert again.
+//! - **Stationary**: the box's centre stays within `stationary_tolerance`
+//!   (fraction of the frame diagonal) of an anchor for `stationary_s` →
+//!   the object is stationary until it moves beyond the tolerance again.
+//!   A stationary object raises no new alerts (and `node` sends no updates
+//!   for it).
+//! - **Alert hygiene**: every alert rule has a cooldown (no alert of that
+//!   rule within `cooldown_s` of its previous one) and, by default, fires
+//!   at most once per object (`realert_s` allows repeats).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::frame::BBox;
+use crate::track::{TrackState, TrackView};
+
+/// Invalid rule settings (the config module reports them with field names).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RulesError {
+    #[error("{rule}: {problem}")]
+    Invalid { rule: String, problem: String },
+}
+
+/// A point in normalised frame coordinates.
+pub type Pt = (f32, f32);
+
+/// A polygonal zone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ZoneRule {
+    pub name: String,
+    pub polygon: Vec<Pt>,
+    /// Class ids counted; empty = all.
+    pub classes: BTreeSet<u32>,
+    /// Minimum box area as a fraction of the frame area.
+    pub min_area: f32,
+    /// Consecutive frames in (out) before an object counts as in (out).
+    pub inertia: u32,
+    /// Alert when an object stays inside this long.
+    pub loiter_s: Option<f64>,
+    /// Alert when at least this many objects are inside …
+    pub crowd_min: Option<u32>,
+    /// … for this long.
+    pub crowd_for_s: f64,
+    /// Occupancy below `crowd_min` this long clears a crowd.
+    pub crowd_clear_s: f64,
+}
+
+/// A tripwire from A to B.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LineRule {
+    pub name: String,
+    pub a: Pt,
+    pub b: Pt,
+    /// Name of the left-to-right direction of A→B.
+    pub forward: String,
+    /// Name of the other direction.
+    pub backward: String,
+    pub classes: BTreeSet<u32>,
+    /// Dead band either side of the line (normalised distance).
+    pub hysteresis: f32,
+    /// A crossing in this direction (one of `forward`/`backward`) raises a
+    /// `wrong_way` alert.
+    pub alert_direction: Option<String>,
+}
+
+/// All rules of one camera.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RulesConfig {
+    pub zones: Vec<ZoneRule>,
+    pub lines: Vec<LineRule>,
+    /// Seconds without movement before an object is stationary; 0 = never.
+    pub stationary_s: f64,
+    /// Movement below this fraction of the frame diagonal is "no movement".
+    pub stationary_tolerance: f32,
+    /// No two alerts of one rule within this many seconds.
+    pub cooldown_s: f64,
+    /// `None`: at most one alert per object per rule; `Some(s)`: again after `s`.
+    pub realert_s: Option<f64>,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            zones: Vec::new(),
+            lines: Vec::new(),
+            stationary_s: 60.0,
+            stationary_tolerance: 0.02,
+            cooldown_s: 10.0,
+            realert_s: None,
+        }
+    }
+}
+
+impl RulesConfig {
+    pub fn is_empty(&self) -> bool {
+        self.zones.is_empty() && self.lines.is_empty()
+    }
+
+    /// Checks geometry and ranges; does no I/O.
+    pub fn validate(&self) -> Result<(), RulesError> {
+        let bad = |rule: &str, problem: String| RulesError::Invalid {
+            rule: rule.to_string(),
+            problem,
+        };
+        let unit = |p: &Pt| (0.0..=1.0).contains(&p.0) && (0.0..=1.0).contains(&p.1);
+        let mut names = BTreeSet::new();
+        for z in &self.zones {
+            if !names.insert(z.name.as_str()) {
+                return Err(bad(&z.name, "name used twice".into()));
+            }
+            if z.polygon.len() < 3 || !z.polygon.iter().all(unit) {
+                return Err(bad(&z.name, "polygon needs >= 3 points within 0..1".into()));
+            }
+            if z.inertia == 0 {
+                return Err(bad(&z.name, "inertia must be >= 1".into()));
+            }
+        }
+        for l in &self.lines {
+            if !names.insert(l.name.as_str()) {
+                return Err(bad(&l.name, "name used twice".into()));
+            }
+            if !unit(&l.a) || !unit(&l.b) || l.a == l.b {
+                return Err(bad(
+                    &l.name,
+                    "a and b must be distinct points within 0..1".into(),
+                ));
+            }
+            if l.forward == l.backward {
+                return Err(bad(&l.name, "direction names must differ".into()));
+            }
+            if let Some(d) = &l.alert_direction
+                && d != &l.forward
+                && d != &l.backward
+            {
+                return Err(bad(
+                    &l.name,
+                    format!("alert_direction {d:?} is neither direction"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What an alert is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AlertKind {
+    Loitering,
+    WrongWay,
+    Crowding,
+    CrowdingCleared,
+}
+
+impl AlertKind {
+    /// Wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertKind::Loitering => "loitering",
+            AlertKind::WrongWay => "wrong_way",
+            AlertKind::Crowding => "crowding",
+            AlertKind::CrowdingCleared => "crowding_cleared",
+        }
+    }
+}
+
+/// One alert raised in a frame.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
+    pub kind: AlertKind,
+    /// Zone or line name.
+    pub rule: String,
+    /// The object, for per-object alerts (loitering, wrong way).
+    pub track_id: Option<u64>,
+    pub t: f64,
+    /// Loitering: seconds inside the zone; crowding: seconds at/over `crowd_min`.
+    pub dwell_s: Option<f64>,
+    /// Wrong way: the direction name.
+    pub direction: Option<String>,
+    /// Crowding: zone occupancy (all counted classes).
+    pub occupancy: Option<u32>,
+}
+
+/// Rule state of one object, for its event messages.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObjectRules {
+    /// Zones it is in now (after inertia), in configuration order.
+    pub current_zones: Vec<String>,
+    /// Every zone it has entered during its life, in configuration order.
+    pub entered_zones: Vec<String>,
+    pub stationary: bool,
+}
+
+/// A counter: cumulative since start and the delta of the current interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub total: u64,
+    pub delta: u64,
+}
+
+impl Counter {
+    fn add(&mut self) {
+        self.total += 1;
+        self.delta += 1;
+    }
+}
+
+/// Counters of one line: class id → direction name → counter.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LineCounts {
+    pub name: String,
+    pub forward: String,
+    pub backward: String,
+    pub by_class: BTreeMap<u32, BTreeMap<String, Counter>>,
+}
+
+/// Counters of one zone.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ZoneCounts {
+    pub name: String,
+    /// Objects inside at the end of the interval, per class.
+    pub occupancy: BTreeMap<u32, u32>,
+    /// Highest total occupancy seen during the interval.
+    pub peak: u32,
+    /// Entries per class.
+    pub entered: BTreeMap<u32, Counter>,
+}
+
+/// One interval's counts report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CountsReport {
+    pub start_t: f64,
+    pub end_t: f64,
+    pub lines: Vec<LineCounts>,
+    pub zones: Vec<ZoneCounts>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct ZoneMembership {
+    inside: bool,
+    /// Consecutive frames disagreeing with `inside`.
+    streak: u32,
+    /// First frame of the run that made it inside.
+    run_start: f64,
+    entered_at: f64,
+    ever: bool,
+}
+
+#[derive(Clone, Debug)]
+struct ObjState {
+    class_id: u32,
+    zones: Vec<ZoneMembership>,
+    /// Per line: committed side (-1, +1, 0 unknown) and the foot point then.
+    sides: Vec<(i8, Pt)>,
+    anchor: (f32, f32),
+    anchor_t: f64,
+    stationary: bool,
+    /// (rule kind, rule name) → time of the last alert for this object.
+    alerted: BTreeMap<(AlertKind, String), f64>,
+    present: bool,
+}
+
+#[derive(Clone, Debug)]
+struct CrowdState {
+    /// Since when occupancy has been >= crowd_min (None: below).
+    over_since: Option<f64>,
+    /// Since when occupancy has been below crowd_min while active.
+    under_since: Option<f64>,
+    active: bool,
+}
+
+/// The rules of one camera's tracks.
+#[derive(Clone, Debug)]
+pub struct RulesEngine {
+    cfg: RulesConfig,
+    objs: BTreeMap<u64, ObjState>,
+    /// Tracks that disappeared in the latest frame (their End may still need them).
+    gone: BTreeMap<u64, ObjState>,
+    crowds: Vec<CrowdState>,
+    /// Last alert time per (kind, rule name), for cooldowns.
+    last_alert: BTreeMap<(AlertKind, String), f64>,
+    lines: Vec<LineCounts>,
+    zone_entered: Vec<BTreeMap<u32, Counter>>,
+    zone_peak: Vec<u32>,
+    interval_start: f64,
+}
+
+/// Signed distance of `p` to the line through `a`, `b` (positive: right of
+/// A→B on screen, y pointing down).
+fn side_dist(a: Pt, b: Pt, p: Pt) -> f32 {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let len = (dx * dx + dy * dy).sqrt().max(f32::EPSILON);
+    (dx * (p.1 - a.1) - dy * (p.0 - a.0)) / len
+}
+
+/// Even-odd point-in-polygon test.
+pub fn point_in_polygon(poly: &[Pt], p: Pt) -> bool {
+    let mut inside = false;
+    let n = poly.len();
+    let mut j = n.wrapping_sub(1);
+    for i in 0..n {
+        let (xi, yi) = poly[i];
+        let (xj, yj) = poly[j];
+        if (yi > p.1) != (yj > p.1) && p.0 < (xj - xi) * (p.1 - yi) / (yj - yi) + xi {
+            inside = !inside;
+        }
+        j = i;
+    }
+    inside
+}
+
+/// Foot point (bottom-centre) of a pixel box, normalised.
+pub fn foot_point(b: &BBox, w: u32, h: u32) -> Pt {
+    let (w, h) = (w.max(1) as f32, h.max(1) as f32);
+    (((b.x1 + b.x2) / 2.0) / w, b.y2 / h)
+}
+
+impl RulesEngine {
+    /// The config is used as given: call [`RulesConfig::validate`] first.
+    /// `t0` is the media time the first counts interval starts at.
+    pub fn new(cfg: RulesConfig, t0: f64) -> Self {
+        let lines = cfg
+            .lines
+            .iter()
+            .map(|l| LineCounts {
+                name: l.name.clone(),
+                forward: l.forward.clone(),
+                backward: l.backward.clone(),
+                by_class: BTreeMap::new(),
+            })
+            .collect();
+        let nz = cfg.zones.len();
+        Self {
+            crowds: (0..nz)
+                .map(|_| CrowdState {
+                    over_since: None,
+                    under_since: None,
+                    active: false,
+                })
+                .collect(),
+            cfg,
+            objs: BTreeMap::new(),
+            gone: BTreeMap::new(),
+            last_alert: BTreeMap::new(),
+            lines,
+            zone_entered: vec![BTreeMap::new(); nz],
+            zone_peak: vec![0; nz],
+            interval_start: t0,
+        }
+    }
+
+    pub fn config(&self) -> &RulesConfig {
+        &self.cfg
+    }
+
+    /// Start of the current counts interval.
+    pub fn interval_start(&self) -> f64 {
+        self.interval_start
+    }
+
+    /// Rule state of a live track, or of one that disappeared in the latest frame.
+    pub fn object(&self, track_id: u64) -> Option<ObjectRules> {
+        let o = self
+            .objs
+            .get(&track_id)
+            .or_else(|| self.gone.get(&track_id))?;
+        let names = |pred: &dyn Fn(&ZoneMembership) -> bool| {
+            self.cfg
+                .zones
+                .iter()
+                .zip(&o.zones)
+                .filter(|(_, m)| pred(m))
+                .map(|(z, _)| z.name.clone())
+                .collect()
+        };
+        Some(ObjectRules {
+            current_zones: names(&|m| m.inside),
+            entered_zones: names(&|m| m.ever),
+            stationary: o.stationary,
+        })
+    }
+
+    /// Whether a track is stationary now.
+    pub fn is_stationary(&self, track_id: u64) -> bool {
+        self.objs.get(&track_id).is_some_and(|o| o.stationary)
+    }
+
+    /// Current occupancy of zone `i` per class.
+    fn occupancy(&self, i: usize) -> BTreeMap<u32, u32> {
+        let mut m = BTreeMap::new();
+        for o in self.objs.values() {
+            if o.zones.get(i).is_some_and(|z| z.inside) {
+                *m.entry(o.class_id).or_insert(0) += 1;
+            }
+        }
+        m
+    }
+
+    /// Cooldown and once-per-object checks; records the alert when allowed.
+    fn allow(
+        cfg: &RulesConfig,
+        last_alert: &mut BTreeMap<(AlertKind, String), f64>,
+        obj: Option<&mut ObjState>,
+        kind: AlertKind,
+        rule: &str,
+        t: f64,
+    ) -> bool {
+        let key = (kind, rule.to_string());
+        if last_alert
+            .get(&key)
+            .is_some_and(|&last| t - last < cfg.cooldown_s)
+        {
+            return false;
+        }
+        if let Some(o) = obj {
+            if o.stationary {
+                return false;
+            }
+            if let Some(&prev) = o.alerted.get(&key) {
+                match cfg.realert_s {
+                    Some(r) if t - prev >= r => {}
+                    _ => return false,
+                }
+            }
+            o.alerted.insert(key.clone(), t);
+        }
+        last_alert.insert(key, t);
+        true
+    }
+
+    /// Processes all live tracks of the frame at media time `t`
+    /// (`frame_w × frame_h` pixels). Returns the alerts raised.
+    pub fn on_frame(
+        &mut self,
+        t: f64,
+        frame_w: u32,
+        frame_h: u32,
+        tracks: &[TrackView],
+    ) -> Vec<Alert> {
+        let cfg = &self.cfg;
+        let mut alerts = Vec::new();
+        self.gone.clear();
+        for o in self.objs.values_mut() {
+            o.present = false;
+        }
+        let (fw, fh) = (frame_w.max(1) as f32, frame_h.max(1) as f32);
+        let diag = (fw * fw + fh * fh).sqrt();
+        for tv in tracks {
+            let o = self.objs.entry(tv.id).or_insert_with(|| ObjState {
+                class_id: tv.class_id,
+                zones: vec![ZoneMembership::default(); cfg.zones.len()],
+                sides: vec![(0, (0.0, 0.0)); cfg.lines.len()],
+                anchor: tv.bbox.center(),
+                anchor_t: t,
+                stationary: false,
+                alerted: BTreeMap::new(),
+                present: true,
+            });
+            o.present = true;
+            if !(tv.matched && tv.state == TrackState::Confirmed) {
+                continue;
+            }
+            let foot = foot_point(&tv.bbox, frame_w, frame_h);
+            let area = tv.bbox.clamp(fw, fh).area() / (fw * fh);
+
+            // Stationary.
+            let c = tv.bbox.center();
+            let moved = ((c.0 - o.anchor.0).powi(2) + (c.1 - o.anchor.1).powi(2)).sqrt() / diag;
+            if moved > cfg.stationary_tolerance {
+                o.anchor = c;
+                o.anchor_t = t;
+                o.stationary = false;
+            } else if cfg.stationary_s > 0.0 && t - o.anchor_t >= cfg.stationary_s {
+                o.stationary = true;
+            }
+
+            // Zones.
+            for (zi, z) in cfg.zones.iter().enumerate() {
+                let m = &mut o.zones[zi];
+                let eligible = (z.classes.is_empty() || z.classes.contains(&tv.class_id))
+                    && area >= z.min_area;
+                let here = eligible && point_in_polygon(&z.polygon, foot);
+                if here == m.inside {
+                    m.streak = 0;
+                } else {
+                    if m.streak == 0 {
+                        m.run_start = t;
+                    }
+                    m.streak += 1;
+                    if m.streak >= z.inertia {
+                        m.inside = here;
+                        m.streak = 0;
+                        if here {
+                            m.entered_at = m.run_start;
+                            m.ever = true;
+                            self.zone_entered[zi].entry(tv.class_id).or_default().add();
+                        }
+                    }
+                }
+                if let Some(limit) = z.loiter_s
+                    && m.inside
+                    && t - m.entered_at >= limit
+                {
+                    let dwell = t - m.entered_at;
+                    if Self::allow(
+                        cfg,
+                        &mut self.last_alert,
+                        Some(o),
+                        AlertKind::Loitering,
+                        &z.name,
+                        t,
+                    ) {
+                        alerts.push(Alert {
+                            kind: AlertKind::Loitering,
+                            rule: z.name.clone(),
+                            track_id: Some(tv.id),
+                            t,
+                            dwell_s: Some(dwell),
+                            direction: None,
+                            occupancy: None,
+                        });
+                    }
+                }
+            }
+
+            // Lines.
+            for (li, l) in cfg.lines.iter().enumerate() {
+                if !(l.classes.is_empty() || l.classes.contains(&tv.class_id)) {
+                    continue;
+                }
+                let d = side_dist(l.a, l.b, foot);
+                let (side, prev) = o.sides[li];
+                if d.abs() <= l.hysteresis {
+                    continue;
+                }
+                let now: i8 = if d > 0.0 { 1 } else { -1 };
+                if side != 0 && now != side {
+                    // Where did the move from `prev` to `foot` cross the line?
+                    let d0 = side_dist(l.a, l.b, prev);
+                    let k = d0 / (d0 - d);
+                    let q = (
+                        prev.0 + k * (foot.0 - prev.0),
+                        prev.1 + k * (foot.1 - prev.1),
+                    );
+                    let (dx, dy) = (l.b.0 - l.a.0, l.b.1 - l.a.1);
+                    let u = ((q.0 - l.a.0) * dx + (q.1 - l.a.1) * dy) / (dx * dx + dy * dy);
+                    if (0.0..=1.0).contains(&u) {
+                        let dir = if now > 0 { &l.forward } else { &l.backward };
+                        self.lines[li]
+                            .by_class
+                            .entry(tv.class_id)
+                            .or_default()
+                            .entry(dir.clone())
+                            .or_default()
+                            .add();
+                        if l.alert_direction.as_ref() == Some(dir)
+                            && Self::allow(
+                                cfg,
+                                &mut self.last_alert,
+                                Some(o),
+                                AlertKind::WrongWay,
+                                &l.name,
+                                t,
+                            )
+                        {
+                            alerts.push(Alert {
+                                kind: AlertKind::WrongWay,
+                                rule: l.name.clone(),
+                                track_id: Some(tv.id),
+                                t,
+                                dwell_s: None,
+                                direction: Some(dir.clone()),
+                                occupancy: None,
+                            });
+                        }
+                    }
+                }
+                o.sides[li] = (now, foot);
+            }
+        }
+        // Forget tracks the tracker no longer reports (keep them one frame).
+        let ids: Vec<u64> = self
+            .objs
+            .iter()
+            .filter(|(_, o)| !o.present)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            if let Some(o) = self.objs.remove(&id) {
+                self.gone.insert(id, o);
+            }
+        }
+
+        // Crowding.
+        for zi in 0..self.cfg.zones.len() {
+            let occ: u32 = self.occupancy(zi).values().sum();
+            self.zone_peak[zi] = self.zone_peak[zi].max(occ);
+            let z = &self.cfg.zones[zi];
+            let Some(k) = z.crowd_min else { continue };
+            let st = &mut self.crowds[zi];
+            if occ >= k {
+                st.under_since = None;
+                let since = *st.over_since.get_or_insert(t);
+                if !st.active
+                    && t - since >= z.crowd_for_s
+                    && Self::allow(
+                        &self.cfg,
+                        &mut self.last_alert,
+                        None,
+                        AlertKind::Crowding,
+                        &z.name,
+                        t,
+                    )
+                {
+                    st.active = true;
+                    alerts.push(Alert {
+                        kind: AlertKind::Crowding,
+                        rule: z.name.clone(),
+                        track_id: None,
+                        t,
+                        dwell_s: Some(t - since),
+                        direction: None,
+                        occupancy: Some(occ),
+                    });
+                }
+            } else {
+                st.over_since = None;
+                if st.active {
+                    let since = *st.under_since.get_or_insert(t);
+                    if t - since >= z.crowd_clear_s {
+                        st.active = false;
+                        st.under_since = None;
+                        alerts.push(Alert {
+                            kind: AlertKind::CrowdingCleared,
+                            rule: z.name.clone(),
+                            track_id: None,
+                            t,
+                            dwell_s: None,
+                            direction: None,
+                            occupancy: Some(occ),
+                        });
+                    }
+                }
+            }
+        }
+        alerts
+    }
+
+    /// Whether a crowd is active in zone `name`.
+    pub fn crowd_active(&self, name: &str) -> bool {
+        self.cfg
+            .zones
+            .iter()
+            .position(|z| z.name == name)
+            .is_some_and(|i| self.crowds[i].active)
+    }
+
+    /// The counts of the interval ending at `t`; starts the next interval.
+    pub fn take_counts(&mut self, t: f64) -> CountsReport {
+        let zones = self
+            .cfg
+            .zones
+            .iter()
+            .enumerate()
+            .map(|(i, z)| ZoneCounts {
+                name: z.name.clone(),
+                occupancy: self.occupancy(i),
+                peak: self.zone_peak[i],
+                entered: self.zone_entered[i].clone(),
+            })
+            .collect();
+        let report = CountsReport {
+            start_t: self.interval_start,
+            end_t: t,
+            lines: self.lines.clone(),
+            zones,
+        };
+        for l in &mut self.lines {
+            for dirs in l.by_class.values_mut() {
+                for c in dirs.values_mut() {
+                    c.delta = 0;
+                }
+            }
+        }
+        for (i, z) in self.zone_entered.iter_mut().enumerate() {
+            for c in z.values_mut() {
+                c.delta = 0;
+            }
+            self.zone_peak[i] = 0;
+        }
+        self.interval_start = t;
+        report
+    }
+}
+
+#[cfg(test)]
+#[path = "rules/tests.rs"]
+mod tests;

@@ -25,6 +25,10 @@
 //! Detections are cached in `out/mot/pets09_dets.txt`; `EDGE_MOT_DETS=reuse`
 //! skips decoding and inference and replays the cache (for tuning).
 //!
+//! Variants: `node` (the node's config), `before` (the previous default,
+//! `match_buffer` 0.3), `reid` (re-identification pass on), plus any given
+//! as `EDGE_MOT_CFG="name:key=value,key=value;name2:..."` for tuning.
+//!
 //! Output per run: `out/mot/pets09_<variant>_<fps>fps.txt` in MOTChallenge
 //! format (`frame,id,x,y,w,h,conf,-1,-1,-1`; confirmed tracks matched in that
 //! frame, MOT frame = decoded frame + 1), then `scripts/mot_eval.py`
@@ -128,7 +132,11 @@ fn run_detector(
                     .detect(&f.data, f.width, f.height)
                     .unwrap_or_else(|e| panic!("detect: {e}"));
                 let index = (f.t * CLIP_FPS).round() as usize;
-                out.push(FrameDets { index, t: f.t, dets });
+                out.push(FrameDets {
+                    index,
+                    t: f.t,
+                    dets,
+                });
                 if out.len() % 100 == 0 {
                     eprintln!("  {} frames", out.len());
                 }
@@ -140,7 +148,11 @@ fn run_detector(
                     while let Ok(f) = frx.try_recv() {
                         let dets = det.detect(&f.data, f.width, f.height).unwrap_or_default();
                         let index = (f.t * CLIP_FPS).round() as usize;
-                        out.push(FrameDets { index, t: f.t, dets });
+                        out.push(FrameDets {
+                            index,
+                            t: f.t,
+                            dets,
+                        });
                     }
                     break;
                 }
@@ -216,6 +228,30 @@ fn track(frames: &[FrameDets], cfg: &TrackerConfig, step: usize) -> String {
     s
 }
 
+/// `base` with `key=value` pairs (comma separated) applied; unknown keys panic.
+fn with_overrides(base: &TrackerConfig, kvs: &str) -> TrackerConfig {
+    let mut c = base.clone();
+    for kv in kvs.split(',').filter(|k| !k.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let f: f64 = v.parse().unwrap_or_else(|_| panic!("bad value in {kv}"));
+        match k {
+            "high_thresh" => c.high_thresh = f as f32,
+            "low_thresh" => c.low_thresh = f as f32,
+            "new_track_thresh" => c.new_track_thresh = f as f32,
+            "match_iou" => c.match_iou = f as f32,
+            "match_buffer" => c.match_buffer = f as f32,
+            "low_match_iou" => c.low_match_iou = f as f32,
+            "min_hits" => c.min_hits = f as u32,
+            "max_lost_s" => c.max_lost_s = f,
+            "reid_speed" => c.reid_speed = f as f32,
+            "reid_min_gate" => c.reid_min_gate = f as f32,
+            "reid_max_scale" => c.reid_max_scale = f as f32,
+            _ => panic!("unknown tracker setting {k}"),
+        }
+    }
+    c
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if !args.iter().any(|a| a == "--bench") {
@@ -267,18 +303,44 @@ fn main() {
         "expected every frame of the clip (MOT frame f = decoded frame f - 1)"
     );
     let ndet: usize = frames.iter().map(|f| f.dets.len()).sum();
-    println!("mot_eval: {} frames, {ndet} person detections", frames.len());
+    println!(
+        "mot_eval: {} frames, {ndet} person detections",
+        frames.len()
+    );
 
     let python = std::env::var("EDGE_MOT_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = root.join("scripts/mot_eval.py");
     let node = node_tracker_config();
     println!("tracker config (as the node builds it): {node:?}");
+    // `node`: what the node runs. `before`: the round-2 default (match_buffer
+    // 0.3), kept for the before/after comparison. `reid`: the opt-in
+    // re-identification pass on.
+    let mut variants = vec![
+        ("node".to_string(), node.clone()),
+        (
+            "before".to_string(),
+            with_overrides(&node, "match_buffer=0.3"),
+        ),
+        ("reid".to_string(), with_overrides(&node, "reid_speed=1")),
+    ];
+    if let Ok(spec) = std::env::var("EDGE_MOT_CFG") {
+        // Extra variants for tuning: `name:key=v,key=v;name2:key=v`.
+        for part in spec.split(';').filter(|p| !p.is_empty()) {
+            let (name, kvs) = part.split_once(':').unwrap_or((part, ""));
+            let cfg = with_overrides(&node, kvs);
+            println!("variant {name}: {cfg:?}");
+            variants.push((name.to_string(), cfg));
+        }
+    }
     let mut summary = serde_json::Map::new();
-    for (fps, step) in [(10, 1), (5, 2)] {
-        let rows = track(&frames, &node, step);
-        let res = out_dir.join(format!("pets09_node_{fps}fps.txt"));
+    for ((name, cfg), (fps, step)) in variants
+        .iter()
+        .flat_map(|v| [(10, 1), (5, 2)].map(|fs| (v, fs)))
+    {
+        let rows = track(&frames, cfg, step);
+        let res = out_dir.join(format!("pets09_{name}_{fps}fps.txt"));
         std::fs::write(&res, rows).unwrap_or_else(|e| panic!("{}: {e}", res.display()));
-        let json = out_dir.join(format!("pets09_node_{fps}fps.json"));
+        let json = out_dir.join(format!("pets09_{name}_{fps}fps.json"));
         let status = Command::new(&python)
             .arg(&script)
             .arg("--gt")
@@ -296,7 +358,7 @@ fn main() {
                     .ok()
                     .and_then(|t| serde_json::from_str(&t).ok())
                     .unwrap_or_default();
-                summary.insert(format!("node_{fps}fps"), v);
+                summary.insert(format!("{name}_{fps}fps"), v);
             }
             other => {
                 println!(

@@ -1,0 +1,378 @@
+//! Tracker evaluation against a public ground truth: PETS09-S2L1 (MOTChallenge 2015).
+//!
+//! ```sh
+//! scripts/fetch-pets09.sh                       # full vtest.avi from Debian opencv-doc
+//! python3 -m venv /work/venv-mot && /work/venv-mot/bin/pip install \
+//!     motmetrics==1.4.0 'numpy<2' 'pandas<2.3' 'scipy<1.15'
+//! EDGE_MOT_PYTHON=/work/venv-mot/bin/python \
+//!   cargo bench -p edge-node --bench mot_eval -- --gt /path/to/PETS09-S2L1/gt/gt.txt
+//! ```
+//!
+//! The ground truth (CC BY-NC-SA 3.0, not in this repository) comes from the
+//! MOTChallenge 2015 training set, sequence "PETS09-S2L1"; see
+//! `docs/evaluation.md`. Its path is `--gt PATH` or `$EDGE_MOT_GT`. Without
+//! it, or without the video, the bench says how to get them and exits 0.
+//! Without `--bench` (under `cargo test --all-targets`) it only prints a line.
+//!
+//! Pipeline: the node's own `source::spawn_camera` decodes the full 795-frame
+//! clip (`--video PATH`, `$EDGE_MOT_VIDEO`, default
+//! `third_party/pets09/vtest.avi`; not real time, `detect_fps` = 10 = every
+//! frame); the bundled NanoDet-g 416 (`detect::Detector`, class `person`,
+//! the node's default threshold and NMS) finds people; `track::Tracker` runs
+//! with exactly the config the node builds (`EventConfig::tracker_config`
+//! over the `[tracker]` section defaults), once on every frame (10 fps) and
+//! once on every second frame (5 fps, the node's default `detect_fps`).
+//! Detections are cached in `out/mot/pets09_dets.txt`; `EDGE_MOT_DETS=reuse`
+//! skips decoding and inference and replays the cache (for tuning).
+//!
+//! Variants: `node` (the node's config), `before` (the previous default,
+//! `match_buffer` 0.3), `reid` (re-identification pass on), plus any given
+//! as `EDGE_MOT_CFG="name:key=value,key=value;name2:..."` for tuning.
+//!
+//! Output per run: `out/mot/pets09_<variant>_<fps>fps.txt` in MOTChallenge
+//! format (`frame,id,x,y,w,h,conf,-1,-1,-1`; confirmed tracks matched in that
+//! frame, MOT frame = decoded frame + 1), then `scripts/mot_eval.py`
+//! (py-motmetrics; `$EDGE_MOT_PYTHON`, default `python3`) prints MOTA, IDF1,
+//! ID switches, fragmentations and the line-crossing counts of the tracker
+//! next to those of the ground truth. All figures go to
+//! `out/mot/summary.json`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
+
+use edge_node::config::{DetectorSection, TrackerSection};
+use edge_node::detect::{Detector, DetectorOptions, RuntimeOptions, init_runtime};
+use edge_node::events::EventConfig;
+use edge_node::frame::{BBox, Detection, Frame};
+use edge_node::source::{SourceOptions, SourceState, spawn_camera};
+use edge_node::track::{TrackState, Tracker, TrackerConfig};
+
+const MODEL: &str = "models/nanodet_g_coco_416.onnx";
+const CLIP_FPS: f64 = 10.0;
+const FRAMES: usize = 795;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `--name VALUE` from the command line, else the environment variable.
+fn arg_or_env(args: &[String], name: &str, env: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()))
+}
+
+/// The tracker config the node builds from a pipeline with default
+/// `[tracker]` and `[events]` sections (see `node.rs`).
+fn node_tracker_config() -> TrackerConfig {
+    let t = TrackerSection::default();
+    EventConfig::default().tracker_config(TrackerConfig {
+        high_thresh: t.high_thresh,
+        low_thresh: t.low_thresh,
+        new_track_thresh: t.new_track_thresh,
+        match_iou: t.match_iou,
+        ..TrackerConfig::default()
+    })
+}
+
+/// One decoded frame's detections, at media time `t`.
+struct FrameDets {
+    index: usize,
+    t: f64,
+    dets: Vec<Detection>,
+}
+
+fn detect_clip(video: &Path) -> Vec<FrameDets> {
+    if let Err(e) = init_runtime(&RuntimeOptions::default()) {
+        panic!("ONNX Runtime: {e} (set ORT_DYLIB_PATH)");
+    }
+    let d = DetectorSection::default();
+    let mut o = DetectorOptions::new(root().join(MODEL));
+    o.threshold = d.threshold;
+    o.nms_iou = d.nms_iou;
+    o.classes = Some(vec!["person".to_string()]);
+    o.intra_threads = 2;
+    let mut det = Detector::load(&o).unwrap_or_else(|e| panic!("{MODEL}: {e}"));
+
+    // A small blocking queue: a file source that is not real time simply
+    // waits for the detector, so no frame is dropped.
+    let (ftx, frx) = sync_channel::<Frame>(4);
+    let (stx, srx) = sync_channel::<SourceState>(16);
+    let mut opts = SourceOptions::new("pets09", video.to_string_lossy());
+    opts.detect_fps = CLIP_FPS;
+    opts.realtime = false;
+    let cam = spawn_camera(
+        opts,
+        Box::new(move |f| {
+            let _ = ftx.send(f);
+        }),
+        Box::new(move |s| {
+            let _ = stx.try_send(s);
+        }),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", video.display()));
+    let out = run_detector(&mut det, &frx, &srx);
+    cam.join();
+    out
+}
+
+fn run_detector(
+    det: &mut Detector,
+    frx: &Receiver<Frame>,
+    srx: &Receiver<SourceState>,
+) -> Vec<FrameDets> {
+    let mut out = Vec::with_capacity(FRAMES);
+    loop {
+        match frx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(f) => {
+                let dets = det
+                    .detect(&f.data, f.width, f.height)
+                    .unwrap_or_else(|e| panic!("detect: {e}"));
+                let index = (f.t * CLIP_FPS).round() as usize;
+                out.push(FrameDets {
+                    index,
+                    t: f.t,
+                    dets,
+                });
+                if out.len() % 100 == 0 {
+                    eprintln!("  {} frames", out.len());
+                }
+            }
+            Err(_) => match srx.try_recv() {
+                Ok(SourceState::Failed { error }) => panic!("decode failed: {error}"),
+                Ok(SourceState::Ended) | Err(TryRecvError::Disconnected) => {
+                    // Drain what is left.
+                    while let Ok(f) = frx.try_recv() {
+                        let dets = det.detect(&f.data, f.width, f.height).unwrap_or_default();
+                        let index = (f.t * CLIP_FPS).round() as usize;
+                        out.push(FrameDets {
+                            index,
+                            t: f.t,
+                            dets,
+                        });
+                    }
+                    break;
+                }
+                Ok(_) | Err(TryRecvError::Empty) => {}
+            },
+        }
+    }
+    out.sort_by_key(|f| f.index);
+    out
+}
+
+fn write_dets(path: &Path, frames: &[FrameDets]) {
+    let mut s = String::new();
+    for f in frames {
+        let _ = writeln!(s, "{},{}", f.index, f.t);
+        for d in &f.dets {
+            let b = d.bbox;
+            let _ = writeln!(
+                s,
+                "{},{},{},{},{},{},{},{}",
+                f.index, f.t, d.class_id, d.score, b.x1, b.y1, b.x2, b.y2
+            );
+        }
+    }
+    std::fs::write(path, s).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+fn read_dets(path: &Path) -> Option<Vec<FrameDets>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut out: Vec<FrameDets> = Vec::new();
+    for line in text.lines() {
+        let v: Vec<f64> = line.split(',').filter_map(|x| x.parse().ok()).collect();
+        match v.as_slice() {
+            [i, t] => out.push(FrameDets {
+                index: *i as usize,
+                t: *t,
+                dets: Vec::new(),
+            }),
+            [_, _, c, s, x1, y1, x2, y2] => out.last_mut()?.dets.push(Detection {
+                class_id: *c as u32,
+                score: *s as f32,
+                bbox: BBox::new(*x1 as f32, *y1 as f32, *x2 as f32, *y2 as f32),
+            }),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Runs the tracker on every `step`-th frame; returns MOTChallenge rows.
+fn track(frames: &[FrameDets], cfg: &TrackerConfig, step: usize) -> String {
+    let mut tr = Tracker::new(cfg.clone());
+    let mut s = String::new();
+    for f in frames.iter().filter(|f| f.index % step == 0) {
+        for v in tr.update(f.t, &f.dets) {
+            if v.state != TrackState::Confirmed || !v.matched {
+                continue;
+            }
+            let b = v.bbox;
+            let _ = writeln!(
+                s,
+                "{},{},{:.2},{:.2},{:.2},{:.2},{:.3},-1,-1,-1",
+                f.index + 1,
+                v.id,
+                b.x1,
+                b.y1,
+                b.width(),
+                b.height(),
+                v.score
+            );
+        }
+    }
+    s
+}
+
+/// `base` with `key=value` pairs (comma separated) applied; unknown keys panic.
+fn with_overrides(base: &TrackerConfig, kvs: &str) -> TrackerConfig {
+    let mut c = base.clone();
+    for kv in kvs.split(',').filter(|k| !k.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let f: f64 = v.parse().unwrap_or_else(|_| panic!("bad value in {kv}"));
+        match k {
+            "high_thresh" => c.high_thresh = f as f32,
+            "low_thresh" => c.low_thresh = f as f32,
+            "new_track_thresh" => c.new_track_thresh = f as f32,
+            "match_iou" => c.match_iou = f as f32,
+            "match_buffer" => c.match_buffer = f as f32,
+            "low_match_iou" => c.low_match_iou = f as f32,
+            "min_hits" => c.min_hits = f as u32,
+            "max_lost_s" => c.max_lost_s = f,
+            "reid_speed" => c.reid_speed = f as f32,
+            "reid_min_gate" => c.reid_min_gate = f as f32,
+            "reid_max_scale" => c.reid_max_scale = f as f32,
+            _ => panic!("unknown tracker setting {k}"),
+        }
+    }
+    c
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") {
+        println!("mot_eval: run with `cargo bench -p edge-node --bench mot_eval -- --gt PATH`");
+        return;
+    }
+    let root = root();
+    let Some(gt) = arg_or_env(&args, "--gt", "EDGE_MOT_GT")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+    else {
+        println!(
+            "mot_eval: no ground truth. Download the MOTChallenge 2015 training set \
+             (https://motchallenge.net/data/2D_MOT_2015/, CC BY-NC-SA 3.0) and pass \
+             PETS09-S2L1/gt/gt.txt with `-- --gt PATH` or EDGE_MOT_GT. See docs/evaluation.md."
+        );
+        return;
+    };
+    let video = arg_or_env(&args, "--video", "EDGE_MOT_VIDEO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("third_party/pets09/vtest.avi"));
+    let out_dir = root.join("out/mot");
+    std::fs::create_dir_all(&out_dir).unwrap_or_else(|e| panic!("{}: {e}", out_dir.display()));
+    let cache = out_dir.join("pets09_dets.txt");
+
+    let reuse = std::env::var("EDGE_MOT_DETS").is_ok_and(|v| v == "reuse");
+    let frames = match reuse.then(|| read_dets(&cache)).flatten() {
+        Some(f) => {
+            println!("mot_eval: replaying {} cached frames", f.len());
+            f
+        }
+        None => {
+            if !video.is_file() {
+                println!(
+                    "mot_eval: no video at {}; run scripts/fetch-pets09.sh",
+                    video.display()
+                );
+                return;
+            }
+            println!("mot_eval: decoding and detecting {}", video.display());
+            let f = detect_clip(&video);
+            write_dets(&cache, &f);
+            f
+        }
+    };
+    assert_eq!(
+        frames.len(),
+        FRAMES,
+        "expected every frame of the clip (MOT frame f = decoded frame f - 1)"
+    );
+    let ndet: usize = frames.iter().map(|f| f.dets.len()).sum();
+    println!(
+        "mot_eval: {} frames, {ndet} person detections",
+        frames.len()
+    );
+
+    let python = std::env::var("EDGE_MOT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = root.join("scripts/mot_eval.py");
+    let node = node_tracker_config();
+    println!("tracker config (as the node builds it): {node:?}");
+    // `node`: what the node runs. `before`: the round-2 default (match_buffer
+    // 0.3), kept for the before/after comparison. `reid`: the opt-in
+    // re-identification pass on.
+    let mut variants = vec![
+        ("node".to_string(), node.clone()),
+        (
+            "before".to_string(),
+            with_overrides(&node, "match_buffer=0.3"),
+        ),
+        ("reid".to_string(), with_overrides(&node, "reid_speed=1")),
+    ];
+    if let Ok(spec) = std::env::var("EDGE_MOT_CFG") {
+        // Extra variants for tuning: `name:key=v,key=v;name2:key=v`.
+        for part in spec.split(';').filter(|p| !p.is_empty()) {
+            let (name, kvs) = part.split_once(':').unwrap_or((part, ""));
+            let cfg = with_overrides(&node, kvs);
+            println!("variant {name}: {cfg:?}");
+            variants.push((name.to_string(), cfg));
+        }
+    }
+    let mut summary = serde_json::Map::new();
+    for ((name, cfg), (fps, step)) in variants
+        .iter()
+        .flat_map(|v| [(10, 1), (5, 2)].map(|fs| (v, fs)))
+    {
+        let rows = track(&frames, cfg, step);
+        let res = out_dir.join(format!("pets09_{name}_{fps}fps.txt"));
+        std::fs::write(&res, rows).unwrap_or_else(|e| panic!("{}: {e}", res.display()));
+        let json = out_dir.join(format!("pets09_{name}_{fps}fps.json"));
+        let status = Command::new(&python)
+            .arg(&script)
+            .arg("--gt")
+            .arg(&gt)
+            .arg("--res")
+            .arg(&res)
+            .arg("--step")
+            .arg(step.to_string())
+            .arg("--json")
+            .arg(&json)
+            .status();
+        match status {
+            Ok(s) if s.success() => {
+                let v: serde_json::Value = std::fs::read_to_string(&json)
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or_default();
+                summary.insert(format!("{name}_{fps}fps"), v);
+            }
+            other => {
+                println!(
+                    "mot_eval: {python} {} failed ({other:?}); it needs py-motmetrics, see \
+                     docs/evaluation.md. Tracker output is in {}",
+                    script.display(),
+                    res.display()
+                );
+                return;
+            }
+        }
+    }
+    let path = out_dir.join("summary.json");
+    let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    println!("mot_eval: figures in {}", path.display());
+}

@@ -374,8 +374,7 @@ pub fn decode_centerface(
     }
     let mut out = Vec::new();
     for (i, &score) in maps.heat[..n].iter().enumerate() {
-        // `!(a > b)` also skips NaN.
-        if !(score > threshold) {
+        if score.is_nan() || score <= threshold {
             continue;
         }
         let (row, col) = ((i / maps.grid_w) as f32, (i % maps.grid_w) as f32);

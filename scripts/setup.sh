@@ -97,6 +97,7 @@ say "gstreamer: $gst"
 
 # --- 3. ONNX Runtime ----------------------------------------------------------
 ORT_VERSION=$ORT_VERSION scripts/fetch-onnxruntime.sh "$ORT_DEST" >&2
+scripts/fetch-centerface.sh >&2  # face blurring model -> third_party/models
 
 # --- 4. what to export --------------------------------------------------------
 [[ $ORT_DEST == /* ]] || ORT_DEST="$repo/$ORT_DEST"

@@ -18,6 +18,7 @@
 pub mod decode;
 pub mod detr;
 pub mod end2end;
+pub mod face;
 pub mod inspect;
 pub mod preprocess;
 pub mod spec;
@@ -42,6 +43,7 @@ pub use decode::{
 };
 pub use detr::{DetrTensors, decode_detr};
 pub use end2end::{decode_nms_rows, decode_tfod, decode_yolo_end2end};
+pub use face::{CenterFaceMaps, FaceDetector, decode_centerface, face_input_size};
 pub use inspect::{IoReport, ModelReport, PreprocessReport, file_sha256, inspect};
 pub use preprocess::{PreprocessConfig, Preprocessor, ResizeFilter, letterbox_geometry};
 pub use spec::{

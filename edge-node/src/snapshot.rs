@@ -319,6 +319,132 @@ pub fn fill_polygons(rgb: &mut [u8], width: u32, height: u32, polys: &[Polygon])
     }
 }
 
+/// How far [`blur_regions`] grows each box on every side, as a fraction of
+/// the box's width (left/right) and height (top/bottom): face detectors box
+/// the face tightly, hair, ears and chin would otherwise stay sharp.
+pub const BLUR_GROW: f32 = 0.15;
+/// Smallest pixelation block of [`blur_regions`], in pixels.
+pub const BLUR_MIN_BLOCK: u32 = 6;
+/// [`blur_regions`] cuts the longer side of a grown box into at most this many
+/// blocks: a 6×6 mosaic keeps a face's position, not whose it is.
+pub const BLUR_BLOCKS_PER_SIDE: u32 = 6;
+
+/// Irreversibly pixelates each box (pixels of this frame) in a packed RGB
+/// frame: the box is grown by [`BLUR_GROW`] on every side, clipped to the
+/// frame, every block of `max(BLUR_MIN_BLOCK, longer side / 6)` pixels is
+/// replaced by its mean colour, so nothing finer than the block survives, and
+/// the mosaic is then box-blurred (radius half a block, inside the grown box
+/// only) so its block edges do not add sharp edges of their own.
+/// Boxes with non-finite coordinates or wholly outside the frame are
+/// ignored; pixels outside the grown boxes are untouched.
+pub fn blur_regions(rgb: &mut [u8], width: u32, height: u32, boxes: &[BBox]) {
+    let (w, h) = (width as usize, height as usize);
+    if w == 0 || h == 0 || rgb.len() < w * h * 3 {
+        return;
+    }
+    for b in boxes {
+        if ![b.x1, b.y1, b.x2, b.y2].iter().all(|v| v.is_finite()) {
+            continue;
+        }
+        let (bw, bh) = (b.x2 - b.x1, b.y2 - b.y1);
+        if bw <= 0.0 || bh <= 0.0 {
+            continue;
+        }
+        let grown = BBox::new(
+            b.x1 - bw * BLUR_GROW,
+            b.y1 - bh * BLUR_GROW,
+            b.x2 + bw * BLUR_GROW,
+            b.y2 + bh * BLUR_GROW,
+        );
+        // Every pixel the grown box touches, clipped to the frame.
+        let x0 = grown.x1.floor().clamp(0.0, w as f32) as usize;
+        let y0 = grown.y1.floor().clamp(0.0, h as f32) as usize;
+        let x1 = grown.x2.ceil().clamp(0.0, w as f32) as usize;
+        let y1 = grown.y2.ceil().clamp(0.0, h as f32) as usize;
+        if x1 <= x0 || y1 <= y0 {
+            continue;
+        }
+        let side = (x1 - x0).max(y1 - y0) as u32;
+        let block = BLUR_MIN_BLOCK.max(side.div_ceil(BLUR_BLOCKS_PER_SIDE)) as usize;
+        for by in (y0..y1).step_by(block) {
+            let ey = (by + block).min(y1);
+            for bx in (x0..x1).step_by(block) {
+                let ex = (bx + block).min(x1);
+                let mut sum = [0u64; 3];
+                for y in by..ey {
+                    for px in rgb[(y * w + bx) * 3..(y * w + ex) * 3].chunks_exact(3) {
+                        sum[0] += px[0] as u64;
+                        sum[1] += px[1] as u64;
+                        sum[2] += px[2] as u64;
+                    }
+                }
+                let n = ((ey - by) * (ex - bx)) as u64;
+                let mean = sum.map(|s| ((s + n / 2) / n) as u8);
+                for y in by..ey {
+                    for px in rgb[(y * w + bx) * 3..(y * w + ex) * 3].chunks_exact_mut(3) {
+                        px.copy_from_slice(&mean);
+                    }
+                }
+            }
+        }
+        // Soften the mosaic's hard block edges (which would themselves be
+        // sharp detail) into ramps between block colours.
+        box_blur_region(rgb, w, (x0, y0, x1, y1), block / 2);
+    }
+}
+
+/// Separable box blur of radius `r` over the rectangle `x0..x1` × `y0..y1`
+/// of a packed RGB frame `w` pixels wide, reading only pixels inside the
+/// rectangle (windows are clipped to it), so nothing outside leaks in or
+/// changes.
+fn box_blur_region(
+    rgb: &mut [u8],
+    w: usize,
+    (x0, y0, x1, y1): (usize, usize, usize, usize),
+    r: usize,
+) {
+    let (rw, rh) = (x1 - x0, y1 - y0);
+    if r == 0 || rw == 0 || rh == 0 {
+        return;
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(rw * rh * 3);
+    for y in y0..y1 {
+        buf.extend_from_slice(&rgb[(y * w + x0) * 3..(y * w + x1) * 3]);
+    }
+    // One pass along a line of `n` pixels `step` apart (in pixels) from `start`.
+    let mut line: Vec<[u8; 3]> = Vec::with_capacity(rw.max(rh));
+    let mut pass = |buf: &mut [u8], start: usize, step: usize, n: usize| {
+        line.clear();
+        line.extend((0..n).map(|i| {
+            let j = (start + i * step) * 3;
+            [buf[j], buf[j + 1], buf[j + 2]]
+        }));
+        for i in 0..n {
+            let (lo, hi) = (i.saturating_sub(r), (i + r + 1).min(n));
+            let mut sum = [0u32; 3];
+            for px in &line[lo..hi] {
+                sum[0] += px[0] as u32;
+                sum[1] += px[1] as u32;
+                sum[2] += px[2] as u32;
+            }
+            let cnt = (hi - lo) as u32;
+            let j = (start + i * step) * 3;
+            for c in 0..3 {
+                buf[j + c] = ((sum[c] + cnt / 2) / cnt) as u8;
+            }
+        }
+    };
+    for y in 0..rh {
+        pass(&mut buf, y * rw, 1, rw);
+    }
+    for x in 0..rw {
+        pass(&mut buf, x, rw, rh);
+    }
+    for (row, y) in buf.chunks_exact(rw * 3).zip(y0..y1) {
+        rgb[(y * w + x0) * 3..(y * w + x1) * 3].copy_from_slice(row);
+    }
+}
+
 /// Baseline JPEG with 4:2:0 chroma subsampling, as cameras and browsers use:
 /// about a third smaller than the `image` crate's 4:4:4 output at the same
 /// quality, and faster (`jpeg-encoder` picks AVX2 at run time).
@@ -1053,5 +1179,66 @@ mod tests {
             rgb2.iter().all(|&v| v == 0),
             "a polygon larger than the frame blacks it all"
         );
+    }
+
+    #[test]
+    fn blur_regions_pixelates_only_the_grown_box_and_ignores_bad_boxes() {
+        let (w, h) = (64u32, 48u32);
+        // A fine checkerboard: maximal detail everywhere.
+        let src: Vec<u8> = (0..w * h)
+            .flat_map(|i| {
+                let v = if (i % w + i / w) % 2 == 0 { 255 } else { 0 };
+                [v, v / 2, 255 - v]
+            })
+            .collect();
+        let px = |buf: &[u8], x: u32, y: u32| {
+            let i = ((y * w + x) * 3) as usize;
+            [buf[i], buf[i + 1], buf[i + 2]]
+        };
+
+        let mut rgb = src.clone();
+        blur_regions(
+            &mut rgb,
+            w,
+            h,
+            &[
+                BBox::new(f32::NAN, 0.0, 10.0, 10.0),
+                BBox::new(100.0, 100.0, 120.0, 120.0),
+                BBox::new(5.0, 5.0, 4.0, 9.0),
+            ],
+        );
+        assert_eq!(rgb, src, "NaN, outside and empty boxes change nothing");
+
+        // Box 20x20 at (20, 10): grown by 3 px per side -> 17..43 x 7..33,
+        // 26 px -> blocks of max(6, 26/6 -> 5) = 6 px.
+        blur_regions(&mut rgb, w, h, &[BBox::new(20.0, 10.0, 40.0, 30.0)]);
+        for y in 0..h {
+            for x in 0..w {
+                let inside = (17..43).contains(&x) && (7..33).contains(&y);
+                if !inside {
+                    assert_eq!(px(&rgb, x, y), px(&src, x, y), "({x},{y}) outside changed");
+                }
+            }
+        }
+        // Inside, the checkerboard is gone: every pixel is its mean colour.
+        for y in 7..33 {
+            for x in 17..43 {
+                let c = px(&rgb, x, y);
+                assert!(
+                    (126..=129).contains(&c[0]) && (62..=65).contains(&c[1]),
+                    "({x},{y}) = {c:?}"
+                );
+            }
+        }
+
+        // A box hanging over the corner is clipped, not a panic.
+        let mut rgb = src.clone();
+        blur_regions(&mut rgb, w, h, &[BBox::new(-30.0, -30.0, 8.0, 8.0)]);
+        assert_ne!(rgb, src);
+        assert_eq!(px(&rgb, 20, 20), px(&src, 20, 20));
+        // A short buffer is left alone.
+        let mut short = vec![7u8; 10];
+        blur_regions(&mut short, w, h, &[BBox::new(0.0, 0.0, 8.0, 8.0)]);
+        assert_eq!(short, vec![7u8; 10]);
     }
 }

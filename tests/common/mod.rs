@@ -268,6 +268,7 @@ pub struct Schemas {
     pub event: jsonschema::Validator,
     pub node: jsonschema::Validator,
     pub camera: jsonschema::Validator,
+    pub stats: jsonschema::Validator,
 }
 
 fn load_schema(name: &str) -> jsonschema::Validator {
@@ -284,6 +285,7 @@ pub fn schemas() -> Schemas {
         event: load_schema("edge-event-1.schema.json"),
         node: load_schema("edge-node-status-1.schema.json"),
         camera: load_schema("edge-camera-status-1.schema.json"),
+        stats: load_schema("edge-stats-1.schema.json"),
     }
 }
 
@@ -307,6 +309,8 @@ impl Schemas {
             let v = m.json();
             let (validator, kind) = if m.topic.ends_with("/events") {
                 (&self.event, "event")
+            } else if m.topic.ends_with("/stats") {
+                (&self.stats, "stats")
             } else if v.get("camera").is_some() {
                 (&self.camera, "camera status")
             } else {

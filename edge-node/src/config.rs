@@ -53,6 +53,8 @@ pub struct PipelineFile {
     pub rules: RulesSection,
     #[serde(default)]
     pub cameras: Vec<CameraSection>,
+    #[serde(default)]
+    pub outbox: OutboxSection,
 }
 
 /// `[rules]`: defaults of the scene rules (zones and lines are per camera).
@@ -635,6 +637,45 @@ pub enum BrokerUrl {
     },
 }
 
+/// `[outbox]`: the durable store-and-forward queue (docs/outbox.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSection {
+    /// Default: `{state_dir}/outbox`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Disk quota for stored events and snapshots, MiB.
+    #[serde(default = "d_outbox_quota_mb")]
+    pub quota_mb: f64,
+    /// Messages per second handed to the broker at most (replay after an outage).
+    #[serde(default = "d_outbox_replay_rate")]
+    pub replay_rate: f64,
+    /// Seconds between retained `stats` messages.
+    #[serde(default = "d_outbox_stats_s")]
+    pub stats_interval_s: f64,
+}
+
+fn d_outbox_quota_mb() -> f64 {
+    256.0
+}
+fn d_outbox_replay_rate() -> f64 {
+    200.0
+}
+fn d_outbox_stats_s() -> f64 {
+    30.0
+}
+
+impl Default for OutboxSection {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            quota_mb: d_outbox_quota_mb(),
+            replay_rate: d_outbox_replay_rate(),
+            stats_interval_s: d_outbox_stats_s(),
+        }
+    }
+}
+
 /// A validated pipeline with every path resolved.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -896,6 +937,21 @@ pub fn validate(file: &Path, p: &PipelineFile) -> Result<(), ConfigError> {
         0.0,
         1.0,
     )?;
+    let o = &p.outbox;
+    for (field, v) in [
+        ("outbox.quota_mb", o.quota_mb),
+        ("outbox.replay_rate", o.replay_rate),
+        ("outbox.stats_interval_s", o.stats_interval_s),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(invalid(
+                file,
+                field,
+                format!("{v} is not a positive number"),
+                "use a positive number (see docs/outbox.md)",
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -757,6 +757,10 @@ pub async fn run_until(
         .unwrap_or_else(|| format!("edge-node-{}", raw.node.id));
     let opts = publish::mqtt_options(&raw.mqtt, &p.broker, &client_id)?;
     let cameras: Vec<String> = raw.cameras.iter().map(|c| c.id.clone()).collect();
+    let state_dir = heartbeat_path(&p)
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let (publisher, mqtt_task) = Publisher::start(
         opts,
         NodeIdentity {
@@ -765,7 +769,13 @@ pub async fn run_until(
             prefix: raw.mqtt.topic_prefix.clone(),
             cameras: cameras.clone(),
         },
-    );
+        publish::OutboxOptions {
+            dir: raw.outbox.dir.clone().unwrap_or(state_dir.join("outbox")),
+            quota_bytes: (raw.outbox.quota_mb * 1024.0 * 1024.0) as u64,
+            replay_rate: raw.outbox.replay_rate,
+            stats_interval: Duration::from_secs_f64(raw.outbox.stats_interval_s),
+        },
+    )?;
 
     // Heartbeat for the container health check.
     let hb = heartbeat_path(&p);
@@ -901,7 +911,8 @@ pub async fn run_until(
                 draw_box: raw.snapshot.draw_box,
                 ..SnapshotOptions::default()
             },
-            seq: 0,
+            // Numbering continues after a restart (the outbox stores the last seq).
+            seq: publisher.last_seq(&c.id),
             publish_latency_ms: publish_latency_ms.clone(),
             rules: rules_cfg,
             counts_interval_s: raw.rules.counts_interval_s,

@@ -14,13 +14,20 @@
 //!                                                          (per object) or edge-zone-alert/1 (crowding)
 //! {prefix}/{district}/{node}/{camera}/counts               QoS 1, edge-counts/1 every counts interval
 //! {prefix}/{district}/{node}/{camera}/snapshot/{id}        QoS 1, JPEG bytes, not retained
+//! {prefix}/{district}/{node}/stats                         retained, edge-stats/1 (outbox, counters)
 //! ```
+//!
+//! Events and snapshots go through the durable [`outbox`] first: a pump task
+//! drains it to the client at a bounded rate and a PUBACK removes the record
+//! (see `docs/outbox.md`). Status messages are retained and re-announced after
+//! every connect instead.
 
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
+pub mod outbox;
 pub mod watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -37,6 +44,7 @@ pub const COUNTS_SCHEMA: &str = "edge-counts/1";
 pub const ZONE_ALERT_SCHEMA: &str = "edge-zone-alert/1";
 pub const NODE_STATUS_SCHEMA: &str = "edge-node-status/1";
 pub const CAMERA_STATUS_SCHEMA: &str = "edge-camera-status/1";
+pub const STATS_SCHEMA: &str = "edge-stats/1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -57,6 +65,10 @@ pub enum PublishError {
     Embedded(String),
     #[error("cannot connect to the MQTT broker at {addr}: {reason}")]
     Connect { addr: String, reason: String },
+    #[error(transparent)]
+    Outbox(#[from] outbox::OutboxError),
+    #[error("the outbox writer task failed: {0}")]
+    OutboxTask(String),
 }
 
 // ------------------------------------------------------------------ topics
@@ -78,6 +90,9 @@ impl Topics {
     }
     pub fn node_status(&self) -> String {
         format!("{}/status", self.base)
+    }
+    pub fn stats(&self) -> String {
+        format!("{}/stats", self.base)
     }
     pub fn camera_status(&self, camera: &str) -> String {
         format!("{}/{camera}/status", self.base)
@@ -325,16 +340,88 @@ pub struct SnapshotPayload {
 /// Counters shared with the event loop task.
 #[derive(Debug, Default)]
 pub struct PublishStats {
-    /// QoS-1 publishes handed to the client.
+    /// QoS-1 publishes handed to the client (replays included).
     pub sent: AtomicU64,
     /// PUBACKs received.
     pub acked: AtomicU64,
     pub bytes: AtomicU64,
+    /// Events and snapshots accepted into the outbox.
     pub events: AtomicU64,
     pub snapshots: AtomicU64,
     pub snapshot_bytes: AtomicU64,
     pub connected: AtomicBool,
     pub reconnects: AtomicU64,
+    /// Outbox messages handed to the client after a (re)connect or a restart
+    /// while a backlog existed.
+    pub replayed: AtomicU64,
+}
+
+/// `edge-stats/1`, retained on `{base}/stats`: outbox depth and evictions,
+/// and what was sent.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StatsMessage {
+    pub schema: String,
+    pub node: String,
+    pub district: String,
+    pub time: String,
+    pub outbox: OutboxStats,
+    pub sent: SentStats,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OutboxStats {
+    pub events: u64,
+    pub snapshots: u64,
+    pub bytes: u64,
+    pub quota_bytes: u64,
+    pub evicted_events: u64,
+    pub evicted_snapshots: u64,
+    pub evicted_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SentStats {
+    pub messages: u64,
+    pub acked: u64,
+    pub bytes: u64,
+    pub replayed: u64,
+    pub reconnects: u64,
+}
+
+/// Outbox settings the publisher needs.
+#[derive(Clone, Debug)]
+pub struct OutboxOptions {
+    pub dir: std::path::PathBuf,
+    pub quota_bytes: u64,
+    /// Outbox messages per second handed to the client, at most.
+    pub replay_rate: f64,
+    pub stats_interval: Duration,
+}
+
+/// At most this many outbox messages are in flight (handed out, not acked).
+const WINDOW: usize = 64;
+
+/// Which QoS-1 publish is which: rumqttc reports `Outgoing::Publish(pkid)` in
+/// the order requests enter its channel, and `PubAck(pkid)` later. Every QoS-1
+/// publish goes through [`Publisher::push`], which records a tag in the same
+/// order under this lock.
+#[derive(Debug, Default)]
+struct Link {
+    connected: bool,
+    /// Tags of publishes in rumqttc's channel, in order (`None`: not from the outbox).
+    queued: VecDeque<Option<u64>>,
+    /// pkid → tag, sent and waiting for PUBACK.
+    by_pkid: HashMap<u16, Option<u64>>,
+    /// Outbox keys handed to the client and not yet acknowledged.
+    handed: usize,
+    /// Acknowledged outbox keys, to delete in one batch.
+    acked: Vec<u64>,
+    /// Per camera: the last outbox key handed out.
+    cursors: HashMap<String, u64>,
+    /// Round-robin position over cameras.
+    turn: usize,
+    /// Set when the link drops: everything unacknowledged is replayed from the outbox.
+    replaying: bool,
 }
 
 struct Shared {
@@ -348,6 +435,11 @@ struct Shared {
     stats: PublishStats,
     /// Node start, in ms since the epoch: makes event ids unique across restarts.
     boot_ms: u64,
+    outbox: Arc<outbox::Outbox>,
+    opts: OutboxOptions,
+    link: Mutex<Link>,
+    wake: tokio::sync::Notify,
+    stopping: AtomicBool,
 }
 
 /// The node's MQTT publisher. Cheap to clone.
@@ -424,9 +516,23 @@ pub fn mqtt_options(
 }
 
 impl Publisher {
-    /// Create the client and spawn the task that drives its event loop.
-    /// The node's last will is its `offline` status.
-    pub fn start(mut opts: MqttOptions, ident: NodeIdentity) -> (Publisher, JoinHandle<()>) {
+    /// Open the outbox, create the client and spawn the tasks that drive its
+    /// event loop and drain the outbox. The node's last will is its `offline` status.
+    pub fn start(
+        mut opts: MqttOptions,
+        ident: NodeIdentity,
+        outbox_opts: OutboxOptions,
+    ) -> Result<(Publisher, JoinHandle<()>), PublishError> {
+        let ob = outbox::Outbox::open(&outbox_opts.dir, outbox_opts.quota_bytes)?;
+        let c = ob.counters();
+        if !ob.is_empty() {
+            tracing::info!(
+                events = c.events,
+                snapshots = c.snapshots,
+                bytes = c.bytes,
+                "outbox holds unacknowledged messages from a previous run; replaying"
+            );
+        }
         let topics = Topics::new(&ident.prefix, &ident.district, &ident.node);
         let started = SystemTime::now();
         let boot_ms = started
@@ -442,6 +548,14 @@ impl Publisher {
             camera_status: Mutex::new(BTreeMap::new()),
             stats: PublishStats::default(),
             boot_ms,
+            link: Mutex::new(Link {
+                replaying: !ob.is_empty(),
+                ..Link::default()
+            }),
+            outbox: Arc::new(ob),
+            opts: outbox_opts,
+            wake: tokio::sync::Notify::new(),
+            stopping: AtomicBool::new(false),
         });
         let will = node_status(&shared, NodeState::Offline, None);
         opts.set_last_will(LastWill::new(
@@ -450,11 +564,12 @@ impl Publisher {
             QoS::AtLeastOnce,
             true,
         ));
-        // Room for bursts while the link is down; rumqttc keeps them in memory.
         let (client, eventloop) = AsyncClient::new(opts, 1024);
         let p = Publisher { client, shared };
         let h = tokio::spawn(drive(eventloop, p.clone()));
-        (p, h)
+        tokio::spawn(pump(p.clone()));
+        tokio::spawn(stats_loop(p.clone()));
+        Ok((p, h))
     }
 
     pub fn topics(&self) -> &Topics {
@@ -465,6 +580,17 @@ impl Publisher {
         &self.shared.stats
     }
 
+    /// Outbox depth and eviction counters.
+    pub fn outbox_counters(&self) -> outbox::Counters {
+        self.shared.outbox.counters()
+    }
+
+    /// The last `seq` stored for `camera` (0 if none): numbering continues
+    /// from here after a restart.
+    pub fn last_seq(&self, camera: &str) -> u64 {
+        self.shared.outbox.last_seq(camera)
+    }
+
     /// A globally unique, stable event id: node, camera, node start time and track.
     pub fn event_id(&self, camera: &str, track_id: u64) -> String {
         format!(
@@ -473,25 +599,58 @@ impl Publisher {
         )
     }
 
+    /// Hand one QoS-1 publish to rumqttc, recording its tag in channel order.
+    /// Returns false when the link is down or the channel is full.
+    fn push(&self, tag: Option<u64>, topic: String, payload: Vec<u8>, retain: bool) -> bool {
+        let n = payload.len() as u64;
+        let Ok(mut link) = self.shared.link.lock() else {
+            return false;
+        };
+        if !link.connected {
+            return false;
+        }
+        if self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+            .is_err()
+        {
+            return false;
+        }
+        link.queued.push_back(tag);
+        if tag.is_some() {
+            link.handed += 1;
+        }
+        let s = &self.shared.stats;
+        s.sent.fetch_add(1, Ordering::Relaxed);
+        s.bytes.fetch_add(n, Ordering::Relaxed);
+        true
+    }
+
+    /// Publish a retained state message. While the link is down it is not
+    /// queued: the latest state is re-announced after the next connect.
     async fn send(
         &self,
         topic: String,
         payload: Vec<u8>,
         retain: bool,
     ) -> Result<(), PublishError> {
-        let n = payload.len() as u64;
-        self.client
-            .publish(topic, QoS::AtLeastOnce, retain, payload)
-            .await
-            .map_err(|e| PublishError::ClientGone(e.to_string()))?;
-        let s = &self.shared.stats;
-        s.sent.fetch_add(1, Ordering::Relaxed);
-        s.bytes.fetch_add(n, Ordering::Relaxed);
-        Ok(())
+        for _ in 0..50 {
+            if !self.shared.stats.connected.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            if self.push(None, topic.clone(), payload.clone(), retain) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(PublishError::ClientGone(
+            "the MQTT request queue stayed full".into(),
+        ))
     }
 
-    /// Publish one lifecycle message, and its snapshot first when there is one
-    /// (so a subscriber that reads the event can already have the picture).
+    /// Commit one lifecycle message (and its snapshot, sent first, so a
+    /// subscriber that reads the event can already have the picture) to the
+    /// outbox; the pump publishes it. Returns once it is durable.
     pub async fn event(
         &self,
         camera: &str,
@@ -500,31 +659,56 @@ impl Publisher {
         snapshot: Option<&SnapshotPayload>,
     ) -> Result<EventMessage, PublishError> {
         let id = self.event_id(camera, rec.track_id);
-        let snap_ref = if let Some(s) = snapshot {
-            let topic = self.shared.topics.snapshot(camera, &id);
-            self.send(topic.clone(), s.jpeg.clone(), false).await?;
-            let st = &self.shared.stats;
-            st.snapshots.fetch_add(1, Ordering::Relaxed);
-            st.snapshot_bytes
-                .fetch_add(s.jpeg.len() as u64, Ordering::Relaxed);
-            Some(SnapshotRef {
-                topic,
-                bytes: s.jpeg.len(),
-                width: s.width,
-                height: s.height,
-            })
-        } else {
-            None
-        };
-        let msg = self.event_message(camera, seq, id, rec, snap_ref);
+        let snap_ref = snapshot.map(|s| SnapshotRef {
+            topic: self.shared.topics.snapshot(camera, &id),
+            bytes: s.jpeg.len(),
+            width: s.width,
+            height: s.height,
+        });
+        let mut msg = self.event_message(camera, seq, id, rec, snap_ref);
         let body = serde_json::to_vec(&msg).map_err(|e| PublishError::ClientGone(e.to_string()))?;
-        if !msg.alerts.is_empty() {
-            self.send(self.shared.topics.alerts(camera), body.clone(), false)
-                .await?;
+        // Object alerts are also copied to the alerts-only topic (best effort:
+        // the durable copy is the event itself, on /events, via the outbox).
+        if !msg.alerts.is_empty()
+            && let Err(e) = self
+                .send(self.shared.topics.alerts(camera), body.clone(), false)
+                .await
+        {
+            tracing::warn!(error = %e, "alert copy not published");
         }
-        self.send(self.shared.topics.events(camera), body, false)
-            .await?;
-        self.shared.stats.events.fetch_add(1, Ordering::Relaxed);
+        let snap = match (snapshot, msg.snapshot.take()) {
+            (Some(s), Some(r)) => {
+                // The same event without its snapshot, used if the snapshot is evicted.
+                let fallback = serde_json::to_vec(&msg)
+                    .map_err(|e| PublishError::ClientGone(e.to_string()))?;
+                msg.snapshot = Some(r.clone());
+                Some((r.topic, s.jpeg.clone(), fallback))
+            }
+            _ => None,
+        };
+        let ob = self.shared.outbox.clone();
+        let (cam, topic) = (camera.to_string(), self.shared.topics.events(camera));
+        let snap_len = snap.as_ref().map(|s| s.1.len() as u64);
+        tokio::task::spawn_blocking(move || {
+            ob.append(&outbox::Append {
+                camera: &cam,
+                seq,
+                event_topic: &topic,
+                event: &body,
+                snapshot: snap
+                    .as_ref()
+                    .map(|(t, j, f)| (t.as_str(), j.as_slice(), f.as_slice())),
+            })
+        })
+        .await
+        .map_err(|e| PublishError::OutboxTask(e.to_string()))??;
+        let st = &self.shared.stats;
+        st.events.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = snap_len {
+            st.snapshots.fetch_add(1, Ordering::Relaxed);
+            st.snapshot_bytes.fetch_add(n, Ordering::Relaxed);
+        }
+        self.shared.wake.notify_one();
         Ok(msg)
     }
 
@@ -670,40 +854,85 @@ impl Publisher {
             .await
     }
 
-    /// Wait until every QoS-1 publish so far is acknowledged, or `timeout` passes.
-    /// Returns whether everything was acknowledged.
+    /// Wait until the outbox is empty and every QoS-1 publish is acknowledged,
+    /// or `timeout` passes. Returns whether everything was acknowledged; what
+    /// was not stays in the outbox for the next start.
     pub async fn flush(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let s = &self.shared.stats;
-            if s.acked.load(Ordering::Relaxed) >= s.sent.load(Ordering::Relaxed) {
+            let idle = self
+                .shared
+                .link
+                .lock()
+                .map(|l| l.queued.is_empty() && l.by_pkid.is_empty() && l.acked.is_empty())
+                .unwrap_or(false);
+            if idle && self.shared.outbox.is_empty() {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
+            self.shared.wake.notify_one();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    /// Clean stop: publish `stopped` (retained), flush, disconnect.
+    /// Clean stop: flush the outbox, publish `stopped` and the final stats
+    /// (retained), wait for their acks, disconnect.
     pub async fn shutdown(&self, timeout: Duration) -> bool {
+        let ok = self.flush(timeout).await;
+        self.shared.stopping.store(true, Ordering::Relaxed);
         let msg = node_status(&self.shared, NodeState::Stopped, Some(SystemTime::now()));
         if let Ok(body) = serde_json::to_vec(&msg) {
             let _ = self
                 .send(self.shared.topics.node_status(), body, true)
                 .await;
         }
-        let ok = self.flush(timeout).await;
+        self.publish_stats();
+        let _ = self.flush(Duration::from_secs(2)).await;
         let _ = self.client.disconnect().await;
         ok
     }
 
+    fn stats_message(&self) -> StatsMessage {
+        let c = self.shared.outbox.counters();
+        let s = &self.shared.stats;
+        StatsMessage {
+            schema: STATS_SCHEMA.into(),
+            node: self.shared.node.clone(),
+            district: self.shared.district.clone(),
+            time: rfc3339(SystemTime::now()),
+            outbox: OutboxStats {
+                events: c.events,
+                snapshots: c.snapshots,
+                bytes: c.bytes,
+                quota_bytes: c.quota_bytes,
+                evicted_events: c.evicted_events,
+                evicted_snapshots: c.evicted_snapshots,
+                evicted_bytes: c.evicted_bytes,
+            },
+            sent: SentStats {
+                messages: s.sent.load(Ordering::Relaxed),
+                acked: s.acked.load(Ordering::Relaxed),
+                bytes: s.bytes.load(Ordering::Relaxed),
+                replayed: s.replayed.load(Ordering::Relaxed),
+                reconnects: s.reconnects.load(Ordering::Relaxed),
+            },
+        }
+    }
+
+    /// Publish the retained stats message now (dropped while disconnected).
+    fn publish_stats(&self) {
+        if let Ok(body) = serde_json::to_vec(&self.stats_message()) {
+            let _ = self.push(None, self.shared.topics.stats(), body, true);
+        }
+    }
+
     /// Publish the retained state after every (re)connect.
-    async fn announce(&self) {
+    fn announce(&self) {
         let online = node_status(&self.shared, NodeState::Online, Some(self.shared.started));
         if let Ok(body) = serde_json::to_vec(&online) {
-            let _ = self.try_send_now(self.shared.topics.node_status(), body, true);
+            let _ = self.push(None, self.shared.topics.node_status(), body, true);
         }
         let cams: Vec<CameraStatusMessage> = self
             .shared
@@ -713,26 +942,62 @@ impl Publisher {
             .unwrap_or_default();
         for c in cams {
             if let Ok(body) = serde_json::to_vec(&c) {
-                let _ = self.try_send_now(self.shared.topics.camera_status(&c.camera), body, true);
+                let _ = self.push(
+                    None,
+                    self.shared.topics.camera_status(&c.camera),
+                    body,
+                    true,
+                );
             }
         }
+        self.publish_stats();
     }
 
-    /// Non-blocking publish used from inside the event-loop task (awaiting there would deadlock).
-    fn try_send_now(
-        &self,
-        topic: String,
-        payload: Vec<u8>,
-        retain: bool,
-    ) -> Result<(), PublishError> {
-        let n = payload.len() as u64;
-        self.client
-            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
-            .map_err(|e| PublishError::ClientGone(e.to_string()))?;
-        let s = &self.shared.stats;
-        s.sent.fetch_add(1, Ordering::Relaxed);
-        s.bytes.fetch_add(n, Ordering::Relaxed);
-        Ok(())
+    /// Hand the next outbox messages to the client: round robin over cameras,
+    /// each camera in key order, at most `budget` of them and never more than
+    /// [`WINDOW`] unacknowledged. Returns how many were handed out.
+    fn pump_once(&self, budget: usize) -> Result<usize, PublishError> {
+        let ob = &self.shared.outbox;
+        let cameras = ob.cameras();
+        if cameras.is_empty() {
+            return Ok(0);
+        }
+        let mut sent = 0;
+        let mut idle_rounds = 0;
+        while sent < budget && idle_rounds < cameras.len() {
+            let (cam, after) = {
+                let Ok(mut link) = self.shared.link.lock() else {
+                    return Ok(sent);
+                };
+                if !link.connected || link.handed >= WINDOW {
+                    return Ok(sent);
+                }
+                let cam = cameras[link.turn % cameras.len()].clone();
+                link.turn = link.turn.wrapping_add(1);
+                let after = link.cursors.get(&cam).copied();
+                (cam, after)
+            };
+            let Some(key) = ob.next_key(&cam, after) else {
+                idle_rounds += 1;
+                continue;
+            };
+            idle_rounds = 0;
+            let Some(m) = ob.get(key)? else {
+                continue; // evicted meanwhile
+            };
+            if !self.push(Some(key), m.topic, m.payload, false) {
+                return Ok(sent);
+            }
+            let Ok(mut link) = self.shared.link.lock() else {
+                return Ok(sent);
+            };
+            link.cursors.insert(cam, key);
+            if link.replaying {
+                self.shared.stats.replayed.fetch_add(1, Ordering::Relaxed);
+            }
+            sent += 1;
+        }
+        Ok(sent)
     }
 }
 
@@ -748,37 +1013,161 @@ fn node_status(shared: &Shared, state: NodeState, since: Option<SystemTime>) -> 
     }
 }
 
-/// Drive rumqttc's event loop forever: count acks, re-announce after each
-/// connect, and back off (capped) while the broker is unreachable. rumqttc
-/// keeps unacknowledged publishes and re-sends them after a reconnect.
+/// Drain the outbox to the client at no more than `replay_rate` messages per
+/// second (a token bucket holding half a second of tokens, so live events go
+/// out at once when there is no backlog), and delete acknowledged records in
+/// batches.
+async fn pump(p: Publisher) {
+    let rate = p.shared.opts.replay_rate.max(1.0);
+    let burst = (rate / 2.0).max(1.0);
+    let mut tokens = burst;
+    let mut last = tokio::time::Instant::now();
+    loop {
+        let acked: Vec<u64> = p
+            .shared
+            .link
+            .lock()
+            .map(|mut l| std::mem::take(&mut l.acked))
+            .unwrap_or_default();
+        if !acked.is_empty() {
+            let ob = p.shared.outbox.clone();
+            match tokio::task::spawn_blocking(move || ob.remove(&acked)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "outbox: cannot remove acknowledged messages")
+                }
+                Err(e) => tracing::error!(error = %e, "outbox: remove task failed"),
+            }
+        }
+        let now = tokio::time::Instant::now();
+        tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(burst);
+        last = now;
+        if tokens >= 1.0 {
+            match p.pump_once(tokens as usize) {
+                Ok(n) => tokens -= n as f64,
+                Err(e) => tracing::error!(error = %e, "outbox: cannot read a message"),
+            }
+        }
+        if p.shared.outbox.is_empty()
+            && let Ok(mut l) = p.shared.link.lock()
+            && l.replaying
+            && l.handed == 0
+        {
+            l.replaying = false;
+            tracing::info!(
+                replayed = p.shared.stats.replayed.load(Ordering::Relaxed),
+                "outbox drained"
+            );
+        }
+        if p.client_closed() {
+            return;
+        }
+        let wait = if tokens < 1.0 {
+            Duration::from_secs_f64((1.0 - tokens) / rate).max(Duration::from_millis(1))
+        } else {
+            Duration::from_millis(50)
+        };
+        tokio::select! {
+            _ = p.shared.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+impl Publisher {
+    fn client_closed(&self) -> bool {
+        self.shared.stopping.load(Ordering::Relaxed)
+            && !self.shared.stats.connected.load(Ordering::Relaxed)
+    }
+}
+
+/// Publish the retained stats message every `stats_interval`.
+async fn stats_loop(p: Publisher) {
+    loop {
+        tokio::time::sleep(p.shared.opts.stats_interval).await;
+        if p.client_closed() {
+            return;
+        }
+        p.publish_stats();
+    }
+}
+
+/// Drive rumqttc's event loop forever: map pkids to outbox keys, collect
+/// PUBACKs, re-announce after each connect, and back off (capped) while the
+/// broker is unreachable. On a lost connection, rumqttc's in-memory copies
+/// of unacknowledged publishes are dropped: the outbox is the only source of
+/// truth and replays them, in order, from the oldest unacknowledged key.
 async fn drive(mut eventloop: EventLoop, p: Publisher) {
     let mut backoff = Duration::from_millis(200);
+    let mut connects = 0u64;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 tracing::info!(code = ?ack.code, "mqtt connected");
                 let s = &p.shared.stats;
-                if s.connected.swap(true, Ordering::Relaxed) {
+                connects += 1;
+                if connects > 1 {
                     s.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
+                s.connected.store(true, Ordering::Relaxed);
+                if let Ok(mut l) = p.shared.link.lock() {
+                    l.connected = true;
+                }
                 backoff = Duration::from_millis(200);
-                p.announce().await;
+                p.announce();
+                p.shared.wake.notify_one();
             }
-            Ok(Event::Incoming(Packet::PubAck(_))) => {
+            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
+                if let Ok(mut l) = p.shared.link.lock()
+                    && let Some(tag) = l.queued.pop_front()
+                {
+                    l.by_pkid.insert(pkid, tag);
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 p.shared.stats.acked.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut l) = p.shared.link.lock()
+                    && let Some(tag) = l.by_pkid.remove(&ack.pkid)
+                    && let Some(key) = tag
+                {
+                    l.handed = l.handed.saturating_sub(1);
+                    l.acked.push(key);
+                }
+                p.shared.wake.notify_one();
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                 tracing::debug!("mqtt disconnect sent");
                 // Let the final DISCONNECT flush, then stop driving.
                 let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+                p.shared.stats.connected.store(false, Ordering::Relaxed);
+                p.shared.wake.notify_one();
                 return;
             }
             Ok(_) => {}
             Err(e) => {
+                if let Ok(mut l) = p.shared.link.lock() {
+                    // Nothing enters the channel while `connected` is false;
+                    // drain what is there, and rumqttc's retransmit list.
+                    eventloop.clean();
+                    eventloop.pending.clear();
+                    let unacked = l.handed;
+                    l.connected = false;
+                    l.queued.clear();
+                    l.by_pkid.clear();
+                    l.handed = 0;
+                    l.cursors.clear();
+                    l.replaying = true;
+                    if unacked > 0 {
+                        tracing::info!(unacked, "outbox: unacknowledged messages will be replayed");
+                    }
+                }
                 if p.shared.stats.connected.swap(false, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "mqtt connection lost; reconnecting");
                 } else {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "mqtt connect failed");
+                }
+                if p.shared.stopping.load(Ordering::Relaxed) {
+                    return;
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));

@@ -270,6 +270,7 @@ pub struct Schemas {
     pub zone_alert: jsonschema::Validator,
     pub node: jsonschema::Validator,
     pub camera: jsonschema::Validator,
+    pub stats: jsonschema::Validator,
 }
 
 fn load_schema(name: &str) -> jsonschema::Validator {
@@ -288,6 +289,7 @@ pub fn schemas() -> Schemas {
         zone_alert: load_schema("edge-zone-alert-1.schema.json"),
         node: load_schema("edge-node-status-1.schema.json"),
         camera: load_schema("edge-camera-status-1.schema.json"),
+        stats: load_schema("edge-stats-1.schema.json"),
     }
 }
 
@@ -317,6 +319,8 @@ impl Schemas {
                 (&self.zone_alert, "zone alert")
             } else if m.topic.ends_with("/alerts") {
                 (&self.event, "event")
+            } else if m.topic.ends_with("/stats") {
+                (&self.stats, "stats")
             } else if v.get("camera").is_some() {
                 (&self.camera, "camera status")
             } else {
@@ -379,4 +383,103 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// A mosquitto that can be stopped and restarted on the same port, with
+/// `persistence true` so persistent sessions and their queued QoS-1
+/// messages survive the restart.
+pub struct PersistentBroker {
+    pub port: u16,
+    conf: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl PersistentBroker {
+    pub fn start() -> PersistentBroker {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap().keep();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\n\
+                 persistence true\npersistence_location {}/\nautosave_interval 1\n\
+                 max_queued_messages 0\nmessage_size_limit 0\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let mut b = PersistentBroker {
+            port,
+            conf,
+            proc: None,
+        };
+        b.restart();
+        b
+    }
+
+    /// (Re)start on the same port and configuration.
+    pub fn restart(&mut self) {
+        let child = Command::new(mosquitto_bin())
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        self.proc = Some(Proc(child));
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < end, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM (mosquitto saves its persistent state) and wait for the exit.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            assert!(
+                p.terminate(Duration::from_secs(10)).is_some(),
+                "mosquitto did not stop"
+            );
+        }
+    }
+}
+
+impl Subscriber {
+    /// A QoS-1 subscriber with a persistent session (`clean_session = false`,
+    /// fixed client id): the broker queues messages for it while it is away,
+    /// and it reconnects by itself.
+    pub fn start_persistent(port: u16, filter: &str, client_id: &str) -> Subscriber {
+        let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
+        o.set_clean_session(false);
+        o.set_max_packet_size(16 << 20, 16 << 20);
+        o.set_keep_alive(Duration::from_secs(5));
+        let (client, mut conn) = Client::new(o, 100);
+        client.subscribe(filter, QoS::AtLeastOnce).unwrap();
+        let msgs = Arc::new(Mutex::new(Vec::new()));
+        let m2 = msgs.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for ev in conn.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => m2.lock().unwrap().push(Msg {
+                        topic: p.topic.clone(),
+                        payload: p.payload.to_vec(),
+                        retain: p.retain,
+                        at: Instant::now(),
+                    }),
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscription acknowledged");
+        Subscriber { msgs, client }
+    }
 }

@@ -137,8 +137,17 @@ fn stop_node(node: &mut Proc, sub: &Subscriber, dir: &Path, log: &Path) -> (u64,
     (ob.last_seq("vtest"), ob.is_empty())
 }
 
+/// These tests stop and restart brokers on fixed ports; run in parallel, a
+/// port released during one test's outage could be handed to another test's
+/// broker. They run one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn broker_outage_loses_no_seq() {
+    let _serial = serial();
     let mut broker = PersistentBroker::start();
     let sub = Subscriber::start_persistent(broker.port, "t/#", "outbox-test-sub-1");
     let dir = tempfile::tempdir().unwrap();
@@ -194,6 +203,7 @@ fn broker_outage_loses_no_seq() {
 
 #[test]
 fn node_killed_during_outage_loses_no_seq() {
+    let _serial = serial();
     let mut broker = PersistentBroker::start();
     let sub = Subscriber::start_persistent(broker.port, "t/#", "outbox-test-sub-2");
     let dir = tempfile::tempdir().unwrap();
@@ -226,6 +236,7 @@ fn node_killed_during_outage_loses_no_seq() {
 
 #[test]
 fn small_quota_evicts_snapshots_first() {
+    let _serial = serial();
     let mut broker = PersistentBroker::start();
     let sub = Subscriber::start_persistent(broker.port, "t/#", "outbox-test-sub-3");
     let dir = tempfile::tempdir().unwrap();
@@ -267,6 +278,7 @@ fn small_quota_evicts_snapshots_first() {
 /// replayed on start with no rate limit.
 #[test]
 fn replay_throughput_after_restart() {
+    let _serial = serial();
     const N: u64 = 5_000;
     let broker = mosquitto();
     let sub = Subscriber::start(broker.port, "t/+/+/backlog/events");

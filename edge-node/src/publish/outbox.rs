@@ -324,22 +324,39 @@ impl Outbox {
                 encode(Class::Event, a.camera, a.event_topic, a.event, None),
             ));
         }
-        let incoming: u64 = recs.iter().map(|(_, r)| r.len() as u64).sum();
+        let mut incoming: u64 = recs.iter().map(|(_, r)| r.len() as u64).sum();
 
-        // Choose victims: snapshots oldest first, then events oldest first.
+        // Choose victims: snapshots oldest first (the stored ones, then the
+        // incoming one), and only then events, oldest first. An event is never
+        // evicted to make room for a picture.
         let mut victims: Vec<u64> = Vec::new();
         let mut freed = 0u64;
-        let over = |freed: u64| ix.bytes - freed + incoming > self.quota_bytes;
+        let quota = self.quota_bytes;
+        let total = ix.bytes;
+        let over = |freed: u64, incoming: u64| total - freed + incoming > quota;
         for &k in &ix.snapshots {
-            if !over(freed) {
+            if !over(freed, incoming) {
                 break;
             }
             victims.push(k);
             freed += ix.all[&k].size;
         }
-        if over(freed) {
+        let (mut ev_ev, mut ev_snap, mut ev_bytes) = (0u64, 0u64, 0u64);
+        if over(freed, incoming)
+            && let Some((_, jpeg, fallback)) = a.snapshot
+        {
+            // Keep the event, without its snapshot.
+            recs = vec![(
+                Class::Event,
+                encode(Class::Event, a.camera, a.event_topic, fallback, None),
+            )];
+            incoming = recs.iter().map(|(_, r)| r.len() as u64).sum();
+            ev_snap += 1;
+            ev_bytes += jpeg.len() as u64;
+        }
+        if over(freed, incoming) {
             for (&k, m) in &ix.all {
-                if !over(freed) {
+                if !over(freed, incoming) {
                     break;
                 }
                 if m.class == Class::Event {
@@ -350,7 +367,6 @@ impl Outbox {
         }
 
         let first = ix.next_key;
-        let (mut ev_ev, mut ev_snap, mut ev_bytes) = (0u64, 0u64, 0u64);
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = tx.open_table(MSGS).map_err(|e| self.err(e))?;
@@ -650,5 +666,45 @@ mod tests {
         let o = Outbox::open(d.path(), 4_000).unwrap();
         assert_eq!(o.counters().evicted_snapshots, 4);
         assert_eq!(o.counters().evicted_events, c.evicted_events);
+    }
+
+    /// Regression: with only events stored, a new snapshot that does not fit
+    /// used to evict older *events* (seen as lost seqs in the quota fault
+    /// test). The new snapshot must be the one dropped.
+    #[test]
+    fn no_event_is_evicted_to_make_room_for_a_snapshot() {
+        let d = tempfile::tempdir().unwrap();
+        let o = Outbox::open(d.path(), 3_000).unwrap();
+        for seq in 1..=10 {
+            o.append(&ev("a", seq, &[7u8; 150])).unwrap();
+        }
+        let before = o.counters();
+        assert_eq!((before.events, before.evicted_events), (10, 0));
+        let jpeg = vec![0u8; 2_500];
+        o.append(&Append {
+            camera: "a",
+            seq: 11,
+            event_topic: "t/e",
+            event: b"with-snapshot",
+            snapshot: Some(("t/s", &jpeg, b"no-snapshot")),
+        })
+        .unwrap();
+        let c = o.counters();
+        assert_eq!(c.evicted_events, 0, "{c:?}");
+        assert_eq!(c.evicted_snapshots, 1, "{c:?}");
+        assert_eq!((c.events, c.snapshots), (11, 0), "{c:?}");
+        assert!(c.bytes <= c.quota_bytes);
+        // The new event is stored without its snapshot reference.
+        let mut k = o.next_key("a", None);
+        let mut last = None;
+        while let Some(key) = k {
+            last = o.get(key).unwrap();
+            k = o.next_key("a", Some(key));
+        }
+        let m = last.unwrap();
+        assert_eq!(
+            (m.class, m.payload.as_slice()),
+            (Class::Event, &b"no-snapshot"[..])
+        );
     }
 }

@@ -17,7 +17,7 @@ FROM rust:1.95-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev \
-      pkg-config libssl-dev python3 python3-pip \
+      pkg-config libssl-dev python3 python3-pip python3-venv \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -27,8 +27,9 @@ ENV CARGO_TARGET_DIR=/src/target
 
 # ONNX Runtime first: it changes far less often than the sources, so this
 # layer stays cached across code changes.
-COPY scripts/fetch-onnxruntime.sh scripts/fetch-onnxruntime.sh
-RUN scripts/fetch-onnxruntime.sh /opt/onnxruntime
+COPY scripts/fetch-onnxruntime.sh scripts/fetch-centerface.sh scripts/
+RUN scripts/fetch-onnxruntime.sh /opt/onnxruntime \
+ && scripts/fetch-centerface.sh /opt/edge-node-models
 
 COPY . .
 # Cache mounts keep the crate registry and incremental artifacts between
@@ -66,6 +67,7 @@ RUN groupadd --system --gid 10001 edge \
       --create-home --shell /usr/sbin/nologin edge
 
 COPY --from=build /opt/onnxruntime /opt/onnxruntime
+COPY --from=build /opt/edge-node-models/centerface_dynamic.onnx /usr/share/edge-node/models/
 COPY --from=build /usr/local/bin/edge-node /usr/local/bin/edge-node
 # The default model and its manifest (nanodet_g_coco_416.onnx + .json).
 COPY models/*.onnx models/*.json models/NOTICE /usr/share/edge-node/models/

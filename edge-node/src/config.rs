@@ -55,6 +55,25 @@ pub struct PipelineFile {
     pub cameras: Vec<CameraSection>,
     #[serde(default)]
     pub outbox: OutboxSection,
+    #[serde(default)]
+    pub privacy: PrivacySection,
+}
+
+/// `[privacy]`: the face model used by cameras with `blur_faces = true`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySection {
+    /// CenterFace ONNX (dynamic shapes); default: the copy `scripts/setup.sh`
+    /// fetches into `third_party/models/centerface_dynamic.onnx`.
+    #[serde(default)]
+    pub face_model: Option<PathBuf>,
+    /// Face score threshold (default 0.5).
+    #[serde(default)]
+    pub face_threshold: Option<f32>,
+    /// Frames are shrunk so their long side is at most this before face
+    /// detection (default 640).
+    #[serde(default)]
+    pub face_max_side: Option<u32>,
 }
 
 /// `[rules]`: defaults of the scene rules (zones and lines are per camera).
@@ -299,6 +318,15 @@ pub struct CameraSection {
     pub zones: Vec<ZoneSection>,
     #[serde(default)]
     pub lines: Vec<LineSection>,
+    /// Privacy masks: polygons in normalised 0..1 frame coordinates, filled
+    /// black in every image that leaves the box.
+    #[serde(default)]
+    pub privacy_masks: Vec<Vec<[f32; 2]>>,
+    /// Blur faces (CenterFace) in every snapshot before it is encoded. If the
+    /// face model cannot be used, this camera's snapshots are withheld (its
+    /// events still go) and its status says why.
+    #[serde(default)]
+    pub blur_faces: bool,
 }
 
 fn d_counts_interval() -> f64 {
@@ -520,7 +548,7 @@ fn d_low() -> f32 {
     0.1
 }
 fn d_new_track() -> f32 {
-    0.5
+    0.6
 }
 fn d_match_iou() -> f32 {
     0.2
@@ -687,6 +715,8 @@ pub struct Pipeline {
     /// Camera URLs with relative file paths resolved.
     pub camera_urls: Vec<String>,
     pub onnxruntime: Option<PathBuf>,
+    /// The face model for cameras with `blur_faces` (resolved; may not exist).
+    pub face_model: PathBuf,
 }
 
 impl Pipeline {
@@ -916,6 +946,35 @@ pub fn validate(file: &Path, p: &PipelineFile) -> Result<(), ConfigError> {
         )?;
         check_range(file, &f("queue"), c.queue, 1, 64)?;
         validate_rules(file, i, c)?;
+        for (k, poly) in c.privacy_masks.iter().enumerate() {
+            let field = format!("cameras[{i}].privacy_masks[{k}]");
+            if poly.len() < 3 {
+                return Err(invalid(
+                    file,
+                    field,
+                    format!("a mask needs at least 3 points, got {}", poly.len()),
+                    "give the polygon's corners as [[x, y], ...] in 0..1 of the frame",
+                ));
+            }
+            if poly
+                .iter()
+                .flatten()
+                .any(|v| !(v.is_finite() && (0.0..=1.0).contains(v)))
+            {
+                return Err(invalid(
+                    file,
+                    field,
+                    "a point lies outside 0..1",
+                    "coordinates are fractions of the frame width and height, from 0 to 1",
+                ));
+            }
+        }
+    }
+    if let Some(t) = p.privacy.face_threshold {
+        check_range(file, "privacy.face_threshold", t, 0.01, 1.0)?;
+    }
+    if let Some(m) = p.privacy.face_max_side {
+        check_range(file, "privacy.face_max_side", m, 32, 4096)?;
     }
     let r = &p.rules;
     check_range(
@@ -1036,6 +1095,26 @@ pub fn default_model_candidates(config_dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Where the face model is looked for when `[privacy] face_model` is not set:
+/// the copy `scripts/setup.sh` fetches, then the container's.
+pub fn default_face_model(config_dir: &Path) -> PathBuf {
+    let name = "centerface_dynamic.onnx";
+    let mut v = vec![
+        config_dir.join("../third_party/models").join(name),
+        PathBuf::from("third_party/models").join(name),
+    ];
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        v.push(dir.join("../../third_party/models").join(name));
+    }
+    v.push(PathBuf::from("/usr/share/edge-node/models").join(name));
+    v.iter()
+        .find(|p| p.exists())
+        .cloned()
+        .unwrap_or_else(|| v[1].clone())
+}
+
 /// The bundled model: the first candidate that exists (or the first candidate, for the message).
 pub fn default_model(config_dir: &Path) -> PathBuf {
     let c = default_model_candidates(config_dir);
@@ -1108,6 +1187,10 @@ fn build(file: &Path, raw: PipelineFile) -> Result<Pipeline, ConfigError> {
     {
         *p = resolve(&dir, p);
     }
+    let face_model = match &raw.privacy.face_model {
+        Some(m) => resolve(&dir, m),
+        None => default_face_model(&dir),
+    };
     Ok(Pipeline {
         file: file.to_path_buf(),
         raw,
@@ -1115,6 +1198,7 @@ fn build(file: &Path, raw: PipelineFile) -> Result<Pipeline, ConfigError> {
         camera_models,
         camera_urls,
         onnxruntime,
+        face_model,
     })
 }
 

@@ -324,7 +324,70 @@ fn run_worker(pool: Arc<Pool>, mut det: Detector) {
 
 // ------------------------------------------------------------------ analytics
 
+/// Face blurring for one camera's snapshots.
+#[derive(Clone)]
+enum FacePolicy {
+    Off,
+    /// One CenterFace session per camera; snapshots are rare, so a mutex is enough.
+    On(Arc<Mutex<detect::FaceDetector>>),
+    /// Blurring is required but impossible: snapshots are withheld (events
+    /// still go) and the camera status says why.
+    Withheld(String),
+}
+
+/// The snapshot of `frame` with every privacy rule applied, on a blocking
+/// thread: faces blurred (when required), masks filled, then crop/scale/JPEG.
+/// `None` when privacy forbids sending it or rendering failed.
+async fn render_private(
+    frame: Arc<Frame>,
+    bbox: crate::frame::BBox,
+    label: String,
+    opts: SnapshotOptions,
+    faces: FacePolicy,
+) -> Option<SnapshotPayload> {
+    let r = tokio::task::spawn_blocking(move || {
+        let blurred;
+        let data: &[u8] = match &faces {
+            FacePolicy::Off => &frame.data,
+            FacePolicy::Withheld(_) => return Ok(None),
+            FacePolicy::On(det) => {
+                let found = det
+                    .lock()
+                    .map_err(|_| "face detector poisoned".to_string())?
+                    .detect(&frame.data, frame.width, frame.height)
+                    .map_err(|e| format!("face detection failed, snapshot withheld: {e}"))?;
+                let boxes: Vec<_> = found.into_iter().map(|(b, _)| b).collect();
+                let mut copy = frame.data.clone();
+                snapshot::blur_regions(&mut copy, frame.width, frame.height, &boxes);
+                blurred = copy;
+                &blurred
+            }
+        };
+        snapshot::render(data, frame.width, frame.height, bbox, &label, &opts)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match r {
+        Ok(Ok(Some(s))) => Some(SnapshotPayload {
+            jpeg: s.jpeg,
+            width: s.width,
+            height: s.height,
+        }),
+        Ok(Ok(None)) => None,
+        Ok(Err(e)) => {
+            warn!(error = %e, "snapshot not sent");
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "snapshot task failed");
+            None
+        }
+    }
+}
+
 struct CameraCtx {
+    faces: FacePolicy,
     id: String,
     publisher: Publisher,
     labels: Arc<Vec<String>>,
@@ -370,29 +433,14 @@ impl CameraCtx {
             .unwrap_or_else(|| format!("class{}", act.class_id));
         let snap = match act.snapshot {
             Some(choice) => {
-                let opts = self.snapshot.clone();
-                let label2 = label.clone();
-                let frame = choice.handle.clone();
-                let bbox = choice.bbox;
-                let r = tokio::task::spawn_blocking(move || {
-                    snapshot::render(&frame.data, frame.width, frame.height, bbox, &label2, &opts)
-                })
-                .await;
-                match r {
-                    Ok(Ok(s)) => Some(SnapshotPayload {
-                        jpeg: s.jpeg,
-                        width: s.width,
-                        height: s.height,
-                    }),
-                    Ok(Err(e)) => {
-                        warn!(error = %e, "snapshot failed");
-                        None
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "snapshot task failed");
-                        None
-                    }
-                }
+                render_private(
+                    choice.handle.clone(),
+                    choice.bbox,
+                    label.clone(),
+                    self.snapshot.clone(),
+                    self.faces.clone(),
+                )
+                .await
             }
             None => None,
         };
@@ -559,27 +607,8 @@ impl CameraCtx {
             draw_box: false,
             ..self.snapshot.clone()
         };
-        let frame = f.clone();
         let bbox = crate::frame::BBox::new(0.0, 0.0, f.width as f32, f.height as f32);
-        let r = tokio::task::spawn_blocking(move || {
-            snapshot::render(&frame.data, frame.width, frame.height, bbox, "", &opts)
-        })
-        .await;
-        match r {
-            Ok(Ok(s)) => Some(SnapshotPayload {
-                jpeg: s.jpeg,
-                width: s.width,
-                height: s.height,
-            }),
-            Ok(Err(e)) => {
-                warn!(error = %e, "snapshot failed");
-                None
-            }
-            Err(e) => {
-                warn!(error = %e, "snapshot task failed");
-                None
-            }
-        }
+        render_private(f.clone(), bbox, String::new(), opts, self.faces.clone()).await
     }
 
     async fn counts(&mut self, r: &CountsReport, anchor: &Frame) {
@@ -900,7 +929,35 @@ pub async fn run_until(
         if !unknown.is_empty() {
             span.in_scope(|| warn!(classes = ?unknown, "zone/line classes the model does not know are ignored"));
         }
+        let faces = if !c.blur_faces {
+            FacePolicy::Off
+        } else {
+            let pr = &raw.privacy;
+            match detect::FaceDetector::load(&p.face_model, 1).and_then(|mut d| {
+                if let Some(t) = pr.face_threshold {
+                    d.set_threshold(t)?;
+                }
+                if let Some(m) = pr.face_max_side {
+                    d.set_max_side(m)?;
+                }
+                Ok(d)
+            }) {
+                Ok(d) => FacePolicy::On(Arc::new(Mutex::new(d))),
+                Err(e) => {
+                    let why = format!(
+                        "snapshots withheld: faces must be blurred but the face model is unusable: {e}"
+                    );
+                    span.in_scope(|| warn!(error = %why, "privacy"));
+                    FacePolicy::Withheld(why)
+                }
+            }
+        };
+        let privacy_note = match &faces {
+            FacePolicy::Withheld(why) => Some(why.clone()),
+            _ => None,
+        };
         let ctx = CameraCtx {
+            faces,
             id: c.id.clone(),
             publisher: publisher.clone(),
             labels,
@@ -909,6 +966,7 @@ pub async fn run_until(
                 quality: raw.snapshot.quality,
                 crop: raw.snapshot.crop,
                 draw_box: raw.snapshot.draw_box,
+                masks: c.privacy_masks.iter().map(|p| p.to_vec()).collect(),
                 ..SnapshotOptions::default()
             },
             // Numbering continues after a restart (the outbox stores the last seq).
@@ -937,6 +995,8 @@ pub async fn run_until(
                         failed = Some(cam_id.clone());
                     }
                     let (state, err) = camera_state(&s);
+                    // A privacy refusal stays visible while the source is fine.
+                    let err = err.or_else(|| privacy_note.clone());
                     if matches!(s, SourceState::Ended | SourceState::Failed { .. }) {
                         pool2.close(idx);
                     }

@@ -101,7 +101,9 @@ pub fn mosquitto_with(port: u16, conf_lines: &str) -> Mosquitto {
         // As root, mosquitto drops to user `mosquitto`, which cannot read the
         // test's private temp folder (certificates, password file); stay root.
         // (The setting has no effect when the tests run as another user.)
-        format!("user root\n{conf_lines}persistence false\nmessage_size_limit 0\n"),
+        // No per-client queue cap: a subscriber that falls behind on a loaded
+        // machine must not make the broker drop QoS-1 messages (default 1000).
+        format!("user root\nmax_queued_messages 0\n{conf_lines}persistence false\nmessage_size_limit 0\n"),
     )
     .unwrap();
     let child = Command::new(bin)

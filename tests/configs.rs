@@ -103,3 +103,42 @@ fn model_inspect_on_every_bundled_model() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn preview_draws_rules_and_detections_on_a_real_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("preview.jpg");
+    let res = edge_node()
+        .args(["preview", "--camera", "vtest", "--out"])
+        .arg(&out)
+        .arg(repo().join("pipelines/demo.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        res.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert!(
+        stdout.contains("1 lines") && stdout.contains("1 zones"),
+        "{stdout}"
+    );
+    let img = image::open(&out).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (768, 576));
+    // The demo's line runs at x = 0.7 of the frame: its colour is on it.
+    let (x, y) = ((0.7 * 768.0) as u32, (0.8 * 576.0) as u32);
+    let hit = (x - 2..=x + 2).any(|x| {
+        let p = img.get_pixel(x, y).0;
+        p[0] > 150 && p[1] < 110 && p[2] > 110
+    });
+    assert!(hit, "line colour near ({x},{y}): {:?}", img.get_pixel(x, y));
+    // An unknown camera is refused by name.
+    let res = edge_node()
+        .args(["preview", "--camera", "nope"])
+        .arg(repo().join("pipelines/demo.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&res.stderr).contains("vtest"));
+}

@@ -107,6 +107,23 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchCmd,
     },
+    /// Grab a current frame from a camera and draw its zones, lines (with
+    /// direction arrows), privacy masks and live detections on it.
+    Preview {
+        pipeline: PathBuf,
+        /// Camera id from the pipeline.
+        #[arg(long)]
+        camera: String,
+        /// Where to write the JPEG.
+        #[arg(long, default_value = "preview.jpg")]
+        out: PathBuf,
+        /// Do not run the detector.
+        #[arg(long)]
+        no_detect: bool,
+        /// Give up when no frame arrives within this many seconds.
+        #[arg(long, default_value_t = 20)]
+        timeout: u64,
+    },
     /// Look inside a model: inputs, outputs, metadata, family, pre-processing.
     Model {
         #[command(subcommand)]
@@ -280,6 +297,13 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench { what } => bench(what),
+        Cmd::Preview {
+            pipeline,
+            camera,
+            out,
+            no_detect,
+            timeout,
+        } => preview(&pipeline, &camera, &out, !no_detect, timeout),
         Cmd::Model {
             what: ModelCmd::Inspect { model, json },
         } => {
@@ -479,6 +503,103 @@ fn detect_image(
             println!("wrote {}", out.display());
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn preview(
+    path: &Path,
+    camera: &str,
+    out: &Path,
+    detect_objects: bool,
+    timeout: u64,
+) -> Result<ExitCode> {
+    let p = Pipeline::load(path)?;
+    let Some(i) = p.raw.cameras.iter().position(|c| c.id == camera) else {
+        let ids: Vec<&str> = p.raw.cameras.iter().map(|c| c.id.as_str()).collect();
+        bail!(
+            "no camera {camera:?} in {}; it has: {}",
+            path.display(),
+            ids.join(", ")
+        );
+    };
+    let c = &p.raw.cameras[i];
+    source::init()?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<edge_node::frame::Frame>(1);
+    let (stx, srx) = std::sync::mpsc::channel::<source::SourceState>();
+    let opts = source::SourceOptions {
+        camera: c.id.clone(),
+        url: p.camera_urls[i].clone(),
+        detect_fps: c.detect_fps,
+        max_height: c.max_height,
+        realtime: false,
+        ..source::SourceOptions::default()
+    };
+    let handle = source::spawn_camera(
+        opts,
+        Box::new(move |f| {
+            let _ = tx.try_send(f);
+        }),
+        Box::new(move |s| {
+            let _ = stx.send(s);
+        }),
+    )?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
+    let frame = loop {
+        if let Ok(f) = rx.recv_timeout(Duration::from_millis(100)) {
+            break f;
+        }
+        if let Ok(source::SourceState::Failed { error }) = srx.try_recv() {
+            handle.stop();
+            bail!("camera {camera}: {error}");
+        }
+        if std::time::Instant::now() > deadline {
+            handle.stop();
+            bail!("camera {camera}: no frame within {timeout} s");
+        }
+    };
+    handle.stop();
+    let mut ov = snapshot::Overlay {
+        zones: c
+            .zones
+            .iter()
+            .map(|z| (z.name.clone(), z.polygon.clone()))
+            .collect(),
+        lines: c
+            .lines
+            .iter()
+            .map(|l| (l.name.clone(), l.a, l.b, l.forward.clone()))
+            .collect(),
+        masks: c.privacy_masks.clone(),
+        boxes: Vec::new(),
+    };
+    if detect_objects {
+        detect::init_runtime(&RuntimeOptions {
+            dylib: p.onnxruntime.clone(),
+        })?;
+        let mut det = Detector::load(&node::detector_options(&p, &p.camera_models[i]))?;
+        let dets = det.detect(&frame.data, frame.width, frame.height)?;
+        let labels = det.labels().to_vec();
+        ov.boxes = dets
+            .iter()
+            .map(|d| {
+                let l = labels.get(d.class_id as usize).cloned().unwrap_or_default();
+                (d.bbox, format!("{l} {:.2}", d.score))
+            })
+            .collect();
+    }
+    let jpeg = snapshot::preview(&frame.data, frame.width, frame.height, &ov, 90)?;
+    std::fs::write(out, jpeg).with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "{}: camera {camera} frame {}x{}, {} zones, {} lines, {} masks, {} detections",
+        out.display(),
+        frame.width,
+        frame.height,
+        ov.zones.len(),
+        ov.lines.len(),
+        ov.masks.len(),
+        ov.boxes.len()
+    );
+    handle.join();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -445,6 +445,112 @@ fn box_blur_region(
     }
 }
 
+/// Colour of zones in `preview`.
+pub const ZONE_COLOR: [u8; 3] = [0, 200, 255];
+/// Colour of lines and their direction arrows in `preview`.
+pub const LINE_COLOR: [u8; 3] = [255, 0, 200];
+
+/// What `edge-node preview` draws over a frame so people can place rules by
+/// looking: zones (outline + name), lines (with an arrow towards the side a
+/// `forward` crossing goes to), privacy masks (filled black, as every image
+/// leaving the box has them) and live detections.
+#[derive(Clone, Debug, Default)]
+pub struct Overlay {
+    /// Name and polygon (normalised 0..1).
+    pub zones: Vec<(String, Polygon)>,
+    /// Name, A, B (normalised), and the name of the `forward` direction.
+    pub lines: Vec<(String, [f32; 2], [f32; 2], String)>,
+    pub masks: Vec<Polygon>,
+    /// Boxes in frame pixels with their labels.
+    pub boxes: Vec<(BBox, String)>,
+}
+
+/// The frame with an [`Overlay`] drawn on it, full size, as a JPEG.
+pub fn preview(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    ov: &Overlay,
+    quality: u8,
+) -> Result<Vec<u8>, SnapshotError> {
+    let expected = (width as usize) * (height as usize) * 3;
+    if expected == 0 {
+        return Err(SnapshotError::FrameSize { width, height });
+    }
+    if rgb.len() != expected {
+        return Err(SnapshotError::BufferSize {
+            expected,
+            actual: rgb.len(),
+            width,
+            height,
+        });
+    }
+    let mut out = rgb.to_vec();
+    fill_polygons(&mut out, width, height, &ov.masks);
+    let (fw, fh) = (width as f32, height as f32);
+    let px = |p: [f32; 2]| (p[0] * fw, p[1] * fh);
+    let mut canvas = Canvas {
+        data: &mut out,
+        width: width as i32,
+        height: height as i32,
+    };
+    let tab = |x: f32, y: f32| OutRect {
+        x1: x as i32,
+        y1: y as i32,
+        x2: x as i32 + 1,
+        y2: y as i32 + 1,
+    };
+    for (name, poly) in &ov.zones {
+        for i in 0..poly.len() {
+            canvas.line(px(poly[i]), px(poly[(i + 1) % poly.len()]), 2, ZONE_COLOR);
+        }
+        if let Some(p) = poly.first() {
+            let (x, y) = px(*p);
+            canvas.label_tab(tab(x, y), &format!("zone {name}"));
+        }
+    }
+    for (name, a, b, forward) in &ov.lines {
+        let (pa, pb) = (px(*a), px(*b));
+        canvas.line(pa, pb, 3, LINE_COLOR);
+        // Forward = from the left of A→B to its right, as seen on screen: the
+        // arrow points to the right-hand side, perpendicular at the middle.
+        let (dx, dy) = (pb.0 - pa.0, pb.1 - pa.1);
+        let len = (dx * dx + dy * dy).sqrt().max(1e-3);
+        let (nx, ny) = (-dy / len, dx / len);
+        let mid = ((pa.0 + pb.0) / 2.0, (pa.1 + pb.1) / 2.0);
+        let arrow = 0.08 * fw.min(fh);
+        let tip = (mid.0 + nx * arrow, mid.1 + ny * arrow);
+        canvas.line(mid, tip, 3, LINE_COLOR);
+        let (ux, uy) = (dx / len, dy / len);
+        for s in [1.0f32, -1.0] {
+            let head = (
+                tip.0 - nx * arrow * 0.35 + s * ux * arrow * 0.25,
+                tip.1 - ny * arrow * 0.35 + s * uy * arrow * 0.25,
+            );
+            canvas.line(tip, head, 3, LINE_COLOR);
+        }
+        canvas.label_tab(tab(pa.0, pa.1), &format!("line {name}"));
+        canvas.label_tab(tab(tip.0, tip.1 + 12.0), forward);
+    }
+    for (b, label) in &ov.boxes {
+        let c = b.clamp(fw, fh);
+        if !(c.width() > 0.0 && c.height() > 0.0) {
+            continue;
+        }
+        let r = OutRect {
+            x1: c.x1.floor() as i32,
+            y1: c.y1.floor() as i32,
+            x2: (c.x2.ceil() as i32).max(c.x1.floor() as i32 + 1),
+            y2: (c.y2.ceil() as i32).max(c.y1.floor() as i32 + 1),
+        };
+        canvas.outline(r, 2);
+        if !label.is_empty() {
+            canvas.label_tab(r, label);
+        }
+    }
+    encode_jpeg(&out, width, height, quality.clamp(1, 100))
+}
+
 /// Baseline JPEG with 4:2:0 chroma subsampling, as cameras and browsers use:
 /// about a third smaller than the `image` crate's 4:4:4 output at the same
 /// quality, and faster (`jpeg-encoder` picks AVX2 at run time).
@@ -635,6 +741,21 @@ impl Canvas<'_> {
             HALO_COLOR,
         );
         self.ring(r.x1, r.y1, r.x2, r.y2, thickness, BOX_COLOR);
+    }
+
+    /// A straight segment `t` px thick (squares stamped along it).
+    fn line(&mut self, a: (f32, f32), b: (f32, f32), t: i32, color: [u8; 3]) {
+        let steps = (b.0 - a.0)
+            .abs()
+            .max((b.1 - a.1).abs())
+            .ceil()
+            .clamp(1.0, 1e5) as i32;
+        for i in 0..=steps {
+            let f = i as f32 / steps as f32;
+            let (x, y) = (a.0 + (b.0 - a.0) * f, a.1 + (b.1 - a.1) * f);
+            let (x, y) = (x.round() as i32 - t / 2, y.round() as i32 - t / 2);
+            self.fill(x, y, x + t, y + t, color);
+        }
     }
 
     /// The frame of width `t` just inside `[x1, x2) × [y1, y2)`.

@@ -667,15 +667,6 @@ impl Publisher {
         });
         let mut msg = self.event_message(camera, seq, id, rec, snap_ref);
         let body = serde_json::to_vec(&msg).map_err(|e| PublishError::ClientGone(e.to_string()))?;
-        // Object alerts are also copied to the alerts-only topic (best effort:
-        // the durable copy is the event itself, on /events, via the outbox).
-        if !msg.alerts.is_empty()
-            && let Err(e) = self
-                .send(self.shared.topics.alerts(camera), body.clone(), false)
-                .await
-        {
-            tracing::warn!(error = %e, "alert copy not published");
-        }
         let snap = match (snapshot, msg.snapshot.take()) {
             (Some(s), Some(r)) => {
                 // The same event without its snapshot, used if the snapshot is evicted.
@@ -688,6 +679,10 @@ impl Publisher {
         };
         let ob = self.shared.outbox.clone();
         let (cam, topic) = (camera.to_string(), self.shared.topics.events(camera));
+        // Object alerts are also copied to the alerts-only topic, through the
+        // outbox too and after the event, so the copy never arrives before
+        // its snapshot.
+        let alert_topic = (!msg.alerts.is_empty()).then(|| self.shared.topics.alerts(camera));
         let snap_len = snap.as_ref().map(|s| s.1.len() as u64);
         tokio::task::spawn_blocking(move || {
             ob.append(&outbox::Append {
@@ -698,7 +693,17 @@ impl Publisher {
                 snapshot: snap
                     .as_ref()
                     .map(|(t, j, f)| (t.as_str(), j.as_slice(), f.as_slice())),
-            })
+            })?;
+            if let Some(t) = &alert_topic {
+                ob.append(&outbox::Append {
+                    camera: &cam,
+                    seq,
+                    event_topic: t,
+                    event: &body,
+                    snapshot: None,
+                })?;
+            }
+            Ok::<_, outbox::OutboxError>(())
         })
         .await
         .map_err(|e| PublishError::OutboxTask(e.to_string()))??;

@@ -229,41 +229,11 @@ pub fn annotate(
     boxes: &[(BBox, String)],
     quality: u8,
 ) -> Result<Vec<u8>, SnapshotError> {
-    let expected = (width as usize) * (height as usize) * 3;
-    if expected == 0 {
-        return Err(SnapshotError::FrameSize { width, height });
-    }
-    if rgb.len() != expected {
-        return Err(SnapshotError::BufferSize {
-            expected,
-            actual: rgb.len(),
-            width,
-            height,
-        });
-    }
-    let mut out = rgb.to_vec();
-    let mut canvas = Canvas {
-        data: &mut out,
-        width: width as i32,
-        height: height as i32,
+    let ov = Overlay {
+        boxes: boxes.to_vec(),
+        ..Overlay::default()
     };
-    for (b, label) in boxes {
-        let c = b.clamp(width as f32, height as f32);
-        if !(c.width() > 0.0 && c.height() > 0.0) {
-            continue;
-        }
-        let rect = OutRect {
-            x1: c.x1.floor() as i32,
-            y1: c.y1.floor() as i32,
-            x2: (c.x2.ceil() as i32).max(c.x1.floor() as i32 + 1),
-            y2: (c.y2.ceil() as i32).max(c.y1.floor() as i32 + 1),
-        };
-        canvas.outline(rect, 3);
-        if !label.is_empty() {
-            canvas.label_tab(rect, label);
-        }
-    }
-    encode_jpeg(&out, width, height, quality.clamp(1, 100))
+    preview(rgb, width, height, &ov, quality)
 }
 
 /// Fill polygons (normalised coordinates) black in a packed RGB frame. A pixel
@@ -543,7 +513,7 @@ pub fn preview(
             x2: (c.x2.ceil() as i32).max(c.x1.floor() as i32 + 1),
             y2: (c.y2.ceil() as i32).max(c.y1.floor() as i32 + 1),
         };
-        canvas.outline(r, 2);
+        canvas.outline(r, 3);
         if !label.is_empty() {
             canvas.label_tab(r, label);
         }

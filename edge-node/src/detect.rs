@@ -401,6 +401,13 @@ fn known_sample(names: &[String]) -> String {
     }
 }
 
+/// The session's inputs and outputs, as the spec code describes them.
+fn session_io(session: &Session) -> (Vec<TensorInfo>, Vec<TensorInfo>) {
+    let list =
+        |v: &[ort::value::Outlet]| v.iter().map(|o| tensor_info(o.name(), o.dtype())).collect();
+    (list(session.inputs()), list(session.outputs()))
+}
+
 fn tensor_info(name: &str, ty: &ValueType) -> TensorInfo {
     match ty {
         ValueType::Tensor { ty, shape, .. } => TensorInfo {
@@ -519,16 +526,7 @@ impl Detector {
         }
         drop(bytes);
 
-        let inputs: Vec<TensorInfo> = session
-            .inputs()
-            .iter()
-            .map(|o| tensor_info(o.name(), o.dtype()))
-            .collect();
-        let outputs: Vec<TensorInfo> = session
-            .outputs()
-            .iter()
-            .map(|o| tensor_info(o.name(), o.dtype()))
-            .collect();
+        let (inputs, outputs) = session_io(&session);
         let dynamic_hw = inputs
             .first()
             .is_some_and(|i| i.shape.len() == 4 && i.shape[2] < 0 && i.shape[3] < 0);

@@ -31,7 +31,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
 use super::spec::{TensorInfo, describe_io};
-use super::{DetectError, RUNTIME, RuntimeOptions, init_runtime, nms, tensor_info};
+use super::{DetectError, RUNTIME, RuntimeOptions, init_runtime, nms, session_io};
 use crate::frame::{BBox, Detection};
 
 /// Default heat-map threshold: a cell above it is a face centre.
@@ -131,16 +131,7 @@ impl FaceDetector {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
-        let inputs: Vec<TensorInfo> = session
-            .inputs()
-            .iter()
-            .map(|o| tensor_info(o.name(), o.dtype()))
-            .collect();
-        let outputs: Vec<TensorInfo> = session
-            .outputs()
-            .iter()
-            .map(|o| tensor_info(o.name(), o.dtype()))
-            .collect();
+        let (inputs, outputs) = session_io(&session);
         if !looks_like_centerface(&inputs, &outputs) {
             return Err(DetectError::SpecMismatch {
                 path: path.to_path_buf(),

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::spec::{ColorOrder, Manifest, ModelSpec, OutputLayout, ResizeMode, SpecSource};
 use super::{
-    DetectError, RUNTIME, RuntimeOptions, init_runtime, read_metadata, resolve_spec, tensor_info,
+    DetectError, RUNTIME, RuntimeOptions, init_runtime, read_metadata, resolve_spec, session_io,
 };
 
 /// Metadata values longer than this are cut in the `Display` output (the
@@ -239,16 +239,7 @@ pub fn inspect(model: &Path) -> Result<ModelReport, DetectError> {
         .iter()
         .map(|o| io_report(o.name(), o.dtype()))
         .collect();
-    let in_info: Vec<_> = session
-        .inputs()
-        .iter()
-        .map(|o| tensor_info(o.name(), o.dtype()))
-        .collect();
-    let out_info: Vec<_> = session
-        .outputs()
-        .iter()
-        .map(|o| tensor_info(o.name(), o.dtype()))
-        .collect();
+    let (in_info, out_info) = session_io(&session);
     let metadata: HashMap<String, String> = read_metadata(&session);
     let manifest_path = Manifest::path_for(model);
     let mut report = ModelReport {

@@ -1,8 +1,8 @@
 //! Durable outbox under faults (issue 5, tests 1-3), with a real mosquitto
 //! (persistent, restarted on the same port), the real `edge-node` binary on
 //! the bundled clip (looped, real time) and a persistent-session QoS-1
-//! subscriber. The CI outage is 8 s (the issue says 30 s): set
-//! `OUTBOX_OUTAGE_S=30` for the long version.
+//! subscriber. The broker outage test takes the broker down for 30 s, as the
+//! issue asks; the other outage tests use 8 s. `OUTBOX_OUTAGE_S=N` overrides both.
 
 mod common;
 
@@ -16,13 +16,17 @@ use edge_node::publish::outbox::{Append, Outbox};
 const NODE_STATUS: &str = "t/test-district/test-box/status";
 const STATS: &str = "t/test-district/test-box/stats";
 
-fn outage() -> Duration {
+fn outage_or(default_s: u64) -> Duration {
     Duration::from_secs(
         std::env::var("OUTBOX_OUTAGE_S")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(8),
+            .unwrap_or(default_s),
     )
+}
+
+fn outage() -> Duration {
+    outage_or(8)
 }
 
 fn pipeline(dir: &Path, port: u16, outbox: &str, camera: &str) -> std::path::PathBuf {
@@ -162,7 +166,7 @@ fn broker_outage_loses_no_seq() {
     let before = sub.wait_for("first events", Duration::from_secs(60), |m| max_seq(m) >= 3);
     broker.stop();
     let down = Instant::now();
-    std::thread::sleep(outage());
+    std::thread::sleep(outage_or(30));
     broker.restart();
     let back = Instant::now();
     eprintln!("outage {:.1} s", (back - down).as_secs_f64());

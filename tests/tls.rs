@@ -1,5 +1,5 @@
 //! `mqtts://` to a real mosquitto with TLS, a client certificate (mTLS) and a
-//! password read from the environment. Certificates are made by the openssl CLI.
+//! password read from the environment or a file. Certificates are made by the openssl CLI.
 
 mod common;
 
@@ -329,4 +329,98 @@ fn wrong_password_is_refused_and_logged() {
         std::thread::sleep(Duration::from_millis(200));
     }
     node.terminate(Duration::from_secs(30));
+}
+
+#[test]
+fn credentials_from_files_work_are_never_logged_and_loose_modes_are_warned() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let passwd = d.join("passwd");
+    for (i, (user, pass)) in [("box-1", "pa55-from-file"), ("observer", "watch")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut c = Command::new("mosquitto_passwd");
+        if i == 0 {
+            c.arg("-c");
+        }
+        assert!(
+            c.arg("-b")
+                .arg(&passwd)
+                .arg(user)
+                .arg(pass)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let acl = d.join("acl");
+    std::fs::write(
+        &acl,
+        "user box-1\ntopic write t/d/b/#\n\nuser observer\ntopic read #\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let conf = format!(
+        "allow_anonymous false\npassword_file {}\nacl_file {}\nlistener {port} 127.0.0.1\n",
+        passwd.display(),
+        acl.display()
+    );
+    let broker = mosquitto_with(port, &conf);
+    let sub = Subscriber::start_with(broker.port, "#", Some(("observer", "watch")));
+    // The user name file ends with a newline; the password file is readable by
+    // everyone (the loader warns) and has a trailing newline.
+    write(d, "user", "box-1\n");
+    let pw = write(d, "password", "pa55-from-file\n");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let pipeline = format!(
+        "[node]\nid = \"b\"\ndistrict = \"d\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ntopic_prefix = \"t\"\n\
+         username_file = \"user\"\npassword_file = \"password\"\n\
+         [detector]\nmodel = \"{model}\"\n\
+         [[cameras]]\nid = \"c\"\nurl = \"{clip}\"\ndetect_fps = 5\nrealtime = false\n",
+        model = repo().join("models/nanodet_g_coco_416.onnx").display(),
+        clip = fixture("vtest_10s_h264.mp4").display(),
+    );
+    let p = write(d, "p.toml", &pipeline);
+    // `check` prints the warning.
+    let out = edge_node().arg("check").arg(&p).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("warning: mqtt.password_file") && stdout.contains("chmod 600"),
+        "{stdout}"
+    );
+    // The environment must not be what makes it work.
+    let log = d.join("node.log");
+    let mut node = run_node_env(
+        &p,
+        &log,
+        &[
+            ("EDGE_NODE_MQTT_USERNAME", "nobody"),
+            ("EDGE_NODE_MQTT_PASSWORD", "wrong"),
+            ("RUST_LOG", "trace"),
+        ],
+    );
+    let status = node.wait(Duration::from_secs(120)).expect("ends by itself");
+    let logtext = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        status.success(),
+        "{status:?}\n{}",
+        &logtext[logtext.len().saturating_sub(4000)..]
+    );
+    let msgs = sub.wait_for("stopped", Duration::from_secs(10), |m| {
+        m.iter()
+            .any(|x| x.topic == "t/d/b/status" && x.json()["state"] == "stopped")
+    });
+    assert!(events(&msgs).iter().any(|e| e["type"] == "new"));
+    assert!(logtext.contains("mqtt.password_file") && logtext.contains("chmod 600"));
+    assert!(
+        logtext.contains("DEBUG") || logtext.contains("TRACE"),
+        "trace logging was on:\n{logtext}"
+    );
+    assert!(
+        !logtext.contains("pa55-from-file"),
+        "the password appears in the log"
+    );
 }

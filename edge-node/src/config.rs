@@ -191,6 +191,15 @@ pub struct MqttSection {
     /// Environment variable holding the password.
     #[serde(default = "d_pass_env")]
     pub password_env: String,
+    /// File holding the user name (one line; surrounding whitespace trimmed).
+    /// Takes precedence over `username_env`.
+    #[serde(default)]
+    pub username_file: Option<PathBuf>,
+    /// File holding the password (one line; a trailing newline is dropped), e.g. a
+    /// Docker or systemd secret. Takes precedence over `password_env`. The loader
+    /// warns when group or others can read it.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// PEM CA bundle for `mqtts://` (default: the system's roots are not bundled; a CA file is required).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -717,6 +726,9 @@ pub struct Pipeline {
     pub onnxruntime: Option<PathBuf>,
     /// The face model for cameras with `blur_faces` (resolved; may not exist).
     pub face_model: PathBuf,
+    /// Things that are allowed but probably wrong (e.g. a secret file others can
+    /// read). `run` logs them, `check` prints them.
+    pub warnings: Vec<String>,
 }
 
 impl Pipeline {
@@ -1150,22 +1162,42 @@ fn build(file: &Path, raw: PipelineFile) -> Result<Pipeline, ConfigError> {
         };
         camera_urls.push(url);
     }
-    for (field, p) in [
-        ("mqtt.ca_file", &raw.mqtt.ca_file),
-        ("mqtt.client_cert", &raw.mqtt.client_cert),
-        ("mqtt.client_key", &raw.mqtt.client_key),
+    let mut warnings = Vec::new();
+    for (field, p, secret) in [
+        ("mqtt.ca_file", &raw.mqtt.ca_file, false),
+        ("mqtt.client_cert", &raw.mqtt.client_cert, false),
+        ("mqtt.client_key", &raw.mqtt.client_key, true),
+        ("mqtt.username_file", &raw.mqtt.username_file, false),
+        ("mqtt.password_file", &raw.mqtt.password_file, true),
     ] {
         if let Some(p) = p {
             let r = resolve(&dir, p);
-            if !r.exists() {
+            if !r.is_file() {
                 return Err(invalid(
                     file,
                     field,
-                    format!("{} does not exist", r.display()),
-                    "give the path of a PEM file (relative paths are resolved against the config's folder)",
+                    format!("{} does not exist or is not a file", r.display()),
+                    "give the path of an existing file (relative paths are resolved against the config's folder)",
                 ));
             }
+            if secret && let Some(w) = secret_file_warning(field, &r) {
+                warnings.push(w);
+            }
         }
+    }
+    if matches!(broker, BrokerUrl::Tcp { .. })
+        && (raw.mqtt.ca_file.is_some() || raw.mqtt.client_cert.is_some())
+    {
+        return Err(invalid(
+            file,
+            "mqtt.url",
+            format!(
+                "{:?} is plaintext MQTT but TLS files (ca_file / client_cert) are configured",
+                raw.mqtt.url
+            ),
+            "use an mqtts:// URL (a node configured for TLS never falls back to plaintext), \
+             or remove the TLS files",
+        ));
     }
     if matches!(broker, BrokerUrl::Tls { .. }) && raw.mqtt.ca_file.is_none() {
         return Err(invalid(
@@ -1181,6 +1213,8 @@ fn build(file: &Path, raw: PipelineFile) -> Result<Pipeline, ConfigError> {
         &mut raw.mqtt.ca_file,
         &mut raw.mqtt.client_cert,
         &mut raw.mqtt.client_key,
+        &mut raw.mqtt.username_file,
+        &mut raw.mqtt.password_file,
     ]
     .into_iter()
     .flatten()
@@ -1199,7 +1233,37 @@ fn build(file: &Path, raw: PipelineFile) -> Result<Pipeline, ConfigError> {
         camera_urls,
         onnxruntime,
         face_model,
+        warnings,
     })
+}
+
+/// A warning when a secret file can be read by its group or by others
+/// (`chmod 600` fixes it). `None` on non-Unix systems or when it is private.
+pub fn secret_file_warning(field: &str, path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        if mode & 0o044 != 0 {
+            return Some(format!(
+                "{field}: {} is readable by {} (mode {:o}); run `chmod 600 {}` so only the node's user can read the secret",
+                path.display(),
+                if mode & 0o004 != 0 {
+                    "every user"
+                } else {
+                    "its group"
+                },
+                mode & 0o777,
+                path.display()
+            ));
+        }
+        None
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (field, path);
+        None
+    }
 }
 
 #[cfg(test)]
@@ -1384,5 +1448,62 @@ detect_fps = 5
         assert!(is_file_url("file:///a/b.mp4"));
         assert!(!is_file_url("rtsp://h/x"));
         assert!(!is_file_url("/dev/video0"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn password_file_is_checked_and_a_readable_one_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("pipeline.toml");
+        let text = MIN.replace(
+            "topic_prefix = \"hanoi\"",
+            "topic_prefix = \"hanoi\"\npassword_file = \"secret\"",
+        );
+        // Missing: refused, naming the field.
+        let e = Pipeline::from_str(&cfg, &text).unwrap_err().to_string();
+        assert!(e.contains("mqtt.password_file"), "{e}");
+        assert!(e.contains("does not exist"), "{e}");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "hunter2\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let p = Pipeline::from_str(&cfg, &text).unwrap();
+        assert_eq!(p.raw.mqtt.password_file.as_deref(), Some(secret.as_path()));
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        let w = &p.warnings[0];
+        assert!(
+            w.contains("mqtt.password_file") && w.contains("chmod 600"),
+            "{w}"
+        );
+        assert!(w.contains("every user"), "{w}");
+        assert!(
+            !w.contains("hunter2"),
+            "the secret itself is never shown: {w}"
+        );
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let p = Pipeline::from_str(&cfg, &text).unwrap();
+        assert!(p.warnings[0].contains("its group"), "{:?}", p.warnings);
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let p = Pipeline::from_str(&cfg, &text).unwrap();
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn tls_files_with_a_plaintext_url_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "x").unwrap();
+        let text = MIN.replace(
+            "topic_prefix = \"hanoi\"",
+            "topic_prefix = \"hanoi\"\nca_file = \"ca.pem\"",
+        );
+        let e = Pipeline::from_str(&dir.path().join("p.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mqtt.url") && e.contains("plaintext") && e.contains("mqtts://"),
+            "{e}"
+        );
+        let ok = text.replace("mqtt://127.0.0.1:1883", "mqtts://127.0.0.1:8883");
+        Pipeline::from_str(&dir.path().join("p.toml"), &ok).unwrap();
     }
 }

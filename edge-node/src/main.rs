@@ -214,8 +214,11 @@ enum BenchCmd {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,rumqttd=off,rumqttc=warn".into());
+    // Colour only on a terminal: log files and journald get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
 }
@@ -394,7 +397,8 @@ fn check(path: &Path, json: bool) -> Result<ExitCode> {
         println!(
             "{}",
             serde_json::json!({"pipeline": p.file, "node": p.raw.node.id, "district": p.raw.node.district,
-                "mqtt": p.raw.mqtt.url, "topics": topics.all(), "cameras": cams, "models": models})
+                "mqtt": p.raw.mqtt.url, "topics": topics.all(), "cameras": cams, "models": models,
+                "warnings": p.warnings})
         );
     } else {
         println!("{}: OK", p.file.display());
@@ -413,6 +417,9 @@ fn check(path: &Path, json: bool) -> Result<ExitCode> {
                 "camera {} ({}) {} at {} fps, frames ≤ {} px high",
                 c.id, c.kind, c.url, c.detect_fps, c.max_height
             );
+        }
+        for w in &p.warnings {
+            println!("warning: {w}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -756,19 +756,469 @@ fn camera_state(s: &SourceState) -> (CameraState, Option<String>) {
     }
 }
 
-/// Run a pipeline until every file camera has ended (all-file pipelines) or a
-/// signal arrives. Publishes `stopped` and flushes before returning.
+/// Run a pipeline until every file camera has ended (all-file pipelines) or
+/// SIGTERM / Ctrl-C arrives. SIGHUP reloads the config file (see [`reload`]).
+/// Publishes `stopped` and flushes before returning.
 pub async fn run(p: Pipeline) -> Result<RunReport, NodeError> {
-    run_until(p, shutdown_signal()).await
+    let (tx, rx) = mpsc::channel(4);
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    // A full channel means a reload is already pending.
+                    let _ = tx.try_send(());
+                }
+            });
+        }
+        Err(e) => warn!(error = %e, "cannot listen for SIGHUP; config reload disabled"),
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    let stop = async {
+        shutdown_signal().await;
+        // A hard deadline for the clean stop below. Nothing is lost by it:
+        // every event and snapshot not yet acknowledged is already in the outbox.
+        let _ = std::thread::Builder::new()
+            .name("stop-deadline".into())
+            .spawn(|| {
+                std::thread::sleep(SHUTDOWN_DEADLINE);
+                tracing::error!(
+                    deadline_s = SHUTDOWN_DEADLINE.as_secs(),
+                    "clean stop took too long; exiting now (unacknowledged messages stay in the outbox)"
+                );
+                std::process::exit(1);
+            });
+    };
+    run_inner(p, stop, rx).await
 }
 
+/// The longest a stop (SIGTERM / SIGINT) may take before the process exits anyway.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
+
 /// [`run`], stopping when `stop` completes instead of on a signal (timed runs,
-/// `edge-node bench`). All-file pipelines still end by themselves.
+/// `edge-node bench`). All-file pipelines still end by themselves. No reload.
 pub async fn run_until(
     p: Pipeline,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<RunReport, NodeError> {
+    let (_tx, rx) = mpsc::channel(1);
+    run_inner(p, stop, rx).await
+}
+
+/// One running camera: its source, its frame slot and its tasks.
+struct RunningCamera {
+    id: String,
+    /// What the camera was started with; equal fingerprints survive a reload.
+    fingerprint: String,
+    pool: Arc<Pool>,
+    idx: usize,
+    source: source::CameraHandle,
+    analytics: Option<tokio::task::JoinHandle<()>>,
+    /// Ends when the source drops its state callback; yields the camera id if it failed.
+    status: tokio::task::JoinHandle<Option<String>>,
+    publish_latency_ms: Arc<Mutex<Vec<f64>>>,
+}
+
+/// What a camera's behaviour depends on, as a comparable string: its own
+/// section, its resolved URL and model, and the node-wide sections that are
+/// applied per camera. A reload restarts a camera only when this changes.
+fn camera_fingerprint(p: &Pipeline, i: usize) -> String {
+    let r = &p.raw;
+    serde_json::json!({
+        "camera": r.cameras[i],
+        "url": p.camera_urls[i],
+        "model": p.camera_models[i],
+        "tracker": r.tracker,
+        "events": r.events,
+        "snapshot": r.snapshot,
+        "rules": r.rules,
+        "privacy": r.privacy,
+        "face_model": p.face_model,
+    })
+    .to_string()
+}
+
+/// Sections a running node can apply on reload; every other section (node,
+/// mqtt, detector, outbox, and any added later) needs a restart.
+const RELOADABLE: &[&str] = &[
+    "cameras", "tracker", "events", "snapshot", "rules", "privacy",
+];
+
+/// Top-level sections that differ between two configs and cannot be reloaded.
+pub fn restart_only_changes(old: &config::PipelineFile, new: &config::PipelineFile) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return vec!["(config not comparable)".into()];
+    };
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| !RELOADABLE.contains(&k.as_str()) && a.get(*k) != b.get(*k))
+        .map(|k| format!("[{k}]"))
+        .collect()
+}
+
+/// What a reload did, for the log and for tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    pub kept: Vec<String>,
+    pub restarted: Vec<String>,
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+}
+
+/// The long-lived parts of a running node and its cameras.
+struct NodeRun {
+    p: Pipeline,
+    publisher: Publisher,
+    pools: BTreeMap<PathBuf, Result<ModelPool, String>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    runtime_err: Option<String>,
+    cams: Vec<RunningCamera>,
+    /// Reports of cameras stopped by a reload.
+    stopped: Vec<CameraReport>,
+    failed: Vec<String>,
+}
+
+impl NodeRun {
+    /// The worker pool for `model`, loading its sessions the first time.
+    fn pool(&mut self, model: &Path) -> Result<ModelPool, String> {
+        if let Some(e) = self.pools.get(model) {
+            return e.clone();
+        }
+        let entry = match &self.runtime_err {
+            Some(e) => Err(e.clone()),
+            None => self.load_pool(model),
+        };
+        if let Err(e) = &entry {
+            warn!(model = %model.display(), error = %e, "model unusable; its cameras are marked failed");
+        }
+        self.pools.insert(model.to_path_buf(), entry.clone());
+        entry
+    }
+
+    fn load_pool(&mut self, model: &Path) -> Result<ModelPool, String> {
+        let dopts = detector_options(&self.p, model);
+        let mut dets = Vec::new();
+        for _ in 0..self.p.raw.detector.workers {
+            dets.push(Detector::load(&dopts).map_err(|e| e.to_string())?);
+        }
+        let labels = Arc::new(
+            dets.first()
+                .map(|d| d.labels().to_vec())
+                .unwrap_or_default(),
+        );
+        let pool = Arc::new(Pool::default());
+        let stem = model
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        for (n, d) in dets.into_iter().enumerate() {
+            let pool2 = pool.clone();
+            let name: String = format!("detect-{}-{n}", stem).chars().take(15).collect();
+            match std::thread::Builder::new()
+                .name(name)
+                .spawn(move || run_worker(pool2, d))
+            {
+                Ok(h) => self.workers.push(h),
+                Err(e) => warn!(error = %e, "cannot start inference thread"),
+            }
+        }
+        Ok((pool, labels))
+    }
+
+    /// Start camera `i` of the config in force. A camera that cannot start is
+    /// reported `failed` on its status topic and recorded; the others go on.
+    async fn start_camera(&mut self, i: usize) {
+        let c = self.p.raw.cameras[i].clone();
+        let raw = self.p.raw.clone();
+        let span = info_span!("camera", camera = %c.id);
+        let model = self.p.camera_models[i].clone();
+        let (pool, labels) = match self.pool(&model) {
+            Ok(x) => x,
+            Err(e) => {
+                let msg = format!("model {}: {e}", model.display());
+                span.in_scope(|| warn!(error = %msg, "camera failed"));
+                let _ = self
+                    .publisher
+                    .camera_status(&c.id, CameraState::Failed, Some(msg), 0, 0)
+                    .await;
+                self.failed.push(c.id.clone());
+                return;
+            }
+        };
+        let (tx, rx) = mpsc::channel::<Analysed>(8);
+        let publish_latency_ms = Arc::new(Mutex::new(Vec::new()));
+        let lossless = !c.realtime && config::is_file_url(&self.p.camera_urls[i]);
+        let idx = pool.add(c.queue, lossless, tx);
+        let tcfg = &raw.tracker;
+        let ecfg = &raw.events;
+        let ev_cfg = EventConfig {
+            min_hits: ecfg.min_hits,
+            end_after_s: ecfg.end_after_s,
+            update_min_interval_s: ecfg.update_min_interval_s,
+            snapshot_improvement: ecfg.snapshot_improvement,
+            max_updates: ecfg.max_updates,
+            ..EventConfig::default()
+        };
+        // The tracker forgets a lost object when its event ends (same clock, same timeout).
+        let tracker = Tracker::new(ev_cfg.tracker_config(TrackerConfig {
+            high_thresh: tcfg.high_thresh,
+            low_thresh: tcfg.low_thresh,
+            new_track_thresh: tcfg.new_track_thresh,
+            match_iou: tcfg.match_iou,
+            ..TrackerConfig::default()
+        }));
+        let engine = EventEngine::new(ev_cfg);
+        let (rules_cfg, unknown) = config::camera_rules(&raw.rules, &c, &labels);
+        if !unknown.is_empty() {
+            span.in_scope(|| warn!(classes = ?unknown, "zone/line classes the model does not know are ignored"));
+        }
+        let faces = if !c.blur_faces {
+            FacePolicy::Off
+        } else {
+            let pr = &raw.privacy;
+            match detect::FaceDetector::load(&self.p.face_model, 1).and_then(|mut d| {
+                if let Some(t) = pr.face_threshold {
+                    d.set_threshold(t)?;
+                }
+                if let Some(m) = pr.face_max_side {
+                    d.set_max_side(m)?;
+                }
+                Ok(d)
+            }) {
+                Ok(d) => FacePolicy::On(Arc::new(Mutex::new(d))),
+                Err(e) => {
+                    let why = format!(
+                        "snapshots withheld: faces must be blurred but the face model is unusable: {e}"
+                    );
+                    span.in_scope(|| warn!(error = %why, "privacy"));
+                    FacePolicy::Withheld(why)
+                }
+            }
+        };
+        let privacy_note = match &faces {
+            FacePolicy::Withheld(why) => Some(why.clone()),
+            _ => None,
+        };
+        let ctx = CameraCtx {
+            faces,
+            id: c.id.clone(),
+            publisher: self.publisher.clone(),
+            labels,
+            snapshot: SnapshotOptions {
+                max_height: raw.snapshot.max_height,
+                quality: raw.snapshot.quality,
+                crop: raw.snapshot.crop,
+                draw_box: raw.snapshot.draw_box,
+                masks: c.privacy_masks.iter().map(|p| p.to_vec()).collect(),
+                ..SnapshotOptions::default()
+            },
+            // Numbering continues after a restart or reload (the outbox stores the last seq).
+            seq: self.publisher.last_seq(&c.id),
+            publish_latency_ms: publish_latency_ms.clone(),
+            rules: rules_cfg,
+            counts_interval_s: raw.rules.counts_interval_s,
+            counts_seq: 0,
+            zone_alert_seq: 0,
+        };
+        let analytics_task =
+            tokio::spawn(analytics(ctx, rx, tracker, engine).instrument(span.clone()));
+
+        // Source state → retained camera status (latest state wins: a watch channel).
+        let (st_tx, mut st_rx) = watch::channel(SourceState::Starting);
+        let pub2 = self.publisher.clone();
+        let pool2 = pool.clone();
+        let cam_id = c.id.clone();
+        let status_task = tokio::spawn(
+            async move {
+                let mut failed = None;
+                loop {
+                    let s = st_rx.borrow_and_update().clone();
+                    if let SourceState::Failed { .. } = s {
+                        failed = Some(cam_id.clone());
+                    }
+                    let (state, err) = camera_state(&s);
+                    // A privacy refusal stays visible while the source is fine.
+                    let err = err.or_else(|| privacy_note.clone());
+                    if matches!(s, SourceState::Ended | SourceState::Failed { .. }) {
+                        pool2.close(idx);
+                    }
+                    let (fin, dropped, _) = pool2.counters(idx);
+                    match &err {
+                        Some(e) => warn!(state = ?state, error = %e, "camera state"),
+                        None => info!(state = ?state, "camera state"),
+                    }
+                    let _ = pub2.camera_status(&cam_id, state, err, fin, dropped).await;
+                    if st_rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+                failed
+            }
+            .instrument(span.clone()),
+        );
+
+        let opts = SourceOptions {
+            camera: c.id.clone(),
+            url: self.p.camera_urls[i].clone(),
+            detect_fps: c.detect_fps,
+            max_height: c.max_height,
+            realtime: c.realtime,
+            loop_file: c.loop_file,
+            watchdog_s: c.watchdog_s,
+            backoff_initial_s: c.backoff_initial_s,
+            backoff_max_s: c.backoff_max_s,
+            ..SourceOptions::default()
+        };
+        let pool3 = pool.clone();
+        let on_frame: source::FrameCallback = Box::new(move |f| pool3.push(idx, f));
+        let on_state: source::StateCallback = Box::new(move |s| {
+            let _ = st_tx.send(s);
+        });
+        match source::spawn_camera(opts, on_frame, on_state) {
+            Ok(h) => self.cams.push(RunningCamera {
+                id: c.id.clone(),
+                fingerprint: camera_fingerprint(&self.p, i),
+                pool,
+                idx,
+                source: h,
+                analytics: Some(analytics_task),
+                status: status_task,
+                publish_latency_ms,
+            }),
+            Err(e) => {
+                span.in_scope(|| warn!(error = %e, "camera failed to start"));
+                pool.close(idx);
+                let _ = analytics_task.await;
+                let _ = status_task.await;
+                let _ = self
+                    .publisher
+                    .camera_status(&c.id, CameraState::Failed, Some(e.to_string()), 0, 0)
+                    .await;
+                self.failed.push(c.id.clone());
+            }
+        }
+    }
+
+    /// Stop one camera: its source, then its queued frames, then its open
+    /// events (each gets its `end`). Returns its report.
+    async fn stop_camera(&mut self, mut cam: RunningCamera, stopping: Instant) -> CameraReport {
+        cam.source.stop();
+        cam.pool.close(cam.idx);
+        if let Some(t) = cam.analytics.take() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                warn!(camera = %cam.id, "analytics did not finish before the deadline");
+            }
+        }
+        let report = camera_report(&cam, stopping);
+        let src = cam.source;
+        let _ = tokio::task::spawn_blocking(move || src.join()).await;
+        if let Ok(Ok(Some(id))) = tokio::time::timeout(Duration::from_secs(2), cam.status).await {
+            self.failed.push(id);
+        }
+        report
+    }
+
+    /// Apply a new config: cameras whose settings are unchanged keep running;
+    /// changed ones restart; new ones start; removed ones stop (their retained
+    /// status is cleared). Refused, with nothing changed, when a restart-only
+    /// section differs.
+    async fn reload(&mut self, new: Pipeline) -> Result<ReloadOutcome, String> {
+        let fixed = restart_only_changes(&self.p.raw, &new.raw);
+        if !fixed.is_empty() {
+            return Err(format!(
+                "{} changed; these sections are applied only at start: restart the node \
+                 (or undo the change) and reload again",
+                fixed.join(", ")
+            ));
+        }
+        let mut out = ReloadOutcome::default();
+        let wanted: BTreeMap<String, (usize, String)> = (0..new.raw.cameras.len())
+            .map(|i| {
+                (
+                    new.raw.cameras[i].id.clone(),
+                    (i, camera_fingerprint(&new, i)),
+                )
+            })
+            .collect();
+        let now = Instant::now();
+        let mut keep = Vec::new();
+        for cam in std::mem::take(&mut self.cams) {
+            match wanted.get(&cam.id) {
+                Some((_, fp)) if *fp == cam.fingerprint => {
+                    out.kept.push(cam.id.clone());
+                    keep.push(cam);
+                }
+                Some(_) => {
+                    out.restarted.push(cam.id.clone());
+                    let r = self.stop_camera(cam, now).await;
+                    self.stopped.push(r);
+                }
+                None => {
+                    out.stopped.push(cam.id.clone());
+                    let id = cam.id.clone();
+                    let r = self.stop_camera(cam, now).await;
+                    self.stopped.push(r);
+                    let _ = self.publisher.camera_removed(&id).await;
+                }
+            }
+        }
+        self.cams = keep;
+        self.failed.retain(|id| !wanted.contains_key(id));
+        self.p = new;
+        for (id, (i, _)) in &wanted {
+            if !out.kept.contains(id) {
+                if !out.restarted.contains(id) {
+                    out.started.push(id.clone());
+                }
+                self.start_camera(*i).await;
+            }
+        }
+        // Config order, for the node status.
+        let order: Vec<String> = self.p.raw.cameras.iter().map(|c| c.id.clone()).collect();
+        self.cams
+            .sort_by_key(|c| order.iter().position(|o| *o == c.id).unwrap_or(usize::MAX));
+        self.publisher.set_cameras(order).await;
+        Ok(out)
+    }
+}
+
+fn camera_report(cam: &RunningCamera, stopping: Instant) -> CameraReport {
+    let (frames_in, dropped, analysed) = cam.pool.counters(cam.idx);
+    let s = cam.pool.state.lock().unwrap_or_else(|e| e.into_inner());
+    let slot = &s.slots[cam.idx];
+    CameraReport {
+        id: cam.id.clone(),
+        frames_in,
+        frames_dropped: dropped,
+        frames_analysed: analysed,
+        active: slot
+            .first_arrival
+            .map(|t| stopping.saturating_duration_since(t))
+            .unwrap_or_default(),
+        detect_latency_ms: slot.detect_latency_ms.clone(),
+        publish_latency_ms: cam
+            .publish_latency_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+    }
+}
+
+async fn run_inner(
+    p: Pipeline,
+    stop: impl std::future::Future<Output = ()>,
+    mut reloads: mpsc::Receiver<()>,
+) -> Result<RunReport, NodeError> {
     let started = Instant::now();
+    for w in &p.warnings {
+        warn!(warning = %w, "config");
+    }
     let raw = &p.raw;
     #[cfg(feature = "embedded-broker")]
     if let crate::config::BrokerUrl::Embedded { port } = p.broker {
@@ -796,7 +1246,7 @@ pub async fn run_until(
             node: raw.node.id.clone(),
             district: raw.node.district.clone(),
             prefix: raw.mqtt.topic_prefix.clone(),
-            cameras: cameras.clone(),
+            cameras,
         },
         publish::OutboxOptions {
             dir: raw.outbox.dir.clone().unwrap_or(state_dir.join("outbox")),
@@ -824,301 +1274,126 @@ pub async fn run_until(
     .err()
     .map(|e| e.to_string());
 
-    // One pool (and worker set) per distinct model.
-    let mut pools: BTreeMap<PathBuf, Result<ModelPool, String>> = BTreeMap::new();
-    let mut workers = Vec::new();
-    for model in p.camera_models.iter() {
-        if pools.contains_key(model) {
-            continue;
-        }
-        let entry = match &runtime_err {
-            Some(e) => Err(e.clone()),
-            None => {
-                let dopts = detector_options(&p, model);
-                let mut dets = Vec::new();
-                let mut err = None;
-                for _ in 0..raw.detector.workers {
-                    match Detector::load(&dopts) {
-                        Ok(d) => dets.push(d),
-                        Err(e) => {
-                            err = Some(e.to_string());
-                            break;
-                        }
-                    }
-                }
-                match err {
-                    Some(e) => Err(e),
-                    None => {
-                        let labels = Arc::new(dets[0].labels().to_vec());
-                        let pool = Arc::new(Pool::default());
-                        let stem = model
-                            .file_stem()
-                            .map(|s| s.to_string_lossy().to_string())
-                            .unwrap_or_default();
-                        for (n, d) in dets.into_iter().enumerate() {
-                            let pool2 = pool.clone();
-                            let name: String =
-                                format!("detect-{}-{n}", stem).chars().take(15).collect();
-                            match std::thread::Builder::new()
-                                .name(name)
-                                .spawn(move || run_worker(pool2, d))
-                            {
-                                Ok(h) => workers.push(h),
-                                Err(e) => warn!(error = %e, "cannot start inference thread"),
-                            }
-                        }
-                        Ok((pool, labels))
-                    }
-                }
-            }
-        };
-        if let Err(e) = &entry {
-            warn!(model = %model.display(), error = %e, "model unusable; its cameras are marked failed");
-        }
-        pools.insert(model.clone(), entry);
-    }
-
-    let tcfg = &raw.tracker;
-    let ecfg = &raw.events;
-    let mut analytics_tasks = Vec::new();
-    let mut handles = Vec::new();
-    let mut status_tasks = Vec::new();
-    let mut failed = Vec::new();
-    let mut cam_pools: Vec<(Arc<Pool>, usize)> = Vec::new();
-    // Per started camera: id and its publish latency samples (same order as cam_pools).
-    let mut cam_lat: Vec<(String, Arc<Mutex<Vec<f64>>>)> = Vec::new();
     let _ = source::init();
-    for (i, c) in raw.cameras.iter().enumerate() {
-        let span = info_span!("camera", camera = %c.id);
-        let (pool, labels) = match &pools[&p.camera_models[i]] {
-            Ok(x) => x.clone(),
-            Err(e) => {
-                let msg = format!("model {}: {e}", p.camera_models[i].display());
-                span.in_scope(|| warn!(error = %msg, "camera failed"));
-                let _ = publisher
-                    .camera_status(&c.id, CameraState::Failed, Some(msg), 0, 0)
-                    .await;
-                failed.push(c.id.clone());
-                continue;
-            }
-        };
-        let (tx, rx) = mpsc::channel::<Analysed>(8);
-        let publish_latency_ms = Arc::new(Mutex::new(Vec::new()));
-        let lossless = !c.realtime && config::is_file_url(&p.camera_urls[i]);
-        let idx = pool.add(c.queue, lossless, tx);
-        cam_pools.push((pool.clone(), idx));
-        cam_lat.push((c.id.clone(), publish_latency_ms.clone()));
-        let ev_cfg = EventConfig {
-            min_hits: ecfg.min_hits,
-            end_after_s: ecfg.end_after_s,
-            update_min_interval_s: ecfg.update_min_interval_s,
-            snapshot_improvement: ecfg.snapshot_improvement,
-            max_updates: ecfg.max_updates,
-            ..EventConfig::default()
-        };
-        // The tracker forgets a lost object when its event ends (same clock, same timeout).
-        let tracker = Tracker::new(ev_cfg.tracker_config(TrackerConfig {
-            high_thresh: tcfg.high_thresh,
-            low_thresh: tcfg.low_thresh,
-            new_track_thresh: tcfg.new_track_thresh,
-            match_iou: tcfg.match_iou,
-            ..TrackerConfig::default()
-        }));
-        let engine = EventEngine::new(ev_cfg);
-        let (rules_cfg, unknown) = config::camera_rules(&raw.rules, c, &labels);
-        if !unknown.is_empty() {
-            span.in_scope(|| warn!(classes = ?unknown, "zone/line classes the model does not know are ignored"));
-        }
-        let faces = if !c.blur_faces {
-            FacePolicy::Off
-        } else {
-            let pr = &raw.privacy;
-            match detect::FaceDetector::load(&p.face_model, 1).and_then(|mut d| {
-                if let Some(t) = pr.face_threshold {
-                    d.set_threshold(t)?;
-                }
-                if let Some(m) = pr.face_max_side {
-                    d.set_max_side(m)?;
-                }
-                Ok(d)
-            }) {
-                Ok(d) => FacePolicy::On(Arc::new(Mutex::new(d))),
-                Err(e) => {
-                    let why = format!(
-                        "snapshots withheld: faces must be blurred but the face model is unusable: {e}"
-                    );
-                    span.in_scope(|| warn!(error = %why, "privacy"));
-                    FacePolicy::Withheld(why)
-                }
-            }
-        };
-        let privacy_note = match &faces {
-            FacePolicy::Withheld(why) => Some(why.clone()),
-            _ => None,
-        };
-        let ctx = CameraCtx {
-            faces,
-            id: c.id.clone(),
-            publisher: publisher.clone(),
-            labels,
-            snapshot: SnapshotOptions {
-                max_height: raw.snapshot.max_height,
-                quality: raw.snapshot.quality,
-                crop: raw.snapshot.crop,
-                draw_box: raw.snapshot.draw_box,
-                masks: c.privacy_masks.iter().map(|p| p.to_vec()).collect(),
-                ..SnapshotOptions::default()
-            },
-            // Numbering continues after a restart (the outbox stores the last seq).
-            seq: publisher.last_seq(&c.id),
-            publish_latency_ms: publish_latency_ms.clone(),
-            rules: rules_cfg,
-            counts_interval_s: raw.rules.counts_interval_s,
-            counts_seq: 0,
-            zone_alert_seq: 0,
-        };
-        analytics_tasks.push(tokio::spawn(
-            analytics(ctx, rx, tracker, engine).instrument(span.clone()),
-        ));
-
-        // Source state → retained camera status (latest state wins: a watch channel).
-        let (st_tx, mut st_rx) = watch::channel(SourceState::Starting);
-        let pub2 = publisher.clone();
-        let pool2 = pool.clone();
-        let cam_id = c.id.clone();
-        status_tasks.push(tokio::spawn(
-            async move {
-                let mut failed = None;
-                loop {
-                    let s = st_rx.borrow_and_update().clone();
-                    if let SourceState::Failed { .. } = s {
-                        failed = Some(cam_id.clone());
-                    }
-                    let (state, err) = camera_state(&s);
-                    // A privacy refusal stays visible while the source is fine.
-                    let err = err.or_else(|| privacy_note.clone());
-                    if matches!(s, SourceState::Ended | SourceState::Failed { .. }) {
-                        pool2.close(idx);
-                    }
-                    let (fin, dropped, _) = pool2.counters(idx);
-                    match &err {
-                        Some(e) => warn!(state = ?state, error = %e, "camera state"),
-                        None => info!(state = ?state, "camera state"),
-                    }
-                    let _ = pub2.camera_status(&cam_id, state, err, fin, dropped).await;
-                    if st_rx.changed().await.is_err() {
-                        break;
-                    }
-                }
-                failed
-            }
-            .instrument(span.clone()),
-        ));
-
-        let opts = SourceOptions {
-            camera: c.id.clone(),
-            url: p.camera_urls[i].clone(),
-            detect_fps: c.detect_fps,
-            max_height: c.max_height,
-            realtime: c.realtime,
-            loop_file: c.loop_file,
-            watchdog_s: c.watchdog_s,
-            backoff_initial_s: c.backoff_initial_s,
-            backoff_max_s: c.backoff_max_s,
-            ..SourceOptions::default()
-        };
-        let pool3 = pool.clone();
-        let on_frame: source::FrameCallback = Box::new(move |f| pool3.push(idx, f));
-        let on_state: source::StateCallback = Box::new(move |s| {
-            let _ = st_tx.send(s);
-        });
-        match source::spawn_camera(opts, on_frame, on_state) {
-            Ok(h) => handles.push(h),
-            Err(e) => {
-                span.in_scope(|| warn!(error = %e, "camera failed to start"));
-                pool.close(idx);
-                let _ = publisher
-                    .camera_status(&c.id, CameraState::Failed, Some(e.to_string()), 0, 0)
-                    .await;
-                failed.push(c.id.clone());
-            }
-        }
+    let n = p.raw.cameras.len();
+    let mut node = NodeRun {
+        p,
+        publisher: publisher.clone(),
+        pools: BTreeMap::new(),
+        workers: Vec::new(),
+        runtime_err,
+        cams: Vec::new(),
+        stopped: Vec::new(),
+        failed: Vec::new(),
+    };
+    for i in 0..n {
+        node.start_camera(i).await;
     }
-    if analytics_tasks.is_empty() {
+    if node.cams.is_empty() {
         warn!("no camera could start");
     }
 
     // Wait: all-file pipelines end by themselves; otherwise wait for a signal.
-    let mut analytics_tasks: Vec<Option<tokio::task::JoinHandle<()>>> =
-        analytics_tasks.into_iter().map(Some).collect();
-    let all_done = async {
-        for t in analytics_tasks.iter_mut() {
-            if let Some(h) = t {
-                let _ = h.await;
-                *t = None;
+    // SIGHUP reloads in between.
+    tokio::pin!(stop);
+    enum Wake {
+        Done,
+        Stop,
+        Reload,
+    }
+    loop {
+        let all_files = node.p.all_files();
+        let wake = {
+            let all_done = async {
+                for c in node.cams.iter_mut() {
+                    if let Some(h) = &mut c.analytics {
+                        let _ = h.await;
+                        c.analytics = None;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = all_done, if all_files => Wake::Done,
+                _ = &mut stop => Wake::Stop,
+                Some(()) = reloads.recv() => Wake::Reload,
+            }
+        };
+        match wake {
+            Wake::Done => {
+                info!("every file camera has ended");
+                break;
+            }
+            Wake::Stop => {
+                info!("stop requested; stopping");
+                break;
+            }
+            Wake::Reload => {
+                let file = node.p.file.clone();
+                info!(file = %file.display(), "SIGHUP: reloading the config");
+                let res = match Pipeline::load(&file) {
+                    Ok(new) => {
+                        for w in &new.warnings {
+                            warn!(warning = %w, "config");
+                        }
+                        node.reload(new).await
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                match res {
+                    Ok(o) => info!(
+                        kept = ?o.kept, restarted = ?o.restarted, started = ?o.started,
+                        stopped = ?o.stopped, "config reloaded"
+                    ),
+                    Err(e) => warn!(
+                        error = %e,
+                        "config reload refused; the running config stays in force"
+                    ),
+                }
             }
         }
-    };
-    if p.all_files() {
-        tokio::select! {
-            _ = all_done => info!("every file camera has ended"),
-            _ = stop => info!("stop requested; stopping"),
-        }
-    } else {
-        stop.await;
-        info!("stop requested; stopping");
     }
     let stopping = Instant::now();
 
     // Stop sources, let in-flight frames finish, end open events.
-    for h in &handles {
-        h.stop();
-    }
-    for (pool, idx) in &cam_pools {
-        pool.close(*idx);
+    for c in &node.cams {
+        c.source.stop();
+        c.pool.close(c.idx);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    for t in analytics_tasks.into_iter().flatten() {
-        if tokio::time::timeout_at(deadline, t).await.is_err() {
-            warn!("analytics did not finish before the shutdown deadline");
+    for c in node.cams.iter_mut() {
+        if let Some(t) = c.analytics.take()
+            && tokio::time::timeout_at(deadline, t).await.is_err()
+        {
+            warn!(camera = %c.id, "analytics did not finish before the shutdown deadline");
         }
     }
     let mut report = RunReport::default();
     let mut seen_pools: HashMap<*const Pool, ()> = HashMap::new();
-    for ((pool, idx), (id, lat)) in cam_pools.iter().zip(&cam_lat) {
-        let (frames_in, dropped, analysed) = pool.counters(*idx);
-        report.frames_dropped += dropped;
-        report.frames_analysed += analysed;
-        {
-            let s = pool.state.lock().unwrap_or_else(|e| e.into_inner());
-            let slot = &s.slots[*idx];
-            report.cameras.push(CameraReport {
-                id: id.clone(),
-                frames_in,
-                frames_dropped: dropped,
-                frames_analysed: analysed,
-                active: slot
-                    .first_arrival
-                    .map(|t| stopping.saturating_duration_since(t))
-                    .unwrap_or_default(),
-                detect_latency_ms: slot.detect_latency_ms.clone(),
-                publish_latency_ms: lat.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            });
-        }
-        if seen_pools.insert(Arc::as_ptr(pool), ()).is_none() {
-            let s = pool.state.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cam_reports = std::mem::take(&mut node.stopped);
+    for c in &node.cams {
+        cam_reports.push(camera_report(c, stopping));
+        if seen_pools.insert(Arc::as_ptr(&c.pool), ()).is_none() {
+            let s = c.pool.state.lock().unwrap_or_else(|e| e.into_inner());
             report.pre_ms.extend_from_slice(&s.pre_ms);
             report.infer_ms.extend_from_slice(&s.infer_ms);
             report.post_ms.extend_from_slice(&s.post_ms);
         }
     }
-    for t in status_tasks {
-        // The state watch closes when the source thread drops its callback.
-        if let Ok(Ok(Some(cam))) = tokio::time::timeout(Duration::from_secs(2), t).await {
-            failed.push(cam);
-        }
+    for r in &cam_reports {
+        report.frames_dropped += r.frames_dropped;
+        report.frames_analysed += r.frames_analysed;
     }
-    for pool in pools.values().flatten() {
+    report.cameras = cam_reports;
+    let cams = std::mem::take(&mut node.cams);
+    let mut handles = Vec::new();
+    for c in cams {
+        // The state watch closes when the source thread drops its callback.
+        if let Ok(Ok(Some(cam))) = tokio::time::timeout(Duration::from_secs(2), c.status).await {
+            node.failed.push(cam);
+        }
+        handles.push(c.source);
+    }
+    for pool in node.pools.values().flatten() {
         pool.0.stop();
     }
     let ok = publisher.shutdown(Duration::from_secs(10)).await;
@@ -1130,7 +1405,7 @@ pub async fn run_until(
     for h in handles {
         let _ = tokio::task::spawn_blocking(move || h.join()).await;
     }
-    for w in workers {
+    for w in std::mem::take(&mut node.workers) {
         let _ = tokio::task::spawn_blocking(move || w.join()).await;
     }
     let st = publisher.stats();
@@ -1140,7 +1415,60 @@ pub async fn run_until(
     report.bytes_published = st.bytes.load(Ordering::Relaxed);
     report.messages_published = st.sent.load(Ordering::Relaxed);
     report.messages_acked = st.acked.load(Ordering::Relaxed);
-    report.failed_cameras = failed;
+    node.failed.sort();
+    node.failed.dedup();
+    report.failed_cameras = node.failed;
     report.wall = started.elapsed();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[node]
+id = "box-1"
+district = "d"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+topic_prefix = "t"
+[[cameras]]
+id = "a"
+url = "rtsp://127.0.0.1:8554/a"
+[[cameras]]
+id = "b"
+url = "rtsp://127.0.0.1:8554/b"
+"#;
+
+    fn load(text: &str) -> Pipeline {
+        Pipeline::from_str(Path::new("/tmp/x/pipeline.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn reload_sees_which_cameras_changed_and_which_sections_need_a_restart() {
+        let old = load(BASE);
+        // Camera b gets another rate; a is untouched.
+        let new = load(&BASE.replace("8554/b\"", "8554/b\"\ndetect_fps = 2"));
+        assert_eq!(camera_fingerprint(&old, 0), camera_fingerprint(&new, 0));
+        assert_ne!(camera_fingerprint(&old, 1), camera_fingerprint(&new, 1));
+        assert!(restart_only_changes(&old.raw, &new.raw).is_empty());
+        // A tracker change applies to every camera, without a restart.
+        let tr = load(&format!("{BASE}[tracker]\nmatch_iou = 0.5\n"));
+        assert_ne!(camera_fingerprint(&old, 0), camera_fingerprint(&tr, 0));
+        assert!(restart_only_changes(&old.raw, &tr.raw).is_empty());
+        // MQTT and detector changes need a restart, and are named.
+        let mq = load(
+            &BASE
+                .replace("topic_prefix = \"t\"", "topic_prefix = \"u\"")
+                .replace(
+                    "[[cameras]]\nid = \"a\"",
+                    "[detector]\nthreshold = 0.5\n[[cameras]]\nid = \"a\"",
+                ),
+        );
+        assert_eq!(
+            restart_only_changes(&old.raw, &mq.raw),
+            vec!["[detector]".to_string(), "[mqtt]".to_string()]
+        );
+    }
 }

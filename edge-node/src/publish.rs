@@ -428,7 +428,8 @@ struct Shared {
     topics: Topics,
     node: String,
     district: String,
-    cameras: Vec<String>,
+    /// Current camera ids (a config reload changes them).
+    cameras: Mutex<Vec<String>>,
     started: SystemTime,
     /// Latest retained camera status, re-sent after every reconnect.
     camera_status: Mutex<BTreeMap<String, CameraStatusMessage>>,
@@ -466,7 +467,32 @@ fn read_pem(what: &'static str, p: &std::path::Path) -> Result<Vec<u8>, PublishE
     })
 }
 
-/// Client options from the config; credentials come from the environment.
+/// One secret from a file: the first line, without the line end. Its
+/// content never appears in an error or a log.
+fn read_secret(what: &'static str, p: &std::path::Path) -> Result<String, PublishError> {
+    let text = std::fs::read_to_string(p).map_err(|source| PublishError::ReadPem {
+        what,
+        path: p.display().to_string(),
+        source,
+    })?;
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// User name and password: each from its file when the config names one,
+/// otherwise from its environment variable; never from the config itself.
+fn credentials(cfg: &MqttSection) -> Result<(Option<String>, Option<String>), PublishError> {
+    let user = match &cfg.username_file {
+        Some(f) => Some(read_secret("user name file", f)?.trim().to_string()),
+        None => std::env::var(&cfg.username_env).ok(),
+    };
+    let pass = match &cfg.password_file {
+        Some(f) => Some(read_secret("password file", f)?),
+        None => std::env::var(&cfg.password_env).ok(),
+    };
+    Ok((user.filter(|u| !u.is_empty()), pass))
+}
+
+/// Client options from the config; credentials come from files or the environment.
 pub fn mqtt_options(
     cfg: &MqttSection,
     broker: &BrokerUrl,
@@ -482,14 +508,12 @@ pub fn mqtt_options(
     // rumqttc's default 10 KiB limit drops the connection on the first snapshot.
     o.set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes);
     o.set_inflight(100);
-    if let (Ok(u), Ok(p)) = (
-        std::env::var(&cfg.username_env),
-        std::env::var(&cfg.password_env),
-    ) {
-        o.set_credentials(u, p);
-    } else if let Ok(u) = std::env::var(&cfg.username_env) {
-        o.set_credentials(u, "");
-    }
+    let (user, pass) = credentials(cfg)?;
+    match (user, pass) {
+        (Some(u), Some(p)) => o.set_credentials(u, p),
+        (Some(u), None) => o.set_credentials(u, ""),
+        _ => &mut o,
+    };
     if tls {
         // ring is the only rustls provider compiled in; installing it is idempotent.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -543,7 +567,7 @@ impl Publisher {
             topics,
             node: ident.node,
             district: ident.district,
-            cameras: ident.cameras,
+            cameras: Mutex::new(ident.cameras),
             started,
             camera_status: Mutex::new(BTreeMap::new()),
             stats: PublishStats::default(),
@@ -859,6 +883,29 @@ impl Publisher {
             .await
     }
 
+    /// The camera list changed (config reload): re-announce the node status.
+    pub async fn set_cameras(&self, cameras: Vec<String>) {
+        if let Ok(mut c) = self.shared.cameras.lock() {
+            *c = cameras;
+        }
+        let online = node_status(&self.shared, NodeState::Online, Some(self.shared.started));
+        if let Ok(body) = serde_json::to_vec(&online) {
+            let _ = self
+                .send(self.shared.topics.node_status(), body, true)
+                .await;
+        }
+    }
+
+    /// A camera removed by a config reload: forget its status and clear its
+    /// retained status message (an empty retained payload deletes it at the broker).
+    pub async fn camera_removed(&self, camera: &str) -> Result<(), PublishError> {
+        if let Ok(mut m) = self.shared.camera_status.lock() {
+            m.remove(camera);
+        }
+        self.send(self.shared.topics.camera_status(camera), Vec::new(), true)
+            .await
+    }
+
     /// Wait until the outbox is empty and every QoS-1 publish is acknowledged,
     /// or `timeout` passes. Returns whether everything was acknowledged; what
     /// was not stays in the outbox for the next start.
@@ -1014,7 +1061,7 @@ fn node_status(shared: &Shared, state: NodeState, since: Option<SystemTime>) -> 
         state,
         since: since.map(rfc3339),
         version: env!("CARGO_PKG_VERSION").into(),
-        cameras: shared.cameras.clone(),
+        cameras: shared.cameras.lock().map(|c| c.clone()).unwrap_or_default(),
     }
 }
 

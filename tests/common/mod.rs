@@ -306,6 +306,11 @@ impl Schemas {
             }
         }
         for m in msgs {
+            // An empty retained message deletes a camera's status (camera removed
+            // by a reload). Live subscribers get it with the retain flag cleared.
+            if m.payload.is_empty() && m.topic.ends_with("/status") {
+                continue;
+            }
             if m.topic.contains("/snapshot/") {
                 let img = image::load_from_memory_with_format(&m.payload, image::ImageFormat::Jpeg)
                     .unwrap_or_else(|e| panic!("{} is not a JPEG: {e}", m.topic));
@@ -371,7 +376,13 @@ pub fn events(msgs: &[Msg]) -> Vec<serde_json::Value> {
 pub fn statuses(msgs: &[Msg], camera: &str) -> Vec<String> {
     msgs.iter()
         .filter(|m| m.topic.ends_with(&format!("/{camera}/status")))
-        .map(|m| m.json()["state"].as_str().unwrap_or_default().to_string())
+        .map(|m| {
+            if m.payload.is_empty() {
+                "removed".to_string()
+            } else {
+                m.json()["state"].as_str().unwrap_or_default().to_string()
+            }
+        })
         .collect()
 }
 

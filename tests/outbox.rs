@@ -56,8 +56,12 @@ stats_interval_s = 1
 }
 
 fn looped_camera() -> String {
+    looped_camera_id("vtest")
+}
+
+fn looped_camera_id(id: &str) -> String {
     format!(
-        "[[cameras]]\nid = \"vtest\"\nurl = \"{}\"\ndetect_fps = 5\nrealtime = true\nloop = true\n",
+        "[[cameras]]\nid = \"{id}\"\nurl = \"{}\"\ndetect_fps = 5\nrealtime = true\nloop = true\n",
         fixture("vtest_10s_h264.mp4").display()
     )
 }
@@ -112,7 +116,7 @@ fn last_stats(msgs: &[Msg]) -> serde_json::Value {
 
 fn validate_stats(v: &serde_json::Value) {
     let text =
-        std::fs::read_to_string(repo().join("docs/schemas/edge-stats-1.schema.json")).unwrap();
+        std::fs::read_to_string(repo().join("docs/schemas/edge-stats-2.schema.json")).unwrap();
     let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
     let val = jsonschema::options()
         .should_validate_formats(true)
@@ -121,7 +125,7 @@ fn validate_stats(v: &serde_json::Value) {
     let errors: Vec<String> = val.iter_errors(v).map(|e| e.to_string()).collect();
     assert!(
         errors.is_empty(),
-        "stats break edge-stats/1: {errors:?}\n{v}"
+        "stats break edge-stats/2: {errors:?}\n{v}"
     );
 }
 
@@ -155,11 +159,12 @@ fn broker_outage_loses_no_seq() {
     let mut broker = PersistentBroker::start();
     let sub = Subscriber::start_persistent(broker.port, "t/#", "outbox-test-sub-1");
     let dir = tempfile::tempdir().unwrap();
+    // Two cameras: the replay interleaves them, each in its own seq order.
     let p = pipeline(
         dir.path(),
         broker.port,
         "replay_rate = 50",
-        &looped_camera(),
+        &format!("{}\n{}", looped_camera(), looped_camera_id("vtest2")),
     );
     let log = dir.path().join("node.log");
     let mut node = run_node(&p, &log);
@@ -177,6 +182,11 @@ fn broker_outage_loses_no_seq() {
     let msgs = sub.snapshot();
     assert!(last > max_seq(&before), "events were produced");
     check_no_gap(&msgs, "vtest", last);
+    let last2 = Outbox::open(&dir.path().join("outbox"), 1 << 30)
+        .unwrap()
+        .last_seq("vtest2");
+    assert!(last2 > 0, "the second camera produced events");
+    check_no_gap(&msgs, "vtest2", last2);
     // Events made during the outage were replayed, at no more than the rate.
     let stats = last_stats(&msgs);
     validate_stats(&stats);
@@ -265,8 +275,20 @@ fn small_quota_evicts_snapshots_first() {
         "the quota evicted snapshots: {stats}"
     );
     assert_eq!(stats["outbox"]["evicted_events"], 0, "{stats}");
+    // The node status announced after the reconnect reports the evictions too.
+    let after_outage = msgs
+        .iter()
+        .filter(|m| m.topic == NODE_STATUS)
+        .map(|m| m.json())
+        .find(|s| s["outbox"]["evicted_snapshots"].as_u64().unwrap_or(0) > 0)
+        .expect("a node status reporting the evictions");
+    assert_eq!(
+        after_outage["outbox"]["evicted_events"], 0,
+        "{after_outage}"
+    );
     // Every snapshot an event still refers to was delivered (evicted ones
-    // were removed from their event).
+    // were removed from their event, which says so).
+    let mut omitted = 0;
     for e in events(&msgs) {
         if let Some(t) = e["snapshot"]["topic"].as_str() {
             assert!(
@@ -274,8 +296,11 @@ fn small_quota_evicts_snapshots_first() {
                 "event {} refers to a snapshot that never came",
                 e["id"]
             );
+        } else if e["snapshot_omitted"] == "evicted" {
+            omitted += 1;
         }
     }
+    assert!(omitted > 0, "events whose snapshot was evicted say so");
 }
 
 /// Replay throughput: 5,000 events left in the outbox by a previous run are

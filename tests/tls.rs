@@ -424,3 +424,50 @@ fn credentials_from_files_work_are_never_logged_and_loose_modes_are_warned() {
         "the password appears in the log"
     );
 }
+
+/// A node configured for TLS never talks plaintext: pointed at a plaintext
+/// broker it fails the handshake, says so, and nothing it has reaches the
+/// broker.
+#[test]
+fn an_mqtts_node_never_falls_back_to_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_pki(d);
+    let broker = mosquitto();
+    let sub = Subscriber::start(broker.port, "#");
+    let pipeline = format!(
+        "[node]\nid = \"b\"\ndistrict = \"d\"\n[mqtt]\nurl = \"mqtts://127.0.0.1:{port}\"\ntopic_prefix = \"t\"\nca_file = \"ca.pem\"\n\
+         [detector]\nmodel = \"{model}\"\n\
+         [[cameras]]\nid = \"c\"\nurl = \"{clip}\"\ndetect_fps = 5\nrealtime = true\nloop = true\n",
+        port = broker.port,
+        model = repo().join("models/nanodet_g_coco_416.onnx").display(),
+        clip = fixture("vtest_10s_h264.mp4").display(),
+    );
+    let p = write(d, "p.toml", &pipeline);
+    let log = d.join("node.log");
+    let mut node = run_node(&p, &log);
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        // Events are being made (and stored) while every connect fails.
+        if text.matches("mqtt connect failed").count() >= 2 && text.contains("kind=New") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "repeated TLS connect failures and events in the log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        text.to_lowercase().contains("tls") || text.contains("InvalidContentType"),
+        "the failure names TLS:\n{text}"
+    );
+    assert!(!text.contains("mqtt connected"), "{text}");
+    node.terminate(Duration::from_secs(40));
+    assert!(
+        sub.snapshot().is_empty(),
+        "nothing reached the plaintext broker: {:?}",
+        sub.snapshot().iter().map(|m| &m.topic).collect::<Vec<_>>()
+    );
+}

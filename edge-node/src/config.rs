@@ -57,6 +57,30 @@ pub struct PipelineFile {
     pub outbox: OutboxSection,
     #[serde(default)]
     pub privacy: PrivacySection,
+    #[serde(default)]
+    pub budget: BudgetSection,
+}
+
+/// `[budget]`: the node's byte budget for snapshots, shared by its cameras
+/// (a token bucket; see `budget.rs`). Absent: no limit.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSection {
+    /// Sustained snapshot bytes per second for the whole node.
+    #[serde(default)]
+    pub snapshot_bytes_per_s: Option<f64>,
+    /// Bytes that may be saved up and spent at once (default: 10 s of the rate,
+    /// at least 64 KiB so one full snapshot fits).
+    #[serde(default)]
+    pub burst_bytes: Option<f64>,
+}
+
+impl BudgetSection {
+    /// `(rate, burst)` in bytes, or `None` when there is no budget.
+    pub fn bucket(&self) -> Option<(f64, f64)> {
+        let rate = self.snapshot_bytes_per_s?;
+        Some((rate, self.burst_bytes.unwrap_or((rate * 10.0).max(65536.0))))
+    }
 }
 
 /// `[privacy]`: the face model used by cameras with `blur_faces = true`.
@@ -1023,6 +1047,30 @@ pub fn validate(file: &Path, p: &PipelineFile) -> Result<(), ConfigError> {
             ));
         }
     }
+    let b = &p.budget;
+    for (field, v) in [
+        ("budget.snapshot_bytes_per_s", b.snapshot_bytes_per_s),
+        ("budget.burst_bytes", b.burst_bytes),
+    ] {
+        if let Some(v) = v
+            && !(v.is_finite() && v > 0.0)
+        {
+            return Err(invalid(
+                file,
+                field,
+                format!("{v} is not a positive number of bytes"),
+                "use a positive number (e.g. 20000 for 20 kB/s), or remove [budget] for no limit",
+            ));
+        }
+    }
+    if b.burst_bytes.is_some() && b.snapshot_bytes_per_s.is_none() {
+        return Err(invalid(
+            file,
+            "budget.burst_bytes",
+            "a burst without a rate",
+            "set budget.snapshot_bytes_per_s too (the burst is what may be saved up of that rate)",
+        ));
+    }
     Ok(())
 }
 
@@ -1486,6 +1534,44 @@ detect_fps = 5
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
         let p = Pipeline::from_str(&cfg, &text).unwrap();
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn budget_is_optional_positive_and_a_burst_needs_a_rate() {
+        let dir = Path::new("/tmp/x/p.toml");
+        let p = Pipeline::from_str(dir, MIN).unwrap();
+        assert_eq!(p.raw.budget.bucket(), None, "no [budget]: no limit");
+        let with = |t: &str| format!("{MIN}\n[budget]\n{t}\n");
+        let p = Pipeline::from_str(dir, &with("snapshot_bytes_per_s = 20000")).unwrap();
+        assert_eq!(
+            p.raw.budget.bucket(),
+            Some((20000.0, 200000.0)),
+            "burst defaults to 10 s of the rate"
+        );
+        let p = Pipeline::from_str(dir, &with("snapshot_bytes_per_s = 1000")).unwrap();
+        assert_eq!(
+            p.raw.budget.bucket(),
+            Some((1000.0, 65536.0)),
+            "at least 64 KiB"
+        );
+        for (text, field) in [
+            ("snapshot_bytes_per_s = 0", "budget.snapshot_bytes_per_s"),
+            ("snapshot_bytes_per_s = -5", "budget.snapshot_bytes_per_s"),
+            (
+                "snapshot_bytes_per_s = 100\nburst_bytes = 0",
+                "budget.burst_bytes",
+            ),
+            ("burst_bytes = 1000", "budget.burst_bytes"),
+        ] {
+            let e = Pipeline::from_str(dir, &with(text))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
+        let e = Pipeline::from_str(dir, &with("bytes_per_s = 5"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bytes_per_s"), "unknown fields are refused: {e}");
     }
 
     #[test]

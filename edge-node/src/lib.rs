@@ -3,6 +3,7 @@
 //! See `ARCHITECTURE.md` at the repository root for the bird's-eye view.
 
 pub mod bench;
+pub mod budget;
 pub mod config;
 pub mod detect;
 pub mod events;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::budget::ByteBudget;
 use crate::config::{self, Pipeline};
 use crate::detect::{self, Detector, DetectorOptions, RuntimeOptions};
 use crate::events::{EventAction, EventConfig, EventEngine, EventKind};
@@ -335,21 +336,32 @@ enum FacePolicy {
     Withheld(String),
 }
 
+/// The node's snapshot byte budget, shared by its cameras (`None`: no limit).
+type SharedBudget = Option<Arc<Mutex<ByteBudget>>>;
+
+/// A snapshot that was due: the picture, or why there is none (the wire's
+/// `snapshot_omitted`: `privacy`, `budget`, `error`).
+type Rendered = Result<SnapshotPayload, &'static str>;
+
 /// The snapshot of `frame` with every privacy rule applied, on a blocking
-/// thread: faces blurred (when required), masks filled, then crop/scale/JPEG.
-/// `None` when privacy forbids sending it or rendering failed.
+/// thread: faces blurred (when required), masks filled, then crop/scale/JPEG,
+/// then the budget: the first rung of the degradation ladder the node's
+/// byte budget can pay for (see `budget.rs`). `whole_frame` pictures have no
+/// crop rung.
 async fn render_private(
     frame: Arc<Frame>,
     bbox: crate::frame::BBox,
     label: String,
     opts: SnapshotOptions,
     faces: FacePolicy,
-) -> Option<SnapshotPayload> {
+    budget: SharedBudget,
+    whole_frame: bool,
+) -> Rendered {
     let r = tokio::task::spawn_blocking(move || {
         let blurred;
         let data: &[u8] = match &faces {
             FacePolicy::Off => &frame.data,
-            FacePolicy::Withheld(_) => return Ok(None),
+            FacePolicy::Withheld(_) => return Ok(Err("privacy")),
             FacePolicy::On(det) => {
                 let found = det
                     .lock()
@@ -363,31 +375,47 @@ async fn render_private(
                 &blurred
             }
         };
-        snapshot::render(data, frame.width, frame.height, bbox, &label, &opts)
-            .map(Some)
-            .map_err(|e| e.to_string())
+        let render = |o: &SnapshotOptions| {
+            snapshot::render(data, frame.width, frame.height, bbox, &label, o)
+                .map(|s| (s.jpeg.len() as u64, s))
+                .map_err(|e| e.to_string())
+        };
+        let Some(budget) = budget else {
+            return render(&opts).map(|(_, s)| Ok((s, None)));
+        };
+        let mut b = budget
+            .lock()
+            .map_err(|_| "snapshot budget poisoned".to_string())?;
+        Ok(
+            match crate::budget::choose(&mut b, &opts, whole_frame, Instant::now, render)? {
+                Some((step, s)) => Ok((s, step.degraded())),
+                None => Err("budget"),
+            },
+        )
     })
     .await;
     match r {
-        Ok(Ok(Some(s))) => Some(SnapshotPayload {
+        Ok(Ok(Ok((s, degraded)))) => Ok(SnapshotPayload {
             jpeg: s.jpeg,
             width: s.width,
             height: s.height,
+            degraded,
         }),
-        Ok(Ok(None)) => None,
+        Ok(Ok(Err(why))) => Err(why),
         Ok(Err(e)) => {
             warn!(error = %e, "snapshot not sent");
-            None
+            Err("error")
         }
         Err(e) => {
             warn!(error = %e, "snapshot task failed");
-            None
+            Err("error")
         }
     }
 }
 
 struct CameraCtx {
     faces: FacePolicy,
+    budget: SharedBudget,
     id: String,
     publisher: Publisher,
     labels: Arc<Vec<String>>,
@@ -431,18 +459,22 @@ impl CameraCtx {
             .get(act.class_id as usize)
             .cloned()
             .unwrap_or_else(|| format!("class{}", act.class_id));
-        let snap = match act.snapshot {
-            Some(choice) => {
-                render_private(
-                    choice.handle.clone(),
-                    choice.bbox,
-                    label.clone(),
-                    self.snapshot.clone(),
-                    self.faces.clone(),
-                )
-                .await
-            }
-            None => None,
+        let (snap, snapshot_omitted) = match act.snapshot {
+            Some(choice) => match render_private(
+                choice.handle.clone(),
+                choice.bbox,
+                label.clone(),
+                self.snapshot.clone(),
+                self.faces.clone(),
+                self.budget.clone(),
+                false,
+            )
+            .await
+            {
+                Ok(s) => (Some(s), None),
+                Err(why) => (None, Some(why.to_string())),
+            },
+            None => (None, None),
         };
         let rec = EventRecord {
             kind: match act.kind {
@@ -464,6 +496,7 @@ impl CameraCtx {
             entered_zones: obj.entered_zones,
             stationary: obj.stationary,
             alert,
+            snapshot_omitted,
         };
         self.seq += 1;
         match self
@@ -571,10 +604,13 @@ impl CameraCtx {
                     .await;
             }
             None => {
-                let snap = if al.kind == AlertKind::Crowding {
-                    self.whole_frame(f).await
+                let (snap, omitted) = if al.kind == AlertKind::Crowding {
+                    match self.whole_frame(f).await {
+                        Ok(s) => (Some(s), None),
+                        Err(why) => (None, Some(why.to_string())),
+                    }
                 } else {
-                    None
+                    (None, None)
                 };
                 self.zone_alert_seq += 1;
                 match self
@@ -588,6 +624,7 @@ impl CameraCtx {
                         al.dwell_s,
                         wall_at(f, al.t),
                         snap.as_ref(),
+                        omitted,
                     )
                     .await
                 {
@@ -601,14 +638,23 @@ impl CameraCtx {
     }
 
     /// The whole frame as a JPEG (crowding evidence), no box drawn.
-    async fn whole_frame(&self, f: &Arc<Frame>) -> Option<SnapshotPayload> {
+    async fn whole_frame(&self, f: &Arc<Frame>) -> Rendered {
         let opts = SnapshotOptions {
             crop: false,
             draw_box: false,
             ..self.snapshot.clone()
         };
         let bbox = crate::frame::BBox::new(0.0, 0.0, f.width as f32, f.height as f32);
-        render_private(f.clone(), bbox, String::new(), opts, self.faces.clone()).await
+        render_private(
+            f.clone(),
+            bbox,
+            String::new(),
+            opts,
+            self.faces.clone(),
+            self.budget.clone(),
+            true,
+        )
+        .await
     }
 
     async fn counts(&mut self, r: &CountsReport, anchor: &Frame) {
@@ -877,6 +923,8 @@ struct NodeRun {
     pools: BTreeMap<PathBuf, Result<ModelPool, String>>,
     workers: Vec<std::thread::JoinHandle<()>>,
     runtime_err: Option<String>,
+    /// The node's snapshot budget (`[budget]`), shared by every camera.
+    budget: SharedBudget,
     cams: Vec<RunningCamera>,
     /// Reports of cameras stopped by a reload.
     stopped: Vec<CameraReport>,
@@ -1006,6 +1054,7 @@ impl NodeRun {
         };
         let ctx = CameraCtx {
             faces,
+            budget: self.budget.clone(),
             id: c.id.clone(),
             publisher: self.publisher.clone(),
             labels,
@@ -1276,7 +1325,15 @@ async fn run_inner(
 
     let _ = source::init();
     let n = p.raw.cameras.len();
+    let budget: SharedBudget = p.raw.budget.bucket().map(|(rate, burst)| {
+        info!(bytes_per_s = rate, burst_bytes = burst, "snapshot budget");
+        Arc::new(Mutex::new(ByteBudget::new(rate, burst, Instant::now())))
+    });
+    if let Some(b) = &budget {
+        publisher.set_budget(b.clone());
+    }
     let mut node = NodeRun {
+        budget,
         p,
         publisher: publisher.clone(),
         pools: BTreeMap::new(),

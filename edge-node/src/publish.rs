@@ -9,12 +9,12 @@
 //! ```text
 //! {prefix}/{district}/{node}/status                        retained; LWT (online | offline | stopped)
 //! {prefix}/{district}/{node}/{camera}/status               retained camera state
-//! {prefix}/{district}/{node}/{camera}/events               QoS 1, edge-event/2 JSON
-//! {prefix}/{district}/{node}/{camera}/alerts               QoS 1, alerts only: edge-event/2
-//!                                                          (per object) or edge-zone-alert/1 (crowding)
+//! {prefix}/{district}/{node}/{camera}/events               QoS 1, edge-event/3 JSON
+//! {prefix}/{district}/{node}/{camera}/alerts               QoS 1, alerts only: edge-event/3
+//!                                                          (per object) or edge-zone-alert/2 (crowding)
 //! {prefix}/{district}/{node}/{camera}/counts               QoS 1, edge-counts/1 every counts interval
 //! {prefix}/{district}/{node}/{camera}/snapshot/{id}        QoS 1, JPEG bytes, not retained
-//! {prefix}/{district}/{node}/stats                         retained, edge-stats/1 (outbox, counters)
+//! {prefix}/{district}/{node}/stats                         retained, edge-stats/2 (outbox, bytes, budget)
 //! ```
 //!
 //! Events and snapshots go through the durable [`outbox`] first: a pump task
@@ -39,12 +39,12 @@ use tokio::task::JoinHandle;
 use crate::config::{BrokerUrl, MqttSection};
 use crate::frame::BBox;
 
-pub const EVENT_SCHEMA: &str = "edge-event/2";
+pub const EVENT_SCHEMA: &str = "edge-event/3";
 pub const COUNTS_SCHEMA: &str = "edge-counts/1";
-pub const ZONE_ALERT_SCHEMA: &str = "edge-zone-alert/1";
-pub const NODE_STATUS_SCHEMA: &str = "edge-node-status/1";
+pub const ZONE_ALERT_SCHEMA: &str = "edge-zone-alert/2";
+pub const NODE_STATUS_SCHEMA: &str = "edge-node-status/2";
 pub const CAMERA_STATUS_SCHEMA: &str = "edge-camera-status/1";
-pub const STATS_SCHEMA: &str = "edge-stats/1";
+pub const STATS_SCHEMA: &str = "edge-stats/2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -113,6 +113,99 @@ impl Topics {
     pub fn all(&self) -> String {
         format!("{}/#", self.base)
     }
+
+    /// Which camera (if any) and which class of traffic a topic of this
+    /// node is; `None` for a topic outside the node's tree.
+    pub fn classify<'a>(&self, topic: &'a str) -> Option<(Option<&'a str>, TopicClass)> {
+        let rest = topic.strip_prefix(self.base.as_str())?.strip_prefix('/')?;
+        match rest {
+            "status" => return Some((None, TopicClass::Status)),
+            "stats" => return Some((None, TopicClass::Stats)),
+            _ => {}
+        }
+        let (camera, kind) = rest.split_once('/')?;
+        let class = match kind {
+            "status" => TopicClass::Status,
+            "events" => TopicClass::Events,
+            "alerts" => TopicClass::Alerts,
+            "counts" => TopicClass::Counts,
+            k if k.starts_with("snapshot/") => TopicClass::Snapshots,
+            _ => return None,
+        };
+        Some((Some(camera), class))
+    }
+}
+
+/// Classes of traffic counted in `edge-stats/2`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopicClass {
+    Events,
+    Alerts,
+    Snapshots,
+    Counts,
+    Status,
+    Stats,
+}
+
+/// Payload bytes sent per class of traffic (`edge-stats/2`).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClassBytes {
+    pub events: u64,
+    pub alerts: u64,
+    pub snapshots: u64,
+    pub counts: u64,
+    pub status: u64,
+    pub stats: u64,
+}
+
+impl ClassBytes {
+    fn add(&mut self, class: TopicClass, n: u64) {
+        let slot = match class {
+            TopicClass::Events => &mut self.events,
+            TopicClass::Alerts => &mut self.alerts,
+            TopicClass::Snapshots => &mut self.snapshots,
+            TopicClass::Counts => &mut self.counts,
+            TopicClass::Status => &mut self.status,
+            TopicClass::Stats => &mut self.stats,
+        };
+        *slot += n;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.events + self.alerts + self.snapshots + self.counts + self.status + self.stats
+    }
+}
+
+/// Snapshots of one camera by what the budget made of them (`edge-stats/2`).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotCounts {
+    /// Sent at the configured quality.
+    pub full: u64,
+    /// Sent degraded, per step.
+    pub quality: u64,
+    pub height: u64,
+    pub crop: u64,
+    /// Due but not sent because the budget was spent.
+    pub omitted_budget: u64,
+    /// Due but withheld for privacy (face model unusable).
+    pub omitted_privacy: u64,
+}
+
+/// Per-camera part of `edge-stats/2`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CameraStats {
+    /// Payload bytes handed to the broker, per class.
+    pub bytes: ClassBytes,
+    pub snapshots: SnapshotCounts,
+}
+
+/// The snapshot budget as `edge-stats/2` reports it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BudgetStats {
+    pub snapshot_bytes_per_s: f64,
+    pub burst_bytes: f64,
+    /// Bytes the bucket holds now.
+    pub available_bytes: u64,
 }
 
 // ------------------------------------------------------------------ wire types
@@ -150,9 +243,12 @@ pub struct SnapshotRef {
     pub bytes: usize,
     pub width: u32,
     pub height: u32,
+    /// The snapshot budget's degradation step (`quality`, `height`, `crop`);
+    /// `None` at the configured quality.
+    pub degraded: Option<String>,
 }
 
-/// Detail of the alert an `edge-event/2` message carries.
+/// Detail of the alert an `edge-event/3` message carries.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AlertDetail {
     /// `loitering` or `wrong_way`.
@@ -165,7 +261,7 @@ pub struct AlertDetail {
     pub direction: Option<String>,
 }
 
-/// `edge-event/2`: one message of an object's lifecycle.
+/// `edge-event/3`: one message of an object's lifecycle.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EventMessage {
     pub schema: String,
@@ -188,6 +284,11 @@ pub struct EventMessage {
     pub bbox: WireBox,
     pub frame_size: FrameSize,
     pub snapshot: Option<SnapshotRef>,
+    /// Why a snapshot this message should carry is missing: `budget` (the
+    /// node's snapshot byte budget was spent), `privacy` (face blurring is
+    /// required but unavailable), `evicted` (dropped from a full outbox),
+    /// `error` (rendering failed). `None` when nothing is missing.
+    pub snapshot_omitted: Option<String>,
     /// Zones the object is in now (after inertia).
     pub current_zones: Vec<String>,
     /// Zones it has entered during this event.
@@ -199,7 +300,7 @@ pub struct EventMessage {
     pub alert: Option<AlertDetail>,
 }
 
-/// `edge-zone-alert/1`: a zone-level alert (crowding), on the alerts topic.
+/// `edge-zone-alert/2`: a zone-level alert (crowding), on the alerts topic.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ZoneAlertMessage {
     pub schema: String,
@@ -217,6 +318,8 @@ pub struct ZoneAlertMessage {
     pub time: String,
     /// Whole-frame snapshot (crowding only).
     pub snapshot: Option<SnapshotRef>,
+    /// Why the crowding snapshot is missing (as in `edge-event/3`).
+    pub snapshot_omitted: Option<String>,
 }
 
 /// One counter on the wire.
@@ -268,7 +371,7 @@ pub enum NodeState {
     Stopped,
 }
 
-/// `edge-node-status/1`, retained on `{base}/status`; the broker publishes the
+/// `edge-node-status/2`, retained on `{base}/status`; the broker publishes the
 /// `offline` form as our last will.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct NodeStatusMessage {
@@ -279,6 +382,20 @@ pub struct NodeStatusMessage {
     pub since: Option<String>,
     pub version: String,
     pub cameras: Vec<String>,
+    /// The durable outbox when this status was published: backlog and
+    /// evictions (`None` in the last will, which is fixed at connect time).
+    pub outbox: Option<NodeOutbox>,
+}
+
+/// The outbox part of `edge-node-status/2`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeOutbox {
+    /// Events and snapshots waiting for a PUBACK.
+    pub events: u64,
+    pub snapshots: u64,
+    /// Evicted by the disk quota since the outbox was created (snapshots first).
+    pub evicted_events: u64,
+    pub evicted_snapshots: u64,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -325,6 +442,8 @@ pub struct EventRecord {
     pub entered_zones: Vec<String>,
     pub stationary: bool,
     pub alert: Option<AlertDetail>,
+    /// A snapshot was due but is not sent: why (see [`EventMessage::snapshot_omitted`]).
+    pub snapshot_omitted: Option<String>,
 }
 
 /// A JPEG ready to send.
@@ -333,6 +452,8 @@ pub struct SnapshotPayload {
     pub jpeg: Vec<u8>,
     pub width: u32,
     pub height: u32,
+    /// Budget degradation step, if any (wire name).
+    pub degraded: Option<&'static str>,
 }
 
 // ------------------------------------------------------------------ client
@@ -356,8 +477,8 @@ pub struct PublishStats {
     pub replayed: AtomicU64,
 }
 
-/// `edge-stats/1`, retained on `{base}/stats`: outbox depth and evictions,
-/// and what was sent.
+/// `edge-stats/2`, retained on `{base}/stats`: outbox depth and evictions,
+/// what was sent, bytes per class of traffic and per camera, and the budget.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct StatsMessage {
     pub schema: String,
@@ -366,6 +487,14 @@ pub struct StatsMessage {
     pub time: String,
     pub outbox: OutboxStats,
     pub sent: SentStats,
+    /// Payload bytes handed to the broker since start, per class, for the
+    /// whole node (the sum of the classes equals `sent.bytes`; this message's
+    /// own bytes are counted in the next one).
+    pub bytes: ClassBytes,
+    /// Per camera: bytes per class and what became of its snapshots.
+    pub cameras: BTreeMap<String, CameraStats>,
+    /// The snapshot budget (`None`: no budget configured).
+    pub budget: Option<BudgetStats>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -441,6 +570,16 @@ struct Shared {
     link: Mutex<Link>,
     wake: tokio::sync::Notify,
     stopping: AtomicBool,
+    /// Bytes per class (node-wide) and per camera, counted in [`Publisher::push`].
+    traffic: Mutex<Traffic>,
+    /// The node's snapshot budget, for the stats message only (the node spends it).
+    budget: Mutex<Option<Arc<Mutex<crate::budget::ByteBudget>>>>,
+}
+
+#[derive(Debug, Default)]
+struct Traffic {
+    node: ClassBytes,
+    cameras: BTreeMap<String, CameraStats>,
 }
 
 /// The node's MQTT publisher. Cheap to clone.
@@ -571,6 +710,8 @@ impl Publisher {
             started,
             camera_status: Mutex::new(BTreeMap::new()),
             stats: PublishStats::default(),
+            traffic: Mutex::new(Traffic::default()),
+            budget: Mutex::new(None),
             boot_ms,
             link: Mutex::new(Link {
                 replaying: !ob.is_empty(),
@@ -627,6 +768,7 @@ impl Publisher {
     /// Returns false when the link is down or the channel is full.
     fn push(&self, tag: Option<u64>, topic: String, payload: Vec<u8>, retain: bool) -> bool {
         let n = payload.len() as u64;
+        let topic_for_stats = topic.clone();
         let Ok(mut link) = self.shared.link.lock() else {
             return false;
         };
@@ -647,7 +789,44 @@ impl Publisher {
         let s = &self.shared.stats;
         s.sent.fetch_add(1, Ordering::Relaxed);
         s.bytes.fetch_add(n, Ordering::Relaxed);
+        drop(link);
+        if let Some((camera, class)) = self.shared.topics.classify(&topic_for_stats)
+            && let Ok(mut t) = self.shared.traffic.lock()
+        {
+            t.node.add(class, n);
+            if let Some(c) = camera {
+                t.cameras
+                    .entry(c.to_string())
+                    .or_default()
+                    .bytes
+                    .add(class, n);
+            }
+        }
         true
+    }
+
+    /// Report the node's snapshot budget in the stats message.
+    pub fn set_budget(&self, budget: Arc<Mutex<crate::budget::ByteBudget>>) {
+        if let Ok(mut b) = self.shared.budget.lock() {
+            *b = Some(budget);
+        }
+    }
+
+    /// Count what became of a snapshot that was due (`edge-stats/2`).
+    fn count_snapshot(&self, camera: &str, sent: Option<&SnapshotPayload>, omitted: Option<&str>) {
+        let Ok(mut t) = self.shared.traffic.lock() else {
+            return;
+        };
+        let c = &mut t.cameras.entry(camera.to_string()).or_default().snapshots;
+        match (sent.map(|s| s.degraded), omitted) {
+            (Some(None), _) => c.full += 1,
+            (Some(Some("quality")), _) => c.quality += 1,
+            (Some(Some("height")), _) => c.height += 1,
+            (Some(Some(_)), _) => c.crop += 1,
+            (None, Some("budget")) => c.omitted_budget += 1,
+            (None, Some("privacy")) => c.omitted_privacy += 1,
+            (None, _) => {}
+        }
     }
 
     /// Publish a retained state message. While the link is down it is not
@@ -688,14 +867,17 @@ impl Publisher {
             bytes: s.jpeg.len(),
             width: s.width,
             height: s.height,
+            degraded: s.degraded.map(String::from),
         });
         let mut msg = self.event_message(camera, seq, id, rec, snap_ref);
         let body = serde_json::to_vec(&msg).map_err(|e| PublishError::ClientGone(e.to_string()))?;
         let snap = match (snapshot, msg.snapshot.take()) {
             (Some(s), Some(r)) => {
                 // The same event without its snapshot, used if the snapshot is evicted.
+                msg.snapshot_omitted = Some("evicted".into());
                 let fallback = serde_json::to_vec(&msg)
                     .map_err(|e| PublishError::ClientGone(e.to_string()))?;
+                msg.snapshot_omitted = None;
                 msg.snapshot = Some(r.clone());
                 Some((r.topic, s.jpeg.clone(), fallback))
             }
@@ -731,6 +913,7 @@ impl Publisher {
         })
         .await
         .map_err(|e| PublishError::OutboxTask(e.to_string()))??;
+        self.count_snapshot(camera, snapshot, rec.snapshot_omitted.as_deref());
         let st = &self.shared.stats;
         st.events.fetch_add(1, Ordering::Relaxed);
         if let Some(n) = snap_len {
@@ -780,6 +963,7 @@ impl Publisher {
                 height: h,
             },
             snapshot,
+            snapshot_omitted: rec.snapshot_omitted.clone(),
             current_zones: rec.current_zones.clone(),
             entered_zones: rec.entered_zones.clone(),
             stationary: rec.stationary,
@@ -802,6 +986,7 @@ impl Publisher {
         dwell_s: Option<f64>,
         time: SystemTime,
         snapshot: Option<&SnapshotPayload>,
+        snapshot_omitted: Option<String>,
     ) -> Result<ZoneAlertMessage, PublishError> {
         let id = format!(
             "{}.{camera}.{:x}.z{seq}",
@@ -820,6 +1005,7 @@ impl Publisher {
                     bytes: s.jpeg.len(),
                     width: s.width,
                     height: s.height,
+                    degraded: s.degraded.map(String::from),
                 })
             }
             None => None,
@@ -837,7 +1023,9 @@ impl Publisher {
             dwell_s: dwell_s.map(|d| (d * 1e3).round() / 1e3),
             time: rfc3339(time),
             snapshot: snap_ref,
+            snapshot_omitted,
         };
+        self.count_snapshot(camera, snapshot, msg.snapshot_omitted.as_deref());
         let body = serde_json::to_vec(&msg).map_err(|e| PublishError::ClientGone(e.to_string()))?;
         self.send(self.shared.topics.alerts(camera), body, false)
             .await?;
@@ -948,6 +1136,27 @@ impl Publisher {
 
     fn stats_message(&self) -> StatsMessage {
         let c = self.shared.outbox.counters();
+        // Read the traffic before `sent` so that their sums agree at rest.
+        let (bytes, cameras) = self
+            .shared
+            .traffic
+            .lock()
+            .map(|t| (t.node, t.cameras.clone()))
+            .unwrap_or_default();
+        let budget = self
+            .shared
+            .budget
+            .lock()
+            .ok()
+            .and_then(|b| b.clone())
+            .and_then(|b| {
+                let mut b = b.lock().ok()?;
+                Some(BudgetStats {
+                    snapshot_bytes_per_s: b.rate(),
+                    burst_bytes: b.burst(),
+                    available_bytes: b.available(std::time::Instant::now()),
+                })
+            });
         let s = &self.shared.stats;
         StatsMessage {
             schema: STATS_SCHEMA.into(),
@@ -970,6 +1179,9 @@ impl Publisher {
                 replayed: s.replayed.load(Ordering::Relaxed),
                 reconnects: s.reconnects.load(Ordering::Relaxed),
             },
+            bytes,
+            cameras,
+            budget,
         }
     }
 
@@ -1062,6 +1274,15 @@ fn node_status(shared: &Shared, state: NodeState, since: Option<SystemTime>) -> 
         since: since.map(rfc3339),
         version: env!("CARGO_PKG_VERSION").into(),
         cameras: shared.cameras.lock().map(|c| c.clone()).unwrap_or_default(),
+        outbox: (state != NodeState::Offline).then(|| {
+            let c = shared.outbox.counters();
+            NodeOutbox {
+                events: c.events,
+                snapshots: c.snapshots,
+                evicted_events: c.evicted_events,
+                evicted_snapshots: c.evicted_snapshots,
+            }
+        }),
     }
 }
 

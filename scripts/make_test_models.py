@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds the tiny ONNX fixtures under tests/fixtures/models/ (a few KB each).
+"""Builds the tiny ONNX fixtures under tests/fixtures/models/ (a few KB each, 16 KB for NanoDet).
 
 Every model takes an image input [1,3,H,W] and ignores it: its outputs are
 constants (added to 0 * mean(image) so ONNX Runtime cannot fold the input
@@ -9,6 +9,10 @@ shipping a real model. Expected values are documented next to each model and
 asserted in tests/models.rs and edge-node/src/detect.rs.
 
 - weird_outputs.onnx: a [1,3] feature vector. Fits no family (UnknownFamily).
+- tiny_nanodet.onnx: the bundled NanoDet's layout and metadata on a 64x64
+  input: cls_s8/s16/s32 [1,cells,2] sigmoid scores + reg_sN [1,cells,44]
+  (4 sides x 11 bins, reg_max 10), metadata names (JSON list), strides
+  "8,16,32", reg_max "10". No manifest: the family is inferred.
 - tiny_yolov8.onnx: Ultralytics head [1, 4+2, 84], 64x64, metadata names/imgsz/task.
 - user_yolov8_ultralytics.onnx: the "user-provided Ultralytics export" case:
   [1, 4+3, 126] for a 96x64 (w x h) input, with the metadata keys an
@@ -92,6 +96,59 @@ def weird_outputs() -> None:
     ]
     graph = helper.make_graph(nodes, "weird_outputs", [x], [y])
     save(helper.make_model(graph, opset_imports=OPSET, producer_name="edge-node tests"), "weird_outputs.onnx")
+
+
+def nanodet_bins(d: float, reg_max: int = 10) -> np.ndarray:
+    """Side logits whose softmax expectation is d (in strides): one peaked bin,
+    or two equal peaks for a half-integer. exp(-40) leaves < 1e-16 elsewhere."""
+    b = np.zeros(reg_max + 1, dtype=np.float32)
+    lo = int(np.floor(d))
+    if d == lo:
+        b[lo] = 40.0
+    else:
+        b[lo] = b[lo + 1] = 40.0  # expectation lo + 0.5
+    return b
+
+
+def tiny_nanodet() -> None:
+    h = w = 64
+    nc, reg_max = 2, 10
+    outs = []
+    levels = {}
+    for s in (8, 16, 32):
+        cells = (w // s) * (h // s)
+        cls = np.zeros((1, cells, nc), dtype=np.float32)
+        cls[0, :, :] = 0.01
+        reg = np.zeros((1, cells, 4 * (reg_max + 1)), dtype=np.float32)
+        levels[s] = (cls, reg)
+
+    def put(s, col, row, cls_scores, sides):
+        cls, reg = levels[s]
+        cell = row * (w // s) + col
+        cls[0, cell] = cls_scores
+        reg[0, cell] = np.concatenate([nanodet_bins(d, reg_max) for d in sides])
+
+    # Stride 8, cell (col 4, row 3): centre (36, 28); sides l,t,r,b = 2,1,1,3 strides
+    # -> person 0.9 at (20,20)-(44,52) in input pixels.
+    put(8, 4, 3, [0.9, 0.05], [2, 1, 1, 3])
+    # Stride 16, cell (col 2, row 1): centre (40, 24); sides 1, 0.5, 1, 1
+    # -> car 0.75 at (24,16)-(56,40).
+    put(16, 2, 1, [0.1, 0.75], [1, 0.5, 1, 1])
+    # Stride 8, cell (col 4, row 2): centre (36, 20); sides 1.5, 0.5, 2.5, 2.5
+    # -> the same car box at 0.6: removed by NMS.
+    put(8, 4, 2, [0.1, 0.6], [1.5, 0.5, 2.5, 2.5])
+    # Stride 32, cell (col 1, row 1): person 0.3, under the default threshold 0.35.
+    put(32, 1, 1, [0.3, 0.0], [0.5, 0.5, 0.5, 0.5])
+    for s in (8, 16, 32):
+        cls, reg = levels[s]
+        outs += [(f"cls_s{s}", cls), (f"reg_s{s}", reg)]
+    meta = {
+        "model": "edge-node test fixture: constant NanoDet (GFL head) outputs, reg_max=10",
+        "names": json.dumps(["person", "car"]),
+        "strides": "8,16,32",
+        "reg_max": str(reg_max),
+    }
+    save(constant_model("tiny_nanodet", outs, h=h, w=w, metadata=meta), "tiny_nanodet.onnx")
 
 
 def tiny_yolov8() -> None:
@@ -268,6 +325,7 @@ def tiny_pose() -> None:
 
 if __name__ == "__main__":
     weird_outputs()
+    tiny_nanodet()
     tiny_yolov8()
     user_yolov8_ultralytics()
     tiny_yolo_e2e()

@@ -187,3 +187,157 @@ fn bench_pipeline_two_cameras_json() {
         assert!(c["events_timed"].is_u64());
     }
 }
+
+/// `--json -`: the JSON alone on stdout (parsable as a whole), the table on stderr.
+fn run_json_stdout(args: &[&str]) -> (Value, String) {
+    let out = common::edge_node()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run edge-node");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "edge-node {args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let v: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{stdout}"));
+    (v, stderr)
+}
+
+#[test]
+fn bench_model_json_to_stdout() {
+    let img = common::fixture("dog.jpg");
+    let (v, stderr) = run_json_stdout(&[
+        "bench",
+        "model",
+        "--input",
+        img.to_str().unwrap(),
+        "--iterations",
+        "2",
+        "--warmup",
+        "1",
+        "--json",
+        "-",
+    ]);
+    assert!(stderr.contains("infer ms"), "table on stderr:\n{stderr}");
+    assert_eq!(v["frames"], 1);
+    assert_eq!(v["results"].as_array().map(Vec::len), Some(1), "{v}");
+    assert!(!std::path::Path::new(&common::repo()).join("-").exists());
+}
+
+#[test]
+fn bench_pipeline_find_capacity_json_to_stdout() {
+    // Shape, not speed: two short steps at most (1, then 2 if 1 held), a
+    // hold ratio that any working box reaches in 2 s.
+    let (v, stderr) = run_json_stdout(&[
+        "bench",
+        "pipeline",
+        "pipelines/demo.toml",
+        "--find-capacity",
+        "--duration",
+        "2",
+        "--max-cameras",
+        "2",
+        "--hold-ratio",
+        "0.5",
+        "--json",
+        "-",
+    ]);
+    assert!(
+        stderr.contains("capacity search") && stderr.contains("≥ 50%"),
+        "table on stderr:\n{stderr}"
+    );
+    for k in ["pipeline", "model", "model_sha256", "cpu", "ort_version"] {
+        assert!(v[k].is_string(), "top-level {k} missing: {v}");
+    }
+    assert_eq!(v["target_fps"], 5.0);
+    assert_eq!(v["hold_ratio"], 0.5);
+    assert_eq!(v["max_cameras"], 2);
+    let capacity = v["capacity"].as_u64().expect("capacity");
+    assert!(capacity <= 2, "{v}");
+    let steps = v["steps"].as_array().expect("steps");
+    assert!(!steps.is_empty() && steps.len() <= 2, "{v}");
+    assert_eq!(steps[0]["cameras"], 1);
+    for s in steps {
+        assert!(s["cameras"].as_u64().is_some_and(|n| (1..=2).contains(&n)));
+        assert!(s["holds"].is_boolean());
+        assert!(s["min_fps"].as_f64().is_some_and(|x| x >= 0.0), "{s}");
+        assert!(s["cpu_pct"].as_f64().is_some(), "{s}");
+        assert!(s["peak_rss_mib"].as_f64().is_some(), "{s}");
+    }
+    // The search is consistent with its steps: the capacity is the largest N that held.
+    let held = steps
+        .iter()
+        .filter(|s| s["holds"] == true)
+        .map(|s| s["cameras"].as_u64().unwrap())
+        .max()
+        .unwrap_or(0);
+    assert_eq!(capacity, held, "{v}");
+    let run = &v["run"];
+    assert_eq!(run["hold_ratio"], 0.5);
+    assert_eq!(run["duration_s"], 2.0);
+    let cams = run["per_camera"].as_array().expect("per_camera");
+    assert_eq!(Some(cams.len() as u64), run["cameras"].as_u64());
+}
+
+#[test]
+fn bench_pipeline_rtsp_loopback_json() {
+    // An rtsp:// camera is replaced by a loopback RTSP server the bench starts.
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("rtsp.json");
+    let stdout = run_ok(&[
+        "bench",
+        "pipeline",
+        "pipelines/rtsp-camera.toml",
+        "--cameras",
+        "1",
+        "--duration",
+        "4",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("rtsp-loopback"), "table:\n{stdout}");
+    let v = read_json(&json);
+    assert_eq!(v["source"], "rtsp-loopback");
+    let url = v["camera_url"].as_str().expect("camera_url");
+    assert!(url.starts_with("rtsp://127.0.0.1:"), "{url}");
+    assert!(
+        !url.ends_with(":8554/test"),
+        "the config's own URL was used: {url}"
+    );
+    let run = &v["run"];
+    assert_eq!(run["cameras"], 1);
+    assert_eq!(run["hold_ratio"], 0.95);
+    let cams = run["per_camera"].as_array().expect("per_camera");
+    assert_eq!(cams.len(), 1);
+    assert_eq!(cams[0]["id"], "cam-01-0");
+    assert!(
+        cams[0]["frames_analysed"].as_u64().unwrap() > 0,
+        "no frame came over RTSP: {}",
+        cams[0]
+    );
+    assert_percentiles(&cams[0]["frame_to_detection_ms"], "frame_to_detection_ms");
+}
+
+#[test]
+fn bench_pipeline_rejects_a_hold_ratio_out_of_range() {
+    let out = common::edge_node()
+        .args([
+            "bench",
+            "pipeline",
+            "pipelines/demo.toml",
+            "--hold-ratio",
+            "1.5",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--hold-ratio") && stderr.contains("1.5"),
+        "{stderr}"
+    );
+}

@@ -101,6 +101,41 @@ fn user_provided_ultralytics_model_is_yolov8() {
 }
 
 #[test]
+fn nanodet_layout_is_inferred_and_decoded() {
+    // The bundled NanoDet's output layout (cls_sN [1,cells,nc] + reg_sN
+    // [1,cells,4*(reg_max+1)]) and metadata (names, strides, reg_max), no
+    // manifest: the family and pre-processing come from the model alone.
+    let mut det = load("tiny_nanodet.onnx");
+    let spec = det.spec();
+    assert_eq!(spec.family, Family::NanoDet);
+    assert_eq!(spec.source, SpecSource::Metadata);
+    assert_eq!(spec.input_size, (64, 64));
+    assert_eq!(det.labels(), &["person", "car"]);
+    // NanoDet's upstream pre-processing: BGR, ImageNet mean/std, plain resize.
+    assert_eq!(
+        (spec.color, spec.resize, spec.std),
+        (
+            ColorOrder::Bgr,
+            ResizeMode::Stretch,
+            [57.375, 57.12, 58.395]
+        )
+    );
+    // 128x64 frame stretched to 64x64: source = (x * 2, y). The second car
+    // (0.6, same box from the stride-8 level) is removed by NMS; the stride-32
+    // person at 0.3 is under the 0.35 threshold.
+    let dets = run(&mut det);
+    let labels = det.labels().to_vec();
+    check(
+        &dets,
+        &labels,
+        &[
+            ("person", 0.9, [40.0, 20.0, 88.0, 52.0]),
+            ("car", 0.75, [48.0, 16.0, 112.0, 40.0]),
+        ],
+    );
+}
+
+#[test]
 fn yolo_end2end_keeps_overlapping_boxes() {
     let mut det = load("tiny_yolo_e2e.onnx");
     assert_eq!(det.spec().family, Family::YoloEnd2End);
@@ -263,7 +298,7 @@ fn inspect_every_bundled_model_and_fixture() {
     let bundled = onnx_files(&root().join("models"));
     let fixtures = onnx_files(&root().join("tests/fixtures/models"));
     assert!(!bundled.is_empty());
-    assert!(fixtures.len() >= 12, "{fixtures:?}");
+    assert!(fixtures.len() >= 13, "{fixtures:?}");
     for path in bundled.iter().chain(&fixtures) {
         let r = inspect(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let name = path.file_name().unwrap().to_string_lossy().to_string();
@@ -279,7 +314,9 @@ fn inspect_every_bundled_model_and_fixture() {
         }
         let want_family = match name.as_str() {
             "weird_outputs.onnx" | "tiny_pose.onnx" => None,
-            "nanodet_g_coco_416.onnx" | "nanodet_g_coco_416_int8.onnx" => Some("nanodet"),
+            "nanodet_g_coco_416.onnx" | "nanodet_g_coco_416_int8.onnx" | "tiny_nanodet.onnx" => {
+                Some("nanodet")
+            }
             "tiny_yolov8.onnx" | "user_yolov8_ultralytics.onnx" => Some("yolov8"),
             "tiny_yolo_e2e.onnx" => Some("yolo-e2e"),
             "tiny_detr.onnx" | "tiny_detr_pair.onnx" => Some("detr"),

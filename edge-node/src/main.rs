@@ -179,7 +179,7 @@ enum BenchCmd {
         /// Videos: frames decoded (held in memory) and cycled through.
         #[arg(long, default_value_t = 50)]
         max_frames: usize,
-        /// Write the report as JSON.
+        /// Write the report as JSON (`-`: to stdout, the table then goes to stderr).
         #[arg(long)]
         json: Option<PathBuf>,
         /// Write a latency/throughput chart (SVG).
@@ -199,13 +199,20 @@ enum BenchCmd {
         /// Detect fps every camera must reach; default: the camera's detect_fps.
         #[arg(long)]
         target_fps: Option<f64>,
-        /// Search the largest camera count where every camera reaches 90% of the target.
+        /// Search the largest camera count where every camera holds the target.
         #[arg(long)]
         find_capacity: bool,
+        /// A camera holds when its detect fps ≥ this share of the target (tolerance
+        /// for the frame in flight at the stop, see docs/bench.md).
+        #[arg(long, default_value_t = edge_node::bench::pipeline::DEFAULT_HOLD_RATIO)]
+        hold_ratio: f64,
+        /// With --find-capacity: the most cameras to try.
+        #[arg(long, default_value_t = edge_node::bench::pipeline::MAX_CAMERAS)]
+        max_cameras: usize,
         /// Clip served over loopback RTSP when the camera is rtsp://; default: the bundled clip.
         #[arg(long)]
         rtsp_file: Option<PathBuf>,
-        /// Write the report as JSON.
+        /// Write the report as JSON (`-`: to stdout, the table then goes to stderr).
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -689,6 +696,40 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Whether `--json -` asked for the JSON on stdout.
+fn json_to_stdout(json: &Option<PathBuf>) -> bool {
+    json.as_deref() == Some(Path::new("-"))
+}
+
+/// Prints a bench table, on stderr when stdout carries the JSON.
+fn print_table(table: &str, json: &Option<PathBuf>) {
+    if json_to_stdout(json) {
+        eprint!("{table}");
+    } else {
+        print!("{table}");
+    }
+}
+
+/// Writes a bench report's JSON to `--json FILE`, or to stdout for `--json -`.
+fn emit_json<T: Serialize>(json: &Option<PathBuf>, value: &T) -> Result<()> {
+    match json {
+        None => Ok(()),
+        Some(_) if json_to_stdout(json) => {
+            use std::io::Write;
+            let text = serde_json::to_string_pretty(value)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{text}").context("cannot write the JSON report to stdout")?;
+            out.flush()
+                .context("cannot write the JSON report to stdout")
+        }
+        Some(path) => {
+            write_json(path, value)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
+    }
+}
+
 fn bench(what: BenchCmd) -> Result<ExitCode> {
     use edge_node::bench;
     match what {
@@ -714,14 +755,12 @@ fn bench(what: BenchCmd) -> Result<ExitCode> {
                 ..bench::ModelBenchOptions::new(model, input)
             };
             let report = bench::bench_model(&opts)?;
-            print!("{}", report.table());
-            if let Some(j) = json {
-                write_json(&j, &report)?;
-                println!("wrote {}", j.display());
-            }
+            print_table(&report.table(), &json);
+            emit_json(&json, &report)?;
             if let Some(svg) = plot {
                 bench::plot::plot_model(&report, &svg)?;
-                println!("wrote {}", svg.display());
+                let note = format!("wrote {}\n", svg.display());
+                print_table(&note, &json);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -731,6 +770,8 @@ fn bench(what: BenchCmd) -> Result<ExitCode> {
             duration,
             target_fps,
             find_capacity,
+            hold_ratio,
+            max_cameras,
             rtsp_file,
             json,
         } => {
@@ -744,21 +785,17 @@ fn bench(what: BenchCmd) -> Result<ExitCode> {
                 target_fps,
                 rtsp_file: rtsp_file
                     .unwrap_or_else(|| bench::pipeline::default_rtsp_file(Path::new("."))),
+                hold_ratio,
+                max_cameras,
             };
             if find_capacity {
                 let report = bench::find_capacity(&opts)?;
-                print!("{}", report.table());
-                if let Some(j) = json {
-                    write_json(&j, &report)?;
-                    println!("wrote {}", j.display());
-                }
+                print_table(&report.table(), &json);
+                emit_json(&json, &report)?;
             } else {
                 let report = bench::bench_pipeline(&opts)?;
-                print!("{}", report.table());
-                if let Some(j) = json {
-                    write_json(&j, &report)?;
-                    println!("wrote {}", j.display());
-                }
+                print_table(&report.table(), &json);
+                emit_json(&json, &report)?;
             }
             Ok(ExitCode::SUCCESS)
         }

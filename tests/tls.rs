@@ -1,5 +1,6 @@
 //! `mqtts://` to a real mosquitto with TLS, a client certificate (mTLS) and a
-//! password read from the environment or a file. Certificates are made by the openssl CLI.
+//! password read from the environment or a file. Certificates are made in
+//! each test with rcgen.
 
 mod common;
 
@@ -9,115 +10,60 @@ use std::time::Duration;
 
 use common::*;
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl CLI");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// A certificate authority made for one test.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate.
+/// A new self-signed CA named `cn`, written as `{name}.pem`.
+fn make_ca(dir: &Path, name: &str, cn: &str) -> Ca {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, cn.to_string());
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = p.self_signed(&key).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+    Ca { cert, key }
+}
+
+/// A leaf certificate signed by `ca`, written as `{name}.pem` + `{name}.key`.
+fn make_leaf(dir: &Path, ca: &Ca, name: &str, cn: &str, sans: &[&str], server: bool) {
+    let mut p =
+        rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, cn.to_string());
+    p.extended_key_usages = vec![if server {
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth
+    }];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+}
+
+/// A CA (`ca.pem`), a server certificate for 127.0.0.1 (`server.pem`/`.key`)
+/// and a client certificate for `box-1` (`client.pem`/`.key`), made with rcgen
+/// (ECDSA P-256) in the test's folder.
 fn make_pki(dir: &Path) {
-    openssl(
+    let ca = make_ca(dir, "ca", "edge test CA");
+    make_leaf(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=edge test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ],
+        &ca,
+        "server",
+        "127.0.0.1",
+        &["127.0.0.1", "localhost"],
+        true,
     );
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.pem",
-        ],
-    );
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=box-1",
-            "-keyout",
-            "client.key",
-            "-out",
-            "client.csr",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-            "-out",
-            "client.pem",
-        ],
-    );
+    make_leaf(dir, &ca, "client", "box-1", &[], false);
 }
 
 #[test]
@@ -231,24 +177,7 @@ fn wrong_ca_is_refused_with_a_clear_error() {
     let d = dir.path();
     make_pki(d);
     // A second, unrelated CA the node is told to trust.
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=some other CA",
-            "-keyout",
-            "other.key",
-            "-out",
-            "other-ca.pem",
-        ],
-    );
+    make_ca(d, "other-ca", "some other CA");
     let port = free_port();
     let conf = format!(
         "allow_anonymous true\nlistener {port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n",

@@ -137,7 +137,7 @@ struct Slot {
     dropped: u64,
     analysed: u64,
     first_arrival: Option<Instant>,
-    detect_latency_ms: Vec<f64>,
+    detect_latency_ms: Samples,
 }
 
 #[derive(Default)]
@@ -145,9 +145,9 @@ struct PoolState {
     slots: Vec<Slot>,
     next: usize,
     stop: bool,
-    pre_ms: Vec<f64>,
-    infer_ms: Vec<f64>,
-    post_ms: Vec<f64>,
+    pre_ms: Samples,
+    infer_ms: Samples,
+    post_ms: Samples,
 }
 
 /// The frames waiting for one model's workers.
@@ -157,7 +157,34 @@ struct Pool {
     cv: Condvar,
 }
 
-const MAX_TIMINGS: usize = 200_000;
+/// Timing samples kept per series (pre/infer/post per model, latencies per
+/// camera): the latest ones, for percentiles in reports and benchmarks.
+const MAX_TIMINGS: usize = 20_000;
+
+/// The latest [`MAX_TIMINGS`] samples of a timing series: a ring once full,
+/// so a node that runs for months keeps its statistics in constant memory
+/// (at most 160 KB per series).
+#[derive(Debug, Default, Clone)]
+struct Samples {
+    v: Vec<f64>,
+    /// Where the next sample goes once the ring is full.
+    next: usize,
+}
+
+impl Samples {
+    fn push(&mut self, x: f64) {
+        if self.v.len() < MAX_TIMINGS {
+            self.v.push(x);
+        } else {
+            self.v[self.next] = x;
+            self.next = (self.next + 1) % MAX_TIMINGS;
+        }
+    }
+
+    fn as_slice(&self) -> &[f64] {
+        &self.v
+    }
+}
 
 impl Pool {
     fn add(&self, cap: usize, lossless: bool, tx: mpsc::Sender<Analysed>) -> usize {
@@ -173,7 +200,7 @@ impl Pool {
             dropped: 0,
             analysed: 0,
             first_arrival: None,
-            detect_latency_ms: Vec::new(),
+            detect_latency_ms: Samples::default(),
         });
         s.slots.len() - 1
     }
@@ -270,9 +297,7 @@ impl Pool {
     fn done(&self, idx: usize, times: Option<detect::StageTimes>, arrived: Instant) {
         let latency_ms = arrived.elapsed().as_secs_f64() * 1e3;
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = times
-            && s.pre_ms.len() < MAX_TIMINGS
-        {
+        if let Some(t) = times {
             s.pre_ms.push(t.pre.as_secs_f64() * 1e3);
             s.infer_ms.push(t.infer.as_secs_f64() * 1e3);
             s.post_ms.push(t.post.as_secs_f64() * 1e3);
@@ -280,7 +305,7 @@ impl Pool {
         let slot = &mut s.slots[idx];
         slot.busy = false;
         slot.analysed += 1;
-        if times.is_some() && slot.detect_latency_ms.len() < MAX_TIMINGS {
+        if times.is_some() {
             slot.detect_latency_ms.push(latency_ms);
         }
         if slot.closed && slot.queue.is_empty() {
@@ -422,7 +447,7 @@ struct CameraCtx {
     snapshot: SnapshotOptions,
     seq: u64,
     /// Frame arrival → event handed to the MQTT client, ms (see [`CameraReport`]).
-    publish_latency_ms: Arc<Mutex<Vec<f64>>>,
+    publish_latency_ms: Arc<Mutex<Samples>>,
     /// Scene rules of this camera (may be empty).
     rules: RulesConfig,
     counts_interval_s: f64,
@@ -510,9 +535,7 @@ impl CameraCtx {
                         .publish_latency_ms
                         .lock()
                         .unwrap_or_else(|e| e.into_inner());
-                    if v.len() < MAX_TIMINGS {
-                        v.push(a.elapsed().as_secs_f64() * 1e3);
-                    }
+                    v.push(a.elapsed().as_secs_f64() * 1e3);
                 }
                 info!(kind = ?m.kind, id = %m.id, label = %m.label, score = m.score, "event")
             }
@@ -863,7 +886,7 @@ struct RunningCamera {
     analytics: Option<tokio::task::JoinHandle<()>>,
     /// Ends when the source drops its state callback; yields the camera id if it failed.
     status: tokio::task::JoinHandle<Option<String>>,
-    publish_latency_ms: Arc<Mutex<Vec<f64>>>,
+    publish_latency_ms: Arc<Mutex<Samples>>,
 }
 
 /// What a camera's behaviour depends on, as a comparable string: its own
@@ -999,7 +1022,7 @@ impl NodeRun {
             }
         };
         let (tx, rx) = mpsc::channel::<Analysed>(8);
-        let publish_latency_ms = Arc::new(Mutex::new(Vec::new()));
+        let publish_latency_ms = Arc::new(Mutex::new(Samples::default()));
         let lossless = !c.realtime && config::is_file_url(&self.p.camera_urls[i]);
         let idx = pool.add(c.queue, lossless, tx);
         let tcfg = &raw.tracker;
@@ -1250,12 +1273,13 @@ fn camera_report(cam: &RunningCamera, stopping: Instant) -> CameraReport {
             .first_arrival
             .map(|t| stopping.saturating_duration_since(t))
             .unwrap_or_default(),
-        detect_latency_ms: slot.detect_latency_ms.clone(),
+        detect_latency_ms: slot.detect_latency_ms.as_slice().to_vec(),
         publish_latency_ms: cam
             .publish_latency_ms
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone(),
+            .as_slice()
+            .to_vec(),
     }
 }
 
@@ -1431,9 +1455,9 @@ async fn run_inner(
         cam_reports.push(camera_report(c, stopping));
         if seen_pools.insert(Arc::as_ptr(&c.pool), ()).is_none() {
             let s = c.pool.state.lock().unwrap_or_else(|e| e.into_inner());
-            report.pre_ms.extend_from_slice(&s.pre_ms);
-            report.infer_ms.extend_from_slice(&s.infer_ms);
-            report.post_ms.extend_from_slice(&s.post_ms);
+            report.pre_ms.extend_from_slice(s.pre_ms.as_slice());
+            report.infer_ms.extend_from_slice(s.infer_ms.as_slice());
+            report.post_ms.extend_from_slice(s.post_ms.as_slice());
         }
     }
     for r in &cam_reports {
@@ -1500,6 +1524,28 @@ url = "rtsp://127.0.0.1:8554/b"
 
     fn load(text: &str) -> Pipeline {
         Pipeline::from_str(Path::new("/tmp/x/pipeline.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn timing_samples_are_a_bounded_ring_of_the_latest() {
+        let mut s = Samples::default();
+        for i in 0..MAX_TIMINGS {
+            s.push(i as f64);
+        }
+        assert_eq!(s.as_slice().len(), MAX_TIMINGS);
+        let cap = s.v.capacity();
+        // A month of frames later: same length, same allocation, latest kept.
+        for i in MAX_TIMINGS..3 * MAX_TIMINGS + 7 {
+            s.push(i as f64);
+        }
+        assert_eq!(s.as_slice().len(), MAX_TIMINGS);
+        assert_eq!(s.v.capacity(), cap, "no growth once full");
+        let min = s.as_slice().iter().copied().fold(f64::INFINITY, f64::min);
+        assert_eq!(
+            min,
+            (2 * MAX_TIMINGS + 7) as f64,
+            "only the latest are kept"
+        );
     }
 
     #[test]

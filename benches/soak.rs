@@ -18,7 +18,6 @@
 //! or `target/soak.json`. docs/soak.md has the figures.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::path::PathBuf;
@@ -218,7 +217,7 @@ fn main() {
             fds,
             events: events.load(Ordering::Relaxed),
         };
-        if plan.full && samples.len() % 12 == 0 {
+        if plan.full && samples.len().is_multiple_of(12) {
             println!(
                 "  t={:>6.0} s  RSS {:>7.1} MB  fds {:>4.0}  events {}",
                 s.t_s, s.rss_mb, s.fds, s.events

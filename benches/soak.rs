@@ -100,6 +100,8 @@ struct Sample {
     rss_mb: f64,
     fds: f64,
     events: u64,
+    /// Size of the node's outbox files (redb), MB.
+    outbox_mb: f64,
 }
 
 fn rss_mb(pid: u32) -> Option<f64> {
@@ -107,6 +109,18 @@ fn rss_mb(pid: u32) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+fn dir_mb(dir: &std::path::Path) -> f64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len() as f64)
+                .sum::<f64>()
+        })
+        .unwrap_or(0.0)
+        / 1e6
 }
 
 fn fd_count(pid: u32) -> Option<f64> {
@@ -216,11 +230,12 @@ fn main() {
             rss_mb: rss,
             fds,
             events: events.load(Ordering::Relaxed),
+            outbox_mb: dir_mb(&dir.path().join("outbox")),
         };
         if plan.full && samples.len().is_multiple_of(12) {
             println!(
-                "  t={:>6.0} s  RSS {:>7.1} MB  fds {:>4.0}  events {}",
-                s.t_s, s.rss_mb, s.fds, s.events
+                "  t={:>6.0} s  RSS {:>7.1} MB  fds {:>4.0}  events {}  outbox file {:.2} MB",
+                s.t_s, s.rss_mb, s.fds, s.events, s.outbox_mb
             );
         }
         samples.push(s);
@@ -276,11 +291,11 @@ fn main() {
     );
 
     let csv = out_path("SOAK_CSV", "soak.csv");
-    let mut text = String::from("t_s,rss_mb,fds,events\n");
+    let mut text = String::from("t_s,rss_mb,fds,events,outbox_mb\n");
     for s in &samples {
         text.push_str(&format!(
-            "{:.1},{:.2},{:.0},{}\n",
-            s.t_s, s.rss_mb, s.fds, s.events
+            "{:.1},{:.2},{:.0},{},{:.3}\n",
+            s.t_s, s.rss_mb, s.fds, s.events, s.outbox_mb
         ));
     }
     let summary = json!({
@@ -291,6 +306,7 @@ fn main() {
         "rss_mb": {"start": first.rss_mb, "warm": rss_warm, "end": rss_end, "peak": rss_peak, "slope_per_min": rss_slope},
         "fds": {"start": first.fds, "warm": fd_warm, "end": fd_end, "slope_per_min": fd_slope},
         "events": last.events,
+        "outbox_file_mb": {"warm": after[0].outbox_mb, "end": last.outbox_mb},
         "limits": {"mb_per_min": plan.limits.mb_per_min, "mb_growth": plan.limits.mb_growth,
                    "fds_per_min": plan.limits.fds_per_min, "fd_growth": plan.limits.fd_growth},
     });
@@ -300,6 +316,10 @@ fn main() {
     }
     let _ = std::fs::write(&csv, text);
     let _ = std::fs::write(&jpath, serde_json::to_string_pretty(&summary).unwrap());
+    println!(
+        "outbox file: {:.2} MB at the end of warm-up, {:.2} MB at the end",
+        after[0].outbox_mb, last.outbox_mb
+    );
     println!("samples: {}, summary: {}", csv.display(), jpath.display());
 
     let l = &plan.limits;

@@ -14,7 +14,9 @@
 //!   `loop_file`, seeks back to the start. Errors are final
 //!   ([`SourceState::Failed`]): retrying a missing, truncated or non-video
 //!   local file cannot succeed, and silently retrying would hide a config
-//!   mistake.
+//!   mistake. A file whose frames stop well before the duration its
+//!   container declares (cut short, or corrupt enough that the demuxer gives
+//!   up) fails too, at that EOS: GStreamer ends it like a complete clip.
 //!
 //! Time: `Frame.t` is monotonic per camera. For files it is the PTS plus the
 //! length of the loops already played, so replays are deterministic; for
@@ -198,6 +200,12 @@ impl Shared {
         };
         clock.last_t = t;
         t
+    }
+
+    /// PTS (seconds) of the last frame handed on in this pass, if any.
+    fn last_pts(&self) -> Option<f64> {
+        let clock = self.file_clock.lock().ok()?;
+        (clock.last_pts > 0.0).then_some(clock.last_pts)
     }
 
     /// Called at EOS before seeking back: the next loop starts after this one.
@@ -476,6 +484,12 @@ impl Supervisor {
                 }
                 gst::MessageView::Eos(_) => {
                     let frames = stats.frames.load(Ordering::Relaxed);
+                    if !live
+                        && frames > 0
+                        && let Some(e) = self.truncated(pipeline)
+                    {
+                        return Outcome::Error(e);
+                    }
                     if live || !self.opts.loop_file || frames == 0 {
                         return Outcome::Eos;
                     }
@@ -486,6 +500,30 @@ impl Supervisor {
                 _ => {}
             }
         }
+    }
+
+    /// At a file's EOS: an error if the last frame is well short of the
+    /// duration the container declares. GStreamer ends a cut-off file (and
+    /// conceals the decoder errors of a corrupt one) with a plain EOS, which
+    /// would otherwise look like a clip that simply ended.
+    fn truncated(&self, pipeline: &gst::Pipeline) -> Option<String> {
+        let duration = pipeline.query_duration::<gst::ClockTime>()?.nseconds() as f64 * 1e-9;
+        let last = self.shared.last_pts()?;
+        // Frames are sampled at detect_fps, so the last one kept may sit up to
+        // a period before the end; a container may also state a duration a
+        // little longer than its video (audio, edit lists).
+        let period = if self.opts.detect_fps > 0.0 {
+            1.0 / self.opts.detect_fps
+        } else {
+            0.0
+        };
+        let slack = (2.0 * period).max(1.0).max(0.1 * duration);
+        (last + slack < duration).then(|| {
+            format!(
+                "stream ends at {last:.1} s of the {duration:.1} s the file declares: \
+                 truncated or corrupt file (decoder errors); re-copy or re-encode it"
+            )
+        })
     }
 
     /// Loops a file: moves the media clock past this pass, then seeks to 0.

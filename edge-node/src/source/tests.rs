@@ -219,6 +219,56 @@ fn text_file_fails() {
     assert!(drain(&cam.frames).is_empty());
 }
 
+/// A file cut short (index at the front, so the prefix plays): GStreamer
+/// ends it with a plain EOS. It must fail naming the truncation, after
+/// handing on the frames it had, instead of looking like a clip that ended.
+#[test]
+fn truncated_file_fails_after_its_frames() {
+    init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fast = dir.path().join("fast.mp4");
+    let remux = gst::parse::launch(&format!(
+        "filesrc location={VTEST} ! qtdemux ! h264parse ! mp4mux faststart=true ! filesink location={}",
+        fast.display()
+    ))
+    .unwrap();
+    remux.set_state(gst::State::Playing).unwrap();
+    let bus = remux.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("remux finishes");
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    remux.set_state(gst::State::Null).unwrap();
+    let bytes = std::fs::read(&fast).unwrap();
+    let cut = dir.path().join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() * 4 / 10]).unwrap();
+
+    let cam = start(file_opts(cut.to_str().unwrap()));
+    let state = wait_state(&cam, Duration::from_secs(30), |s| {
+        matches!(s, SourceState::Failed { .. } | SourceState::Ended)
+    });
+    match state {
+        SourceState::Failed { error } => {
+            assert!(error.contains("truncated"), "{error}");
+            assert!(error.contains("cut.mp4"), "{error}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    cam.handle.join();
+    let frames = drain(&cam.frames);
+    assert!(frames.len() >= 10, "{} frames before the cut", frames.len());
+    // The whole clip still ends normally.
+    let whole = start(file_opts(fast.to_str().unwrap()));
+    let state = wait_state(&whole, Duration::from_secs(30), |s| {
+        matches!(s, SourceState::Failed { .. } | SourceState::Ended)
+    });
+    assert_eq!(state, SourceState::Ended);
+    whole.handle.join();
+}
+
 #[test]
 fn market_street_b_frames_decode_fully() {
     let cam = start(SourceOptions {

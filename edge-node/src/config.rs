@@ -137,6 +137,9 @@ pub struct ZoneSection {
     /// The crowd clears after occupancy stayed below crowd_min this long.
     #[serde(default = "d_crowd_for")]
     pub crowd_clear_s: f64,
+    /// No two alerts of this zone within this many seconds; unset: `[rules] cooldown_s`.
+    #[serde(default)]
+    pub cooldown_s: Option<f64>,
 }
 
 /// `[[cameras.lines]]`: a tripwire from `a` to `b` (0..1 coordinates).
@@ -159,6 +162,9 @@ pub struct LineSection {
     /// A crossing in this direction raises a `wrong_way` alert.
     #[serde(default)]
     pub alert_direction: Option<String>,
+    /// No two alerts of this line within this many seconds; unset: `[rules] cooldown_s`.
+    #[serde(default)]
+    pub cooldown_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -401,6 +407,7 @@ pub fn camera_rules(
             crowd_min: z.crowd_min,
             crowd_for_s: z.crowd_for_s,
             crowd_clear_s: z.crowd_clear_s,
+            cooldown_s: z.cooldown_s,
         })
         .collect();
     let lines = cam
@@ -415,6 +422,7 @@ pub fn camera_rules(
             classes: ids(&l.classes),
             hysteresis: l.hysteresis,
             alert_direction: l.alert_direction.clone(),
+            cooldown_s: l.cooldown_s,
         })
         .collect();
     (
@@ -470,6 +478,9 @@ fn validate_rules(file: &Path, i: usize, c: &CameraSection) -> Result<(), Config
         }
         check_range(file, &f("crowd_for_s"), z.crowd_for_s, 0.0, 86400.0)?;
         check_range(file, &f("crowd_clear_s"), z.crowd_clear_s, 0.0, 86400.0)?;
+        if let Some(v) = z.cooldown_s {
+            check_range(file, &f("cooldown_s"), v, 0.0, 86400.0)?;
+        }
     }
     for (k, l) in c.lines.iter().enumerate() {
         let f = |name: &str| format!("cameras[{i}].lines[{k}].{name}");
@@ -521,6 +532,9 @@ fn validate_rules(file: &Path, i: usize, c: &CameraSection) -> Result<(), Config
                 format!("{d:?} is neither {:?} nor {:?}", l.forward, l.backward),
                 "use one of the line's two direction names",
             ));
+        }
+        if let Some(v) = l.cooldown_s {
+            check_range(file, &f("cooldown_s"), v, 0.0, 86400.0)?;
         }
     }
     Ok(())
@@ -1305,6 +1319,15 @@ detect_fps = 5
         assert_eq!(unknown, ["unicorn"]);
         assert_eq!(rc.zones[0].classes, [0].into());
         assert_eq!(rc.zones[0].inertia, 3);
+        // No per-rule cooldown given: the rule falls back to `[rules] cooldown_s`.
+        assert_eq!(
+            (rc.zones[0].cooldown_s, rc.lines[0].cooldown_s),
+            (None, None)
+        );
+        let per_rule = good.replace("loiter_s = 30", "loiter_s = 30\ncooldown_s = 120");
+        let p2 = load(&per_rule).unwrap();
+        let (rc2, _) = camera_rules(&p2.raw.rules, &p2.raw.cameras[0], &labels);
+        assert_eq!(rc2.zones[0].cooldown_s, Some(120.0));
 
         // (what is wrong, edited text, field the error must name)
         let cases = [
@@ -1337,6 +1360,19 @@ detect_fps = 5
                 "zero inertia",
                 good.replace("loiter_s = 30", "inertia = 0"),
                 "cameras[0].zones[0].inertia",
+            ),
+            (
+                "negative zone cooldown",
+                good.replace("loiter_s = 30", "loiter_s = 30\ncooldown_s = -1"),
+                "cameras[0].zones[0].cooldown_s",
+            ),
+            (
+                "line cooldown longer than a day",
+                good.replace(
+                    "alert_direction = \"backward\"",
+                    "alert_direction = \"backward\"\ncooldown_s = 1e9",
+                ),
+                "cameras[0].lines[0].cooldown_s",
             ),
             (
                 "zero counts interval",

@@ -31,11 +31,15 @@
 //! - **Stationary**: the box's centre stays within `stationary_tolerance`
 //!   (fraction of the frame diagonal) of an anchor for `stationary_s` →
 //!   the object is stationary until it moves beyond the tolerance again.
-//!   A stationary object raises no new alerts (and `node` sends no updates
-//!   for it).
+//!   A stationary object does not re-alert (`realert_s` repeats are held
+//!   back while it stays put), but it can still raise its first alert of a
+//!   rule: someone standing still at a gate must be able to loiter. The
+//!   event engine announces the change with one `update` and then sends no
+//!   more updates for it.
 //! - **Alert hygiene**: every alert rule has a cooldown (no alert of that
-//!   rule within `cooldown_s` of its previous one) and, by default, fires
-//!   at most once per object (`realert_s` allows repeats).
+//!   rule within its `cooldown_s`, or the global one, of its previous one)
+//!   and, by default, fires at most once per object (`realert_s` allows
+//!   repeats).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -71,6 +75,8 @@ pub struct ZoneRule {
     pub crowd_for_s: f64,
     /// Occupancy below `crowd_min` this long clears a crowd.
     pub crowd_clear_s: f64,
+    /// Cooldown of this zone's alerts; `None`: [`RulesConfig::cooldown_s`].
+    pub cooldown_s: Option<f64>,
 }
 
 /// A tripwire from A to B.
@@ -89,6 +95,8 @@ pub struct LineRule {
     /// A crossing in this direction (one of `forward`/`backward`) raises a
     /// `wrong_way` alert.
     pub alert_direction: Option<String>,
+    /// Cooldown of this line's alerts; `None`: [`RulesConfig::cooldown_s`].
+    pub cooldown_s: Option<f64>,
 }
 
 /// All rules of one camera.
@@ -100,7 +108,8 @@ pub struct RulesConfig {
     pub stationary_s: f64,
     /// Movement below this fraction of the frame diagonal is "no movement".
     pub stationary_tolerance: f32,
-    /// No two alerts of one rule within this many seconds.
+    /// No two alerts of one rule within this many seconds, unless the zone
+    /// or line sets its own `cooldown_s`.
     pub cooldown_s: f64,
     /// `None`: at most one alert per object per rule; `Some(s)`: again after `s`.
     pub realert_s: Option<f64>,
@@ -142,6 +151,7 @@ impl RulesConfig {
             if z.inertia == 0 {
                 return Err(bad(&z.name, "inertia must be >= 1".into()));
             }
+            check_cooldown(&z.name, z.cooldown_s)?;
         }
         for l in &self.lines {
             if !names.insert(l.name.as_str()) {
@@ -165,8 +175,20 @@ impl RulesConfig {
                     format!("alert_direction {d:?} is neither direction"),
                 ));
             }
+            check_cooldown(&l.name, l.cooldown_s)?;
         }
+        check_cooldown("rules", Some(self.cooldown_s))?;
         Ok(())
+    }
+}
+
+fn check_cooldown(rule: &str, v: Option<f64>) -> Result<(), RulesError> {
+    match v {
+        Some(c) if !(c.is_finite() && c >= 0.0) => Err(RulesError::Invalid {
+            rule: rule.to_string(),
+            problem: format!("cooldown_s = {c} must be finite and >= 0"),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -424,8 +446,14 @@ impl RulesEngine {
     }
 
     /// Cooldown and once-per-object checks; records the alert when allowed.
+    /// `cooldown` is the rule's own cooldown or the global one.
+    ///
+    /// A stationary object may still raise its *first* alert of a rule (a
+    /// person standing still at a gate is exactly what loitering is about);
+    /// it only does not re-alert (`realert_s`) while it stays stationary.
     fn allow(
-        cfg: &RulesConfig,
+        realert_s: Option<f64>,
+        cooldown: f64,
         last_alert: &mut BTreeMap<(AlertKind, String), f64>,
         obj: Option<&mut ObjState>,
         kind: AlertKind,
@@ -435,17 +463,14 @@ impl RulesEngine {
         let key = (kind, rule.to_string());
         if last_alert
             .get(&key)
-            .is_some_and(|&last| t - last < cfg.cooldown_s)
+            .is_some_and(|&last| t - last < cooldown)
         {
             return false;
         }
         if let Some(o) = obj {
-            if o.stationary {
-                return false;
-            }
             if let Some(&prev) = o.alerted.get(&key) {
-                match cfg.realert_s {
-                    Some(r) if t - prev >= r => {}
+                match realert_s {
+                    Some(r) if t - prev >= r && !o.stationary => {}
                     _ => return false,
                 }
             }
@@ -530,7 +555,8 @@ impl RulesEngine {
                 {
                     let dwell = t - m.entered_at;
                     if Self::allow(
-                        cfg,
+                        cfg.realert_s,
+                        z.cooldown_s.unwrap_or(cfg.cooldown_s),
                         &mut self.last_alert,
                         Some(o),
                         AlertKind::Loitering,
@@ -582,7 +608,8 @@ impl RulesEngine {
                             .add();
                         if l.alert_direction.as_ref() == Some(dir)
                             && Self::allow(
-                                cfg,
+                                cfg.realert_s,
+                                l.cooldown_s.unwrap_or(cfg.cooldown_s),
                                 &mut self.last_alert,
                                 Some(o),
                                 AlertKind::WrongWay,
@@ -631,7 +658,8 @@ impl RulesEngine {
                 if !st.active
                     && t - since >= z.crowd_for_s
                     && Self::allow(
-                        &self.cfg,
+                        self.cfg.realert_s,
+                        z.cooldown_s.unwrap_or(self.cfg.cooldown_s),
                         &mut self.last_alert,
                         None,
                         AlertKind::Crowding,

@@ -35,6 +35,7 @@ fn line() -> LineRule {
         classes: BTreeSet::new(),
         hysteresis: 0.02,
         alert_direction: None,
+        cooldown_s: None,
     }
 }
 
@@ -49,6 +50,7 @@ fn zone() -> ZoneRule {
         crowd_min: None,
         crowd_for_s: 0.0,
         crowd_clear_s: 0.0,
+        cooldown_s: None,
     }
 }
 
@@ -342,6 +344,8 @@ fn cooldowns_and_once_per_object() {
     struct Case {
         proves: &'static str,
         cooldown_s: f64,
+        /// The line's own cooldown (None: the global one applies).
+        line_cooldown_s: Option<f64>,
         realert_s: Option<f64>,
         /// Wrong-way crossings by object 1 then 2, each path one after the other.
         expected: usize,
@@ -350,25 +354,43 @@ fn cooldowns_and_once_per_object() {
         Case {
             proves: "no cooldown, default once-per-object: both objects alert once",
             cooldown_s: 0.0,
+            line_cooldown_s: None,
             realert_s: None,
             expected: 2,
         },
         Case {
             proves: "a cooldown longer than the gap suppresses the second object's alert",
             cooldown_s: 30.0,
+            line_cooldown_s: None,
             realert_s: None,
             expected: 1,
         },
         Case {
             proves: "realert_s lets one object alert again on a later crossing",
             cooldown_s: 0.0,
+            line_cooldown_s: None,
             realert_s: Some(1.0),
             expected: 3,
+        },
+        Case {
+            proves: "a line's own cooldown overrides a shorter global one",
+            cooldown_s: 0.0,
+            line_cooldown_s: Some(30.0),
+            realert_s: None,
+            expected: 1,
+        },
+        Case {
+            proves: "a line's own zero cooldown overrides a longer global one",
+            cooldown_s: 30.0,
+            line_cooldown_s: Some(0.0),
+            realert_s: None,
+            expected: 2,
         },
     ];
     for c in cases {
         let mut l = line();
         l.alert_direction = Some("west".into());
+        l.cooldown_s = c.line_cooldown_s;
         let mut rc = cfg(vec![], vec![l]);
         rc.cooldown_s = c.cooldown_s;
         rc.realert_s = c.realert_s;
@@ -392,15 +414,64 @@ fn cooldowns_and_once_per_object() {
 }
 
 #[test]
-fn stationary_stops_updates_and_alerts() {
-    // An object parked in a loitering zone: it becomes stationary after 5 s,
-    // and the event engine, told so, sends no more updates although its
-    // snapshot keeps improving.
+fn zone_cooldowns_are_per_zone_and_fall_back_to_the_global_one() {
+    // Two overlapping zones with a 1 s loitering limit; object 1 stands in
+    // both from t = 0, object 2 from t = 4 s. The global cooldown is 30 s.
+    let mut a = zone();
+    a.name = "global-cooldown".into();
+    a.inertia = 1;
+    a.loiter_s = Some(1.0);
+    let mut b = a.clone();
+    b.name = "own-cooldown".into();
+    b.cooldown_s = Some(2.0);
+    let mut rc = cfg(vec![a, b], vec![]);
+    rc.cooldown_s = 30.0;
+    let mut eng = RulesEngine::new(rc, 0.0);
+    let mut alerts = Vec::new();
+    for i in 0..50 {
+        let t = i as f64 * DT;
+        let mut tracks = vec![at(1, 0, 0.3, 0.5, t)];
+        if t >= 4.0 {
+            tracks.push(at(2, 0, 0.4, 0.5, t));
+        }
+        alerts.extend(eng.on_frame(t, W, H, &tracks));
+    }
+    let got: Vec<(&str, Option<u64>)> = alerts
+        .iter()
+        .map(|a| (a.rule.as_str(), a.track_id))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("global-cooldown", Some(1)),
+            ("own-cooldown", Some(1)),
+            // Object 2 loiters at t = 5 s: past own-cooldown's 2 s, within
+            // the global 30 s that global-cooldown still uses.
+            ("own-cooldown", Some(2)),
+        ],
+        "{alerts:?}"
+    );
+}
+
+#[test]
+fn stationary_is_announced_once_then_updates_stop_but_loitering_still_fires() {
+    // An object parked in a loitering zone: it becomes stationary after 5 s
+    // and loiters at 8 s. Run in the node's order (rules, then events told
+    // which tracks are stationary).
+    //
+    // Proves: (a) becoming stationary is announced by exactly one update
+    // (Reason::Stationary), after which no update follows although its
+    // snapshot keeps improving; (b) a stationary object still raises its
+    // first loitering alert (being stationary only stops *re*-alerts).
+    // Before the fix this test asserted that a stationary object never
+    // loiters, which meant someone standing still at a gate with loiter_s
+    // above stationary_s never raised the alert loitering exists for.
     let mut z = zone();
     z.inertia = 1;
     z.loiter_s = Some(8.0);
     let rc = RulesConfig {
         stationary_s: 5.0,
+        realert_s: Some(1.0),
         ..cfg(vec![z], vec![])
     };
     let mut rules = RulesEngine::new(rc, 0.0);
@@ -410,7 +481,7 @@ fn stationary_stops_updates_and_alerts() {
         ..EventConfig::default()
     });
     let mut updates_before = 0;
-    let mut updates_after = 0;
+    let mut after: Vec<(f64, crate::events::Reason)> = Vec::new();
     let mut alerts = Vec::new();
     let mut became = None;
     for i in 0..150usize {
@@ -420,34 +491,60 @@ fn stationary_stops_updates_and_alerts() {
         // Score creeps up: a materially better snapshot every few frames.
         tv.score = (0.05 * 1.05f32.powi(i as i32)).min(1.0);
         let tracks = [tv];
+        alerts.extend(rules.on_frame(t, W, H, &tracks));
+        if became.is_none() && rules.is_stationary(1) {
+            became = Some(t);
+        }
         let quiet = |id: u64| rules.is_stationary(id);
-        let acts = events.on_frame_quiet(t, W, H, &tracks, &i, &quiet);
-        for a in &acts {
+        for a in events.on_frame_quiet(t, W, H, &tracks, &i, &quiet) {
             if a.kind == EventKind::Update {
                 if became.is_some() {
-                    updates_after += 1;
+                    after.push((t, a.reason));
                 } else {
                     updates_before += 1;
                 }
             }
         }
-        alerts.extend(rules.on_frame(t, W, H, &tracks));
-        if became.is_none() && rules.is_stationary(1) {
-            became = Some(t);
-        }
     }
-    assert_eq!(became.map(|t| (t * 10.0).round() / 10.0), Some(5.0));
+    let became = became.map(|t| (t * 10.0).round() / 10.0);
+    assert_eq!(became, Some(5.0));
     assert!(updates_before >= 2, "updates flow before it is stationary");
-    assert_eq!(updates_after, 0, "a stationary object sends no updates");
-    assert!(
-        alerts.is_empty(),
-        "no loitering alert once stationary: {alerts:?}"
+    assert_eq!(
+        after.len(),
+        1,
+        "one update announces it, then none: {after:?}"
     );
+    assert_eq!(after[0].1, crate::events::Reason::Stationary);
+    assert_eq!((after[0].0 * 10.0).round() / 10.0, 5.0, "announced at once");
     assert!(rules.object(1).expect("live").stationary);
+    // Stationary since 5 s, it still loiters at 8 s, once: realert_s = 1
+    // would repeat it every second, but a stationary object does not re-alert.
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].kind, AlertKind::Loitering);
+    assert!((alerts[0].t - 8.0).abs() < 1e-6, "{alerts:?}");
     // Moving again ends the stationary state.
     let t = 150.0 * DT;
     rules.on_frame(t, W, H, &[at(1, 2, 0.5, 0.5, t)]);
     assert!(!rules.is_stationary(1));
+}
+
+#[test]
+fn loitering_longer_than_stationary_s_still_alerts() {
+    // Defaults: stationary after 60 s; the gate's loitering limit is 90 s.
+    // A person standing still at the gate must raise loitering at 90 s.
+    let mut z = zone();
+    z.inertia = 1;
+    z.loiter_s = Some(90.0);
+    let rc = RulesConfig {
+        zones: vec![z],
+        ..RulesConfig::default()
+    };
+    assert_eq!(rc.stationary_s, 60.0);
+    let mut eng = RulesEngine::new(rc, 0.0);
+    let alerts = run_path(&mut eng, 5, &vec![0.3; 500]); // 100 s
+    assert!(eng.is_stationary(5));
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!((alerts[0].dwell_s.unwrap_or(0.0) - 90.0).abs() < 1e-6);
 }
 
 #[test]

@@ -32,7 +32,7 @@ import numpy as np
 LINES = [
     # Vertical line across the walkway, from the road edge at the top to the bottom of the frame.
     # People walk left/right along the walkway, so this counts them going each way.
-    {"name": "vertical_x400", "a": (400.0, 150.0), "b": (400.0, 576.0),
+    {"name": "vertical_x400", "a": (400.0, 576.0), "b": (400.0, 150.0),
      "dirs": ("left_to_right", "right_to_left")},
     # Horizontal line across the middle of the plaza: counts people walking towards / away from the
     # camera.

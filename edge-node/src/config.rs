@@ -95,6 +95,14 @@ pub struct RulesSection {
     /// "Barely moves": centre within this fraction of the frame diagonal.
     #[serde(default = "d_stationary_tol")]
     pub stationary_tolerance: f32,
+    /// Line counts: a new track may take over the side of a track lost at
+    /// most this many seconds earlier on the other side of a line; 0 = off.
+    #[serde(default = "d_handoff")]
+    pub handoff_s: f64,
+    /// ... if it appears within 0.5 + this many box heights per second of
+    /// the gap from where the lost one was last seen.
+    #[serde(default = "d_handoff_speed")]
+    pub handoff_speed: f32,
 }
 
 impl Default for RulesSection {
@@ -105,6 +113,8 @@ impl Default for RulesSection {
             realert_s: None,
             stationary_s: d_stationary(),
             stationary_tolerance: d_stationary_tol(),
+            handoff_s: d_handoff(),
+            handoff_speed: d_handoff_speed(),
         }
     }
 }
@@ -159,6 +169,10 @@ pub struct LineSection {
     /// Dead band either side of the line, fraction of the frame.
     #[serde(default = "d_hysteresis")]
     pub hysteresis: f32,
+    /// Analysed frames beyond the dead band on the other side before a
+    /// crossing counts (box jitter from partial occlusion is not a crossing).
+    #[serde(default = "d_line_inertia")]
+    pub inertia: u32,
     /// A crossing in this direction raises a `wrong_way` alert.
     #[serde(default)]
     pub alert_direction: Option<String>,
@@ -356,6 +370,12 @@ fn d_stationary() -> f64 {
 fn d_stationary_tol() -> f32 {
     0.02
 }
+fn d_handoff() -> f64 {
+    crate::rules::RulesConfig::default().handoff_s
+}
+fn d_handoff_speed() -> f32 {
+    crate::rules::RulesConfig::default().handoff_speed
+}
 fn d_inertia() -> u32 {
     3
 }
@@ -367,6 +387,9 @@ fn d_forward() -> String {
 }
 fn d_backward() -> String {
     "backward".into()
+}
+fn d_line_inertia() -> u32 {
+    crate::rules::DEFAULT_LINE_INERTIA
 }
 fn d_hysteresis() -> f32 {
     0.02
@@ -421,6 +444,7 @@ pub fn camera_rules(
             backward: l.backward.clone(),
             classes: ids(&l.classes),
             hysteresis: l.hysteresis,
+            inertia: l.inertia,
             alert_direction: l.alert_direction.clone(),
             cooldown_s: l.cooldown_s,
         })
@@ -433,6 +457,8 @@ pub fn camera_rules(
             stationary_tolerance: rules.stationary_tolerance,
             cooldown_s: rules.cooldown_s,
             realert_s: rules.realert_s,
+            handoff_s: rules.handoff_s,
+            handoff_speed: rules.handoff_speed,
         },
         unknown,
     )
@@ -522,6 +548,7 @@ fn validate_rules(file: &Path, i: usize, c: &CameraSection) -> Result<(), Config
             ));
         }
         check_range(file, &f("hysteresis"), l.hysteresis, 0.0, 0.5)?;
+        check_range(file, &f("inertia"), l.inertia, 1, 1000)?;
         if let Some(d) = &l.alert_direction
             && d != &l.forward
             && d != &l.backward
@@ -1022,6 +1049,8 @@ pub fn validate(file: &Path, p: &PipelineFile) -> Result<(), ConfigError> {
         0.0,
         1.0,
     )?;
+    check_range(file, "rules.handoff_s", r.handoff_s, 0.0, 60.0)?;
+    check_range(file, "rules.handoff_speed", r.handoff_speed, 0.0, 100.0)?;
     let o = &p.outbox;
     for (field, v) in [
         ("outbox.quota_mb", o.quota_mb),

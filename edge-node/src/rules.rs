@@ -92,6 +92,9 @@ pub struct LineRule {
     pub classes: BTreeSet<u32>,
     /// Dead band either side of the line (normalised distance).
     pub hysteresis: f32,
+    /// Matched frames beyond the band on a new side before the side
+    /// changes (1 = at once).
+    pub inertia: u32,
     /// A crossing in this direction (one of `forward`/`backward`) raises a
     /// `wrong_way` alert.
     pub alert_direction: Option<String>,
@@ -113,7 +116,22 @@ pub struct RulesConfig {
     pub cooldown_s: f64,
     /// `None`: at most one alert per object per rule; `Some(s)`: again after `s`.
     pub realert_s: Option<f64>,
+    /// Fragment hand-off window for line counts, seconds; 0 = off. See
+    /// [`RulesEngine`]'s module docs ("Lines").
+    pub handoff_s: f64,
+    /// Hand-off gate: how far (in box heights per second of the gap, plus
+    /// [`HANDOFF_MIN_GATE`]) the new track may be from where the lost one
+    /// was last seen.
+    pub handoff_speed: f32,
 }
+
+/// Default [`LineRule::inertia`].
+pub const DEFAULT_LINE_INERTIA: u32 = 2;
+
+/// Hand-off gate at a zero gap, in box heights.
+pub const HANDOFF_MIN_GATE: f32 = 0.5;
+/// Hand-off: the two boxes' heights may differ at most by this factor.
+pub const HANDOFF_MAX_SCALE: f32 = 1.5;
 
 impl Default for RulesConfig {
     fn default() -> Self {
@@ -124,6 +142,8 @@ impl Default for RulesConfig {
             stationary_tolerance: 0.02,
             cooldown_s: 10.0,
             realert_s: None,
+            handoff_s: 2.0,
+            handoff_speed: 1.0,
         }
     }
 }
@@ -166,6 +186,9 @@ impl RulesConfig {
             if l.forward == l.backward {
                 return Err(bad(&l.name, "direction names must differ".into()));
             }
+            if l.inertia == 0 {
+                return Err(bad(&l.name, "inertia must be >= 1".into()));
+            }
             if let Some(d) = &l.alert_direction
                 && d != &l.forward
                 && d != &l.backward
@@ -178,6 +201,21 @@ impl RulesConfig {
             check_cooldown(&l.name, l.cooldown_s)?;
         }
         check_cooldown("rules", Some(self.cooldown_s))?;
+        if !(self.handoff_s.is_finite() && self.handoff_s >= 0.0) {
+            return Err(bad(
+                "rules",
+                format!("handoff_s = {} must be finite and >= 0", self.handoff_s),
+            ));
+        }
+        if !(self.handoff_speed.is_finite() && self.handoff_speed >= 0.0) {
+            return Err(bad(
+                "rules",
+                format!(
+                    "handoff_speed = {} must be finite and >= 0",
+                    self.handoff_speed
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -301,6 +339,20 @@ struct ObjState {
     zones: Vec<ZoneMembership>,
     /// Per line: committed side (-1, +1, 0 unknown) and the foot point then.
     sides: Vec<(i8, Pt)>,
+    /// Per line: a run on the other side (side, frames, the run's first foot).
+    runs: Vec<(i8, u32, Pt)>,
+    /// Per line: a side was ever committed (a hand-off is only for newborns).
+    sided: Vec<bool>,
+    /// Seen confirmed (and matched) at least once.
+    confirmed: bool,
+    /// Crossings seen while tentative: (line, forward?); counted on confirmation.
+    pending: Vec<(usize, bool)>,
+    /// Media time of the track's first detection.
+    first_seen: f64,
+    /// Last matched foot point, its time and box height (pixels).
+    last_foot: Pt,
+    last_match_t: f64,
+    last_h: f32,
     anchor: (f32, f32),
     anchor_t: f64,
     stationary: bool,
@@ -325,6 +377,9 @@ pub struct RulesEngine {
     objs: BTreeMap<u64, ObjState>,
     /// Tracks that disappeared in the latest frame (their End may still need them).
     gone: BTreeMap<u64, ObjState>,
+    /// Confirmed tracks the tracker dropped less than `handoff_s` after they
+    /// were last seen: possible hand-off donors.
+    recent: BTreeMap<u64, ObjState>,
     crowds: Vec<CrowdState>,
     /// Last alert time per (kind, rule name), for cooldowns.
     last_alert: BTreeMap<(AlertKind, String), f64>,
@@ -340,6 +395,30 @@ fn side_dist(a: Pt, b: Pt, p: Pt) -> f32 {
     let (dx, dy) = (b.0 - a.0, b.1 - a.1);
     let len = (dx * dx + dy * dy).sqrt().max(f32::EPSILON);
     (dx * (p.1 - a.1) - dy * (p.0 - a.0)) / len
+}
+
+/// Whether the move from `p` to `q` (on opposite sides of the line through
+/// A and B) passes between A and B.
+fn crosses_segment(l: &LineRule, p: Pt, q: Pt) -> bool {
+    let (d0, d1) = (side_dist(l.a, l.b, p), side_dist(l.a, l.b, q));
+    if d0 == d1 {
+        return false;
+    }
+    let k = d0 / (d0 - d1);
+    let x = (p.0 + k * (q.0 - p.0), p.1 + k * (q.1 - p.1));
+    let (dx, dy) = (l.b.0 - l.a.0, l.b.1 - l.a.1);
+    let u = ((x.0 - l.a.0) * dx + (x.1 - l.a.1) * dy) / (dx * dx + dy * dy);
+    (0.0..=1.0).contains(&u)
+}
+
+/// A possible hand-off donor (see [`RulesEngine`]).
+struct Donor {
+    id: u64,
+    class_id: u32,
+    foot: Pt,
+    t: f64,
+    h: f32,
+    sides: Vec<i8>,
 }
 
 /// Even-odd point-in-polygon test.
@@ -390,6 +469,7 @@ impl RulesEngine {
             cfg,
             objs: BTreeMap::new(),
             gone: BTreeMap::new(),
+            recent: BTreeMap::new(),
             last_alert: BTreeMap::new(),
             lines,
             zone_entered: vec![BTreeMap::new(); nz],
@@ -497,11 +577,47 @@ impl RulesEngine {
         }
         let (fw, fh) = (frame_w.max(1) as f32, frame_h.max(1) as f32);
         let diag = (fw * fw + fh * fh).sqrt();
+        // Hand-off donors: confirmed tracks not seen since an earlier frame
+        // (lost, or dropped within `handoff_s`), with the sides they had.
+        let matched_now: BTreeSet<u64> =
+            tracks.iter().filter(|v| v.matched).map(|v| v.id).collect();
+        let donors: Vec<Donor> = if cfg.handoff_s > 0.0 && !cfg.lines.is_empty() {
+            self.objs
+                .iter()
+                .chain(self.recent.iter())
+                .filter(|(id, o)| {
+                    o.confirmed
+                        && !matched_now.contains(id)
+                        && t - o.last_match_t <= cfg.handoff_s
+                        && o.sides.iter().any(|s| s.0 != 0)
+                })
+                .map(|(&id, o)| Donor {
+                    id,
+                    class_id: o.class_id,
+                    foot: o.last_foot,
+                    t: o.last_match_t,
+                    h: o.last_h,
+                    sides: o.sides.iter().map(|s| s.0).collect(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut consumed: Vec<(u64, usize)> = Vec::new();
         for tv in tracks {
+            let foot = foot_point(&tv.bbox, frame_w, frame_h);
             let o = self.objs.entry(tv.id).or_insert_with(|| ObjState {
                 class_id: tv.class_id,
                 zones: vec![ZoneMembership::default(); cfg.zones.len()],
                 sides: vec![(0, (0.0, 0.0)); cfg.lines.len()],
+                runs: vec![(0, 0, (0.0, 0.0)); cfg.lines.len()],
+                sided: vec![false; cfg.lines.len()],
+                confirmed: false,
+                pending: Vec::new(),
+                first_seen: tv.first_seen,
+                last_foot: foot,
+                last_match_t: t,
+                last_h: tv.bbox.height(),
                 anchor: tv.bbox.center(),
                 anchor_t: t,
                 stationary: false,
@@ -509,10 +625,124 @@ impl RulesEngine {
                 present: true,
             });
             o.present = true;
-            if !(tv.matched && tv.state == TrackState::Confirmed) {
+            // Lines follow every matched track, tentative ones too (their
+            // crossings wait for confirmation); zones, loitering and
+            // stationary only confirmed ones.
+            if !tv.matched || tv.state == TrackState::Lost {
                 continue;
             }
-            let foot = foot_point(&tv.bbox, frame_w, frame_h);
+            o.last_foot = foot;
+            o.last_match_t = t;
+            o.last_h = tv.bbox.height();
+            let confirmed = tv.state == TrackState::Confirmed;
+            let mut crossings: Vec<(usize, bool)> = Vec::new();
+            if confirmed && !o.confirmed {
+                o.confirmed = true;
+                crossings.append(&mut o.pending);
+            }
+
+            // Lines.
+            for (li, l) in cfg.lines.iter().enumerate() {
+                if !(l.classes.is_empty() || l.classes.contains(&tv.class_id)) {
+                    continue;
+                }
+                let d = side_dist(l.a, l.b, foot);
+                let (side, prev) = o.sides[li];
+                if d.abs() <= l.hysteresis {
+                    continue;
+                }
+                let now: i8 = if d > 0.0 { 1 } else { -1 };
+                if now == side {
+                    o.sides[li].1 = foot;
+                    o.runs[li].1 = 0;
+                    continue;
+                }
+                // On the other side (or no side yet): it must stay there for
+                // `inertia` matched frames.
+                let run = &mut o.runs[li];
+                if run.0 != now || run.1 == 0 {
+                    *run = (now, 0, foot);
+                }
+                run.1 += 1;
+                if run.1 < l.inertia.max(1) {
+                    continue;
+                }
+                let run_foot = run.2;
+                run.1 = 0;
+                if side != 0 {
+                    if crosses_segment(l, prev, run_foot) {
+                        crossings.push((li, now > 0));
+                    }
+                } else if !o.sided[li] {
+                    // A newborn's first side: did it take over from a track
+                    // lost on the other side of the line?
+                    let h = tv.bbox.height();
+                    let best = donors
+                        .iter()
+                        .filter(|dn| {
+                            dn.id != tv.id
+                                && dn.class_id == tv.class_id
+                                && dn.sides[li] == -now
+                                && dn.t < o.first_seen
+                                && !consumed.contains(&(dn.id, li))
+                                && dn.h.max(h) <= HANDOFF_MAX_SCALE * dn.h.min(h)
+                                && crosses_segment(l, dn.foot, run_foot)
+                        })
+                        .map(|dn| {
+                            let dist = (((dn.foot.0 - run_foot.0) * fw).powi(2)
+                                + ((dn.foot.1 - run_foot.1) * fh).powi(2))
+                            .sqrt();
+                            let gate = dn.h.max(h)
+                                * (HANDOFF_MIN_GATE + cfg.handoff_speed * (t - dn.t) as f32);
+                            (dn.id, dist, gate)
+                        })
+                        .filter(|(_, dist, gate)| dist <= gate)
+                        .min_by(|a, b| a.1.total_cmp(&b.1));
+                    if let Some((id, _, _)) = best {
+                        consumed.push((id, li));
+                        crossings.push((li, now > 0));
+                    }
+                }
+                o.sides[li] = (now, foot);
+                o.sided[li] = true;
+            }
+            if !confirmed {
+                o.pending.append(&mut crossings);
+                continue;
+            }
+            for (li, forward) in crossings {
+                let l = &cfg.lines[li];
+                let dir = if forward { &l.forward } else { &l.backward };
+                self.lines[li]
+                    .by_class
+                    .entry(tv.class_id)
+                    .or_default()
+                    .entry(dir.clone())
+                    .or_default()
+                    .add();
+                if l.alert_direction.as_ref() == Some(dir)
+                    && Self::allow(
+                        cfg.realert_s,
+                        l.cooldown_s.unwrap_or(cfg.cooldown_s),
+                        &mut self.last_alert,
+                        Some(o),
+                        AlertKind::WrongWay,
+                        &l.name,
+                        t,
+                    )
+                {
+                    alerts.push(Alert {
+                        kind: AlertKind::WrongWay,
+                        rule: l.name.clone(),
+                        track_id: Some(tv.id),
+                        t,
+                        dwell_s: None,
+                        direction: Some(dir.clone()),
+                        occupancy: None,
+                    });
+                }
+            }
+
             let area = tv.bbox.clamp(fw, fh).area() / (fw * fh);
 
             // Stationary.
@@ -575,64 +805,19 @@ impl RulesEngine {
                     }
                 }
             }
-
-            // Lines.
-            for (li, l) in cfg.lines.iter().enumerate() {
-                if !(l.classes.is_empty() || l.classes.contains(&tv.class_id)) {
-                    continue;
-                }
-                let d = side_dist(l.a, l.b, foot);
-                let (side, prev) = o.sides[li];
-                if d.abs() <= l.hysteresis {
-                    continue;
-                }
-                let now: i8 = if d > 0.0 { 1 } else { -1 };
-                if side != 0 && now != side {
-                    // Where did the move from `prev` to `foot` cross the line?
-                    let d0 = side_dist(l.a, l.b, prev);
-                    let k = d0 / (d0 - d);
-                    let q = (
-                        prev.0 + k * (foot.0 - prev.0),
-                        prev.1 + k * (foot.1 - prev.1),
-                    );
-                    let (dx, dy) = (l.b.0 - l.a.0, l.b.1 - l.a.1);
-                    let u = ((q.0 - l.a.0) * dx + (q.1 - l.a.1) * dy) / (dx * dx + dy * dy);
-                    if (0.0..=1.0).contains(&u) {
-                        let dir = if now > 0 { &l.forward } else { &l.backward };
-                        self.lines[li]
-                            .by_class
-                            .entry(tv.class_id)
-                            .or_default()
-                            .entry(dir.clone())
-                            .or_default()
-                            .add();
-                        if l.alert_direction.as_ref() == Some(dir)
-                            && Self::allow(
-                                cfg.realert_s,
-                                l.cooldown_s.unwrap_or(cfg.cooldown_s),
-                                &mut self.last_alert,
-                                Some(o),
-                                AlertKind::WrongWay,
-                                &l.name,
-                                t,
-                            )
-                        {
-                            alerts.push(Alert {
-                                kind: AlertKind::WrongWay,
-                                rule: l.name.clone(),
-                                track_id: Some(tv.id),
-                                t,
-                                dwell_s: None,
-                                direction: Some(dir.clone()),
-                                occupancy: None,
-                            });
-                        }
-                    }
-                }
-                o.sides[li] = (now, foot);
+        }
+        // A donor handed over its side: it must not count that crossing
+        // again if the tracker re-finds it on the other side.
+        for (id, li) in consumed {
+            if let Some(o) = self.objs.get_mut(&id) {
+                o.sides[li].0 = 0;
+            }
+            if let Some(o) = self.recent.get_mut(&id) {
+                o.sides[li].0 = 0;
             }
         }
-        // Forget tracks the tracker no longer reports (keep them one frame).
+        // Forget tracks the tracker no longer reports (keep them one frame,
+        // and confirmed ones as hand-off donors for `handoff_s`).
         let ids: Vec<u64> = self
             .objs
             .iter()
@@ -641,9 +826,14 @@ impl RulesEngine {
             .collect();
         for id in ids {
             if let Some(o) = self.objs.remove(&id) {
+                if self.cfg.handoff_s > 0.0 && o.confirmed {
+                    self.recent.insert(id, o.clone());
+                }
                 self.gone.insert(id, o);
             }
         }
+        let window = self.cfg.handoff_s;
+        self.recent.retain(|_, o| t - o.last_match_t <= window);
 
         // Crowding.
         for zi in 0..self.cfg.zones.len() {

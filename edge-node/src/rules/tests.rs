@@ -34,6 +34,7 @@ fn line() -> LineRule {
         backward: "west".into(),
         classes: BTreeSet::new(),
         hysteresis: 0.02,
+        inertia: DEFAULT_LINE_INERTIA,
         alert_direction: None,
         cooldown_s: None,
     }
@@ -116,6 +117,13 @@ fn line_crossings_per_direction_and_jitter() {
         Case {
             proves: "jitter that never leaves the band counts nothing",
             xs: vec![0.49, 0.51, 0.49, 0.51, 0.495, 0.505],
+            east: 0,
+            west: 0,
+        },
+        Case {
+            proves: "a foot point beyond the band on the other side for fewer than inertia \
+                     (2) frames, e.g. a box cut short by an occluder, is not a crossing",
+            xs: vec![0.3, 0.4, 0.45, 0.56, 0.45, 0.4, 0.3],
             east: 0,
             west: 0,
         },
@@ -603,4 +611,220 @@ fn point_in_polygon_concave() {
     assert!(point_in_polygon(&l, (0.25, 0.25)));
     assert!(point_in_polygon(&l, (0.75, 0.75)));
     assert!(!point_in_polygon(&l, (0.75, 0.25)));
+}
+
+/// One scripted frame of a track for the hand-off cases: `None` = not
+/// reported by the tracker; `Some((x, state))`, matched unless `Lost`.
+type Step = Option<(f32, TrackState)>;
+
+fn scripted(id: u64, x: f32, state: TrackState, t: f64, first_seen: f64) -> TrackView {
+    let mut v = at(id, 0, x, 0.5, t);
+    v.state = state;
+    v.matched = state != TrackState::Lost;
+    v.first_seen = first_seen;
+    v
+}
+
+/// Runs tracks side by side, one `Step` per frame each; returns (east, west).
+fn run_scripts(eng: &mut RulesEngine, scripts: &[(u64, Vec<Step>)]) -> (u64, u64) {
+    let frames = scripts.iter().map(|s| s.1.len()).max().unwrap_or(0);
+    let mut first: BTreeMap<u64, f64> = BTreeMap::new();
+    for i in 0..frames {
+        let t = i as f64 * DT;
+        let views: Vec<TrackView> = scripts
+            .iter()
+            .filter_map(|(id, steps)| {
+                let (x, st) = steps.get(i).copied().flatten()?;
+                let f = *first.entry(*id).or_insert(t);
+                Some(scripted(*id, x, st, t, f))
+            })
+            .collect();
+        eng.on_frame(t, W, H, &views);
+    }
+    (line_count(eng, "east"), line_count(eng, "west"))
+}
+
+#[test]
+fn fragment_hand_off_across_an_occlusion_at_the_line() {
+    use TrackState::{Confirmed as C, Lost as L, Tentative as T};
+    // The line is x = 0.5 (hysteresis 0.02); boxes are 100 px tall in a
+    // 1000 px frame; DT = 0.2 s. Track 1 walks east and is lost just
+    // before the line (last seen at x = 0.45, t = 0.6 s); track 2 is born
+    // later, somewhere.
+    let lost_at_045 = || {
+        vec![
+            Some((0.30, C)),
+            Some((0.35, C)),
+            Some((0.40, C)),
+            Some((0.45, C)),
+            Some((0.45, L)),
+            Some((0.45, L)),
+            Some((0.45, L)),
+            Some((0.45, L)),
+            Some((0.45, L)),
+            Some((0.45, L)),
+        ]
+    };
+    // Born at frame `from` at x0, tentative two frames, then confirmed,
+    // walking east 0.02 per frame.
+    let born = |from: usize, x0: f32| {
+        let mut v: Vec<Step> = vec![None; from];
+        for k in 0..6 {
+            let st = if k < 2 { T } else { C };
+            v.push(Some((x0 + 0.02 * k as f32, st)));
+        }
+        v
+    };
+    struct Case {
+        proves: &'static str,
+        handoff_s: f64,
+        scripts: Vec<(u64, Vec<Step>)>,
+        east_west: (u64, u64),
+    }
+    let cases = [
+        Case {
+            proves: "a track born just past the line 0.8 s after one was lost just before it \
+                     takes over its side: one eastward crossing",
+            handoff_s: 2.0,
+            scripts: vec![(1, lost_at_045()), (2, born(7, 0.56))],
+            east_west: (1, 0),
+        },
+        Case {
+            proves: "the same with hand-off off (handoff_s = 0): the fragment loses the crossing",
+            handoff_s: 0.0,
+            scripts: vec![(1, lost_at_045()), (2, born(7, 0.56))],
+            east_west: (0, 0),
+        },
+        Case {
+            proves: "the donor may already be dropped by the tracker",
+            handoff_s: 2.0,
+            scripts: vec![
+                (1, lost_at_045().into_iter().take(5).collect()),
+                (2, born(7, 0.56)),
+            ],
+            east_west: (1, 0),
+        },
+        Case {
+            proves: "born outside the gate (3.5 box heights away after 0.8 s): no hand-off",
+            handoff_s: 2.0,
+            scripts: vec![(1, lost_at_045()), (2, born(7, 0.8))],
+            east_west: (0, 0),
+        },
+        Case {
+            proves: "born after the hand-off window (2.2 s > 2 s): no hand-off",
+            handoff_s: 2.0,
+            scripts: vec![(1, lost_at_045()), (2, born(14, 0.56))],
+            east_west: (0, 0),
+        },
+        Case {
+            proves: "born on the same side as the lost track: nothing crossed",
+            handoff_s: 2.0,
+            scripts: vec![(1, lost_at_045()), (2, born(7, 0.40))],
+            east_west: (0, 0),
+        },
+        Case {
+            proves: "a track born while the other was still seen is a different person",
+            handoff_s: 2.0,
+            scripts: vec![(1, lost_at_045()), (2, born(2, 0.56))],
+            east_west: (0, 0),
+        },
+        Case {
+            proves: "a tentative track that never confirms takes nothing over",
+            handoff_s: 2.0,
+            scripts: vec![
+                (1, lost_at_045()),
+                (2, born(7, 0.56).into_iter().take(9).collect()),
+            ],
+            east_west: (0, 0),
+        },
+        Case {
+            proves: "a donor re-found past the line after handing over does not count again",
+            handoff_s: 2.0,
+            scripts: vec![
+                (
+                    1,
+                    lost_at_045()
+                        .into_iter()
+                        .take(9)
+                        .chain([Some((0.6, C)), Some((0.62, C))])
+                        .collect(),
+                ),
+                (2, born(7, 0.56)),
+            ],
+            east_west: (1, 0),
+        },
+        Case {
+            proves: "one lost track hands over to one new track only",
+            handoff_s: 2.0,
+            scripts: vec![(1, lost_at_045()), (2, born(7, 0.56)), (3, born(7, 0.58))],
+            east_west: (1, 0),
+        },
+    ];
+    for c in cases {
+        let rc = RulesConfig {
+            handoff_s: c.handoff_s,
+            ..cfg(vec![], vec![line()])
+        };
+        let mut eng = RulesEngine::new(rc, 0.0);
+        assert_eq!(
+            run_scripts(&mut eng, &c.scripts),
+            c.east_west,
+            "{}",
+            c.proves
+        );
+    }
+}
+
+#[test]
+fn a_crossing_made_while_tentative_counts_on_confirmation() {
+    use TrackState::{Confirmed as C, Tentative as T};
+    struct Case {
+        proves: &'static str,
+        steps: Vec<Step>,
+        east_west: (u64, u64),
+    }
+    let cases = [
+        Case {
+            proves: "born just before the line, confirmed after it: one crossing",
+            steps: vec![
+                Some((0.44, T)),
+                Some((0.46, T)),
+                Some((0.54, C)),
+                Some((0.58, C)),
+            ],
+            east_west: (1, 0),
+        },
+        Case {
+            proves: "the same track never confirmed (flicker): nothing",
+            steps: vec![
+                Some((0.44, T)),
+                Some((0.46, T)),
+                Some((0.54, T)),
+                Some((0.58, T)),
+            ],
+            east_west: (0, 0),
+        },
+        Case {
+            proves: "jitter on the line while tentative counts once at most",
+            steps: vec![
+                Some((0.44, T)),
+                Some((0.46, T)),
+                Some((0.51, T)),
+                Some((0.49, C)),
+                Some((0.515, C)),
+                Some((0.55, C)),
+                Some((0.58, C)),
+            ],
+            east_west: (1, 0),
+        },
+    ];
+    for c in cases {
+        let mut eng = RulesEngine::new(cfg(vec![], vec![line()]), 0.0);
+        assert_eq!(
+            run_scripts(&mut eng, &[(1, c.steps)]),
+            c.east_west,
+            "{}",
+            c.proves
+        );
+    }
 }

@@ -16,6 +16,9 @@
   counted when the point changes side of the line, with hysteresis (a side only changes once the
   point is more than `--margin` px from the line), and the crossing point lies on the segment.
   The ground truth is counted at full frame rate (the truth), the tracker at its own rate.
+  This plain counter is an independent cross-check and the "before" baseline: the figures in
+  docs/evaluation.md come from the node's own rules engine, which benches/mot_eval.rs runs
+  (side inertia, tentative crossings, fragment hand-off).
 
 The ground truth is CC BY-NC-SA 3.0 (MOTChallenge); it is read from the given path and never copied.
 """

@@ -10,8 +10,9 @@
 //! that is where it touches the ground, so zones drawn on the pavement and
 //! lines drawn across a road mean the same thing at any distance.
 //!
-//! Only confirmed, matched tracks move an object (tentative tracks may be
-//! flicker; a lost track's box is only a prediction).
+//! Only confirmed, matched tracks move an object in zones and count as
+//! stationary (tentative tracks may be flicker; a lost track's box is only
+//! a prediction); line crossings of tentative tracks wait for confirmation.
 //!
 //! - **Zones**: an object counts as inside after `inertia` consecutive
 //!   frames with its foot point in the polygon, and as outside again after
@@ -20,10 +21,23 @@
 //!   ignore boxes smaller than `min_area` (fraction of the frame area).
 //! - **Lines**: the side of the foot point is the sign of its distance to
 //!   the line through A and B. A side only changes once the point is more
-//!   than `hysteresis` away from the line, so jitter on the line is never
-//!   counted; a side change counts as a crossing when the move passes
-//!   between A and B. `forward` = from the left of A→B to its right as
-//!   seen on screen (for A at the bottom and B at the top: moving right).
+//!   than `hysteresis` away from the line for `inertia` matched frames, so
+//!   jitter on the line and a box cut short for a frame are never counted;
+//!   a side change counts as a crossing when the move passes between A and
+//!   B. `forward` = from the left of A→B to its right as seen on screen
+//!   (for A at the bottom and B at the top: moving right). Lines follow
+//!   tentative tracks too; their crossings are held and counted when the
+//!   track is confirmed (never, for flicker).
+//! - **Hand-off** (`handoff_s` > 0): a track lost right before a line at an
+//!   occluder and re-born as a new track right after it would cross
+//!   nothing. A newborn's first side may therefore take over from a
+//!   confirmed track of the same class lost before the newborn was first
+//!   seen, at most `handoff_s` earlier, last seen on the other side within
+//!   [`HANDOFF_MIN_GATE`] + `handoff_speed` × gap box heights, heights
+//!   within [`HANDOFF_MAX_SCALE`], the move between them passing between A
+//!   and B: that counts one crossing. Each lost track hands over once, and
+//!   its side is cleared, so if the tracker re-finds it the crossing is not
+//!   counted twice.
 //! - **Loitering**: inside a zone for `loiter_s` → alert.
 //! - **Crowding**: occupancy ≥ `crowd_min` for `crowd_for_s` → alert;
 //!   it clears once occupancy has stayed below `crowd_min` for

@@ -67,6 +67,14 @@ const H: u32 = 576;
 /// (detector boxes jitter by ~5 % of the height).
 const HYST_PX: f32 = 8.0;
 
+/// The node's default line inertia, or `$EDGE_MOT_LINE_INERTIA` (tuning).
+fn line_inertia() -> u32 {
+    std::env::var("EDGE_MOT_LINE_INERTIA")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(edge_node::rules::DEFAULT_LINE_INERTIA)
+}
+
 /// The evaluation's two lines as the node's rules (pixels → 0..1). The same
 /// lines are defined in `scripts/mot_eval.py`.
 ///
@@ -76,14 +84,6 @@ const HYST_PX: f32 = 8.0;
 ///   occluder.
 /// - `horizontal_y300`: y = 300 from the left edge (A) to the right (B),
 ///   across the plaza; `top_to_bottom` = moving down on screen.
-/// The node's default line inertia, or `$EDGE_MOT_LINE_INERTIA` (tuning).
-fn line_inertia() -> u32 {
-    std::env::var("EDGE_MOT_LINE_INERTIA")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(edge_node::rules::DEFAULT_LINE_INERTIA)
-}
-
 fn eval_lines() -> Vec<LineRule> {
     let (w, h) = (W as f32, H as f32);
     let line = |name: &str, a: (f32, f32), b: (f32, f32), fw: &str, bw: &str, hyst: f32| LineRule {

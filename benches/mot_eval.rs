@@ -33,8 +33,15 @@
 //! format (`frame,id,x,y,w,h,conf,-1,-1,-1`; confirmed tracks matched in that
 //! frame, MOT frame = decoded frame + 1), then `scripts/mot_eval.py`
 //! (py-motmetrics; `$EDGE_MOT_PYTHON`, default `python3`) prints MOTA, IDF1,
-//! ID switches, fragmentations and the line-crossing counts of the tracker
-//! next to those of the ground truth. All figures go to
+//! ID switches and fragmentations.
+//!
+//! Line counts: the tracker's output of every processed frame (all live
+//! tracks, as the node hands them over) goes through the node's own
+//! `rules::RulesEngine` with the evaluation's two lines ([`eval_lines`]);
+//! the ground-truth tracks go through the same engine at the full 10 fps.
+//! Both are printed per line and direction with the error, next to the
+//! counts of `scripts/mot_eval.py`'s plain crossing counter (an independent
+//! re-implementation, no fragment hand-off), and all figures go to
 //! `out/mot/summary.json`.
 
 use std::fmt::Write as _;
@@ -46,12 +53,159 @@ use edge_node::config::{DetectorSection, TrackerSection};
 use edge_node::detect::{Detector, DetectorOptions, RuntimeOptions, init_runtime};
 use edge_node::events::EventConfig;
 use edge_node::frame::{BBox, Detection, Frame};
+use edge_node::rules::{LineRule, RulesConfig, RulesEngine};
 use edge_node::source::{SourceOptions, SourceState, spawn_camera};
-use edge_node::track::{TrackState, Tracker, TrackerConfig};
+use edge_node::track::{TrackState, TrackView, Tracker, TrackerConfig};
 
 const MODEL: &str = "models/nanodet_g_coco_416.onnx";
 const CLIP_FPS: f64 = 10.0;
 const FRAMES: usize = 795;
+/// Frame size of the sequence.
+const W: u32 = 768;
+const H: u32 = 576;
+/// Line hysteresis in pixels: about 10 % of a person's height here
+/// (detector boxes jitter by ~5 % of the height).
+const HYST_PX: f32 = 8.0;
+
+/// The node's default line inertia, or `$EDGE_MOT_LINE_INERTIA` (tuning).
+fn line_inertia() -> u32 {
+    std::env::var("EDGE_MOT_LINE_INERTIA")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(edge_node::rules::DEFAULT_LINE_INERTIA)
+}
+
+/// The evaluation's two lines as the node's rules (pixels → 0..1). The same
+/// lines are defined in `scripts/mot_eval.py`.
+///
+/// - `vertical_x400`: x = 400 from the bottom edge (A) up to y = 150 (B),
+///   across the walkway; `left_to_right` = moving right on screen. It runs
+///   right next to the lamp post and sign (x ≈ 413–445), the scene's main
+///   occluder.
+/// - `horizontal_y300`: y = 300 from the left edge (A) to the right (B),
+///   across the plaza; `top_to_bottom` = moving down on screen.
+fn eval_lines() -> Vec<LineRule> {
+    let (w, h) = (W as f32, H as f32);
+    let line = |name: &str, a: (f32, f32), b: (f32, f32), fw: &str, bw: &str, hyst: f32| LineRule {
+        name: name.into(),
+        a: (a.0 / w, a.1 / h),
+        b: (b.0 / w, b.1 / h),
+        forward: fw.into(),
+        backward: bw.into(),
+        classes: Default::default(),
+        hysteresis: hyst,
+        inertia: line_inertia(),
+        alert_direction: None,
+        cooldown_s: None,
+    };
+    vec![
+        // The distance to a vertical line is in units of the frame width,
+        // to a horizontal one in units of its height.
+        line(
+            "vertical_x400",
+            (400.0, h),
+            (400.0, 150.0),
+            "left_to_right",
+            "right_to_left",
+            HYST_PX / w,
+        ),
+        line(
+            "horizontal_y300",
+            (0.0, 300.0),
+            (w, 300.0),
+            "top_to_bottom",
+            "bottom_to_top",
+            HYST_PX / h,
+        ),
+    ]
+}
+
+/// The node's rules (defaults) with the evaluation lines; `handoff` false
+/// turns the fragment hand-off off (`handoff_s = 0`) for comparison.
+fn eval_rules(t0: f64, handoff: bool) -> RulesEngine {
+    let mut cfg = RulesConfig {
+        lines: eval_lines(),
+        ..RulesConfig::default()
+    };
+    if !handoff {
+        cfg.handoff_s = 0.0;
+    }
+    cfg.validate().expect("evaluation lines are valid");
+    RulesEngine::new(cfg, t0)
+}
+
+/// Line name → direction → crossings (all classes), from the engine.
+type LineTotals = std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>;
+
+/// Crossings counted in the frame just processed, as `frame,line,direction`
+/// lines (resets the engine's interval deltas, which the bench does not use).
+fn crossings_now(eng: &mut RulesEngine, t: f64, frame: usize, out: &mut String) {
+    for l in eng.take_counts(t).lines {
+        for by_dir in l.by_class.values() {
+            for (d, c) in by_dir {
+                for _ in 0..c.delta {
+                    let _ = writeln!(out, "{frame},{},{d}", l.name);
+                }
+            }
+        }
+    }
+}
+
+fn line_totals(eng: &mut RulesEngine, t: f64) -> LineTotals {
+    let r = eng.take_counts(t);
+    r.lines
+        .iter()
+        .map(|l| {
+            let mut dirs: std::collections::BTreeMap<String, u64> =
+                [(l.forward.clone(), 0), (l.backward.clone(), 0)].into();
+            for by_dir in l.by_class.values() {
+                for (d, c) in by_dir {
+                    *dirs.entry(d.clone()).or_default() += c.total;
+                }
+            }
+            (l.name.clone(), dirs)
+        })
+        .collect()
+}
+
+/// The ground-truth tracks through the node's rules engine, every frame.
+/// Rows: `frame,id,x,y,w,h,...` (MOT frame f at t = (f - 1) / 10 s).
+fn gt_line_counts(gt: &Path) -> LineTotals {
+    let text = std::fs::read_to_string(gt).unwrap_or_else(|e| panic!("{}: {e}", gt.display()));
+    let mut by_frame: std::collections::BTreeMap<u64, Vec<TrackView>> = Default::default();
+    for line in text.lines() {
+        let v: Vec<f64> = line
+            .split(',')
+            .filter_map(|x| x.trim().parse().ok())
+            .collect();
+        let [f, id, x, y, bw, bh, ..] = v.as_slice() else {
+            continue;
+        };
+        let t = (*f - 1.0) / CLIP_FPS;
+        by_frame.entry(*f as u64).or_default().push(TrackView {
+            id: *id as u64,
+            class_id: 0,
+            state: TrackState::Confirmed,
+            bbox: BBox::new(*x as f32, *y as f32, (*x + *bw) as f32, (*y + *bh) as f32),
+            score: 1.0,
+            matched: true,
+            hits: 100,
+            first_seen: 0.0,
+            last_seen: t,
+        });
+    }
+    let mut eng = eval_rules(0.0, true);
+    let mut last_t = 0.0;
+    let mut log = String::new();
+    for (f, views) in &by_frame {
+        last_t = (*f as f64 - 1.0) / CLIP_FPS;
+        eng.on_frame(last_t, W, H, views);
+        crossings_now(&mut eng, last_t, *f as usize, &mut log);
+    }
+    let path = root().join("out/mot/pets09_gt_crossings.txt");
+    std::fs::write(&path, log).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    line_totals(&mut eng, last_t)
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -202,12 +356,53 @@ fn read_dets(path: &Path) -> Option<Vec<FrameDets>> {
     Some(out)
 }
 
-/// Runs the tracker on every `step`-th frame; returns MOTChallenge rows.
-fn track(frames: &[FrameDets], cfg: &TrackerConfig, step: usize) -> String {
+/// What one tracker run produced.
+struct Run {
+    /// MOTChallenge rows (confirmed tracks matched in that frame).
+    rows: String,
+    /// Every track view the node would hand over, for diagnosis:
+    /// `frame,id,state,matched,x1,y1,x2,y2,first_seen`.
+    views: String,
+    /// Crossings as the node's rules count them, per frame.
+    crossings: String,
+    /// Line counts of the node's rules, and with the hand-off off.
+    lines: LineTotals,
+    lines_no_handoff: LineTotals,
+}
+
+/// Runs the tracker on every `step`-th frame, and the node's rules engine
+/// on its output (MOT frame = decoded frame + 1).
+fn track(frames: &[FrameDets], cfg: &TrackerConfig, step: usize) -> Run {
     let mut tr = Tracker::new(cfg.clone());
+    let mut rules = eval_rules(0.0, true);
+    let mut plain = eval_rules(0.0, false);
     let mut s = String::new();
+    let mut views_log = String::new();
+    let mut crossings = String::new();
+    let mut last_t = 0.0;
     for f in frames.iter().filter(|f| f.index % step == 0) {
-        for v in tr.update(f.t, &f.dets) {
+        let views = tr.update(f.t, &f.dets);
+        rules.on_frame(f.t, W, H, &views);
+        plain.on_frame(f.t, W, H, &views);
+        crossings_now(&mut rules, f.t, f.index + 1, &mut crossings);
+        last_t = f.t;
+        for v in &views {
+            let b = v.bbox;
+            let _ = writeln!(
+                views_log,
+                "{},{},{:?},{},{:.1},{:.1},{:.1},{:.1},{:.1}",
+                f.index + 1,
+                v.id,
+                v.state,
+                v.matched,
+                b.x1,
+                b.y1,
+                b.x2,
+                b.y2,
+                v.first_seen
+            );
+        }
+        for v in views {
             if v.state != TrackState::Confirmed || !v.matched {
                 continue;
             }
@@ -225,7 +420,13 @@ fn track(frames: &[FrameDets], cfg: &TrackerConfig, step: usize) -> String {
             );
         }
     }
-    s
+    Run {
+        rows: s,
+        views: views_log,
+        crossings,
+        lines: line_totals(&mut rules, last_t),
+        lines_no_handoff: line_totals(&mut plain, last_t),
+    }
 }
 
 /// `base` with `key=value` pairs (comma separated) applied; unknown keys panic.
@@ -332,14 +533,30 @@ fn main() {
             variants.push((name.to_string(), cfg));
         }
     }
+    let gt_lines = gt_line_counts(&gt);
     let mut summary = serde_json::Map::new();
+    summary.insert("gt_lines_engine".into(), serde_json::json!(gt_lines));
+    let mut table = String::new();
     for ((name, cfg), (fps, step)) in variants
         .iter()
         .flat_map(|v| [(10, 1), (5, 2)].map(|fs| (v, fs)))
     {
-        let rows = track(&frames, cfg, step);
+        let run = track(&frames, cfg, step);
+        let lines = &run.lines;
         let res = out_dir.join(format!("pets09_{name}_{fps}fps.txt"));
-        std::fs::write(&res, rows).unwrap_or_else(|e| panic!("{}: {e}", res.display()));
+        for (path, text) in [
+            (res.clone(), &run.rows),
+            (
+                out_dir.join(format!("pets09_{name}_{fps}fps_views.txt")),
+                &run.views,
+            ),
+            (
+                out_dir.join(format!("pets09_{name}_{fps}fps_crossings.txt")),
+                &run.crossings,
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
         let json = out_dir.join(format!("pets09_{name}_{fps}fps.json"));
         let status = Command::new(&python)
             .arg(&script)
@@ -354,10 +571,41 @@ fn main() {
             .status();
         match status {
             Ok(s) if s.success() => {
-                let v: serde_json::Value = std::fs::read_to_string(&json)
+                let mut v: serde_json::Value = std::fs::read_to_string(&json)
                     .ok()
                     .and_then(|t| serde_json::from_str(&t).ok())
                     .unwrap_or_default();
+                let plain = v["lines"]["tracker"].clone();
+                let _ = writeln!(
+                    table,
+                    "{name}, {fps} fps (node RulesEngine; [hand-off off | scripts/mot_eval.py plain counter]):"
+                );
+                let mut worst = 0.0f64;
+                for (line, dirs) in &gt_lines {
+                    for (dir, &g) in dirs {
+                        let r = lines[line][dir];
+                        let err = if g == 0 {
+                            if r == 0 { 0.0 } else { f64::INFINITY }
+                        } else {
+                            (r as f64 - g as f64) / g as f64
+                        };
+                        worst = worst.max(err.abs());
+                        let _ = writeln!(
+                            table,
+                            "  {line:<16} {dir:<14} GT {g:>3}  tracker {r:>3} ({:+.0} %)  [{} | {}]",
+                            err * 100.0,
+                            run.lines_no_handoff[line][dir],
+                            plain[line][dir]
+                        );
+                    }
+                }
+                let _ = writeln!(table, "  worst line error {:.0} %", worst * 100.0);
+                v["lines_engine"] = serde_json::json!({
+                    "gt": gt_lines,
+                    "tracker": lines,
+                    "tracker_no_handoff": run.lines_no_handoff,
+                });
+                v["worst_line_error_engine"] = serde_json::json!(worst);
                 summary.insert(format!("{name}_{fps}fps"), v);
             }
             other => {
@@ -371,6 +619,8 @@ fn main() {
             }
         }
     }
+    println!("line counts, ground truth (10 fps) vs tracker, both through the node's RulesEngine:");
+    print!("{table}");
     let path = out_dir.join("summary.json");
     let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

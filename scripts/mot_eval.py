@@ -16,6 +16,9 @@
   counted when the point changes side of the line, with hysteresis (a side only changes once the
   point is more than `--margin` px from the line), and the crossing point lies on the segment.
   The ground truth is counted at full frame rate (the truth), the tracker at its own rate.
+  This plain counter is an independent cross-check and the "before" baseline: the figures in
+  docs/evaluation.md come from the node's own rules engine, which benches/mot_eval.rs runs
+  (side inertia, tentative crossings, fragment hand-off).
 
 The ground truth is CC BY-NC-SA 3.0 (MOTChallenge); it is read from the given path and never copied.
 """
@@ -32,7 +35,7 @@ import numpy as np
 LINES = [
     # Vertical line across the walkway, from the road edge at the top to the bottom of the frame.
     # People walk left/right along the walkway, so this counts them going each way.
-    {"name": "vertical_x400", "a": (400.0, 150.0), "b": (400.0, 576.0),
+    {"name": "vertical_x400", "a": (400.0, 576.0), "b": (400.0, 150.0),
      "dirs": ("left_to_right", "right_to_left")},
     # Horizontal line across the middle of the plaza: counts people walking towards / away from the
     # camera.

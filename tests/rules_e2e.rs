@@ -91,9 +91,10 @@ fn total(c: &serde_json::Value) -> u64 {
 #[test]
 fn counts_and_alerts_on_the_real_clip() {
     // A 2 s loitering limit and a crowd of 2 held 1 s, so the 10 s clip
-    // raises both kinds of alert.
+    // raises both kinds of alert. stationary_s = 3: one person in the clip
+    // stands still for over 5 s.
     let (msgs, log) = run(
-        "cooldown_s = 0.0",
+        "cooldown_s = 0.0\nstationary_s = 3.0",
         "loiter_s = 2.0\ncrowd_min = 2\ncrowd_for_s = 1.0\ncrowd_clear_s = 1.0",
     );
     // Every message (events, counts, alerts, statuses) validates against its
@@ -179,6 +180,39 @@ fn counts_and_alerts_on_the_real_clip() {
             .contains(&"plaza".into())),
         "some event is in the plaza"
     );
+
+    // Stationary: announced on the wire by one update with
+    // "stationary": true (no alert); the same event can only announce it
+    // again after moving and then staying put for stationary_s (3 s) again.
+    let secs = |e: &serde_json::Value| -> f64 {
+        // "YYYY-MM-DDTHH:MM:SS.mmmZ": seconds of the day (runs are short).
+        let t = e["frame_time"].as_str().unwrap();
+        let hms: Vec<f64> = t[11..t.len() - 1]
+            .split(':')
+            .map(|v| v.parse().unwrap())
+            .collect();
+        hms[0] * 3600.0 + hms[1] * 60.0 + hms[2]
+    };
+    let mut announced: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for e in &evs {
+        if e["type"] == "update" && e["alerts"] == serde_json::json!([]) && e["stationary"] == true
+        {
+            announced
+                .entry(e["id"].as_str().unwrap().to_string())
+                .or_default()
+                .push(secs(e));
+        }
+    }
+    assert!(
+        !announced.is_empty(),
+        "the person standing still is announced as stationary\n{log}"
+    );
+    for (id, times) in &announced {
+        assert!(
+            times.windows(2).all(|w| w[1] - w[0] >= 3.0 - 1e-3),
+            "{id}: stationary announced again without a new stationary spell: {times:?}"
+        );
+    }
 
     // Alerts: per object (loitering) on /events and /alerts, crowding on /alerts.
     let alerts: Vec<serde_json::Value> = msgs

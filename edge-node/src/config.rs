@@ -119,6 +119,14 @@ pub struct RulesSection {
     /// "Barely moves": centre within this fraction of the frame diagonal.
     #[serde(default = "d_stationary_tol")]
     pub stationary_tolerance: f32,
+    /// Line counts: a new track may take over the side of a track lost at
+    /// most this many seconds earlier on the other side of a line; 0 = off.
+    #[serde(default = "d_handoff")]
+    pub handoff_s: f64,
+    /// ... if it appears within 0.5 + this many box heights per second of
+    /// the gap from where the lost one was last seen.
+    #[serde(default = "d_handoff_speed")]
+    pub handoff_speed: f32,
 }
 
 impl Default for RulesSection {
@@ -129,6 +137,8 @@ impl Default for RulesSection {
             realert_s: None,
             stationary_s: d_stationary(),
             stationary_tolerance: d_stationary_tol(),
+            handoff_s: d_handoff(),
+            handoff_speed: d_handoff_speed(),
         }
     }
 }
@@ -161,6 +171,9 @@ pub struct ZoneSection {
     /// The crowd clears after occupancy stayed below crowd_min this long.
     #[serde(default = "d_crowd_for")]
     pub crowd_clear_s: f64,
+    /// No two alerts of this zone within this many seconds; unset: `[rules] cooldown_s`.
+    #[serde(default)]
+    pub cooldown_s: Option<f64>,
 }
 
 /// `[[cameras.lines]]`: a tripwire from `a` to `b` (0..1 coordinates).
@@ -180,9 +193,16 @@ pub struct LineSection {
     /// Dead band either side of the line, fraction of the frame.
     #[serde(default = "d_hysteresis")]
     pub hysteresis: f32,
+    /// Analysed frames beyond the dead band on the other side before a
+    /// crossing counts (box jitter from partial occlusion is not a crossing).
+    #[serde(default = "d_line_inertia")]
+    pub inertia: u32,
     /// A crossing in this direction raises a `wrong_way` alert.
     #[serde(default)]
     pub alert_direction: Option<String>,
+    /// No two alerts of this line within this many seconds; unset: `[rules] cooldown_s`.
+    #[serde(default)]
+    pub cooldown_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -374,6 +394,12 @@ fn d_stationary() -> f64 {
 fn d_stationary_tol() -> f32 {
     0.02
 }
+fn d_handoff() -> f64 {
+    crate::rules::RulesConfig::default().handoff_s
+}
+fn d_handoff_speed() -> f32 {
+    crate::rules::RulesConfig::default().handoff_speed
+}
 fn d_inertia() -> u32 {
     3
 }
@@ -385,6 +411,9 @@ fn d_forward() -> String {
 }
 fn d_backward() -> String {
     "backward".into()
+}
+fn d_line_inertia() -> u32 {
+    crate::rules::DEFAULT_LINE_INERTIA
 }
 fn d_hysteresis() -> f32 {
     0.02
@@ -425,6 +454,7 @@ pub fn camera_rules(
             crowd_min: z.crowd_min,
             crowd_for_s: z.crowd_for_s,
             crowd_clear_s: z.crowd_clear_s,
+            cooldown_s: z.cooldown_s,
         })
         .collect();
     let lines = cam
@@ -438,7 +468,9 @@ pub fn camera_rules(
             backward: l.backward.clone(),
             classes: ids(&l.classes),
             hysteresis: l.hysteresis,
+            inertia: l.inertia,
             alert_direction: l.alert_direction.clone(),
+            cooldown_s: l.cooldown_s,
         })
         .collect();
     (
@@ -449,6 +481,8 @@ pub fn camera_rules(
             stationary_tolerance: rules.stationary_tolerance,
             cooldown_s: rules.cooldown_s,
             realert_s: rules.realert_s,
+            handoff_s: rules.handoff_s,
+            handoff_speed: rules.handoff_speed,
         },
         unknown,
     )
@@ -494,6 +528,9 @@ fn validate_rules(file: &Path, i: usize, c: &CameraSection) -> Result<(), Config
         }
         check_range(file, &f("crowd_for_s"), z.crowd_for_s, 0.0, 86400.0)?;
         check_range(file, &f("crowd_clear_s"), z.crowd_clear_s, 0.0, 86400.0)?;
+        if let Some(v) = z.cooldown_s {
+            check_range(file, &f("cooldown_s"), v, 0.0, 86400.0)?;
+        }
     }
     for (k, l) in c.lines.iter().enumerate() {
         let f = |name: &str| format!("cameras[{i}].lines[{k}].{name}");
@@ -535,6 +572,7 @@ fn validate_rules(file: &Path, i: usize, c: &CameraSection) -> Result<(), Config
             ));
         }
         check_range(file, &f("hysteresis"), l.hysteresis, 0.0, 0.5)?;
+        check_range(file, &f("inertia"), l.inertia, 1, 1000)?;
         if let Some(d) = &l.alert_direction
             && d != &l.forward
             && d != &l.backward
@@ -545,6 +583,9 @@ fn validate_rules(file: &Path, i: usize, c: &CameraSection) -> Result<(), Config
                 format!("{d:?} is neither {:?} nor {:?}", l.forward, l.backward),
                 "use one of the line's two direction names",
             ));
+        }
+        if let Some(v) = l.cooldown_s {
+            check_range(file, &f("cooldown_s"), v, 0.0, 86400.0)?;
         }
     }
     Ok(())
@@ -1032,6 +1073,8 @@ pub fn validate(file: &Path, p: &PipelineFile) -> Result<(), ConfigError> {
         0.0,
         1.0,
     )?;
+    check_range(file, "rules.handoff_s", r.handoff_s, 0.0, 60.0)?;
+    check_range(file, "rules.handoff_speed", r.handoff_speed, 0.0, 100.0)?;
     let o = &p.outbox;
     for (field, v) in [
         ("outbox.quota_mb", o.quota_mb),
@@ -1353,6 +1396,15 @@ detect_fps = 5
         assert_eq!(unknown, ["unicorn"]);
         assert_eq!(rc.zones[0].classes, [0].into());
         assert_eq!(rc.zones[0].inertia, 3);
+        // No per-rule cooldown given: the rule falls back to `[rules] cooldown_s`.
+        assert_eq!(
+            (rc.zones[0].cooldown_s, rc.lines[0].cooldown_s),
+            (None, None)
+        );
+        let per_rule = good.replace("loiter_s = 30", "loiter_s = 30\ncooldown_s = 120");
+        let p2 = load(&per_rule).unwrap();
+        let (rc2, _) = camera_rules(&p2.raw.rules, &p2.raw.cameras[0], &labels);
+        assert_eq!(rc2.zones[0].cooldown_s, Some(120.0));
 
         // (what is wrong, edited text, field the error must name)
         let cases = [
@@ -1385,6 +1437,19 @@ detect_fps = 5
                 "zero inertia",
                 good.replace("loiter_s = 30", "inertia = 0"),
                 "cameras[0].zones[0].inertia",
+            ),
+            (
+                "negative zone cooldown",
+                good.replace("loiter_s = 30", "loiter_s = 30\ncooldown_s = -1"),
+                "cameras[0].zones[0].cooldown_s",
+            ),
+            (
+                "line cooldown longer than a day",
+                good.replace(
+                    "alert_direction = \"backward\"",
+                    "alert_direction = \"backward\"\ncooldown_s = 1e9",
+                ),
+                "cameras[0].lines[0].cooldown_s",
             ),
             (
                 "zero counts interval",

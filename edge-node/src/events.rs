@@ -160,6 +160,9 @@ pub enum Reason {
     /// Update: a scene rule raised an alert for this object
     /// ([`EventEngine::alert`]).
     Alert,
+    /// Update: the object just became stationary (`quiet`, see
+    /// [`EventEngine::on_frame_quiet`]); the last update until it moves.
+    Stationary,
 }
 
 /// The chosen view of an object: which frame, which box, how good.
@@ -226,6 +229,8 @@ struct Entry<S> {
     sent_quality: f32,
     last_msg_t: f64,
     updates: u32,
+    /// The current quiet (stationary) spell has been announced.
+    quiet_announced: bool,
     /// Reported by the tracker in the current frame.
     present: bool,
 }
@@ -246,6 +251,7 @@ impl<S: Clone> Entry<S> {
             sent_quality: 0.0,
             last_msg_t: f64::NEG_INFINITY,
             updates: 0,
+            quiet_announced: false,
             present: true,
         }
     }
@@ -349,8 +355,14 @@ impl<S: Clone> EventEngine<S> {
         self.on_frame_quiet(t, frame_w, frame_h, tracks, snap, &|_| false)
     }
 
-    /// [`Self::on_frame`], sending no `update` for tracks where `quiet(id)`
-    /// holds (stationary objects, see `rules`). Their New and End still go.
+    /// [`Self::on_frame`] for scenes with rules: `quiet(id)` says a track is
+    /// stationary (see `rules`). When an open event's track turns quiet it
+    /// gets exactly one `update` ([`Reason::Stationary`], with the best
+    /// snapshot if that is a material improvement), so the centre learns it
+    /// is stationary; then no `update` until it moves again (a New sent
+    /// while quiet already says so). The announcement is a state change, so
+    /// neither the rate limit nor the update cap holds it back. New and End
+    /// always go.
     pub fn on_frame_quiet(
         &mut self,
         t: f64,
@@ -393,6 +405,10 @@ impl<S: Clone> EventEngine<S> {
                     e.best_unsent = true;
                 }
             }
+            let is_quiet = quiet(tv.id);
+            if !is_quiet {
+                e.quiet_announced = false;
+            }
             match e.phase {
                 Phase::Pending => {
                     if tv.matched && tv.state == TrackState::Confirmed && tv.hits >= cfg.min_hits {
@@ -400,12 +416,24 @@ impl<S: Clone> EventEngine<S> {
                         out.push(e.action(EventKind::New, Reason::Confirmed, tv.id, None, snap));
                         e.phase = Phase::Open;
                         e.last_msg_t = t;
+                        // A New sent while quiet already carries the state.
+                        e.quiet_announced = is_quiet;
                     }
+                }
+                Phase::Open if tv.matched && is_quiet && !e.quiet_announced => {
+                    let snap = if e.material_snapshot(cfg.snapshot_improvement).is_some() {
+                        e.send_best()
+                    } else {
+                        None
+                    };
+                    out.push(e.action(EventKind::Update, Reason::Stationary, tv.id, None, snap));
+                    e.quiet_announced = true;
+                    e.last_msg_t = t;
                 }
                 Phase::Open if tv.matched => {
                     let due = t - e.last_msg_t >= cfg.update_min_interval_s;
                     if due
-                        && !quiet(tv.id)
+                        && !is_quiet
                         && e.updates < cfg.max_updates
                         && e.material_snapshot(cfg.snapshot_improvement).is_some()
                     {
@@ -776,6 +804,67 @@ mod tests {
             .as_ref()
             .expect("capped improvement sent at End");
         assert_eq!(s.handle, 299);
+    }
+
+    #[test]
+    fn becoming_stationary_is_announced_once_then_updates_stop() {
+        // A growing box (a material improvement always pending) that is
+        // quiet (stationary) in frames 50..150, moves in 150..200 and is
+        // quiet again from 200. Each quiet spell gets exactly one update
+        // with Reason::Stationary, even past the update cap, and no
+        // BetterSnapshot update inside a spell.
+        let cfg = EventConfig {
+            max_updates: 2,
+            ..EventConfig::default()
+        };
+        let mut eng = EventEngine::<usize>::new(cfg.clone());
+        let quiet_at = |i: u32| (50..150).contains(&i) || i >= 200;
+        let mut acts = Vec::new();
+        let mut side = 20.0f32;
+        for i in 0..300u32 {
+            let t = f64::from(i) * 0.2;
+            side *= 1.01;
+            let state = if i >= 2 {
+                TrackState::Confirmed
+            } else {
+                TrackState::Tentative
+            };
+            let mut tv = view(1, state, true, i + 1, t, 0.0, t);
+            tv.bbox = BBox::new(100.0, 50.0, 100.0 + side, 50.0 + side);
+            let q = quiet_at(i);
+            for a in eng.on_frame_quiet(t, W, H, &[tv], &(i as usize), &|_| q) {
+                acts.push((i, a));
+            }
+        }
+        let stationary: Vec<u32> = acts
+            .iter()
+            .filter(|(_, a)| a.reason == Reason::Stationary)
+            .map(|(i, a)| {
+                assert_eq!(a.kind, EventKind::Update);
+                *i
+            })
+            .collect();
+        assert_eq!(stationary, [50, 200], "one announcement per quiet spell");
+        assert!(
+            acts.iter()
+                .filter(|(_, a)| a.reason == Reason::BetterSnapshot)
+                .all(|(i, _)| !quiet_at(*i)),
+            "no snapshot update while quiet: {:?}",
+            acts.iter().map(|(i, a)| (i, a.reason)).collect::<Vec<_>>()
+        );
+        // A New sent while already quiet carries the state: no extra update.
+        let mut eng = EventEngine::<usize>::new(cfg);
+        let mut n = 0;
+        for i in 0..20u32 {
+            let t = f64::from(i) * 0.2;
+            let tv = view(2, TrackState::Confirmed, true, i + 3, t, 0.0, t);
+            n += eng
+                .on_frame_quiet(t, W, H, &[tv], &0, &|_| true)
+                .iter()
+                .filter(|a| a.kind == EventKind::Update)
+                .count();
+        }
+        assert_eq!(n, 0, "quiet from the start: the New says so, no update");
     }
 
     #[test]

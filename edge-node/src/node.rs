@@ -557,11 +557,13 @@ async fn analytics(
         let f = a.frame.clone();
         let tracks = tracker.update(f.t, &a.detections);
         let r = rules.get_or_insert_with(|| RulesEngine::new(ctx.rules.clone(), f.t));
+        // Rules first, so the events see this frame's stationary state (the
+        // update announcing it carries `stationary: true`).
+        let alerts = r.on_frame(f.t, f.width, f.height, &tracks);
         let actions = {
             let quiet = |id: u64| r.is_stationary(id);
             engine.on_frame_quiet(f.t, f.width, f.height, &tracks, &f, &quiet)
         };
-        let alerts = r.on_frame(f.t, f.width, f.height, &tracks);
         for act in actions {
             let obj = r.object(act.track_id);
             ctx.handle(act, &f, Some(a.arrived), obj, None).await;

@@ -10,8 +10,9 @@
 //! that is where it touches the ground, so zones drawn on the pavement and
 //! lines drawn across a road mean the same thing at any distance.
 //!
-//! Only confirmed, matched tracks move an object (tentative tracks may be
-//! flicker; a lost track's box is only a prediction).
+//! Only confirmed, matched tracks move an object in zones and count as
+//! stationary (tentative tracks may be flicker; a lost track's box is only
+//! a prediction); line crossings of tentative tracks wait for confirmation.
 //!
 //! - **Zones**: an object counts as inside after `inertia` consecutive
 //!   frames with its foot point in the polygon, and as outside again after
@@ -20,10 +21,23 @@
 //!   ignore boxes smaller than `min_area` (fraction of the frame area).
 //! - **Lines**: the side of the foot point is the sign of its distance to
 //!   the line through A and B. A side only changes once the point is more
-//!   than `hysteresis` away from the line, so jitter on the line is never
-//!   counted; a side change counts as a crossing when the move passes
-//!   between A and B. `forward` = from the left of A→B to its right as
-//!   seen on screen (for A at the bottom and B at the top: moving right).
+//!   than `hysteresis` away from the line for `inertia` matched frames, so
+//!   jitter on the line and a box cut short for a frame are never counted;
+//!   a side change counts as a crossing when the move passes between A and
+//!   B. `forward` = from the left of A→B to its right as seen on screen
+//!   (for A at the bottom and B at the top: moving right). Lines follow
+//!   tentative tracks too; their crossings are held and counted when the
+//!   track is confirmed (never, for flicker).
+//! - **Hand-off** (`handoff_s` > 0): a track lost right before a line at an
+//!   occluder and re-born as a new track right after it would cross
+//!   nothing. A newborn's first side may therefore take over from a
+//!   confirmed track of the same class lost before the newborn was first
+//!   seen, at most `handoff_s` earlier, last seen on the other side within
+//!   [`HANDOFF_MIN_GATE`] + `handoff_speed` × gap box heights, heights
+//!   within [`HANDOFF_MAX_SCALE`], the move between them passing between A
+//!   and B: that counts one crossing. Each lost track hands over once, and
+//!   its side is cleared, so if the tracker re-finds it the crossing is not
+//!   counted twice.
 //! - **Loitering**: inside a zone for `loiter_s` → alert.
 //! - **Crowding**: occupancy ≥ `crowd_min` for `crowd_for_s` → alert;
 //!   it clears once occupancy has stayed below `crowd_min` for
@@ -31,11 +45,15 @@
 //! - **Stationary**: the box's centre stays within `stationary_tolerance`
 //!   (fraction of the frame diagonal) of an anchor for `stationary_s` →
 //!   the object is stationary until it moves beyond the tolerance again.
-//!   A stationary object raises no new alerts (and `node` sends no updates
-//!   for it).
+//!   A stationary object does not re-alert (`realert_s` repeats are held
+//!   back while it stays put), but it can still raise its first alert of a
+//!   rule: someone standing still at a gate must be able to loiter. The
+//!   event engine announces the change with one `update` and then sends no
+//!   more updates for it.
 //! - **Alert hygiene**: every alert rule has a cooldown (no alert of that
-//!   rule within `cooldown_s` of its previous one) and, by default, fires
-//!   at most once per object (`realert_s` allows repeats).
+//!   rule within its `cooldown_s`, or the global one, of its previous one)
+//!   and, by default, fires at most once per object (`realert_s` allows
+//!   repeats).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -71,6 +89,8 @@ pub struct ZoneRule {
     pub crowd_for_s: f64,
     /// Occupancy below `crowd_min` this long clears a crowd.
     pub crowd_clear_s: f64,
+    /// Cooldown of this zone's alerts; `None`: [`RulesConfig::cooldown_s`].
+    pub cooldown_s: Option<f64>,
 }
 
 /// A tripwire from A to B.
@@ -86,9 +106,14 @@ pub struct LineRule {
     pub classes: BTreeSet<u32>,
     /// Dead band either side of the line (normalised distance).
     pub hysteresis: f32,
+    /// Matched frames beyond the band on a new side before the side
+    /// changes (1 = at once).
+    pub inertia: u32,
     /// A crossing in this direction (one of `forward`/`backward`) raises a
     /// `wrong_way` alert.
     pub alert_direction: Option<String>,
+    /// Cooldown of this line's alerts; `None`: [`RulesConfig::cooldown_s`].
+    pub cooldown_s: Option<f64>,
 }
 
 /// All rules of one camera.
@@ -100,11 +125,27 @@ pub struct RulesConfig {
     pub stationary_s: f64,
     /// Movement below this fraction of the frame diagonal is "no movement".
     pub stationary_tolerance: f32,
-    /// No two alerts of one rule within this many seconds.
+    /// No two alerts of one rule within this many seconds, unless the zone
+    /// or line sets its own `cooldown_s`.
     pub cooldown_s: f64,
     /// `None`: at most one alert per object per rule; `Some(s)`: again after `s`.
     pub realert_s: Option<f64>,
+    /// Fragment hand-off window for line counts, seconds; 0 = off. See
+    /// [`RulesEngine`]'s module docs ("Lines").
+    pub handoff_s: f64,
+    /// Hand-off gate: how far (in box heights per second of the gap, plus
+    /// [`HANDOFF_MIN_GATE`]) the new track may be from where the lost one
+    /// was last seen.
+    pub handoff_speed: f32,
 }
+
+/// Default [`LineRule::inertia`].
+pub const DEFAULT_LINE_INERTIA: u32 = 2;
+
+/// Hand-off gate at a zero gap, in box heights.
+pub const HANDOFF_MIN_GATE: f32 = 0.5;
+/// Hand-off: the two boxes' heights may differ at most by this factor.
+pub const HANDOFF_MAX_SCALE: f32 = 1.5;
 
 impl Default for RulesConfig {
     fn default() -> Self {
@@ -115,6 +156,8 @@ impl Default for RulesConfig {
             stationary_tolerance: 0.02,
             cooldown_s: 10.0,
             realert_s: None,
+            handoff_s: 2.0,
+            handoff_speed: 1.0,
         }
     }
 }
@@ -142,6 +185,7 @@ impl RulesConfig {
             if z.inertia == 0 {
                 return Err(bad(&z.name, "inertia must be >= 1".into()));
             }
+            check_cooldown(&z.name, z.cooldown_s)?;
         }
         for l in &self.lines {
             if !names.insert(l.name.as_str()) {
@@ -156,6 +200,9 @@ impl RulesConfig {
             if l.forward == l.backward {
                 return Err(bad(&l.name, "direction names must differ".into()));
             }
+            if l.inertia == 0 {
+                return Err(bad(&l.name, "inertia must be >= 1".into()));
+            }
             if let Some(d) = &l.alert_direction
                 && d != &l.forward
                 && d != &l.backward
@@ -165,8 +212,35 @@ impl RulesConfig {
                     format!("alert_direction {d:?} is neither direction"),
                 ));
             }
+            check_cooldown(&l.name, l.cooldown_s)?;
+        }
+        check_cooldown("rules", Some(self.cooldown_s))?;
+        if !(self.handoff_s.is_finite() && self.handoff_s >= 0.0) {
+            return Err(bad(
+                "rules",
+                format!("handoff_s = {} must be finite and >= 0", self.handoff_s),
+            ));
+        }
+        if !(self.handoff_speed.is_finite() && self.handoff_speed >= 0.0) {
+            return Err(bad(
+                "rules",
+                format!(
+                    "handoff_speed = {} must be finite and >= 0",
+                    self.handoff_speed
+                ),
+            ));
         }
         Ok(())
+    }
+}
+
+fn check_cooldown(rule: &str, v: Option<f64>) -> Result<(), RulesError> {
+    match v {
+        Some(c) if !(c.is_finite() && c >= 0.0) => Err(RulesError::Invalid {
+            rule: rule.to_string(),
+            problem: format!("cooldown_s = {c} must be finite and >= 0"),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -279,6 +353,20 @@ struct ObjState {
     zones: Vec<ZoneMembership>,
     /// Per line: committed side (-1, +1, 0 unknown) and the foot point then.
     sides: Vec<(i8, Pt)>,
+    /// Per line: a run on the other side (side, frames, the run's first foot).
+    runs: Vec<(i8, u32, Pt)>,
+    /// Per line: a side was ever committed (a hand-off is only for newborns).
+    sided: Vec<bool>,
+    /// Seen confirmed (and matched) at least once.
+    confirmed: bool,
+    /// Crossings seen while tentative: (line, forward?); counted on confirmation.
+    pending: Vec<(usize, bool)>,
+    /// Media time of the track's first detection.
+    first_seen: f64,
+    /// Last matched foot point, its time and box height (pixels).
+    last_foot: Pt,
+    last_match_t: f64,
+    last_h: f32,
     anchor: (f32, f32),
     anchor_t: f64,
     stationary: bool,
@@ -303,6 +391,9 @@ pub struct RulesEngine {
     objs: BTreeMap<u64, ObjState>,
     /// Tracks that disappeared in the latest frame (their End may still need them).
     gone: BTreeMap<u64, ObjState>,
+    /// Confirmed tracks the tracker dropped less than `handoff_s` after they
+    /// were last seen: possible hand-off donors.
+    recent: BTreeMap<u64, ObjState>,
     crowds: Vec<CrowdState>,
     /// Last alert time per (kind, rule name), for cooldowns.
     last_alert: BTreeMap<(AlertKind, String), f64>,
@@ -318,6 +409,30 @@ fn side_dist(a: Pt, b: Pt, p: Pt) -> f32 {
     let (dx, dy) = (b.0 - a.0, b.1 - a.1);
     let len = (dx * dx + dy * dy).sqrt().max(f32::EPSILON);
     (dx * (p.1 - a.1) - dy * (p.0 - a.0)) / len
+}
+
+/// Whether the move from `p` to `q` (on opposite sides of the line through
+/// A and B) passes between A and B.
+fn crosses_segment(l: &LineRule, p: Pt, q: Pt) -> bool {
+    let (d0, d1) = (side_dist(l.a, l.b, p), side_dist(l.a, l.b, q));
+    if d0 == d1 {
+        return false;
+    }
+    let k = d0 / (d0 - d1);
+    let x = (p.0 + k * (q.0 - p.0), p.1 + k * (q.1 - p.1));
+    let (dx, dy) = (l.b.0 - l.a.0, l.b.1 - l.a.1);
+    let u = ((x.0 - l.a.0) * dx + (x.1 - l.a.1) * dy) / (dx * dx + dy * dy);
+    (0.0..=1.0).contains(&u)
+}
+
+/// A possible hand-off donor (see [`RulesEngine`]).
+struct Donor {
+    id: u64,
+    class_id: u32,
+    foot: Pt,
+    t: f64,
+    h: f32,
+    sides: Vec<i8>,
 }
 
 /// Even-odd point-in-polygon test.
@@ -368,6 +483,7 @@ impl RulesEngine {
             cfg,
             objs: BTreeMap::new(),
             gone: BTreeMap::new(),
+            recent: BTreeMap::new(),
             last_alert: BTreeMap::new(),
             lines,
             zone_entered: vec![BTreeMap::new(); nz],
@@ -424,8 +540,14 @@ impl RulesEngine {
     }
 
     /// Cooldown and once-per-object checks; records the alert when allowed.
+    /// `cooldown` is the rule's own cooldown or the global one.
+    ///
+    /// A stationary object may still raise its *first* alert of a rule (a
+    /// person standing still at a gate is exactly what loitering is about);
+    /// it only does not re-alert (`realert_s`) while it stays stationary.
     fn allow(
-        cfg: &RulesConfig,
+        realert_s: Option<f64>,
+        cooldown: f64,
         last_alert: &mut BTreeMap<(AlertKind, String), f64>,
         obj: Option<&mut ObjState>,
         kind: AlertKind,
@@ -435,17 +557,14 @@ impl RulesEngine {
         let key = (kind, rule.to_string());
         if last_alert
             .get(&key)
-            .is_some_and(|&last| t - last < cfg.cooldown_s)
+            .is_some_and(|&last| t - last < cooldown)
         {
             return false;
         }
         if let Some(o) = obj {
-            if o.stationary {
-                return false;
-            }
             if let Some(&prev) = o.alerted.get(&key) {
-                match cfg.realert_s {
-                    Some(r) if t - prev >= r => {}
+                match realert_s {
+                    Some(r) if t - prev >= r && !o.stationary => {}
                     _ => return false,
                 }
             }
@@ -472,11 +591,47 @@ impl RulesEngine {
         }
         let (fw, fh) = (frame_w.max(1) as f32, frame_h.max(1) as f32);
         let diag = (fw * fw + fh * fh).sqrt();
+        // Hand-off donors: confirmed tracks not seen since an earlier frame
+        // (lost, or dropped within `handoff_s`), with the sides they had.
+        let matched_now: BTreeSet<u64> =
+            tracks.iter().filter(|v| v.matched).map(|v| v.id).collect();
+        let donors: Vec<Donor> = if cfg.handoff_s > 0.0 && !cfg.lines.is_empty() {
+            self.objs
+                .iter()
+                .chain(self.recent.iter())
+                .filter(|(id, o)| {
+                    o.confirmed
+                        && !matched_now.contains(id)
+                        && t - o.last_match_t <= cfg.handoff_s
+                        && o.sides.iter().any(|s| s.0 != 0)
+                })
+                .map(|(&id, o)| Donor {
+                    id,
+                    class_id: o.class_id,
+                    foot: o.last_foot,
+                    t: o.last_match_t,
+                    h: o.last_h,
+                    sides: o.sides.iter().map(|s| s.0).collect(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut consumed: Vec<(u64, usize)> = Vec::new();
         for tv in tracks {
+            let foot = foot_point(&tv.bbox, frame_w, frame_h);
             let o = self.objs.entry(tv.id).or_insert_with(|| ObjState {
                 class_id: tv.class_id,
                 zones: vec![ZoneMembership::default(); cfg.zones.len()],
                 sides: vec![(0, (0.0, 0.0)); cfg.lines.len()],
+                runs: vec![(0, 0, (0.0, 0.0)); cfg.lines.len()],
+                sided: vec![false; cfg.lines.len()],
+                confirmed: false,
+                pending: Vec::new(),
+                first_seen: tv.first_seen,
+                last_foot: foot,
+                last_match_t: t,
+                last_h: tv.bbox.height(),
                 anchor: tv.bbox.center(),
                 anchor_t: t,
                 stationary: false,
@@ -484,10 +639,124 @@ impl RulesEngine {
                 present: true,
             });
             o.present = true;
-            if !(tv.matched && tv.state == TrackState::Confirmed) {
+            // Lines follow every matched track, tentative ones too (their
+            // crossings wait for confirmation); zones, loitering and
+            // stationary only confirmed ones.
+            if !tv.matched || tv.state == TrackState::Lost {
                 continue;
             }
-            let foot = foot_point(&tv.bbox, frame_w, frame_h);
+            o.last_foot = foot;
+            o.last_match_t = t;
+            o.last_h = tv.bbox.height();
+            let confirmed = tv.state == TrackState::Confirmed;
+            let mut crossings: Vec<(usize, bool)> = Vec::new();
+            if confirmed && !o.confirmed {
+                o.confirmed = true;
+                crossings.append(&mut o.pending);
+            }
+
+            // Lines.
+            for (li, l) in cfg.lines.iter().enumerate() {
+                if !(l.classes.is_empty() || l.classes.contains(&tv.class_id)) {
+                    continue;
+                }
+                let d = side_dist(l.a, l.b, foot);
+                let (side, prev) = o.sides[li];
+                if d.abs() <= l.hysteresis {
+                    continue;
+                }
+                let now: i8 = if d > 0.0 { 1 } else { -1 };
+                if now == side {
+                    o.sides[li].1 = foot;
+                    o.runs[li].1 = 0;
+                    continue;
+                }
+                // On the other side (or no side yet): it must stay there for
+                // `inertia` matched frames.
+                let run = &mut o.runs[li];
+                if run.0 != now || run.1 == 0 {
+                    *run = (now, 0, foot);
+                }
+                run.1 += 1;
+                if run.1 < l.inertia.max(1) {
+                    continue;
+                }
+                let run_foot = run.2;
+                run.1 = 0;
+                if side != 0 {
+                    if crosses_segment(l, prev, run_foot) {
+                        crossings.push((li, now > 0));
+                    }
+                } else if !o.sided[li] {
+                    // A newborn's first side: did it take over from a track
+                    // lost on the other side of the line?
+                    let h = tv.bbox.height();
+                    let best = donors
+                        .iter()
+                        .filter(|dn| {
+                            dn.id != tv.id
+                                && dn.class_id == tv.class_id
+                                && dn.sides[li] == -now
+                                && dn.t < o.first_seen
+                                && !consumed.contains(&(dn.id, li))
+                                && dn.h.max(h) <= HANDOFF_MAX_SCALE * dn.h.min(h)
+                                && crosses_segment(l, dn.foot, run_foot)
+                        })
+                        .map(|dn| {
+                            let dist = (((dn.foot.0 - run_foot.0) * fw).powi(2)
+                                + ((dn.foot.1 - run_foot.1) * fh).powi(2))
+                            .sqrt();
+                            let gate = dn.h.max(h)
+                                * (HANDOFF_MIN_GATE + cfg.handoff_speed * (t - dn.t) as f32);
+                            (dn.id, dist, gate)
+                        })
+                        .filter(|(_, dist, gate)| dist <= gate)
+                        .min_by(|a, b| a.1.total_cmp(&b.1));
+                    if let Some((id, _, _)) = best {
+                        consumed.push((id, li));
+                        crossings.push((li, now > 0));
+                    }
+                }
+                o.sides[li] = (now, foot);
+                o.sided[li] = true;
+            }
+            if !confirmed {
+                o.pending.append(&mut crossings);
+                continue;
+            }
+            for (li, forward) in crossings {
+                let l = &cfg.lines[li];
+                let dir = if forward { &l.forward } else { &l.backward };
+                self.lines[li]
+                    .by_class
+                    .entry(tv.class_id)
+                    .or_default()
+                    .entry(dir.clone())
+                    .or_default()
+                    .add();
+                if l.alert_direction.as_ref() == Some(dir)
+                    && Self::allow(
+                        cfg.realert_s,
+                        l.cooldown_s.unwrap_or(cfg.cooldown_s),
+                        &mut self.last_alert,
+                        Some(o),
+                        AlertKind::WrongWay,
+                        &l.name,
+                        t,
+                    )
+                {
+                    alerts.push(Alert {
+                        kind: AlertKind::WrongWay,
+                        rule: l.name.clone(),
+                        track_id: Some(tv.id),
+                        t,
+                        dwell_s: None,
+                        direction: Some(dir.clone()),
+                        occupancy: None,
+                    });
+                }
+            }
+
             let area = tv.bbox.clamp(fw, fh).area() / (fw * fh);
 
             // Stationary.
@@ -530,7 +799,8 @@ impl RulesEngine {
                 {
                     let dwell = t - m.entered_at;
                     if Self::allow(
-                        cfg,
+                        cfg.realert_s,
+                        z.cooldown_s.unwrap_or(cfg.cooldown_s),
                         &mut self.last_alert,
                         Some(o),
                         AlertKind::Loitering,
@@ -549,63 +819,19 @@ impl RulesEngine {
                     }
                 }
             }
-
-            // Lines.
-            for (li, l) in cfg.lines.iter().enumerate() {
-                if !(l.classes.is_empty() || l.classes.contains(&tv.class_id)) {
-                    continue;
-                }
-                let d = side_dist(l.a, l.b, foot);
-                let (side, prev) = o.sides[li];
-                if d.abs() <= l.hysteresis {
-                    continue;
-                }
-                let now: i8 = if d > 0.0 { 1 } else { -1 };
-                if side != 0 && now != side {
-                    // Where did the move from `prev` to `foot` cross the line?
-                    let d0 = side_dist(l.a, l.b, prev);
-                    let k = d0 / (d0 - d);
-                    let q = (
-                        prev.0 + k * (foot.0 - prev.0),
-                        prev.1 + k * (foot.1 - prev.1),
-                    );
-                    let (dx, dy) = (l.b.0 - l.a.0, l.b.1 - l.a.1);
-                    let u = ((q.0 - l.a.0) * dx + (q.1 - l.a.1) * dy) / (dx * dx + dy * dy);
-                    if (0.0..=1.0).contains(&u) {
-                        let dir = if now > 0 { &l.forward } else { &l.backward };
-                        self.lines[li]
-                            .by_class
-                            .entry(tv.class_id)
-                            .or_default()
-                            .entry(dir.clone())
-                            .or_default()
-                            .add();
-                        if l.alert_direction.as_ref() == Some(dir)
-                            && Self::allow(
-                                cfg,
-                                &mut self.last_alert,
-                                Some(o),
-                                AlertKind::WrongWay,
-                                &l.name,
-                                t,
-                            )
-                        {
-                            alerts.push(Alert {
-                                kind: AlertKind::WrongWay,
-                                rule: l.name.clone(),
-                                track_id: Some(tv.id),
-                                t,
-                                dwell_s: None,
-                                direction: Some(dir.clone()),
-                                occupancy: None,
-                            });
-                        }
-                    }
-                }
-                o.sides[li] = (now, foot);
+        }
+        // A donor handed over its side: it must not count that crossing
+        // again if the tracker re-finds it on the other side.
+        for (id, li) in consumed {
+            if let Some(o) = self.objs.get_mut(&id) {
+                o.sides[li].0 = 0;
+            }
+            if let Some(o) = self.recent.get_mut(&id) {
+                o.sides[li].0 = 0;
             }
         }
-        // Forget tracks the tracker no longer reports (keep them one frame).
+        // Forget tracks the tracker no longer reports (keep them one frame,
+        // and confirmed ones as hand-off donors for `handoff_s`).
         let ids: Vec<u64> = self
             .objs
             .iter()
@@ -614,9 +840,14 @@ impl RulesEngine {
             .collect();
         for id in ids {
             if let Some(o) = self.objs.remove(&id) {
+                if self.cfg.handoff_s > 0.0 && o.confirmed {
+                    self.recent.insert(id, o.clone());
+                }
                 self.gone.insert(id, o);
             }
         }
+        let window = self.cfg.handoff_s;
+        self.recent.retain(|_, o| t - o.last_match_t <= window);
 
         // Crowding.
         for zi in 0..self.cfg.zones.len() {
@@ -631,7 +862,8 @@ impl RulesEngine {
                 if !st.active
                     && t - since >= z.crowd_for_s
                     && Self::allow(
-                        &self.cfg,
+                        self.cfg.realert_s,
+                        z.cooldown_s.unwrap_or(self.cfg.cooldown_s),
                         &mut self.last_alert,
                         None,
                         AlertKind::Crowding,

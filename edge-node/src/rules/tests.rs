@@ -34,7 +34,9 @@ fn line() -> LineRule {
         backward: "west".into(),
         classes: BTreeSet::new(),
         hysteresis: 0.02,
+        inertia: DEFAULT_LINE_INERTIA,
         alert_direction: None,
+        cooldown_s: None,
     }
 }
 
@@ -49,6 +51,7 @@ fn zone() -> ZoneRule {
         crowd_min: None,
         crowd_for_s: 0.0,
         crowd_clear_s: 0.0,
+        cooldown_s: None,
     }
 }
 
@@ -114,6 +117,13 @@ fn line_crossings_per_direction_and_jitter() {
         Case {
             proves: "jitter that never leaves the band counts nothing",
             xs: vec![0.49, 0.51, 0.49, 0.51, 0.495, 0.505],
+            east: 0,
+            west: 0,
+        },
+        Case {
+            proves: "a foot point beyond the band on the other side for fewer than inertia \
+                     (2) frames, e.g. a box cut short by an occluder, is not a crossing",
+            xs: vec![0.3, 0.4, 0.45, 0.56, 0.45, 0.4, 0.3],
             east: 0,
             west: 0,
         },
@@ -342,6 +352,8 @@ fn cooldowns_and_once_per_object() {
     struct Case {
         proves: &'static str,
         cooldown_s: f64,
+        /// The line's own cooldown (None: the global one applies).
+        line_cooldown_s: Option<f64>,
         realert_s: Option<f64>,
         /// Wrong-way crossings by object 1 then 2, each path one after the other.
         expected: usize,
@@ -350,25 +362,43 @@ fn cooldowns_and_once_per_object() {
         Case {
             proves: "no cooldown, default once-per-object: both objects alert once",
             cooldown_s: 0.0,
+            line_cooldown_s: None,
             realert_s: None,
             expected: 2,
         },
         Case {
             proves: "a cooldown longer than the gap suppresses the second object's alert",
             cooldown_s: 30.0,
+            line_cooldown_s: None,
             realert_s: None,
             expected: 1,
         },
         Case {
             proves: "realert_s lets one object alert again on a later crossing",
             cooldown_s: 0.0,
+            line_cooldown_s: None,
             realert_s: Some(1.0),
             expected: 3,
+        },
+        Case {
+            proves: "a line's own cooldown overrides a shorter global one",
+            cooldown_s: 0.0,
+            line_cooldown_s: Some(30.0),
+            realert_s: None,
+            expected: 1,
+        },
+        Case {
+            proves: "a line's own zero cooldown overrides a longer global one",
+            cooldown_s: 30.0,
+            line_cooldown_s: Some(0.0),
+            realert_s: None,
+            expected: 2,
         },
     ];
     for c in cases {
         let mut l = line();
         l.alert_direction = Some("west".into());
+        l.cooldown_s = c.line_cooldown_s;
         let mut rc = cfg(vec![], vec![l]);
         rc.cooldown_s = c.cooldown_s;
         rc.realert_s = c.realert_s;
@@ -392,15 +422,64 @@ fn cooldowns_and_once_per_object() {
 }
 
 #[test]
-fn stationary_stops_updates_and_alerts() {
-    // An object parked in a loitering zone: it becomes stationary after 5 s,
-    // and the event engine, told so, sends no more updates although its
-    // snapshot keeps improving.
+fn zone_cooldowns_are_per_zone_and_fall_back_to_the_global_one() {
+    // Two overlapping zones with a 1 s loitering limit; object 1 stands in
+    // both from t = 0, object 2 from t = 4 s. The global cooldown is 30 s.
+    let mut a = zone();
+    a.name = "global-cooldown".into();
+    a.inertia = 1;
+    a.loiter_s = Some(1.0);
+    let mut b = a.clone();
+    b.name = "own-cooldown".into();
+    b.cooldown_s = Some(2.0);
+    let mut rc = cfg(vec![a, b], vec![]);
+    rc.cooldown_s = 30.0;
+    let mut eng = RulesEngine::new(rc, 0.0);
+    let mut alerts = Vec::new();
+    for i in 0..50 {
+        let t = i as f64 * DT;
+        let mut tracks = vec![at(1, 0, 0.3, 0.5, t)];
+        if t >= 4.0 {
+            tracks.push(at(2, 0, 0.4, 0.5, t));
+        }
+        alerts.extend(eng.on_frame(t, W, H, &tracks));
+    }
+    let got: Vec<(&str, Option<u64>)> = alerts
+        .iter()
+        .map(|a| (a.rule.as_str(), a.track_id))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("global-cooldown", Some(1)),
+            ("own-cooldown", Some(1)),
+            // Object 2 loiters at t = 5 s: past own-cooldown's 2 s, within
+            // the global 30 s that global-cooldown still uses.
+            ("own-cooldown", Some(2)),
+        ],
+        "{alerts:?}"
+    );
+}
+
+#[test]
+fn stationary_is_announced_once_then_updates_stop_but_loitering_still_fires() {
+    // An object parked in a loitering zone: it becomes stationary after 5 s
+    // and loiters at 8 s. Run in the node's order (rules, then events told
+    // which tracks are stationary).
+    //
+    // Proves: (a) becoming stationary is announced by exactly one update
+    // (Reason::Stationary), after which no update follows although its
+    // snapshot keeps improving; (b) a stationary object still raises its
+    // first loitering alert (being stationary only stops *re*-alerts).
+    // Before the fix this test asserted that a stationary object never
+    // loiters, which meant someone standing still at a gate with loiter_s
+    // above stationary_s never raised the alert loitering exists for.
     let mut z = zone();
     z.inertia = 1;
     z.loiter_s = Some(8.0);
     let rc = RulesConfig {
         stationary_s: 5.0,
+        realert_s: Some(1.0),
         ..cfg(vec![z], vec![])
     };
     let mut rules = RulesEngine::new(rc, 0.0);
@@ -410,7 +489,7 @@ fn stationary_stops_updates_and_alerts() {
         ..EventConfig::default()
     });
     let mut updates_before = 0;
-    let mut updates_after = 0;
+    let mut after: Vec<(f64, crate::events::Reason)> = Vec::new();
     let mut alerts = Vec::new();
     let mut became = None;
     for i in 0..150usize {
@@ -420,34 +499,60 @@ fn stationary_stops_updates_and_alerts() {
         // Score creeps up: a materially better snapshot every few frames.
         tv.score = (0.05 * 1.05f32.powi(i as i32)).min(1.0);
         let tracks = [tv];
+        alerts.extend(rules.on_frame(t, W, H, &tracks));
+        if became.is_none() && rules.is_stationary(1) {
+            became = Some(t);
+        }
         let quiet = |id: u64| rules.is_stationary(id);
-        let acts = events.on_frame_quiet(t, W, H, &tracks, &i, &quiet);
-        for a in &acts {
+        for a in events.on_frame_quiet(t, W, H, &tracks, &i, &quiet) {
             if a.kind == EventKind::Update {
                 if became.is_some() {
-                    updates_after += 1;
+                    after.push((t, a.reason));
                 } else {
                     updates_before += 1;
                 }
             }
         }
-        alerts.extend(rules.on_frame(t, W, H, &tracks));
-        if became.is_none() && rules.is_stationary(1) {
-            became = Some(t);
-        }
     }
-    assert_eq!(became.map(|t| (t * 10.0).round() / 10.0), Some(5.0));
+    let became = became.map(|t| (t * 10.0).round() / 10.0);
+    assert_eq!(became, Some(5.0));
     assert!(updates_before >= 2, "updates flow before it is stationary");
-    assert_eq!(updates_after, 0, "a stationary object sends no updates");
-    assert!(
-        alerts.is_empty(),
-        "no loitering alert once stationary: {alerts:?}"
+    assert_eq!(
+        after.len(),
+        1,
+        "one update announces it, then none: {after:?}"
     );
+    assert_eq!(after[0].1, crate::events::Reason::Stationary);
+    assert_eq!((after[0].0 * 10.0).round() / 10.0, 5.0, "announced at once");
     assert!(rules.object(1).expect("live").stationary);
+    // Stationary since 5 s, it still loiters at 8 s, once: realert_s = 1
+    // would repeat it every second, but a stationary object does not re-alert.
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].kind, AlertKind::Loitering);
+    assert!((alerts[0].t - 8.0).abs() < 1e-6, "{alerts:?}");
     // Moving again ends the stationary state.
     let t = 150.0 * DT;
     rules.on_frame(t, W, H, &[at(1, 2, 0.5, 0.5, t)]);
     assert!(!rules.is_stationary(1));
+}
+
+#[test]
+fn loitering_longer_than_stationary_s_still_alerts() {
+    // Defaults: stationary after 60 s; the gate's loitering limit is 90 s.
+    // A person standing still at the gate must raise loitering at 90 s.
+    let mut z = zone();
+    z.inertia = 1;
+    z.loiter_s = Some(90.0);
+    let rc = RulesConfig {
+        zones: vec![z],
+        ..RulesConfig::default()
+    };
+    assert_eq!(rc.stationary_s, 60.0);
+    let mut eng = RulesEngine::new(rc, 0.0);
+    let alerts = run_path(&mut eng, 5, &vec![0.3; 500]); // 100 s
+    assert!(eng.is_stationary(5));
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!((alerts[0].dwell_s.unwrap_or(0.0) - 90.0).abs() < 1e-6);
 }
 
 #[test]
@@ -506,4 +611,220 @@ fn point_in_polygon_concave() {
     assert!(point_in_polygon(&l, (0.25, 0.25)));
     assert!(point_in_polygon(&l, (0.75, 0.75)));
     assert!(!point_in_polygon(&l, (0.75, 0.25)));
+}
+
+/// One scripted frame of a track for the hand-off cases: `None` = not
+/// reported by the tracker; `Some((x, state))`, matched unless `Lost`.
+type Step = Option<(f32, TrackState)>;
+
+fn scripted(id: u64, x: f32, state: TrackState, t: f64, first_seen: f64) -> TrackView {
+    let mut v = at(id, 0, x, 0.5, t);
+    v.state = state;
+    v.matched = state != TrackState::Lost;
+    v.first_seen = first_seen;
+    v
+}
+
+/// Runs tracks side by side, one `Step` per frame each; returns (east, west).
+fn run_scripts(eng: &mut RulesEngine, scripts: &[(u64, Vec<Step>)]) -> (u64, u64) {
+    let frames = scripts.iter().map(|s| s.1.len()).max().unwrap_or(0);
+    let mut first: BTreeMap<u64, f64> = BTreeMap::new();
+    for i in 0..frames {
+        let t = i as f64 * DT;
+        let views: Vec<TrackView> = scripts
+            .iter()
+            .filter_map(|(id, steps)| {
+                let (x, st) = steps.get(i).copied().flatten()?;
+                let f = *first.entry(*id).or_insert(t);
+                Some(scripted(*id, x, st, t, f))
+            })
+            .collect();
+        eng.on_frame(t, W, H, &views);
+    }
+    (line_count(eng, "east"), line_count(eng, "west"))
+}
+
+#[test]
+fn fragment_hand_off_across_an_occlusion_at_the_line() {
+    use TrackState::{Confirmed as C, Lost as L, Tentative as T};
+    // The line is x = 0.5 (hysteresis 0.02); boxes are 100 px tall in a
+    // 1000 px frame; DT = 0.2 s. Track 1 walks east and is lost just
+    // before the line (last seen at x = 0.45, t = 0.6 s); track 2 is born
+    // later, somewhere.
+    let lost_at_045 = || {
+        vec![
+            Some((0.30, C)),
+            Some((0.35, C)),
+            Some((0.40, C)),
+            Some((0.45, C)),
+            Some((0.45, L)),
+            Some((0.45, L)),
+            Some((0.45, L)),
+            Some((0.45, L)),
+            Some((0.45, L)),
+            Some((0.45, L)),
+        ]
+    };
+    // Born at frame `from` at x0, tentative two frames, then confirmed,
+    // walking east 0.02 per frame.
+    let born = |from: usize, x0: f32| {
+        let mut v: Vec<Step> = vec![None; from];
+        for k in 0..6 {
+            let st = if k < 2 { T } else { C };
+            v.push(Some((x0 + 0.02 * k as f32, st)));
+        }
+        v
+    };
+    struct Case {
+        proves: &'static str,
+        handoff_s: f64,
+        scripts: Vec<(u64, Vec<Step>)>,
+        east_west: (u64, u64),
+    }
+    let cases = [
+        Case {
+            proves: "a track born just past the line 0.8 s after one was lost just before it \
+                     takes over its side: one eastward crossing",
+            handoff_s: 2.0,
+            scripts: vec![(1, lost_at_045()), (2, born(7, 0.56))],
+            east_west: (1, 0),
+        },
+        Case {
+            proves: "the same with hand-off off (handoff_s = 0): the fragment loses the crossing",
+            handoff_s: 0.0,
+            scripts: vec![(1, lost_at_045()), (2, born(7, 0.56))],
+            east_west: (0, 0),
+        },
+        Case {
+            proves: "the donor may already be dropped by the tracker",
+            handoff_s: 2.0,
+            scripts: vec![
+                (1, lost_at_045().into_iter().take(5).collect()),
+                (2, born(7, 0.56)),
+            ],
+            east_west: (1, 0),
+        },
+        Case {
+            proves: "born outside the gate (3.5 box heights away after 0.8 s): no hand-off",
+            handoff_s: 2.0,
+            scripts: vec![(1, lost_at_045()), (2, born(7, 0.8))],
+            east_west: (0, 0),
+        },
+        Case {
+            proves: "born after the hand-off window (2.2 s > 2 s): no hand-off",
+            handoff_s: 2.0,
+            scripts: vec![(1, lost_at_045()), (2, born(14, 0.56))],
+            east_west: (0, 0),
+        },
+        Case {
+            proves: "born on the same side as the lost track: nothing crossed",
+            handoff_s: 2.0,
+            scripts: vec![(1, lost_at_045()), (2, born(7, 0.40))],
+            east_west: (0, 0),
+        },
+        Case {
+            proves: "a track born while the other was still seen is a different person",
+            handoff_s: 2.0,
+            scripts: vec![(1, lost_at_045()), (2, born(2, 0.56))],
+            east_west: (0, 0),
+        },
+        Case {
+            proves: "a tentative track that never confirms takes nothing over",
+            handoff_s: 2.0,
+            scripts: vec![
+                (1, lost_at_045()),
+                (2, born(7, 0.56).into_iter().take(9).collect()),
+            ],
+            east_west: (0, 0),
+        },
+        Case {
+            proves: "a donor re-found past the line after handing over does not count again",
+            handoff_s: 2.0,
+            scripts: vec![
+                (
+                    1,
+                    lost_at_045()
+                        .into_iter()
+                        .take(9)
+                        .chain([Some((0.6, C)), Some((0.62, C))])
+                        .collect(),
+                ),
+                (2, born(7, 0.56)),
+            ],
+            east_west: (1, 0),
+        },
+        Case {
+            proves: "one lost track hands over to one new track only",
+            handoff_s: 2.0,
+            scripts: vec![(1, lost_at_045()), (2, born(7, 0.56)), (3, born(7, 0.58))],
+            east_west: (1, 0),
+        },
+    ];
+    for c in cases {
+        let rc = RulesConfig {
+            handoff_s: c.handoff_s,
+            ..cfg(vec![], vec![line()])
+        };
+        let mut eng = RulesEngine::new(rc, 0.0);
+        assert_eq!(
+            run_scripts(&mut eng, &c.scripts),
+            c.east_west,
+            "{}",
+            c.proves
+        );
+    }
+}
+
+#[test]
+fn a_crossing_made_while_tentative_counts_on_confirmation() {
+    use TrackState::{Confirmed as C, Tentative as T};
+    struct Case {
+        proves: &'static str,
+        steps: Vec<Step>,
+        east_west: (u64, u64),
+    }
+    let cases = [
+        Case {
+            proves: "born just before the line, confirmed after it: one crossing",
+            steps: vec![
+                Some((0.44, T)),
+                Some((0.46, T)),
+                Some((0.54, C)),
+                Some((0.58, C)),
+            ],
+            east_west: (1, 0),
+        },
+        Case {
+            proves: "the same track never confirmed (flicker): nothing",
+            steps: vec![
+                Some((0.44, T)),
+                Some((0.46, T)),
+                Some((0.54, T)),
+                Some((0.58, T)),
+            ],
+            east_west: (0, 0),
+        },
+        Case {
+            proves: "jitter on the line while tentative counts once at most",
+            steps: vec![
+                Some((0.44, T)),
+                Some((0.46, T)),
+                Some((0.51, T)),
+                Some((0.49, C)),
+                Some((0.515, C)),
+                Some((0.55, C)),
+                Some((0.58, C)),
+            ],
+            east_west: (1, 0),
+        },
+    ];
+    for c in cases {
+        let mut eng = RulesEngine::new(cfg(vec![], vec![line()]), 0.0);
+        assert_eq!(
+            run_scripts(&mut eng, &[(1, c.steps)]),
+            c.east_west,
+            "{}",
+            c.proves
+        );
+    }
 }

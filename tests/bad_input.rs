@@ -17,7 +17,9 @@ use common::*;
 use edge_node::config::{MAX_CAMERAS, Pipeline};
 use edge_node::frame::BBox;
 use edge_node::publish::{EventRecord, EventType, NodeIdentity, OutboxOptions, Publisher};
-use edge_node::snapshot::{SnapshotError, SnapshotOptions, render};
+use edge_node::snapshot::{
+    Overlay, SnapshotError, SnapshotOptions, blur_regions, fill_polygons, preview, render,
+};
 
 const HEAD: &str = r#"
 [node]
@@ -153,4 +155,37 @@ async fn event_box_outside_the_frame_is_clamped_on_the_wire() {
     let b = msg.bbox;
     assert_eq!((b.x1, b.x2, b.y2), (0.0, 1.0, 1.0), "{b:?}");
     assert!((b.y1 - 100.0 / 480.0).abs() < 1e-3, "{b:?}");
+}
+
+// ------------------------------------------------------- fuzz regressions
+
+/// Found by `fuzz/fuzz_targets/snapshot.rs` (crash-fbfd5a6b…, an overflow
+/// panic in `blur_regions`): a frame size that does not match the buffer
+/// must be ignored (`blur_regions`, `fill_polygons`) or refused (`preview`).
+/// `w * h * 3` overflowed: a panic with overflow checks, and without them
+/// (release) 2900561549 × 4239809835 × 3 wraps to 13 bytes, passed the length
+/// check and indexed out of bounds.
+#[test]
+fn frame_size_that_overflows_is_not_trusted() {
+    let full = vec![vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]];
+    let boxes = [BBox::new(0.0, 0.0, 10.0, 10.0)];
+    for (w, h, len) in [
+        (2_900_561_549u32, 4_239_809_835u32, 13usize),
+        (u32::MAX, u32::MAX, 30),
+        (1 << 31, 1 << 31, 12),
+    ] {
+        let mut rgb = vec![7u8; len];
+        blur_regions(&mut rgb, w, h, &boxes);
+        fill_polygons(&mut rgb, w, h, &full);
+        assert!(rgb.iter().all(|&v| v == 7), "{w}x{h}: buffer changed");
+        let ov = Overlay {
+            masks: full.clone(),
+            boxes: vec![(boxes[0], "x".into())],
+            ..Overlay::default()
+        };
+        match preview(&rgb, w, h, &ov, 70) {
+            Err(SnapshotError::FrameSize { .. }) => {}
+            other => panic!("{w}x{h}: {other:?}"),
+        }
+    }
 }

@@ -129,9 +129,7 @@ pub fn render(
     opts: &SnapshotOptions,
 ) -> Result<Snapshot, SnapshotError> {
     validate_options(opts)?;
-    let expected = (width as usize)
-        .checked_mul(height as usize)
-        .and_then(|n| n.checked_mul(3))
+    let expected = packed_len(width, height)
         .filter(|&n| n > 0 && width <= u16::MAX as u32 && height <= u16::MAX as u32)
         .ok_or(SnapshotError::FrameSize { width, height })?;
     if rgb.len() != expected {
@@ -241,7 +239,7 @@ pub fn annotate(
 /// line, so the cost is the polygons' area, not the frame's.
 pub fn fill_polygons(rgb: &mut [u8], width: u32, height: u32, polys: &[Polygon]) {
     let (w, h) = (width as usize, height as usize);
-    if rgb.len() < w * h * 3 {
+    if packed_len(width, height).is_none_or(|n| rgb.len() < n) {
         return;
     }
     let mut xs: Vec<f32> = Vec::new();
@@ -309,7 +307,7 @@ pub const BLUR_BLOCKS_PER_SIDE: u32 = 6;
 /// ignored; pixels outside the grown boxes are untouched.
 pub fn blur_regions(rgb: &mut [u8], width: u32, height: u32, boxes: &[BBox]) {
     let (w, h) = (width as usize, height as usize);
-    if w == 0 || h == 0 || rgb.len() < w * h * 3 {
+    if w == 0 || h == 0 || packed_len(width, height).is_none_or(|n| rgb.len() < n) {
         return;
     }
     for b in boxes {
@@ -443,10 +441,9 @@ pub fn preview(
     ov: &Overlay,
     quality: u8,
 ) -> Result<Vec<u8>, SnapshotError> {
-    let expected = (width as usize) * (height as usize) * 3;
-    if expected == 0 {
-        return Err(SnapshotError::FrameSize { width, height });
-    }
+    let expected = packed_len(width, height)
+        .filter(|&n| n > 0 && width <= u16::MAX as u32 && height <= u16::MAX as u32)
+        .ok_or(SnapshotError::FrameSize { width, height })?;
     if rgb.len() != expected {
         return Err(SnapshotError::BufferSize {
             expected,
@@ -540,6 +537,15 @@ pub fn encode_jpeg(
     enc.encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
         .map_err(SnapshotError::Encode)?;
     Ok(jpeg)
+}
+
+/// Bytes of a packed RGB24 `width`×`height` frame; `None` when that does not
+/// fit `usize`. (A plain `w * h * 3` can wrap around to a small number for a
+/// bogus size, which would then pass a length check and index out of bounds.)
+fn packed_len(width: u32, height: u32) -> Option<usize> {
+    (width as usize)
+        .checked_mul(height as usize)
+        .and_then(|n| n.checked_mul(3))
 }
 
 fn validate_options(opts: &SnapshotOptions) -> Result<(), SnapshotError> {

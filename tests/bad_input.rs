@@ -189,3 +189,33 @@ fn frame_size_that_overflows_is_not_trusted() {
         }
     }
 }
+
+/// Found by the snapshot fuzz target (crash-888c4c07…, "attempt to subtract
+/// with overflow" in the line drawing of `preview`): zone, line and box
+/// coordinates far outside the frame (the float-to-int cast saturates at
+/// i32::MIN/MAX, and the pen offset then overflowed) are clipped. This test
+/// fails without the fix in builds with overflow checks (`cargo test` in the
+/// dev profile, the fuzz build); release builds wrapped around silently.
+#[test]
+fn preview_with_far_off_coordinates_is_clipped() {
+    let (w, h) = (64, 48);
+    let rgb = frame(w, h);
+    let far = [
+        [-1e30, 0.5],
+        [f32::MAX, f32::MAX],
+        [f32::MIN, 2.0],
+        [f32::NAN, f32::INFINITY],
+    ];
+    let ov = Overlay {
+        zones: vec![("far".into(), far.to_vec())],
+        lines: vec![
+            ("l1".into(), far[0], far[1], "in".into()),
+            ("l2".into(), far[2], [0.5, 0.5], "out".into()),
+            ("l3".into(), [0.5, 0.5], [0.5, 1e12], "down".into()),
+        ],
+        masks: vec![far.to_vec()],
+        boxes: vec![(BBox::new(-1e30, -1e30, 1e30, 1e30), "everything".into())],
+    };
+    let jpeg = preview(&rgb, w, h, &ov, 70).unwrap();
+    assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
+}

@@ -464,8 +464,8 @@ pub fn preview(
     let tab = |x: f32, y: f32| OutRect {
         x1: x as i32,
         y1: y as i32,
-        x2: x as i32 + 1,
-        y2: y as i32 + 1,
+        x2: (x as i32).saturating_add(1),
+        y2: (y as i32).saturating_add(1),
     };
     for (name, poly) in &ov.zones {
         for i in 0..poly.len() {
@@ -729,8 +729,13 @@ impl Canvas<'_> {
         for i in 0..=steps {
             let f = i as f32 / steps as f32;
             let (x, y) = (a.0 + (b.0 - a.0) * f, a.1 + (b.1 - a.1) * f);
-            let (x, y) = (x.round() as i32 - t / 2, y.round() as i32 - t / 2);
-            self.fill(x, y, x + t, y + t, color);
+            // Saturating: a far-off point (a cast saturates at i32::MIN/MAX)
+            // must clip, not overflow.
+            let (x, y) = (
+                (x.round() as i32).saturating_sub(t / 2),
+                (y.round() as i32).saturating_sub(t / 2),
+            );
+            self.fill(x, y, x.saturating_add(t), y.saturating_add(t), color);
         }
     }
 
@@ -751,20 +756,20 @@ impl Canvas<'_> {
         let tab_w = chars.len() as i32 * (GLYPH_W + 1) - 1 + 2 * PAD;
         let tab_h = GLYPH_H + 2 * PAD;
         let x = r.x1.clamp(0, (self.width - tab_w).max(0));
-        let y = if r.y1 - tab_h >= 0 {
+        let y = if r.y1.saturating_sub(tab_h) >= 0 {
             r.y1 - tab_h
         } else {
             r.y1.max(0)
         };
-        self.fill(x, y, x + tab_w, y + tab_h, BOX_COLOR);
+        self.fill(x, y, x + tab_w, y.saturating_add(tab_h), BOX_COLOR);
         for (i, ch) in chars.iter().enumerate() {
             let gx = x + PAD + i as i32 * (GLYPH_W + 1);
             let rows = glyph(*ch);
             for (dy, bits) in rows.iter().enumerate() {
                 for dx in 0..GLYPH_W {
                     if bits & (1 << (GLYPH_W - 1 - dx)) != 0 {
-                        let (px, py) = (gx + dx, y + PAD + dy as i32);
-                        self.fill(px, py, px + 1, py + 1, HALO_COLOR);
+                        let (px, py) = (gx + dx, y.saturating_add(PAD + dy as i32));
+                        self.fill(px, py, px + 1, py.saturating_add(1), HALO_COLOR);
                     }
                 }
             }

@@ -14,6 +14,11 @@ use serde::{Deserialize, Serialize};
 /// File name of the bundled default detector.
 pub const DEFAULT_MODEL_FILE: &str = "nanodet_g_coco_416.onnx";
 
+/// Most cameras one node takes (`[[cameras]]` tables). One box holds a few
+/// dozen streams at most; a config with thousands is a generated or pasted
+/// mistake, refused by name instead of starting thousands of pipelines.
+pub const MAX_CAMERAS: usize = 256;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {file}: {source}")]
@@ -982,6 +987,17 @@ pub fn validate(file: &Path, p: &PipelineFile) -> Result<(), ConfigError> {
             "cameras",
             "no camera is configured",
             "add at least one [[cameras]] table with id, url and detect_fps",
+        ));
+    }
+    if p.cameras.len() > MAX_CAMERAS {
+        return Err(invalid(
+            file,
+            "cameras",
+            format!(
+                "{} cameras are configured, more than the limit of {MAX_CAMERAS} per node",
+                p.cameras.len()
+            ),
+            format!("split the cameras over several nodes, at most {MAX_CAMERAS} each"),
         ));
     }
     let mut seen = HashSet::new();

@@ -604,6 +604,15 @@ impl Detector {
                 reason: format!("{width}x{height} has a zero dimension"),
             });
         }
+        if width > spec::MAX_INPUT_SIDE || height > spec::MAX_INPUT_SIDE {
+            return Err(DetectError::InvalidOption {
+                name: "input_size",
+                reason: format!(
+                    "{width}x{height} is larger than {0}x{0}",
+                    spec::MAX_INPUT_SIDE
+                ),
+            });
+        }
         let mut layout = self.spec.layout.clone();
         if let OutputLayout::NanoDet { levels, .. } = &mut layout {
             for l in levels.iter_mut() {

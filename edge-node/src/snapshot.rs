@@ -129,9 +129,7 @@ pub fn render(
     opts: &SnapshotOptions,
 ) -> Result<Snapshot, SnapshotError> {
     validate_options(opts)?;
-    let expected = (width as usize)
-        .checked_mul(height as usize)
-        .and_then(|n| n.checked_mul(3))
+    let expected = packed_len(width, height)
         .filter(|&n| n > 0 && width <= u16::MAX as u32 && height <= u16::MAX as u32)
         .ok_or(SnapshotError::FrameSize { width, height })?;
     if rgb.len() != expected {
@@ -241,7 +239,7 @@ pub fn annotate(
 /// line, so the cost is the polygons' area, not the frame's.
 pub fn fill_polygons(rgb: &mut [u8], width: u32, height: u32, polys: &[Polygon]) {
     let (w, h) = (width as usize, height as usize);
-    if rgb.len() < w * h * 3 {
+    if packed_len(width, height).is_none_or(|n| rgb.len() < n) {
         return;
     }
     let mut xs: Vec<f32> = Vec::new();
@@ -309,7 +307,7 @@ pub const BLUR_BLOCKS_PER_SIDE: u32 = 6;
 /// ignored; pixels outside the grown boxes are untouched.
 pub fn blur_regions(rgb: &mut [u8], width: u32, height: u32, boxes: &[BBox]) {
     let (w, h) = (width as usize, height as usize);
-    if w == 0 || h == 0 || rgb.len() < w * h * 3 {
+    if w == 0 || h == 0 || packed_len(width, height).is_none_or(|n| rgb.len() < n) {
         return;
     }
     for b in boxes {
@@ -443,10 +441,9 @@ pub fn preview(
     ov: &Overlay,
     quality: u8,
 ) -> Result<Vec<u8>, SnapshotError> {
-    let expected = (width as usize) * (height as usize) * 3;
-    if expected == 0 {
-        return Err(SnapshotError::FrameSize { width, height });
-    }
+    let expected = packed_len(width, height)
+        .filter(|&n| n > 0 && width <= u16::MAX as u32 && height <= u16::MAX as u32)
+        .ok_or(SnapshotError::FrameSize { width, height })?;
     if rgb.len() != expected {
         return Err(SnapshotError::BufferSize {
             expected,
@@ -467,8 +464,8 @@ pub fn preview(
     let tab = |x: f32, y: f32| OutRect {
         x1: x as i32,
         y1: y as i32,
-        x2: x as i32 + 1,
-        y2: y as i32 + 1,
+        x2: (x as i32).saturating_add(1),
+        y2: (y as i32).saturating_add(1),
     };
     for (name, poly) in &ov.zones {
         for i in 0..poly.len() {
@@ -540,6 +537,15 @@ pub fn encode_jpeg(
     enc.encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
         .map_err(SnapshotError::Encode)?;
     Ok(jpeg)
+}
+
+/// Bytes of a packed RGB24 `width`×`height` frame; `None` when that does not
+/// fit `usize`. (A plain `w * h * 3` can wrap around to a small number for a
+/// bogus size, which would then pass a length check and index out of bounds.)
+fn packed_len(width: u32, height: u32) -> Option<usize> {
+    (width as usize)
+        .checked_mul(height as usize)
+        .and_then(|n| n.checked_mul(3))
 }
 
 fn validate_options(opts: &SnapshotOptions) -> Result<(), SnapshotError> {
@@ -723,8 +729,13 @@ impl Canvas<'_> {
         for i in 0..=steps {
             let f = i as f32 / steps as f32;
             let (x, y) = (a.0 + (b.0 - a.0) * f, a.1 + (b.1 - a.1) * f);
-            let (x, y) = (x.round() as i32 - t / 2, y.round() as i32 - t / 2);
-            self.fill(x, y, x + t, y + t, color);
+            // Saturating: a far-off point (a cast saturates at i32::MIN/MAX)
+            // must clip, not overflow.
+            let (x, y) = (
+                (x.round() as i32).saturating_sub(t / 2),
+                (y.round() as i32).saturating_sub(t / 2),
+            );
+            self.fill(x, y, x.saturating_add(t), y.saturating_add(t), color);
         }
     }
 
@@ -745,20 +756,20 @@ impl Canvas<'_> {
         let tab_w = chars.len() as i32 * (GLYPH_W + 1) - 1 + 2 * PAD;
         let tab_h = GLYPH_H + 2 * PAD;
         let x = r.x1.clamp(0, (self.width - tab_w).max(0));
-        let y = if r.y1 - tab_h >= 0 {
+        let y = if r.y1.saturating_sub(tab_h) >= 0 {
             r.y1 - tab_h
         } else {
             r.y1.max(0)
         };
-        self.fill(x, y, x + tab_w, y + tab_h, BOX_COLOR);
+        self.fill(x, y, x + tab_w, y.saturating_add(tab_h), BOX_COLOR);
         for (i, ch) in chars.iter().enumerate() {
             let gx = x + PAD + i as i32 * (GLYPH_W + 1);
             let rows = glyph(*ch);
             for (dy, bits) in rows.iter().enumerate() {
                 for dx in 0..GLYPH_W {
                     if bits & (1 << (GLYPH_W - 1 - dx)) != 0 {
-                        let (px, py) = (gx + dx, y + PAD + dy as i32);
-                        self.fill(px, py, px + 1, py + 1, HALO_COLOR);
+                        let (px, py) = (gx + dx, y.saturating_add(PAD + dy as i32));
+                        self.fill(px, py, px + 1, py.saturating_add(1), HALO_COLOR);
                     }
                 }
             }

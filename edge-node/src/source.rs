@@ -37,6 +37,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use self::pipeline::ConnStats;
+pub use self::pipeline::MAX_FRAME_WIDTH;
 pub use self::rtsp_server::{RtspServer, serve_rtsp_blocking};
 use self::url::Target;
 pub use self::url::{SourceKind, classify, validate_url};
@@ -58,7 +59,8 @@ pub struct SourceOptions {
     pub url: String,
     /// Frames per second handed on (sampled by PTS before scaling). ≤ 0: every frame.
     pub detect_fps: f64,
-    /// Frames taller than this are downscaled, keeping the aspect ratio.
+    /// Frames taller than this (or wider than [`MAX_FRAME_WIDTH`]) are
+    /// downscaled, keeping the aspect ratio.
     pub max_height: u32,
     /// Files only: play at native rate (true) or as fast as possible (false,
     /// for benchmarks and batch runs). Live sources are never throttled.

@@ -599,6 +599,11 @@ const YOLOX_STRIDES: [u32; 3] = [8, 16, 32];
 /// not supported) is refused instead of being decoded as garbage.
 const MAX_DETR_QUERIES: i64 = 1000;
 
+/// Largest model input side edge-node runs: one 4096×4096 input tensor is
+/// 201 MB of f32; a model declaring more (or a dynamic one whose `imgsz` or
+/// manifest says more) is refused at load, before anything is allocated.
+pub const MAX_INPUT_SIDE: u32 = 4096;
+
 /// `[b, a, c]` of a float rank-3 output with batch 1 (or dynamic).
 fn rank3(o: &TensorInfo) -> Option<(i64, i64)> {
     (o.is_f32 && o.shape.len() == 3 && o.shape[0] <= 1).then(|| (o.shape[1], o.shape[2]))
@@ -808,7 +813,9 @@ pub fn resolve_spec(
     // The input size as far as it is known, for telling families apart.
     let static_hw = match inputs {
         [i] if i.shape.len() == 4 && i.shape[2] > 0 && i.shape[3] > 0 => {
-            Some((i.shape[3] as u32, i.shape[2] as u32))
+            // Saturate: a side beyond u32 is refused below, not wrapped.
+            let side = |d: i64| u32::try_from(d).unwrap_or(u32::MAX);
+            Some((side(i.shape[3]), side(i.shape[2])))
         }
         _ => None,
     };
@@ -873,6 +880,16 @@ pub fn resolve_spec(
             ));
         }
     };
+    if input_size.0 > MAX_INPUT_SIDE || input_size.1 > MAX_INPUT_SIDE {
+        let (w, h) = input_size;
+        let gb = 12.0 * w as f64 * h as f64 / 1e9;
+        return Err(mismatch(
+            format!(
+                "an input of at most {MAX_INPUT_SIDE}x{MAX_INPUT_SIDE} pixels (export the model at a smaller size)"
+            ),
+            format!("{w}x{h}: one [1,3,{h},{w}] float32 input would take {gb:.1} GB"),
+        ));
+    }
     if let Some((w, h)) = static_hw
         && (w, h) != input_size
     {
@@ -1622,6 +1639,41 @@ mod tests {
         assert!(
             resolve_spec(Path::new("d.onnx"), &dyn_in, &o[..1], &HashMap::new(), None).is_err()
         );
+    }
+
+    /// Extremes: a huge declared input (static, from `imgsz` on a dynamic
+    /// input, or beyond u32) is refused by name before any buffer exists.
+    #[test]
+    fn huge_model_input_is_refused() {
+        let o = vec![TensorInfo::new("output0", &[1, 84, 8400])];
+        let names = (0..80).map(|i| format!("{i}: 'c{i}'")).collect::<Vec<_>>();
+        let m = meta(&[("names", &format!("{{{}}}", names.join(", ")))]);
+        let refused = |shape: &[i64], meta: &HashMap<String, String>| {
+            let i = vec![TensorInfo::new("images", shape)];
+            match resolve_spec(Path::new("huge.onnx"), &i, &o, meta, None) {
+                Err(DetectError::SpecMismatch {
+                    expected, found, ..
+                }) => {
+                    assert!(expected.contains("at most 4096x4096"), "{expected}");
+                    found
+                }
+                other => panic!("{shape:?}: {other:?}"),
+            }
+        };
+        let found = refused(&[1, 3, 65536, 65536], &m);
+        assert!(
+            found.contains("65536x65536") && found.contains("GB"),
+            "{found}"
+        );
+        let mut dm = m.clone();
+        dm.insert("imgsz".into(), "[65536, 65536]".into());
+        refused(&[1, 3, -1, -1], &dm);
+        // 2^32 + 640 must not wrap around to 640.
+        let found = refused(&[1, 3, (1 << 32) + 640, (1 << 32) + 640], &m);
+        assert!(found.contains("4294967295"), "{found}");
+        // The limit itself is fine.
+        let i = vec![TensorInfo::new("images", &[1, 3, 4096, 4096])];
+        assert!(resolve_spec(Path::new("ok.onnx"), &i, &o, &m, None).is_ok());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! ```text
 //! uridecodebin uri=…            (or: v4l2src device=… ! decodebin)
 //!   ! [rate probe]              drop frames by PTS down to detect_fps, before any pixel work
-//!   ! videoscale ! video/x-raw,height=[1,MAX],pixel-aspect-ratio=1/1
+//!   ! videoscale ! video/x-raw,height=[1,MAX],width=[1,7680],pixel-aspect-ratio=1/1
 //!   ! videoconvert ! video/x-raw,format=RGB
 //!   ! appsink max-buffers=1 drop=<false for fast files> sync=<files: realtime, live: false>
 //! ```
@@ -23,7 +23,11 @@
 //!
 //! The height range with `pixel-aspect-ratio=1/1` makes `videoscale` shrink
 //! to at most `max_height` keeping the aspect ratio (768×576 at 288 →
-//! 384×288), and pass smaller pictures through untouched.
+//! 384×288), and pass smaller pictures through untouched. The width range
+//! caps very wide pictures the same way ([`MAX_FRAME_WIDTH`]: 16000×500 →
+//! 7680×240), so a frame is never more than 7680 × `max_height` (≤ 4320)
+//! pixels, whatever the camera sends: a 15360×8640 (16K) source at the
+//! default 720 becomes 1280×720.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +42,10 @@ use gstreamer_video::prelude::*;
 use super::url::Target;
 use super::{Shared, SourceKind, SourceOptions};
 use crate::frame::Frame;
+
+/// Widest frame handed on (8K UHD width). With `max_height` at most 4320
+/// (config), one frame is at most 7680 × 4320 × 3 bytes ≈ 100 MB.
+pub const MAX_FRAME_WIDTH: u32 = 7680;
 
 /// Jitter-buffer latency for RTSP cameras. rtspsrc's default is 2 s; for
 /// analytics a fresher picture matters more than riding out reordering on a
@@ -68,6 +76,7 @@ pub(crate) fn build(
             "height",
             gst::IntRange::new(1, i32::try_from(opts.max_height.max(1)).unwrap_or(i32::MAX)),
         )
+        .field("width", gst::IntRange::new(1, MAX_FRAME_WIDTH as i32))
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
         .build();
     let scale_filter = gst::ElementFactory::make("capsfilter")

@@ -545,3 +545,48 @@ fn fractional_and_non_integer_rates() {
         assert!((0.19..0.24).contains(&dt), "dt {dt}");
     }
 }
+
+/// Writes a `width`×`height` PNG (a GStreamer test pattern) to `path`.
+fn write_png(path: &std::path::Path, width: u32, height: u32) {
+    init().unwrap();
+    let desc = format!(
+        "videotestsrc num-buffers=1 pattern=smpte ! video/x-raw,width={width},height={height} \
+         ! pngenc compression-level=1 ! filesink location={}",
+        path.display()
+    );
+    let p = gst::parse::launch(&desc).unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let bus = p.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("png written in time");
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    p.set_state(gst::State::Null).unwrap();
+}
+
+/// Extremes: a 16K picture (15360×8640) comes out at `max_height` (1280×720),
+/// and a 16000×500 panorama, which no height cap touches, is capped at
+/// `MAX_FRAME_WIDTH` (7680×240), so a frame buffer is bounded whatever the
+/// camera sends. A still image's caps say `framerate=0/1` (a zero-fps
+/// stream): its one frame is still delivered and the camera ends cleanly.
+#[test]
+fn huge_and_zero_fps_frames_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    for ((w, h), want) in [((15360, 8640), (1280, 720)), ((16000, 500), (7680, 240))] {
+        let path = dir.path().join(format!("{w}x{h}.png"));
+        write_png(&path, w, h);
+        let cam = start(SourceOptions {
+            max_height: 720,
+            ..file_opts(path.to_str().unwrap())
+        });
+        wait_state(&cam, Duration::from_secs(60), |s| *s == SourceState::Ended);
+        cam.handle.join();
+        let frames = drain(&cam.frames);
+        assert_eq!(frames.len(), 1, "{w}x{h}");
+        assert_eq!((frames[0].width, frames[0].height), want, "{w}x{h}");
+        assert_eq!(frames[0].data.len(), (want.0 * want.1 * 3) as usize);
+    }
+}

@@ -408,6 +408,9 @@ async fn render_private(
         let Some(budget) = budget else {
             return render(&opts).map(|(_, s)| Ok((s, None)));
         };
+        // Held while the ladder is walked, so two cameras never spend the
+        // same bytes; snapshots are rare (a few per second per node) and an
+        // encode is a few ms, so serialising them costs little.
         let mut b = budget
             .lock()
             .map_err(|_| "snapshot budget poisoned".to_string())?;

@@ -19,7 +19,7 @@ use std::path::Path;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use edge_node::detect::{
     ClassGate, ColorOrder, Detector, DetectorOptions, DetrTensors, NanoDetLevel, NmsColumns,
-    PreprocessConfig, Preprocessor, ResizeFilter, ResizeMode, RuntimeOptions, ScoreKind,
+    PreprocessConfig, Preprocessor, ResizeFilter, ResizeMode, RuntimeOptions, ScoreKind, SimdLevel,
     YoloScratch, decode_detr, decode_nanodet, decode_nms_rows, decode_tfod, decode_yolo_end2end,
     decode_yolov8, decode_yolox, init_runtime, nms,
 };
@@ -93,16 +93,43 @@ fn bench_preprocess(c: &mut Criterion) {
     ] {
         let mut pre = Preprocessor::new(cfg);
         let mut out = pre.make_buffer();
+        bench_one(&mut g, name, &frame, &mut pre, &mut out);
+        // The same resize with the narrower kernel builds, for the ratio.
+        if name == "1080p_to_416_stretch_antialias" {
+            for level in [SimdLevel::Avx2, SimdLevel::Portable] {
+                if level < pre.simd() {
+                    let mut p = pre.clone().with_simd(level);
+                    bench_one(
+                        &mut g,
+                        &format!("{name}_{}", level.as_str()),
+                        &frame,
+                        &mut p,
+                        &mut out,
+                    );
+                }
+            }
+        }
+    }
+    g.finish();
+}
+
+fn bench_one(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    frame: &[u8],
+    pre: &mut Preprocessor,
+    out: &mut ndarray::Array4<f32>,
+) {
+    {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let t = pre
-                    .run(black_box(&frame), 1920, 1080, &mut out)
+                    .run(black_box(frame), 1920, 1080, out)
                     .expect("valid frame");
                 black_box(t);
             })
         });
     }
-    g.finish();
 }
 
 /// `n` candidates in clusters of ~8 jittered boxes, like a detector's raw output.

@@ -45,7 +45,7 @@ pub use detr::{DetrTensors, decode_detr};
 pub use end2end::{decode_nms_rows, decode_tfod, decode_yolo_end2end};
 pub use face::{CenterFaceMaps, FaceDetector, decode_centerface, face_input_size};
 pub use inspect::{IoReport, ModelReport, PreprocessReport, file_sha256, inspect};
-pub use preprocess::{PreprocessConfig, Preprocessor, ResizeFilter, letterbox_geometry};
+pub use preprocess::{PreprocessConfig, Preprocessor, ResizeFilter, SimdLevel, letterbox_geometry};
 pub use spec::{
     ColorOrder, Family, Manifest, ModelSpec, NanoDetLevelSpec, NmsColumns, OutputLayout,
     ResizeMode, ScoreKind, SpecSource, TensorInfo, describe_io, family_defaults, family_fits,

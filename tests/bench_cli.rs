@@ -86,7 +86,7 @@ fn bench_model_json_table_and_plot() {
     for k in ["pre_ms", "infer_ms", "post_ms", "total_ms"] {
         assert_percentiles(&r[k], k);
     }
-    for k in ["fps", "ceiling_fps"] {
+    for k in ["fps", "sequential_fps", "ceiling_fps"] {
         assert!(r[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {r}");
     }
     assert!(r["overhead_pct"].as_f64().is_some(), "overhead_pct: {r}");

@@ -303,3 +303,45 @@ fn optimized_model_cache_is_saved_and_reused() {
     assert_eq!(third.detect(img.as_raw(), w, h).unwrap().len(), a.len());
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+/// The workers' split path (`FramePrep::prepare` on one thread,
+/// `Detector::detect_prepared` on another) gives exactly the detections of
+/// the one-call `detect`; an input that was never prepared, or whose
+/// preparation failed, is refused with an error, not run.
+#[test]
+fn prepared_input_on_another_thread_matches_detect() {
+    let reference = load_reference("dog");
+    let mut det = detector(&reference);
+    let img = image::open(root().join("tests/fixtures/dog.jpg"))
+        .unwrap()
+        .to_rgb8();
+    let (w, h) = (img.width(), img.height());
+    let want = det.detect(img.as_raw(), w, h).unwrap();
+    assert!(!want.is_empty());
+
+    let mut blank = det.new_prepared();
+    let err = det.detect_prepared(&blank).unwrap_err().to_string();
+    assert!(err.contains("pre-processed"), "{err}");
+
+    let mut prep = det.frame_prep();
+    let raw = img.as_raw().clone();
+    let prepared = std::thread::spawn(move || {
+        prep.prepare(&raw, w, h, &mut blank).unwrap();
+        // A bad frame leaves the buffer marked unprepared.
+        let mut other = blank.clone();
+        assert!(prep.prepare(&raw[..10], w, h, &mut other).is_err());
+        (blank, other)
+    })
+    .join()
+    .unwrap();
+    let (good, failed) = prepared;
+    let (got, times) = det.detect_prepared(&good).unwrap();
+    assert!(times.pre > std::time::Duration::ZERO);
+    assert_eq!(got.len(), want.len());
+    for (a, b) in got.iter().zip(&want) {
+        assert_eq!(a.class_id, b.class_id);
+        assert_eq!(a.score, b.score);
+        assert_eq!(a.bbox, b.bbox);
+    }
+    assert!(det.detect_prepared(&failed).is_err());
+}

@@ -101,6 +101,10 @@ pub enum DetectError {
         len: usize,
         reason: String,
     },
+    #[error(
+        "no frame was pre-processed into this input buffer (FramePrep::prepare must succeed first)"
+    )]
+    NotPrepared,
     #[error("input tensor has shape {found:?}, expected {expected:?} (standard layout)")]
     BadTensor {
         expected: Vec<usize>,
@@ -310,6 +314,44 @@ pub struct StageTimes {
     pub pre: Duration,
     pub infer: Duration,
     pub post: Duration,
+}
+
+/// The pre-processing half of a [`Detector`] ([`Detector::frame_prep`]):
+/// plain CPU work, no ONNX Runtime, so it can run on its own thread and fill
+/// the next frame's input while the session runs the current one. The
+/// inference workers and `bench model` pipeline this way.
+#[derive(Clone, Debug)]
+pub struct FramePrep {
+    pre: Preprocessor,
+}
+
+impl FramePrep {
+    /// Resizes and normalises a packed RGB24 frame into `into`, reusing its
+    /// buffer, and records the time it took.
+    pub fn prepare(
+        &mut self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+        into: &mut PreparedInput,
+    ) -> Result<(), DetectError> {
+        let t0 = Instant::now();
+        into.transform = None;
+        let transform = self.pre.run(rgb, width, height, &mut into.input)?;
+        into.transform = Some(transform);
+        into.pre = t0.elapsed();
+        Ok(())
+    }
+}
+
+/// A model input filled by [`FramePrep::prepare`], for
+/// [`Detector::detect_prepared`]. Buffers are reused frame after frame.
+#[derive(Clone, Debug)]
+pub struct PreparedInput {
+    input: Array4<f32>,
+    /// `None` until a frame was prepared (or after a failed prepare).
+    transform: Option<InputTransform>,
+    pre: Duration,
 }
 
 /// One loaded model plus its reusable buffers. Move it into the inference
@@ -716,6 +758,68 @@ impl Detector {
         let dets = self.finish(&transform);
         let post = decode + t1.elapsed();
         Ok((dets, StageTimes { pre, infer, post }))
+    }
+
+    /// The pre-processing half of this detector, to run on another thread
+    /// (see [`FramePrep`]). Take it after the last
+    /// [`Self::set_input_size`] / [`Self::set_resize_filter`]: a prepared
+    /// input of another size is refused by [`Self::detect_prepared`].
+    pub fn frame_prep(&self) -> FramePrep {
+        FramePrep {
+            pre: Preprocessor::new(self.pre.config().clone()).with_simd(self.pre.simd()),
+        }
+    }
+
+    /// An empty input buffer for [`FramePrep::prepare`].
+    pub fn new_prepared(&self) -> PreparedInput {
+        PreparedInput {
+            input: self.pre.make_buffer(),
+            transform: None,
+            pre: Duration::ZERO,
+        }
+    }
+
+    /// [`Self::detect_timed`] for a frame already pre-processed by
+    /// [`FramePrep::prepare`]: runs the session and decodes. `pre` in the
+    /// returned times is the preparing thread's.
+    pub fn detect_prepared(
+        &mut self,
+        prepared: &PreparedInput,
+    ) -> Result<(Vec<Detection>, StageTimes), DetectError> {
+        let (w, h) = (
+            self.spec.input_size.0 as usize,
+            self.spec.input_size.1 as usize,
+        );
+        let Some(transform) = prepared.transform else {
+            return Err(DetectError::NotPrepared);
+        };
+        if prepared.input.shape() != [1, 3, h, w] {
+            return Err(DetectError::BadTensor {
+                expected: vec![1, 3, h, w],
+                found: prepared.input.shape().to_vec(),
+            });
+        }
+        let Self {
+            session,
+            spec,
+            gate,
+            yolo,
+            candidates,
+            ..
+        } = self;
+        let (infer, decode) =
+            run_and_decode(session, prepared.input.view(), spec, gate, yolo, candidates)?;
+        let t1 = Instant::now();
+        let dets = self.finish(&transform);
+        let post = decode + t1.elapsed();
+        Ok((
+            dets,
+            StageTimes {
+                pre: prepared.pre,
+                infer,
+                post,
+            },
+        ))
     }
 
     /// Runs an already pre-processed input tensor (`[1, 3, H, W]`, standard

@@ -7,7 +7,10 @@
 //! - `detect-<model>-<n>` OS threads each own one detector (one ONNX Runtime
 //!   session). They serve cameras round-robin, at most one frame per camera
 //!   in flight, so frames of a camera stay in order and a slow model lowers
-//!   every camera's rate evenly.
+//!   every camera's rate evenly. Each has a `prep-<model>-<n>` companion
+//!   that takes the next frame and pre-processes it while the session runs
+//!   (two input buffers, rendezvous hand-over), so pre-processing is off the
+//!   inference critical path.
 //! - Per camera, a tokio task runs tracker and event lifecycle (pure) and
 //!   publishes; JPEG encoding runs on the blocking pool.
 
@@ -316,10 +319,83 @@ impl Pool {
     }
 }
 
-fn run_worker(pool: Arc<Pool>, mut det: Detector) {
-    while let Some((idx, frame, arrived, tx)) = pool.take() {
+/// A frame taken from the pool and pre-processed, on its way to inference.
+struct Prepared {
+    idx: usize,
+    frame: Frame,
+    arrived: Instant,
+    tx: mpsc::Sender<Analysed>,
+    input: detect::PreparedInput,
+}
+
+/// One inference worker: this thread owns the session; a companion
+/// `prep-…` thread takes the next frame from the pool and pre-processes it
+/// while the session runs the current one (double buffering: two input
+/// buffers circulate, the hand-over is a rendezvous, so at most two frames
+/// are in a worker and each camera still has at most one in flight).
+fn run_worker(pool: Arc<Pool>, mut det: Detector, prep_name: String) {
+    let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Prepared>(0);
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<detect::PreparedInput>(2);
+    for _ in 0..2 {
+        let _ = free_tx.send(det.new_prepared());
+    }
+    let mut prep = det.frame_prep();
+    let prep_pool = pool.clone();
+    let spawned = std::thread::Builder::new()
+        .name(prep_name.clone())
+        .spawn(move || {
+            let pool = prep_pool;
+            while let Ok(mut input) = free_rx.recv() {
+                // Keep the buffer across frames that fail to pre-process.
+                loop {
+                    let Some((idx, frame, arrived, tx)) = pool.take() else {
+                        return;
+                    };
+                    match prep.prepare(&frame.data, frame.width, frame.height, &mut input) {
+                        Ok(()) => {
+                            let job = Prepared {
+                                idx,
+                                frame,
+                                arrived,
+                                tx,
+                                input,
+                            };
+                            if let Err(e) = job_tx.send(job) {
+                                // The inference thread is gone: give the frame back.
+                                pool.done(e.0.idx, None, e.0.arrived);
+                                return;
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            pool.done(idx, None, arrived);
+                            warn!(camera = %frame.camera, error = %e, "pre-processing failed on a frame");
+                        }
+                    }
+                }
+            }
+        });
+    let prep_thread = match spawned {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(thread = %prep_name, error = %e, "cannot start the pre-processing thread; this worker stops");
+            return;
+        }
+    };
+    while let Ok(job) = job_rx.recv() {
+        let Prepared {
+            idx,
+            frame,
+            arrived,
+            tx,
+            input,
+        } = job;
+        let result = det.detect_prepared(&input);
+        // Hand the buffer back before publishing, so the next frame is
+        // being prepared while this one's result goes out.
+        let _ = free_tx.send(input);
         let camera = frame.camera.clone();
-        match det.detect_timed(&frame.data, frame.width, frame.height) {
+        match result {
             Ok((detections, times)) => {
                 pool.done(idx, Some(times), arrived);
                 let a = Analysed {
@@ -346,6 +422,8 @@ fn run_worker(pool: Arc<Pool>, mut det: Detector) {
             }
         }
     }
+    // The job channel closed: the preparing thread has returned.
+    let _ = prep_thread.join();
 }
 
 // ------------------------------------------------------------------ analytics
@@ -995,9 +1073,10 @@ impl NodeRun {
         for (n, d) in dets.into_iter().enumerate() {
             let pool2 = pool.clone();
             let name: String = format!("detect-{}-{n}", stem).chars().take(15).collect();
+            let prep_name: String = format!("prep-{}-{n}", stem).chars().take(15).collect();
             match std::thread::Builder::new()
                 .name(name)
-                .spawn(move || run_worker(pool2, d))
+                .spawn(move || run_worker(pool2, d, prep_name))
             {
                 Ok(h) => self.workers.push(h),
                 Err(e) => warn!(error = %e, "cannot start inference thread"),

@@ -98,9 +98,10 @@ fn clip_to_mqtt_end_to_end() {
     let expect: Vec<u64> = (1..=seqs.len() as u64).collect();
     assert_eq!(seqs, expect);
     // The camera reports streaming, then ended.
+    // Each state once: the node used to publish `starting` twice (its own
+    // initial state, then the source's first report).
     let st = statuses(&msgs, "vtest");
-    assert!(st.contains(&"streaming".to_string()), "{st:?}");
-    assert_eq!(st.last().map(String::as_str), Some("ended"), "{st:?}");
+    assert_eq!(st, ["starting", "streaming", "ended"], "{st:?}");
     // Far fewer bytes than the video itself.
     let bytes: usize = msgs.iter().map(|m| m.payload.len()).sum();
     let clip = std::fs::metadata(fixture("vtest_10s_h264.mp4"))

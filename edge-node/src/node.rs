@@ -1232,8 +1232,16 @@ impl NodeRun {
         };
         let pool3 = pool.clone();
         let on_frame: source::FrameCallback = Box::new(move |f| pool3.push(idx, f));
+        // Only real changes: the channel already holds `Starting`, which the
+        // source reports first, and a repeat would be published again.
         let on_state: source::StateCallback = Box::new(move |s| {
-            let _ = st_tx.send(s);
+            st_tx.send_if_modified(|cur| {
+                let changed = *cur != s;
+                if changed {
+                    *cur = s;
+                }
+                changed
+            });
         });
         match source::spawn_camera(opts, on_frame, on_state) {
             Ok(h) => self.cams.push(RunningCamera {

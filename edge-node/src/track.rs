@@ -544,8 +544,13 @@ impl Tracker {
                 .flat_map(|&ti| {
                     cols.iter().map(move |&di| {
                         let (p, d) = (grow(&predicted[ti], buffer), grow(&dets[di].bbox, buffer));
-                        1.0 - f64::from(p.iou(&d))
-                            + self.motion_penalty(&self.tracks[ti], &dets[di].bbox, t)
+                        let iou_cost = 1.0 - f64::from(p.iou(&d));
+                        // Beyond the gate already: the (non-negative)
+                        // motion cost cannot change that, skip it.
+                        if iou_cost > limit {
+                            return iou_cost;
+                        }
+                        iou_cost + self.motion_penalty(&self.tracks[ti], &dets[di].bbox, t)
                     })
                 })
                 .collect();

@@ -274,8 +274,8 @@ struct Track {
     last_seen: f64,
     /// Matched detection of the latest update, if any.
     det: Option<(BBox, f32)>,
-    /// Recent matched observations, oldest first: `(t, cx, cy, h)`; only
-    /// the last [`HISTORY_S`] seconds are kept.
+    /// Recent matched observations, oldest first: the last
+    /// `motion_window_s` + [`HISTORY_S`] seconds, at most [`HISTORY_MAX`].
     obs: VecDeque<Obs>,
 }
 
@@ -300,9 +300,13 @@ impl Obs {
     }
 }
 
-/// Seconds of observation history kept per track (covers `motion_window_s`
-/// plus the reference gap with room to spare).
-const HISTORY_S: f64 = 3.0;
+/// Seconds of observation history kept per track beyond `motion_window_s`
+/// (covers the reference gap with room to spare).
+const HISTORY_S: f64 = 2.0;
+/// At most this many observations are kept per track, whatever the frame
+/// rate or the timestamps (a stream whose time stands still must not grow
+/// the history without bound). 256 is 8.5 s at 30 fps.
+const HISTORY_MAX: usize = 256;
 /// The motion check measures the candidate's implied velocity from the
 /// track's latest observation at least this long before the current frame,
 /// so that at 10 fps a one-frame box jitter is not read as a velocity change.
@@ -418,6 +422,7 @@ impl Tracker {
         }
 
         let min_hits = self.cfg.min_hits;
+        let keep_s = self.cfg.motion_window_s + HISTORY_S;
         let matches = first
             .iter()
             .map(|&(ti, di)| (ti, high[di]))
@@ -430,7 +435,9 @@ impl Tracker {
             tr.last_seen = t;
             tr.det = Some((det.bbox, det.score));
             tr.obs.push_back(Obs::of(t, &det.bbox));
-            while tr.obs.front().is_some_and(|o| t - o.t > HISTORY_S) && tr.obs.len() > 1 {
+            while tr.obs.len() > HISTORY_MAX
+                || (tr.obs.len() > 1 && tr.obs.front().is_some_and(|o| t - o.t > keep_s))
+            {
                 tr.obs.pop_front();
             }
             if tr.state == TrackState::Lost || tr.hits >= min_hits {
@@ -1262,6 +1269,24 @@ mod tests {
             assert_eq!(views.len(), 1, "frame {i}: {views:?}");
             assert_eq!((views[0].id, views[0].matched), (1, true), "frame {i}");
         }
+    }
+
+    #[test]
+    fn observation_history_is_bounded() {
+        // By time at a steady frame rate...
+        let mut tr = Tracker::new(TrackerConfig::default());
+        for i in 0..200 {
+            tr.update(i as f64 * 0.1, &[det(0, 0.9, 100.0, 100.0, 40.0, 80.0)]);
+        }
+        let keep = TrackerConfig::default().motion_window_s + HISTORY_S;
+        let n = tr.tracks[0].obs.len();
+        assert!(n >= 10 && n as f64 <= keep / 0.1 + 1.0, "{n}");
+        // ...and by count when the stream's time stands still.
+        let mut tr = Tracker::new(TrackerConfig::default());
+        for _ in 0..1000 {
+            tr.update(5.0, &[det(0, 0.9, 100.0, 100.0, 40.0, 80.0)]);
+        }
+        assert_eq!(tr.tracks[0].obs.len(), HISTORY_MAX);
     }
 
     #[test]

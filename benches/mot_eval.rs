@@ -26,7 +26,8 @@
 //! skips decoding and inference and replays the cache (for tuning).
 //!
 //! Variants: `node` (the node's config), `before` (the previous default,
-//! `match_buffer` 0.3), `reid` (re-identification pass on), plus any given
+//! `motion_weight` 0, i.e. no motion-consistency cost), `reid`
+//! (re-identification pass on), plus any given
 //! as `EDGE_MOT_CFG="name:key=value,key=value;name2:..."` for tuning.
 //!
 //! Output per run: `out/mot/pets09_<variant>_<fps>fps.txt` in MOTChallenge
@@ -447,6 +448,10 @@ fn with_overrides(base: &TrackerConfig, kvs: &str) -> TrackerConfig {
             "reid_speed" => c.reid_speed = f as f32,
             "reid_min_gate" => c.reid_min_gate = f as f32,
             "reid_max_scale" => c.reid_max_scale = f as f32,
+            "motion_weight" => c.motion_weight = f as f32,
+            "motion_tol" => c.motion_tol = f as f32,
+            "motion_window_s" => c.motion_window_s = f,
+            "motion_min_speed" => c.motion_min_speed = f as f32,
             _ => panic!("unknown tracker setting {k}"),
         }
     }
@@ -513,14 +518,14 @@ fn main() {
     let script = root.join("scripts/mot_eval.py");
     let node = node_tracker_config();
     println!("tracker config (as the node builds it): {node:?}");
-    // `node`: what the node runs. `before`: the round-2 default (match_buffer
-    // 0.3), kept for the before/after comparison. `reid`: the opt-in
-    // re-identification pass on.
+    // `node`: what the node runs. `before`: the previous default (no
+    // motion-consistency cost), kept for the before/after comparison.
+    // `reid`: the opt-in re-identification pass on.
     let mut variants = vec![
         ("node".to_string(), node.clone()),
         (
             "before".to_string(),
-            with_overrides(&node, "match_buffer=0.3"),
+            with_overrides(&node, "motion_weight=0"),
         ),
         ("reid".to_string(), with_overrides(&node, "reid_speed=1")),
     ];

@@ -16,6 +16,19 @@
 //!    walking person moves most of its width between frames, and a track seen
 //!    once has no velocity yet, so plain IoU with the last position would
 //!    often be zero and the object would restart as a new track every frame.
+//!    **Motion consistency** (OC-SORT's observation-centric momentum, as a
+//!    speed check): for a track that has been moving steadily (at least
+//!    `motion_min_speed` heights/s, measured on its own matched detections
+//!    over `motion_window_s`), a pair costs extra when the detection implies
+//!    the track lost more than `motion_tol` heights/s of its speed along its
+//!    direction of travel since its previous observation, i.e. stopped dead
+//!    or turned back within a fraction of a second, which people do not do.
+//!    Cost `motion_weight` per height/s beyond the tolerance (the second
+//!    pass adds the same cost). This is what
+//!    happens when a person walks behind a post and their track is handed
+//!    to someone stepping out from behind it the other way: without the
+//!    check the track latches onto the other person and the real one comes
+//!    back as a new track, already past a counting line.
 //! 3. **Second pass:** detections with `low_thresh <= score < high_thresh`
 //!    are matched to the confirmed, currently tracked (not lost) tracks left
 //!    over, gated at the stricter `low_match_iou`. This is ByteTrack's key
@@ -55,7 +68,7 @@
 mod assign;
 mod kalman;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::frame::{BBox, Detection};
 use kalman::KalmanBox;
@@ -113,6 +126,24 @@ pub struct TrackerConfig {
     /// Largest height ratio (either way) between a track and a detection
     /// re-identified as it.
     pub reid_max_scale: f32,
+    /// Motion-consistency cost in the IoU passes, per track height per
+    /// second of speed lost along the track's direction beyond
+    /// `motion_tol` (0 = off; see the module docs). 3 with the other
+    /// defaults: on PETS09-S2L1 it removed the identity switches behind the
+    /// lamp post (`docs/evaluation.md`).
+    pub motion_weight: f32,
+    /// Speed loss along the direction of travel (track heights per second)
+    /// tolerated before the motion-consistency cost starts: detector box
+    /// jitter plus what a walking person can really change in a fraction
+    /// of a second.
+    pub motion_tol: f32,
+    /// Time span (seconds) of the observations the track's recent velocity
+    /// is measured over.
+    pub motion_window_s: f64,
+    /// The motion-consistency cost only applies to tracks whose measured
+    /// speed is at least this (track heights per second): below it, the
+    /// "velocity" of a standing or slowly milling person is box jitter.
+    pub motion_min_speed: f32,
 }
 
 impl Default for TrackerConfig {
@@ -129,6 +160,10 @@ impl Default for TrackerConfig {
             reid_speed: 0.0,
             reid_min_gate: 0.5,
             reid_max_scale: 1.5,
+            motion_weight: 3.0,
+            motion_tol: 0.8,
+            motion_window_s: 1.0,
+            motion_min_speed: 0.7,
         }
     }
 }
@@ -160,6 +195,9 @@ impl TrackerConfig {
             ("reid_speed", self.reid_speed, 0.0, 100.0),
             ("reid_min_gate", self.reid_min_gate, 0.0, 100.0),
             ("reid_max_scale", self.reid_max_scale, 1.0, 100.0),
+            ("motion_weight", self.motion_weight, 0.0, 100.0),
+            ("motion_tol", self.motion_tol, 0.0, 100.0),
+            ("motion_min_speed", self.motion_min_speed, 0.0, 100.0),
         ] {
             if !(value.is_finite() && (lo..=hi).contains(&value)) {
                 return Err(TrackConfigError::OutOfRange {
@@ -167,6 +205,12 @@ impl TrackerConfig {
                     value: f64::from(value),
                 });
             }
+        }
+        if !(self.motion_window_s.is_finite() && (0.0..=10.0).contains(&self.motion_window_s)) {
+            return Err(TrackConfigError::OutOfRange {
+                name: "motion_window_s",
+                value: self.motion_window_s,
+            });
         }
         if self.low_thresh > self.high_thresh {
             return Err(TrackConfigError::LowAboveHigh {
@@ -230,7 +274,43 @@ struct Track {
     last_seen: f64,
     /// Matched detection of the latest update, if any.
     det: Option<(BBox, f32)>,
+    /// Recent matched observations, oldest first: the last
+    /// `motion_window_s` + [`HISTORY_S`] seconds, at most [`HISTORY_MAX`].
+    obs: VecDeque<Obs>,
 }
+
+/// One matched observation of a track: media time, box centre and height.
+#[derive(Clone, Copy, Debug)]
+struct Obs {
+    t: f64,
+    cx: f64,
+    cy: f64,
+    h: f64,
+}
+
+impl Obs {
+    fn of(t: f64, b: &BBox) -> Self {
+        let (cx, cy) = b.center();
+        Self {
+            t,
+            cx: f64::from(cx),
+            cy: f64::from(cy),
+            h: f64::from(b.height()),
+        }
+    }
+}
+
+/// Seconds of observation history kept per track beyond `motion_window_s`
+/// (covers the reference gap with room to spare).
+const HISTORY_S: f64 = 2.0;
+/// At most this many observations are kept per track, whatever the frame
+/// rate or the timestamps (a stream whose time stands still must not grow
+/// the history without bound). 256 is 8.5 s at 30 fps.
+const HISTORY_MAX: usize = 256;
+/// The motion check measures the candidate's implied velocity from the
+/// track's latest observation at least this long before the current frame,
+/// so that at 10 fps a one-frame box jitter is not read as a velocity change.
+const MOTION_MIN_DT: f64 = 0.15;
 
 impl Track {
     fn view(&self) -> TrackView {
@@ -308,6 +388,7 @@ impl Tracker {
         // First pass: high detections vs every track.
         let all: Vec<usize> = (0..self.tracks.len()).collect();
         let first = self.associate(
+            t,
             &all,
             &predicted,
             &high,
@@ -327,7 +408,7 @@ impl Tracker {
             .copied()
             .filter(|&ti| !track_matched[ti] && self.tracks[ti].state == TrackState::Confirmed)
             .collect();
-        let second = self.associate(&leftovers, &predicted, &low, self.cfg.low_match_iou, 0.0);
+        let second = self.associate(t, &leftovers, &predicted, &low, self.cfg.low_match_iou, 0.0);
         for &(ti, _) in &second {
             track_matched[ti] = true;
         }
@@ -341,6 +422,7 @@ impl Tracker {
         }
 
         let min_hits = self.cfg.min_hits;
+        let keep_s = self.cfg.motion_window_s + HISTORY_S;
         let matches = first
             .iter()
             .map(|&(ti, di)| (ti, high[di]))
@@ -352,6 +434,12 @@ impl Tracker {
             tr.hits = tr.hits.saturating_add(1);
             tr.last_seen = t;
             tr.det = Some((det.bbox, det.score));
+            tr.obs.push_back(Obs::of(t, &det.bbox));
+            while tr.obs.len() > HISTORY_MAX
+                || (tr.obs.len() > 1 && tr.obs.front().is_some_and(|o| t - o.t > keep_s))
+            {
+                tr.obs.pop_front();
+            }
             if tr.state == TrackState::Lost || tr.hits >= min_hits {
                 tr.state = TrackState::Confirmed;
             }
@@ -402,6 +490,7 @@ impl Tracker {
                 first_seen: t,
                 last_seen: t,
                 det: Some((det.bbox, det.score)),
+                obs: VecDeque::from([Obs::of(t, &det.bbox)]),
             });
             self.next_id += 1;
         }
@@ -429,6 +518,7 @@ impl Tracker {
     /// of their size per side before the IoU.
     fn associate(
         &self,
+        t: f64,
         track_idx: &[usize],
         predicted: &[BBox],
         dets: &[&Detection],
@@ -461,7 +551,13 @@ impl Tracker {
                 .flat_map(|&ti| {
                     cols.iter().map(move |&di| {
                         let (p, d) = (grow(&predicted[ti], buffer), grow(&dets[di].bbox, buffer));
-                        1.0 - f64::from(p.iou(&d))
+                        let iou_cost = 1.0 - f64::from(p.iou(&d));
+                        // Beyond the gate already: the (non-negative)
+                        // motion cost cannot change that, skip it.
+                        if iou_cost > limit {
+                            return iou_cost;
+                        }
+                        iou_cost + self.motion_penalty(&self.tracks[ti], &dets[di].bbox, t)
                     })
                 })
                 .collect();
@@ -474,6 +570,59 @@ impl Tracker {
 }
 
 impl Tracker {
+    /// Motion-consistency cost of matching `tr` to box `b` at time `t`
+    /// (0 when `motion_weight` is 0, or the track is too young to have a
+    /// measured velocity, or slower than `motion_min_speed`).
+    ///
+    /// The track's recent velocity `v_o` is measured on its own matched
+    /// observations (observation-centric, as in OC-SORT, not from the Kalman
+    /// state, which a single wrong match already bends): from the latest
+    /// observation `r` at least [`MOTION_MIN_DT`] before `t` back to the
+    /// latest one at least `motion_window_s` before `r`. The velocity the
+    /// match implies is `v_c = (b - r) / (t - t_r)`. A person cannot change
+    /// velocity by a body height per second within a fifth of a second; when
+    /// a match implies that, the track is almost always being handed to a
+    /// different object (typically someone walking the other way while the
+    /// real object is occluded). Only the speed lost along `v_o` counts
+    /// (`|v_o| - v_c · v_o / |v_o|`): sideways box jitter and partial boxes
+    /// of people in groups are common, and penalising any velocity change
+    /// (tried first) fragmented tracks. The cost is
+    /// `motion_weight × max(0, lost / h - motion_tol)`, with `h` the height
+    /// at `r` and box centres as positions.
+    fn motion_penalty(&self, tr: &Track, b: &BBox, t: f64) -> f64 {
+        let c = &self.cfg;
+        if c.motion_weight <= 0.0 {
+            return 0.0;
+        }
+        let Some(r) = tr.obs.iter().rev().find(|o| t - o.t >= MOTION_MIN_DT) else {
+            return 0.0;
+        };
+        let Some(o) = tr
+            .obs
+            .iter()
+            .rev()
+            .find(|o| r.t - o.t >= c.motion_window_s.max(MOTION_MIN_DT))
+        else {
+            return 0.0;
+        };
+        let h = r.h.max(1.0);
+        let (dt_o, dt_c) = (r.t - o.t, t - r.t);
+        let (vox, voy) = ((r.cx - o.cx) / dt_o, (r.cy - o.cy) / dt_o);
+        let (bx, by) = b.center();
+        let (vcx, vcy) = ((f64::from(bx) - r.cx) / dt_c, (f64::from(by) - r.cy) / dt_c);
+        let so = vox.hypot(voy);
+        if so / h < f64::from(c.motion_min_speed) {
+            return 0.0;
+        }
+        let dv = if so > 0.0 {
+            (so - (vcx * vox + vcy * voy) / so).max(0.0) / h
+        } else {
+            0.0
+        };
+        let p = f64::from(c.motion_weight) * (dv - f64::from(c.motion_tol)).max(0.0);
+        if p.is_finite() { p } else { 0.0 }
+    }
+
     /// The re-identification pass: optimal class-aware matching of the
     /// unused `high` detections to the unmatched non-tentative tracks, on
     /// cost = centre distance / track height, gated per track at
@@ -1009,6 +1158,155 @@ mod tests {
             TrackerConfig {
                 reid_min_gate: -1.0,
                 ..on
+            },
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(TrackConfigError::OutOfRange { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    /// Person A walks left at 80 px/s (one height per second, 5 fps) and
+    /// disappears behind a post for frames 10-12; at frame 10 person B
+    /// steps out from behind the post where A was last seen and then walks
+    /// right. Returns, per frame from 13 on, the ids of the tracks matched to
+    /// A's box and to B's box.
+    fn post_swap_run(cfg: TrackerConfig) -> Vec<(u64, u64)> {
+        let a_x = |i: usize| 500.0 - 16.0 * i as f32;
+        let b_x = |i: usize| a_x(9) + 16.0 * (i as f32 - 10.0);
+        let mut tr = Tracker::new(cfg);
+        let mut out = Vec::new();
+        for i in 0..20 {
+            let mut dets = Vec::new();
+            if !(10..=12).contains(&i) {
+                dets.push(det(0, 0.9, a_x(i), 200.0, 32.0, 80.0));
+            }
+            if i >= 10 {
+                dets.push(det(0, 0.9, b_x(i), 206.0, 32.0, 80.0));
+            }
+            let v = tr.update(i as f64 * 0.2, &dets);
+            if i >= 13 {
+                let id_at = |x: f32| {
+                    v.iter()
+                        .find(|tv| tv.matched && (tv.bbox.x1 - x).abs() < 0.01)
+                        .map_or(0, |tv| tv.id)
+                };
+                out.push((id_at(a_x(i)), id_at(b_x(i))));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn occluded_walker_is_not_handed_to_someone_walking_the_other_way() {
+        // Default (motion-consistency cost on): A's track does not take B,
+        // whose box implies that A stopped dead within 0.2 s; it coasts
+        // behind the post and is re-found on the far side.
+        let ids = post_swap_run(TrackerConfig::default());
+        assert!(ids.iter().all(|&(a, b)| a == 1 && b > 1), "{ids:?}");
+        let b = ids[0].1;
+        assert!(ids.iter().all(|&(_, x)| x == b), "{ids:?}");
+        // Without it (the previous behaviour) A's id latches onto B, and A
+        // comes back as a new track: the swap seen on PETS09-S2L1.
+        let off = TrackerConfig {
+            motion_weight: 0.0,
+            ..TrackerConfig::default()
+        };
+        let ids = post_swap_run(off);
+        assert!(ids.iter().all(|&(a, b)| a != 1 && b == 1), "{ids:?}");
+    }
+
+    #[test]
+    fn opposite_walkers_crossing_with_a_three_frame_miss_keep_their_ids() {
+        // A walks right, B walks left, 1 height/s each at 5 fps, at nearly
+        // the same height; B is missed for 3 frames right where they pass.
+        let a_x = |i: usize| 100.0 + 16.0 * i as f32;
+        let b_x = |i: usize| 420.0 - 16.0 * i as f32;
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let (mut a_id, mut b_id) = (None, None);
+        for i in 0..20 {
+            let mut dets = vec![det(0, 0.9, a_x(i), 200.0, 32.0, 80.0)];
+            let b_seen = !(9..=11).contains(&i);
+            if b_seen {
+                dets.push(det(0, 0.9, b_x(i), 204.0, 32.0, 80.0));
+            }
+            let v = tr.update(i as f64 * 0.2, &dets);
+            let id_at = |x: f32| {
+                v.iter()
+                    .find(|tv| tv.matched && (tv.bbox.x1 - x).abs() < 0.01)
+                    .map(|tv| tv.id)
+            };
+            let a = id_at(a_x(i)).expect("A is always matched");
+            assert_eq!(*a_id.get_or_insert(a), a, "frame {i}: A changed id");
+            if b_seen {
+                let b = id_at(b_x(i)).expect("B matched when seen");
+                assert_eq!(*b_id.get_or_insert(b), b, "frame {i}: B changed id");
+            }
+        }
+        assert_ne!(a_id, b_id);
+    }
+
+    #[test]
+    fn motion_check_allows_starting_stopping_and_jitter() {
+        // Plausible motion keeps its id with the check on: a person standing
+        // with jittery boxes (too slow for the check) who starts walking
+        // abruptly, keeps walking, then slows to a halt over a second.
+        let mut rng = Rng(0x5eed_0000_1234_5678);
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let mut x = 300.0f32;
+        let mut v = 0.0f32; // px per frame
+        for i in 0..40 {
+            v = match i {
+                0..=9 => 0.0,
+                10..=24 => 16.0,
+                _ => (v - 4.0).max(0.0),
+            };
+            x += v;
+            let mut j = || 3.0 * rng.next();
+            let d = det(0, 0.9, x + j(), 200.0 + j(), 32.0 + j(), 80.0 + j());
+            let views = tr.update(i as f64 * 0.2, &[d]);
+            assert_eq!(views.len(), 1, "frame {i}: {views:?}");
+            assert_eq!((views[0].id, views[0].matched), (1, true), "frame {i}");
+        }
+    }
+
+    #[test]
+    fn observation_history_is_bounded() {
+        // By time at a steady frame rate...
+        let mut tr = Tracker::new(TrackerConfig::default());
+        for i in 0..200 {
+            tr.update(i as f64 * 0.1, &[det(0, 0.9, 100.0, 100.0, 40.0, 80.0)]);
+        }
+        let keep = TrackerConfig::default().motion_window_s + HISTORY_S;
+        let n = tr.tracks[0].obs.len();
+        assert!(n >= 10 && n as f64 <= keep / 0.1 + 1.0, "{n}");
+        // ...and by count when the stream's time stands still.
+        let mut tr = Tracker::new(TrackerConfig::default());
+        for _ in 0..1000 {
+            tr.update(5.0, &[det(0, 0.9, 100.0, 100.0, 40.0, 80.0)]);
+        }
+        assert_eq!(tr.tracks[0].obs.len(), HISTORY_MAX);
+    }
+
+    #[test]
+    fn motion_settings_are_validated() {
+        for bad in [
+            TrackerConfig {
+                motion_weight: -1.0,
+                ..TrackerConfig::default()
+            },
+            TrackerConfig {
+                motion_tol: f32::NAN,
+                ..TrackerConfig::default()
+            },
+            TrackerConfig {
+                motion_min_speed: f32::INFINITY,
+                ..TrackerConfig::default()
+            },
+            TrackerConfig {
+                motion_window_s: -0.5,
+                ..TrackerConfig::default()
             },
         ] {
             assert!(

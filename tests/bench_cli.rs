@@ -86,9 +86,16 @@ fn bench_model_json_table_and_plot() {
     for k in ["pre_ms", "infer_ms", "post_ms", "total_ms"] {
         assert_percentiles(&r[k], k);
     }
-    for k in ["fps", "sequential_fps", "ceiling_fps"] {
+    for k in ["fps", "sequential_fps", "pipelined_fps", "ceiling_fps"] {
         assert!(r[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {r}");
     }
+    // fps is the loop a node worker with these threads would run.
+    let mode = if r["prep_thread"].as_bool().expect("prep_thread") {
+        "pipelined_fps"
+    } else {
+        "sequential_fps"
+    };
+    assert_eq!(r["fps"], r[mode], "{r}");
     assert!(r["overhead_pct"].as_f64().is_some(), "overhead_pct: {r}");
     let skipped = v["skipped"].as_array().expect("skipped array");
     assert_eq!(skipped.len(), 1);

@@ -59,13 +59,20 @@ pub struct ModelResult {
     pub post_ms: Percentiles,
     /// Wall time of one whole `detect` call.
     pub total_ms: Percentiles,
-    /// iterations / wall time of the pipelined loop, the inference workers'
-    /// structure: one thread pre-processes the next frame while this one
-    /// runs the session and decodes the current one (two input buffers).
+    /// The detector throughput an inference worker reaches with this many
+    /// threads: `pipelined_fps` when the worker gets a pre-processing thread
+    /// (`prep_thread`), `sequential_fps` when it does not.
     pub fps: f64,
+    /// Whether a node worker with these threads runs a `prep-…` thread
+    /// (`node::prep_thread_pays`: only when a core is left free).
+    pub prep_thread: bool,
     /// iterations / wall time of the plain one-thread `detect` loop (pre,
     /// infer and post back to back, as `total_ms` times them).
     pub sequential_fps: f64,
+    /// iterations / wall time of the pipelined loop: one thread
+    /// pre-processes the next frame while this one runs the session and
+    /// decodes the current one (two input buffers).
+    pub pipelined_fps: f64,
     /// iterations / wall time of the bare `Session::run` loop.
     pub ceiling_fps: f64,
     pub ceiling_ms: Percentiles,
@@ -339,8 +346,14 @@ fn run_config(
         bare_wall += bare_start.elapsed().as_secs_f64();
         next += n;
     }
-    let fps = iterations as f64 / pipe_wall.max(1e-9);
+    let pipelined_fps = iterations as f64 / pipe_wall.max(1e-9);
     let sequential_fps = iterations as f64 / loop_wall.max(1e-9);
+    let prep_thread = crate::node::prep_thread_pays(threads, 1);
+    let fps = if prep_thread {
+        pipelined_fps
+    } else {
+        sequential_fps
+    };
     let ceiling_fps = iterations as f64 / bare_wall.max(1e-9);
     let overhead_pct = (ceiling_fps / fps.max(1e-9) - 1.0) * 100.0;
     let p = |v: &[f64]| Percentiles::of(v).unwrap_or_default();
@@ -355,7 +368,9 @@ fn run_config(
         post_ms: p(&post),
         total_ms: p(&total),
         fps: round3(fps),
+        prep_thread,
         sequential_fps: round3(sequential_fps),
+        pipelined_fps: round3(pipelined_fps),
         ceiling_fps: round3(ceiling_fps),
         ceiling_ms: p(&bare),
         overhead_pct: (overhead_pct * 10.0).round() / 10.0,
@@ -485,7 +500,7 @@ impl ModelBenchReport {
             self.frames, self.input, self.frame_wh[0], self.frame_wh[1], self.warmup
         ));
         out.push_str(&format!(
-            "{:>3} {:>9} {:>5} | {:>20} | {:>20} | {:>20} | {:>20} | {:>7} {:>7} {:>8} {:>8}\n",
+            "{:>3} {:>9} {:>5} | {:>20} | {:>20} | {:>20} | {:>20} | {:>7} {:>7} {:>7} {:>8} {:>8}\n",
             "thr",
             "size",
             "iter",
@@ -494,6 +509,7 @@ impl ModelBenchReport {
             "post ms p50/p90/p99",
             "total ms p50/p90/p99",
             "seq fps",
+            "pip fps",
             "fps",
             "ceiling",
             "overhead"
@@ -501,7 +517,7 @@ impl ModelBenchReport {
         let trip = |p: &Percentiles| format!("{:.2}/{:.2}/{:.2}", p.p50, p.p90, p.p99);
         for r in &self.results {
             out.push_str(&format!(
-                "{:>3} {:>9} {:>5} | {:>20} | {:>20} | {:>20} | {:>20} | {:>7.1} {:>7.1} {:>8.1} {:>7.1}%\n",
+                "{:>3} {:>9} {:>5} | {:>20} | {:>20} | {:>20} | {:>20} | {:>7.1} {:>7.1} {:>6.1}{} {:>8.1} {:>7.1}%\n",
                 r.threads,
                 format!("{}x{}", r.input_wh[0], r.input_wh[1]),
                 r.iterations,
@@ -510,7 +526,9 @@ impl ModelBenchReport {
                 trip(&r.post_ms),
                 trip(&r.total_ms),
                 r.sequential_fps,
+                r.pipelined_fps,
                 r.fps,
+                if r.prep_thread { 'p' } else { 's' },
                 r.ceiling_fps,
                 r.overhead_pct
             ));
@@ -524,10 +542,11 @@ impl ModelBenchReport {
             ));
         }
         out.push_str(
-            "\nseq fps = pre, infer and post back to back on one thread; \
-             fps = the workers' pipeline (the next frame is pre-processed on a second \
-             thread while the session runs);\nceiling = a bare Session::run loop on the \
-             same pre-processed input; overhead = ceiling / fps - 1\n",
+            "\nseq fps = pre, infer and post back to back on one thread; pip fps = the next \
+             frame pre-processed on a second thread while the session runs;\nfps = what a \
+             node worker with these threads reaches: p = pipelined (a core is left free), \
+             s = sequential;\nceiling = a bare Session::run loop on the same pre-processed \
+             input; overhead = ceiling / fps - 1\n",
         );
         out
     }

@@ -179,6 +179,10 @@ enum BenchCmd {
         /// Videos: frames decoded (held in memory) and cycled through.
         #[arg(long, default_value_t = 50)]
         max_frames: usize,
+        /// Let ONNX Runtime's idle threads spin, as `[detector] spinning = true`
+        /// does in the node (default off, as in the node).
+        #[arg(long)]
+        spinning: bool,
         /// Write the report as JSON (`-`: to stdout, the table then goes to stderr).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -741,6 +745,7 @@ fn bench(what: BenchCmd) -> Result<ExitCode> {
             iterations,
             warmup,
             max_frames,
+            spinning,
             json,
             plot,
         } => {
@@ -752,6 +757,7 @@ fn bench(what: BenchCmd) -> Result<ExitCode> {
                 iterations,
                 warmup,
                 max_frames,
+                spinning,
                 ..bench::ModelBenchOptions::new(model, input)
             };
             let report = bench::bench_model(&opts)?;

@@ -28,6 +28,8 @@ pub struct ModelBenchOptions {
     pub max_frames: usize,
     /// Video inputs: frames taller than this are downscaled, as the node does.
     pub max_height: u32,
+    /// ONNX Runtime's idle threads spin (`[detector] spinning`).
+    pub spinning: bool,
 }
 
 impl ModelBenchOptions {
@@ -41,6 +43,7 @@ impl ModelBenchOptions {
             warmup: 5,
             max_frames: 50,
             max_height: 720,
+            spinning: false,
         }
     }
 }
@@ -106,6 +109,8 @@ pub struct ModelBenchReport {
     pub frames: usize,
     pub frame_wh: [u32; 2],
     pub warmup: usize,
+    /// Whether ONNX Runtime's idle threads were allowed to spin.
+    pub spinning: bool,
     pub results: Vec<ModelResult>,
     pub skipped: Vec<Skipped>,
 }
@@ -406,6 +411,7 @@ pub fn bench_model(opts: &ModelBenchOptions) -> Result<ModelBenchReport, BenchEr
         let mut det = Detector::load(&DetectorOptions {
             model: opts.model.clone(),
             intra_threads: threads,
+            spinning: opts.spinning,
             ..DetectorOptions::default()
         })?;
         let (mw, mh) = det.spec().input_size;
@@ -470,6 +476,7 @@ pub fn bench_model(opts: &ModelBenchOptions) -> Result<ModelBenchReport, BenchEr
         frames: frames.len(),
         frame_wh: [first.width, first.height],
         warmup: opts.warmup,
+        spinning: opts.spinning,
         results,
         skipped,
     })
@@ -492,8 +499,11 @@ impl ModelBenchReport {
             }
         ));
         out.push_str(&format!(
-            "cpu {} ({} cores), ONNX Runtime {}\n",
-            self.cpu, self.cores, self.ort_version
+            "cpu {} ({} cores), ONNX Runtime {}, spinning {}\n",
+            self.cpu,
+            self.cores,
+            self.ort_version,
+            if self.spinning { "on" } else { "off" }
         ));
         out.push_str(&format!(
             "frames: {} of {} ({}x{}), warm-up {} per configuration\n\n",

@@ -83,6 +83,7 @@ fn bench_model_json_table_and_plot() {
     assert_eq!(r["threads"], 1);
     assert_eq!(r["input_size"], 416);
     assert_eq!(r["iterations"], 5);
+    assert_eq!(v["spinning"], false, "off unless asked, as in the node");
     for k in ["pre_ms", "infer_ms", "post_ms", "total_ms"] {
         assert_percentiles(&r[k], k);
     }
@@ -226,10 +227,13 @@ fn bench_model_json_to_stdout() {
         "2",
         "--warmup",
         "1",
+        "--spinning",
         "--json",
         "-",
     ]);
     assert!(stderr.contains("infer ms"), "table on stderr:\n{stderr}");
+    assert!(stderr.contains("spinning on"), "table on stderr:\n{stderr}");
+    assert_eq!(v["spinning"], true, "{v}");
     assert_eq!(v["frames"], 1);
     assert_eq!(v["results"].as_array().map(Vec::len), Some(1), "{v}");
     assert!(!std::path::Path::new(&common::repo()).join("-").exists());

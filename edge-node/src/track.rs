@@ -63,7 +63,9 @@
 //! unmatched even once is deleted, so single-frame flicker never confirms) →
 //! `Confirmed`; unmatched → `Lost` (still predicted, can be re-found by the
 //! first pass); dropped once lost for more than `max_lost_s` seconds since
-//! it was last seen. Ids are `u64`, increasing per tracker, never reused.
+//! it was last seen, and such a track is dropped *before* matching, so it
+//! is never re-found beyond `max_lost_s` (the event engine has ended its
+//! event by then). Ids are `u64`, increasing per tracker, never reused.
 
 mod assign;
 mod kalman;
@@ -112,7 +114,8 @@ pub struct TrackerConfig {
     pub low_match_iou: f32,
     /// Matched frames needed to turn a tentative track into a confirmed one.
     pub min_hits: u32,
-    /// A lost track is dropped when `t - last_seen > max_lost_s`. Keep this
+    /// A lost track is dropped (before matching) when
+    /// `t - last_seen > max_lost_s`. Keep this
     /// equal to (or below) the event engine's `end_after_s`, so a track is
     /// not re-found after its event has already ended.
     pub max_lost_s: f64,
@@ -363,6 +366,14 @@ impl Tracker {
     /// `low_thresh`, are ignored. A `t` earlier than a track's last update
     /// does not move its prediction.
     pub fn update(&mut self, t: f64, dets: &[Detection]) -> Vec<TrackView> {
+        // A lost track whose gap already exceeds `max_lost_s` is dropped
+        // before matching: re-finding it now would attach an object to a
+        // track (and an event) that has already timed out. Only checking
+        // after matching let a track lost for `max_lost_s` plus one frame
+        // interval be re-found (at 5 fps: 2.2 s for a 2 s limit).
+        let max_lost = self.cfg.max_lost_s;
+        self.tracks
+            .retain(|tr| !(tr.state == TrackState::Lost && t - tr.last_seen > max_lost));
         for tr in &mut self.tracks {
             if t.is_finite() && t > tr.kf_t {
                 tr.kf.predict(t - tr.kf_t);
@@ -935,6 +946,42 @@ mod tests {
         // A new object gets a fresh id.
         tr.update(1.8, &[det(0, 0.9, 100.0, 100.0, 50.0, 50.0)]);
         assert_eq!(tr.tracks().next().map(|v| v.id), Some(2));
+    }
+
+    /// A lost track is re-findable while `t - last_seen <= max_lost_s` and
+    /// not after, even when the previous frame left it alive: at 4 fps the
+    /// update at gap 2.0 s keeps it, and the object reappearing at gap
+    /// 2.25 s (beyond the 2 s limit, when the event engine has already
+    /// ended its event) must start a new track, not revive the old one.
+    #[test]
+    fn lost_track_is_not_refound_beyond_max_lost_s() {
+        let run = |reappear: f64| {
+            let cfg = TrackerConfig {
+                max_lost_s: 2.0,
+                ..TrackerConfig::default()
+            };
+            let mut tr = Tracker::new(cfg);
+            let d = det(0, 0.9, 100.0, 100.0, 40.0, 100.0);
+            for i in 0..3 {
+                tr.update(f64::from(i) * 0.25, std::slice::from_ref(&d));
+            }
+            // last_seen = 0.5; empty frames every 0.25 s up to before `reappear`.
+            let mut t = 0.75;
+            while t < reappear {
+                let v = tr.update(t, &[]);
+                assert_eq!(v.len(), 1, "t = {t}");
+                assert_eq!(v[0].state, TrackState::Lost);
+                t += 0.25;
+            }
+            let v = tr.update(reappear, std::slice::from_ref(&d));
+            assert_eq!(v.len(), 1, "only the reappearing object is live");
+            (v[0].id, v[0].state)
+        };
+        // Gap exactly max_lost_s: re-found.
+        assert_eq!(run(2.5), (1, TrackState::Confirmed));
+        // Gap beyond max_lost_s (previous update at gap 2.0 kept the track):
+        // a new tentative track, the old one is gone.
+        assert_eq!(run(2.75), (2, TrackState::Tentative));
     }
 
     #[test]

@@ -329,11 +329,13 @@ struct Prepared {
 }
 
 /// Whether a worker gets a `prep-…` thread: only when the box has a core
-/// that ONNX Runtime's threads leave free. With every core already running
-/// intra-op threads, a pre-processing thread competes with them and costs
-/// more than it overlaps (`bench model`: INT8 at 2 threads on 2 cores,
-/// 87.5 fps pipelined against 91.3 fps sequential; at 1 thread 63.0 against
-/// 58.6).
+/// that ONNX Runtime's threads leave free. Then pre-processing overlaps
+/// inference for real (`bench model`, 1 thread on 2 cores: INT8 64.4 fps
+/// pipelined against 61.5 sequential, at the bare-session ceiling). With
+/// every core already running intra-op threads the measured gain is within
+/// the noise (2 threads on 2 cores: −4 % to +5 % over three runs), so the
+/// worker stays sequential rather than add a thread that competes with ONNX
+/// Runtime and the decoders.
 pub fn prep_thread_pays(intra_threads: usize, workers: usize) -> bool {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     intra_threads.max(1) * workers.max(1) < cores

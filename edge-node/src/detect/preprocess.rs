@@ -673,9 +673,9 @@ fn vertical_q14_avx512_rgbx(
 ) {
     use std::arch::x86_64::{
         __m256i, __m512, __m512i, _mm256_loadu_si256, _mm512_cvtepi32_ps, _mm512_cvtepu8_epi16,
-        _mm512_dpwssd_epi32, _mm512_mul_ps, _mm512_permutex2var_ps,
-        _mm512_set1_epi32, _mm512_set1_ps, _mm512_setr_epi32, _mm512_setzero_ps,
-        _mm512_setzero_si512, _mm512_storeu_ps, _mm512_unpackhi_epi16, _mm512_unpacklo_epi16,
+        _mm512_dpwssd_epi32, _mm512_mul_ps, _mm512_permutex2var_ps, _mm512_set1_epi32,
+        _mm512_set1_ps, _mm512_setr_epi32, _mm512_setzero_ps, _mm512_setzero_si512,
+        _mm512_storeu_ps, _mm512_unpackhi_epi16, _mm512_unpacklo_epi16,
     };
     const BLOCK: usize = 96;
     let width = stride / 3;

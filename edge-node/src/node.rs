@@ -7,7 +7,8 @@
 //! - `detect-<model>-<n>` OS threads each own one detector (one ONNX Runtime
 //!   session). They serve cameras round-robin, at most one frame per camera
 //!   in flight, so frames of a camera stay in order and a slow model lowers
-//!   every camera's rate evenly. Each has a `prep-<model>-<n>` companion
+//!   every camera's rate evenly. When ONNX Runtime's threads leave a core
+//!   free ([`prep_thread_pays`]), each has a `prep-<model>-<n>` companion
 //!   that takes the next frame and pre-processes it while the session runs
 //!   (two input buffers, rendezvous hand-over), so pre-processing is off the
 //!   inference critical path.

@@ -786,32 +786,11 @@ impl Detector {
         &mut self,
         prepared: &PreparedInput,
     ) -> Result<(Vec<Detection>, StageTimes), DetectError> {
-        let (w, h) = (
-            self.spec.input_size.0 as usize,
-            self.spec.input_size.1 as usize,
-        );
         let Some(transform) = prepared.transform else {
             return Err(DetectError::NotPrepared);
         };
-        if prepared.input.shape() != [1, 3, h, w] {
-            return Err(DetectError::BadTensor {
-                expected: vec![1, 3, h, w],
-                found: prepared.input.shape().to_vec(),
-            });
-        }
-        let Self {
-            session,
-            spec,
-            gate,
-            yolo,
-            candidates,
-            ..
-        } = self;
-        let (infer, decode) =
-            run_and_decode(session, prepared.input.view(), spec, gate, yolo, candidates)?;
-        let t1 = Instant::now();
-        let dets = self.finish(&transform);
-        let post = decode + t1.elapsed();
+        self.check_input(prepared.input.view())?;
+        let (dets, infer, post) = self.run_view(prepared.input.view(), &transform)?;
         Ok((
             dets,
             StageTimes {
@@ -820,6 +799,44 @@ impl Detector {
                 post,
             },
         ))
+    }
+
+    /// Refuses an input view that is not `[1, 3, H, W]` of this model in
+    /// standard layout.
+    fn check_input(&self, input: ArrayView4<'_, f32>) -> Result<(), DetectError> {
+        let (w, h) = (
+            self.spec.input_size.0 as usize,
+            self.spec.input_size.1 as usize,
+        );
+        if input.shape() != [1, 3, h, w] || !input.is_standard_layout() {
+            return Err(DetectError::BadTensor {
+                expected: vec![1, 3, h, w],
+                found: input.shape().to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs the session on an input that is not `self.input` (checked with
+    /// [`Self::check_input`]) and maps the boxes back through `transform`:
+    /// detections, inference time, post-processing time.
+    fn run_view(
+        &mut self,
+        input: ArrayView4<'_, f32>,
+        transform: &InputTransform,
+    ) -> Result<(Vec<Detection>, Duration, Duration), DetectError> {
+        let Self {
+            session,
+            spec,
+            gate,
+            yolo,
+            candidates,
+            ..
+        } = self;
+        let (infer, decode) = run_and_decode(session, input, spec, gate, yolo, candidates)?;
+        let t1 = Instant::now();
+        let dets = self.finish(transform);
+        Ok((dets, infer, decode + t1.elapsed()))
     }
 
     /// Runs an already pre-processed input tensor (`[1, 3, H, W]`, standard
@@ -831,16 +848,7 @@ impl Detector {
         src_w: u32,
         src_h: u32,
     ) -> Result<Vec<Detection>, DetectError> {
-        let (w, h) = (
-            self.spec.input_size.0 as usize,
-            self.spec.input_size.1 as usize,
-        );
-        if input.shape() != [1, 3, h, w] || !input.is_standard_layout() {
-            return Err(DetectError::BadTensor {
-                expected: vec![1, 3, h, w],
-                found: input.shape().to_vec(),
-            });
-        }
+        self.check_input(input)?;
         if src_w == 0 || src_h == 0 {
             return Err(DetectError::BadFrame {
                 width: src_w,
@@ -850,16 +858,7 @@ impl Detector {
             });
         }
         let transform = self.pre.transform_for(src_w, src_h);
-        let Self {
-            session,
-            spec,
-            gate,
-            yolo,
-            candidates,
-            ..
-        } = self;
-        run_and_decode(session, input, spec, gate, yolo, candidates)?;
-        Ok(self.finish(&transform))
+        Ok(self.run_view(input, &transform)?.0)
     }
 
     /// NMS in model-input space (like the reference; only for families

@@ -131,6 +131,8 @@ struct Taps {
     /// `w4` with each output's taps zero-padded to `k.next_multiple_of(4)`:
     /// one 512-bit load yields the weights of four taps (AVX-512 pass).
     w16: Vec<f32>,
+    /// The largest of `start`, so kernels check their reads once per row.
+    max_start: usize,
 }
 
 fn triangle(x: f64) -> f64 {
@@ -193,12 +195,14 @@ fn compute_taps(src: usize, dst: usize, filter: ResizeFilter) -> Taps {
             w16[(i * k4 + t) * 4..(i * k4 + t + 1) * 4].fill(v);
         }
     }
+    let max_start = start.iter().copied().max().unwrap_or(0);
     Taps {
         start,
         k,
         w,
         w4,
         w16,
+        max_start,
     }
 }
 
@@ -434,6 +438,7 @@ impl Preprocessor {
                 w: &plan.x.w,
                 w4: &plan.x.w4,
                 w16: &plan.x.w16,
+                max_start: plan.x.max_start,
                 k: xk,
             };
             let norm = Norm::new(src_ch, scale, offset);
@@ -819,7 +824,7 @@ fn h_rgbx512<const NG: usize>(row: &[f32], taps: &HTaps<'_>, px: &mut [f32]) {
     let src_px = row.len() / 4;
     // Every output reads pixels s .. s + 4 * groups (s + k <= width, and
     // the row has ROW_SLACK >= 12 floats of zeros past the last pixel).
-    let fits = taps.starts.iter().all(|&s| s + 4 * groups <= src_px);
+    let fits = taps.max_start + 4 * groups <= src_px;
     if !fits || px.len() < n.next_multiple_of(4) * 4 || taps.w16.len() < n * groups * 16 {
         return;
     }
@@ -1139,6 +1144,8 @@ struct HTaps<'a> {
     w: &'a [f32],
     w4: &'a [f32],
     w16: &'a [f32],
+    /// See [`Taps::max_start`].
+    max_start: usize,
     k: usize,
 }
 
@@ -1522,6 +1529,7 @@ mod tests {
                 w: &x.w,
                 w4: &x.w4,
                 w16: &x.w16,
+                max_start: x.max_start,
                 k: x.k,
             };
             // BGR model: model channel 0 (blue) has scale 0.5 / offset 1.
@@ -1726,6 +1734,7 @@ mod tests {
                         w: &x.w,
                         w4: &x.w4,
                         w16: &x.w16,
+                        max_start: x.max_start,
                         k: x.k,
                     };
                     let norm = Norm::new([2, 1, 0], [0.5, 1.0, 2.0], [1.0, 0.0, -1.0]);

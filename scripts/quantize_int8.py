@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import onnxruntime as ort
 from onnxruntime.quantization import (
     CalibrationDataReader,
@@ -76,14 +77,23 @@ EXPECTED_VERSIONS = {"onnxruntime": "1.32.0"}
 HEAD_CONVS = ["Conv__176", "Conv__178", "Conv__180"]
 HEAD_TAIL_OPS = {"Split", "Sigmoid", "Reshape", "Transpose"}
 
+# The stem: the first convolution (3 input channels: K = 27 is too short for the int8 GEMM to pay,
+# and it would need the input quantised first) and its activation.
+STEM_NODES = ["Conv__145", "PartitionedCall/onnx_tf_prefix_LeakyRelu_1", "PartitionedCall/MaxPool2d"]
+
 # Variants compared in docs/int8.md; "default" is the bundled model.
+_BASE = dict(per_channel=True, exclude_head=True, calib="minmax", reduce_range=False,
+             float_stem=True, share_concat=True)
 VARIANTS = {
-    "default": dict(per_channel=True, exclude_head=True, calib="minmax", reduce_range=False),
-    "per_tensor": dict(per_channel=False, exclude_head=True, calib="minmax", reduce_range=False),
-    "all_nodes": dict(per_channel=True, exclude_head=False, calib="minmax", reduce_range=False),
-    "percentile": dict(per_channel=True, exclude_head=True, calib="percentile", reduce_range=False),
-    "entropy": dict(per_channel=True, exclude_head=True, calib="entropy", reduce_range=False),
-    "reduce_range": dict(per_channel=True, exclude_head=True, calib="minmax", reduce_range=True),
+    "default": _BASE,
+    "int8_stem": {**_BASE, "float_stem": False},
+    "own_concat_scales": {**_BASE, "share_concat": False},
+    "v1": {**_BASE, "float_stem": False, "share_concat": False},
+    "per_tensor": {**_BASE, "per_channel": False},
+    "all_nodes": {**_BASE, "exclude_head": False},
+    "percentile": {**_BASE, "calib": "percentile"},
+    "entropy": {**_BASE, "calib": "entropy"},
+    "reduce_range": {**_BASE, "reduce_range": True},
 }
 
 
@@ -148,6 +158,40 @@ def excluded_nodes(model: onnx.ModelProto, exclude_head: bool) -> list[str]:
     return out
 
 
+def pool_before_activation(model: onnx.ModelProto) -> None:
+    """Stem rewrite: Conv -> LeakyRelu -> MaxPool becomes Conv -> MaxPool -> LeakyRelu.
+
+    Exact: LeakyReLU (slope > 0) is strictly increasing, so the max of a window commutes with it
+    (and MaxPool's padding is ignored, not zero). It is needed to keep the stem in float: ONNX
+    Runtime moves a QuantizeLinear that follows a MaxPool above it, and a uint8 MaxPool on the
+    208x208 NCHW map (no QLinearConv before it to make it NHWC) costs ~6-10 ms, more than the
+    stem conv itself. With the activation last, the first QuantizeLinear sits after it, on the
+    pooled 104x104 map, and cannot move.
+    """
+    nodes = {n.name: n for n in model.graph.node}
+    missing = [n for n in STEM_NODES if n not in nodes]
+    if missing:
+        raise SystemExit(f"stem nodes {missing} not in the graph: was the FP32 model rebuilt?")
+    conv, act, pool = (nodes[n] for n in STEM_NODES)
+    if act.input[0] != conv.output[0] or pool.input[0] != act.output[0]:
+        raise SystemExit("stem is not Conv -> LeakyRelu -> MaxPool")
+    if sum(1 for n in model.graph.node for i in n.input if i in (conv.output[0], act.output[0])) != 2:
+        raise SystemExit("stem tensors have other consumers; cannot reorder")
+    pooled, out = "stem_pooled_preact", pool.output[0]
+    old_act_out = act.output[0]
+    pool.input[0], pool.output[0] = conv.output[0], pooled
+    act.input[0], act.output[0] = pooled, out
+    # Keep the node list topologically sorted: the pool now runs before the activation.
+    order = list(model.graph.node)
+    i, j = order.index(act), order.index(pool)
+    order[i], order[j] = order[j], order[i]
+    del model.graph.node[:]
+    model.graph.node.extend(order)
+    keep = [vi for vi in model.graph.value_info if vi.name not in (old_act_out, out)]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(keep)
+
+
 def quantize(variant: str, calib: list[Path], work: Path, out: Path) -> list[str]:
     v = VARIANTS[variant]
     manifest = json.loads(MANIFEST.read_text())
@@ -155,6 +199,10 @@ def quantize(variant: str, calib: list[Path], work: Path, out: Path) -> list[str
     quant_pre_process(str(FP32), str(pre), skip_symbolic_shape=True)
     pre_model = onnx.load(str(pre))
     exclude = excluded_nodes(pre_model, v["exclude_head"])
+    if v["float_stem"]:
+        pool_before_activation(pre_model)
+        onnx.save(pre_model, str(pre))
+        exclude = STEM_NODES + exclude
     method = {
         "minmax": CalibrationMethod.MinMax,
         "percentile": CalibrationMethod.Percentile,
@@ -177,6 +225,7 @@ def quantize(variant: str, calib: list[Path], work: Path, out: Path) -> list[str
     # Carry the FP32 model's description over, plus how this file was made.
     src = onnx.load(str(FP32))
     q = onnx.load(str(tmp))
+    shared = share_concat_qparams(q) if v["share_concat"] else (0, 0)
     del q.metadata_props[:]
     for p in src.metadata_props:
         q.metadata_props.add(key=p.key, value=p.value)
@@ -184,7 +233,10 @@ def quantize(variant: str, calib: list[Path], work: Path, out: Path) -> list[str
         f"static INT8 by scripts/quantize_int8.py variant={variant}: QDQ, U8S8 "
         f"(activations uint8, weights int8), per_channel={v['per_channel']}, "
         f"reduce_range={v['reduce_range']}, calibration={v['calib']} on {len(calib)} frames "
-        f"(every {CALIB_STEP}th of the first half of {', '.join(CLIPS)}); float nodes: "
+        f"(every {CALIB_STEP}th of the first half of {', '.join(CLIPS)}); "
+        f"concat inputs share the concat's scale: {v['share_concat']} ({shared[0]} inputs, "
+        f"{shared[1]} biases requantised)"
+        f"; float nodes: "
         f"{', '.join(exclude) if exclude else 'none'}; onnxruntime {ort.__version__}"
     )
     q.metadata_props.add(key="quantization", value=note)
@@ -192,6 +244,66 @@ def quantize(variant: str, calib: list[Path], work: Path, out: Path) -> list[str
     onnx.checker.check_model(q)
     onnx.save(q, str(out))
     return exclude
+
+
+def share_concat_qparams(model: onnx.ModelProto) -> tuple[int, int]:
+    """Gives every Concat input the Concat output's scale and zero point.
+
+    MinMax calibrates each tensor on its own, so a Concat's inputs and output get different
+    quantisation parameters and ONNX Runtime's QLinearConcat requantises every input byte through a
+    lookup table. The output's range is the union of the inputs' ranges, so with the output's
+    parameters on the inputs nothing clips (an input with a narrower range loses a little
+    precision) and the concatenation becomes a plain copy. An input tensor's Q/DQ pair is changed
+    in place, so every other consumer of that tensor sees the same parameters; a Conv that reads
+    it has its int32 bias re-quantised to the new input scale x weight scale (ONNX Runtime only
+    fuses a QDQ Conv whose bias scale is exactly that product). Returns (inputs changed, biases
+    re-quantised).
+    """
+    g = model.graph
+    prod = {o: n for n in g.node for o in n.output}
+    cons: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            cons.setdefault(i, []).append(n)
+    inits = {i.name: i for i in g.initializer}
+
+    def arr(name: str) -> np.ndarray:
+        return numpy_helper.to_array(inits[name])
+
+    def put(name: str, val: np.ndarray) -> None:
+        inits[name].CopyFrom(numpy_helper.from_array(val.astype(arr(name).dtype), name))
+
+    changed = biases = 0
+    for n in g.node:
+        outs = cons.get(n.output[0], [])
+        if n.op_type != "Concat" or len(outs) != 1 or outs[0].op_type != "QuantizeLinear":
+            continue
+        s_out, z_out = arr(outs[0].input[1]), arr(outs[0].input[2])
+        for i in n.input:
+            dq = prod.get(i)
+            q = prod.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is None or q.op_type != "QuantizeLinear":
+                raise SystemExit(f"{n.name}: input {i} is not a Q -> DQ pair")
+            if arr(q.input[1]) == s_out and arr(q.input[2]) == z_out:
+                continue
+            for name, val in ((q.input[1], s_out), (q.input[2], z_out), (dq.input[1], s_out), (dq.input[2], z_out)):
+                if any(u.input[0] not in (q.input[0], q.output[0]) for u in cons[name]):
+                    raise SystemExit(f"{name} is shared with another tensor; cannot re-scale {i} alone")
+                put(name, val)
+            for d in cons[q.output[0]]:
+                for c in cons.get(d.output[0], []):
+                    if c.op_type != "Conv" or len(c.input) < 3:
+                        continue
+                    bdq, wdq = prod[c.input[2]], prod[c.input[1]]
+                    if bdq.op_type != "DequantizeLinear" or wdq.op_type != "DequantizeLinear":
+                        raise SystemExit(f"{c.name}: weight or bias is not dequantised")
+                    bias = arr(bdq.input[0]).astype(np.float64) * arr(bdq.input[1]).astype(np.float64)
+                    scale = (np.float64(s_out) * arr(wdq.input[1]).astype(np.float64)).astype(np.float32)
+                    put(bdq.input[1], scale)
+                    put(bdq.input[0], np.round(bias / scale.astype(np.float64)).astype(np.int32))
+                    biases += 1
+            changed += 1
+    return changed, biases
 
 
 def run_dets(sess: ort.InferenceSession, frame: Path, manifest: dict, meta: dict):

@@ -97,6 +97,16 @@ fn bench_model_json_table_and_plot() {
         "sequential_fps"
     };
     assert_eq!(r["fps"], r[mode], "{r}");
+    let prep_mode = r["prep_mode"].as_str().expect("prep_mode");
+    assert!(
+        ["inline", "companion", "background"].contains(&prep_mode),
+        "{r}"
+    );
+    assert_eq!(
+        prep_mode != "inline",
+        r["prep_thread"].as_bool().unwrap(),
+        "{r}"
+    );
     assert!(r["overhead_pct"].as_f64().is_some(), "overhead_pct: {r}");
     let skipped = v["skipped"].as_array().expect("skipped array");
     assert_eq!(skipped.len(), 1);

@@ -179,6 +179,59 @@ fn rtsp_camera_reconnects_after_server_restart() {
     }
 }
 
+/// Workers with more ONNX Runtime threads than the box has free cores: each
+/// worker's pre-processing companion runs under SCHED_IDLE, lifted while the
+/// session waits for it (`sched::PrepMode::Background`; inline where the
+/// process may not lift it). Same events as any other mode.
+#[test]
+fn busy_cores_worker_pipeline_end_to_end() {
+    let broker = mosquitto();
+    let sub = Subscriber::start(broker.port, "t/#");
+    let dir = tempfile::tempdir().unwrap();
+    let cams = format!(
+        "[[cameras]]\nid = \"vtest\"\nurl = \"{}\"\ndetect_fps = 5\nrealtime = false\n",
+        fixture("vtest_10s_h264.mp4").display()
+    );
+    let p = write(
+        dir.path(),
+        "p.toml",
+        &pipeline_text(broker.port, &cams, "threads = 2\nworkers = 2"),
+    );
+    let log = dir.path().join("node.log");
+    let mut node = run_node(&p, &log);
+    let status = node
+        .wait(Duration::from_secs(120))
+        .expect("edge-node run ends by itself on a file");
+    let logtext = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "exit {status:?}\n{logtext}");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores <= 4 {
+        assert!(
+            logtext.contains("prep=\"background\"") || logtext.contains("prep=\"inline\""),
+            "no free core: background (or inline) pre-processing\n{logtext}"
+        );
+    }
+    let msgs = sub.wait_for("node stopped", Duration::from_secs(10), |m| {
+        m.iter()
+            .any(|x| x.topic == "t/test-district/test-box/status" && x.json()["state"] == "stopped")
+    });
+    schemas().validate_all(&msgs);
+    let evs = events(&msgs);
+    let groups = by_id(&evs);
+    let persons = groups
+        .values()
+        .filter(|g| g[0]["label"] == "person")
+        .count();
+    assert!(persons >= 3, "{persons} person events\n{logtext}");
+    for (id, g) in &groups {
+        assert_eq!(g[0]["type"], "new", "{id} starts with new");
+        assert_eq!(g.last().unwrap()["type"], "end", "{id} ends with end");
+    }
+    let seqs: Vec<u64> = evs.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let expect: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expect, "frames stay in order, no message lost");
+}
+
 #[test]
 fn bad_inputs_fail_alone() {
     let broker = mosquitto();

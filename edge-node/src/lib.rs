@@ -11,6 +11,7 @@ pub mod frame;
 pub mod node;
 pub mod publish;
 pub mod rules;
+pub mod sched;
 pub mod snapshot;
 pub mod source;
 pub mod track;

@@ -7,11 +7,12 @@
 //! - `detect-<model>-<n>` OS threads each own one detector (one ONNX Runtime
 //!   session). They serve cameras round-robin, at most one frame per camera
 //!   in flight, so frames of a camera stay in order and a slow model lowers
-//!   every camera's rate evenly. When ONNX Runtime's threads leave a core
-//!   free ([`prep_thread_pays`]), each has a `prep-<model>-<n>` companion
+//!   every camera's rate evenly. Each has a `prep-<model>-<n>` companion
 //!   that takes the next frame and pre-processes it while the session runs
 //!   (two input buffers, rendezvous hand-over), so pre-processing is off the
-//!   inference critical path.
+//!   inference critical path: at normal priority when ONNX Runtime's threads
+//!   leave a core free, under `SCHED_IDLE` (lifted while waited for) when
+//!   they do not, inline when neither is possible ([`sched::prep_mode`]).
 //! - Per camera, a tokio task runs tracker and event lifecycle (pure) and
 //!   publishes; JPEG encoding runs on the blocking pool.
 
@@ -34,6 +35,7 @@ use crate::publish::{
     NodeIdentity, Publisher, SnapshotPayload, WireCounter, ZoneCountsWire,
 };
 use crate::rules::{Alert, AlertKind, CountsReport, ObjectRules, RulesConfig, RulesEngine};
+use crate::sched::{self, PrepMode};
 use crate::snapshot::{self, SnapshotOptions};
 use crate::source::{self, SourceOptions, SourceState};
 use crate::track::{Tracker, TrackerConfig};
@@ -329,19 +331,6 @@ struct Prepared {
     input: detect::PreparedInput,
 }
 
-/// Whether a worker gets a `prep-…` thread: only when the box has a core
-/// that ONNX Runtime's threads leave free. Then pre-processing overlaps
-/// inference for real (`bench model`, 1 thread on 2 cores: INT8 64.4 fps
-/// pipelined against 61.5 sequential, at the bare-session ceiling). With
-/// every core already running intra-op threads the measured gain is within
-/// the noise (2 threads on 2 cores: −4 % to +5 % over three runs), so the
-/// worker stays sequential rather than add a thread that competes with ONNX
-/// Runtime and the decoders.
-pub fn prep_thread_pays(intra_threads: usize, workers: usize) -> bool {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    intra_threads.max(1) * workers.max(1) < cores
-}
-
 /// Sends a worker's result to the camera's analytics task, or reports the
 /// failure, and frees the camera's slot.
 fn deliver(
@@ -390,13 +379,16 @@ fn run_worker(pool: Arc<Pool>, mut det: Detector) {
     }
 }
 
-/// One inference worker with a companion (see [`prep_thread_pays`]): this
+/// One inference worker with a companion (see [`sched::prep_mode`]): this
 /// thread owns the session; a `prep-…` thread takes the next frame from the
 /// pool and pre-processes it while the session runs the current one (double
 /// buffering: two input buffers circulate, the hand-over is a rendezvous, so
 /// at most two frames are in a worker and each camera still has at most one
-/// in flight).
-fn run_worker_pipelined(pool: Arc<Pool>, mut det: Detector, prep_name: String) {
+/// in flight). In [`PrepMode::Background`] the companion runs under
+/// `SCHED_IDLE` except while this thread waits for it ([`sched::Handshake`]).
+fn run_worker_pipelined(pool: Arc<Pool>, mut det: Detector, prep_name: String, mode: PrepMode) {
+    let hs = Arc::new(sched::Handshake::new(mode));
+    let prep_hs = hs.clone();
     let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Prepared>(0);
     let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<detect::PreparedInput>(2);
     for _ in 0..2 {
@@ -414,7 +406,10 @@ fn run_worker_pipelined(pool: Arc<Pool>, mut det: Detector, prep_name: String) {
                     let Some((idx, frame, arrived, tx)) = pool.take() else {
                         return;
                     };
-                    match prep.prepare(&frame.data, frame.width, frame.height, &mut input) {
+                    prep_hs.before_prepare();
+                    let prepared = prep.prepare(&frame.data, frame.width, frame.height, &mut input);
+                    prep_hs.after_prepare();
+                    match prepared {
                         Ok(()) => {
                             let job = Prepared {
                                 idx,
@@ -446,7 +441,7 @@ fn run_worker_pipelined(pool: Arc<Pool>, mut det: Detector, prep_name: String) {
             return;
         }
     };
-    while let Ok(job) = job_rx.recv() {
+    while let Ok(job) = hs.recv(&job_rx) {
         let Prepared {
             idx,
             frame,
@@ -1109,12 +1104,12 @@ impl NodeRun {
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_default();
         let d = &self.p.raw.detector;
-        let pipelined = prep_thread_pays(d.threads, d.workers);
+        let mode = sched::prep_mode(d.threads, d.workers);
         info!(
             model = %model.display(),
             workers = d.workers,
             threads = d.threads,
-            prep_threads = pipelined,
+            prep = mode.as_str(),
             "inference workers"
         );
         for (n, d) in dets.into_iter().enumerate() {
@@ -1122,8 +1117,8 @@ impl NodeRun {
             let name: String = format!("detect-{}-{n}", stem).chars().take(15).collect();
             let prep_name: String = format!("prep-{}-{n}", stem).chars().take(15).collect();
             match std::thread::Builder::new().name(name).spawn(move || {
-                if pipelined {
-                    run_worker_pipelined(pool2, d, prep_name)
+                if mode.has_thread() {
+                    run_worker_pipelined(pool2, d, prep_name, mode)
                 } else {
                     run_worker(pool2, d)
                 }

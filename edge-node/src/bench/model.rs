@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{BenchError, Machine, Percentiles, machine, round3, sha256_file};
 use crate::detect::{self, Detector, DetectorOptions, RuntimeOptions};
+use crate::sched::PrepMode;
 use crate::source::{self, SourceOptions, SourceState};
 
 /// What to benchmark.
@@ -67,8 +68,13 @@ pub struct ModelResult {
     /// (`prep_thread`), `sequential_fps` when it does not.
     pub fps: f64,
     /// Whether a node worker with these threads runs a `prep-…` thread
-    /// (`node::prep_thread_pays`: only when a core is left free).
+    /// (`sched::prep_mode`: at normal priority when a core is left free,
+    /// under `SCHED_IDLE` when not and the process may lift it again).
     pub prep_thread: bool,
+    /// `inline`, `companion` or `background`: see `sched::PrepMode`. The
+    /// pipelined loop runs its companion the same way (`companion` when the
+    /// worker's mode is `inline`).
+    pub prep_mode: String,
     /// iterations / wall time of the plain one-thread `detect` loop (pre,
     /// infer and post back to back, as `total_ms` times them).
     pub sequential_fps: f64,
@@ -261,7 +267,10 @@ fn run_pipelined(
     frames: &[Rgb],
     first: usize,
     iterations: usize,
+    mode: PrepMode,
 ) -> Result<f64, BenchError> {
+    let hs = crate::sched::Handshake::new(mode);
+    let hs = &hs;
     use std::sync::mpsc::sync_channel;
     let mut prep = det.frame_prep();
     let (job_tx, job_rx) = sync_channel::<detect::PreparedInput>(0);
@@ -277,7 +286,10 @@ fn run_pipelined(
                     return Ok(());
                 };
                 let f = &frames[i % frames.len()];
-                prep.prepare(&f.data, f.width, f.height, &mut input)?;
+                hs.before_prepare();
+                let r = prep.prepare(&f.data, f.width, f.height, &mut input);
+                hs.after_prepare();
+                r?;
                 if job_tx.send(input).is_err() {
                     return Ok(());
                 }
@@ -286,7 +298,7 @@ fn run_pipelined(
         });
         let mut out = Ok(());
         for _ in 0..iterations {
-            let Ok(input) = job_rx.recv() else {
+            let Ok(input) = hs.recv(&job_rx) else {
                 break;
             };
             if let Err(e) = det.detect_prepared(&input) {
@@ -327,6 +339,14 @@ fn run_config(
     // The three loops take turns in rounds, so a neighbour's load that comes
     // and goes weighs on all of them alike and their ratios hold.
     let rounds = ROUNDS.min(iterations).max(1);
+    // The mode a node worker with these threads would run; the pipelined
+    // loop is timed even when that mode is inline, with a normal companion.
+    let mode = crate::sched::prep_mode(threads, 1);
+    let pipe_mode = if mode == PrepMode::Inline {
+        PrepMode::Companion
+    } else {
+        mode
+    };
     let (mut loop_wall, mut pipe_wall, mut bare_wall) = (0.0, 0.0, 0.0);
     let mut bare: Vec<f64> = Vec::with_capacity(iterations);
     let mut next = 0;
@@ -343,7 +363,7 @@ fn run_config(
             post.push(ms(st.post));
         }
         loop_wall += loop_start.elapsed().as_secs_f64();
-        pipe_wall += run_pipelined(det, frames, next, n)?;
+        pipe_wall += run_pipelined(det, frames, next, n, pipe_mode)?;
         // The ceiling: the same session on the last pre-processed frame,
         // nothing else.
         let bare_start = Instant::now();
@@ -353,7 +373,7 @@ fn run_config(
     }
     let pipelined_fps = iterations as f64 / pipe_wall.max(1e-9);
     let sequential_fps = iterations as f64 / loop_wall.max(1e-9);
-    let prep_thread = crate::node::prep_thread_pays(threads, 1);
+    let prep_thread = mode.has_thread();
     let fps = if prep_thread {
         pipelined_fps
     } else {
@@ -374,6 +394,7 @@ fn run_config(
         total_ms: p(&total),
         fps: round3(fps),
         prep_thread,
+        prep_mode: mode.as_str().to_string(),
         sequential_fps: round3(sequential_fps),
         pipelined_fps: round3(pipelined_fps),
         ceiling_fps: round3(ceiling_fps),
@@ -538,7 +559,11 @@ impl ModelBenchReport {
                 r.sequential_fps,
                 r.pipelined_fps,
                 r.fps,
-                if r.prep_thread { 'p' } else { 's' },
+                match r.prep_mode.as_str() {
+                    "background" => 'b',
+                    "companion" => 'p',
+                    _ => 's',
+                },
                 r.ceiling_fps,
                 r.overhead_pct
             ));
@@ -555,6 +580,7 @@ impl ModelBenchReport {
             "\nseq fps = pre, infer and post back to back on one thread; pip fps = the next \
              frame pre-processed on a second thread while the session runs;\nfps = what a \
              node worker with these threads reaches: p = pipelined (a core is left free), \
+             b = pipelined with the second thread under SCHED_IDLE (no free core), \
              s = sequential;\nceiling = a bare Session::run loop on the same pre-processed \
              input; overhead = ceiling / fps - 1\n",
         );

@@ -1,0 +1,360 @@
+//! Where an inference worker's pre-processing runs, and at what CPU priority.
+//!
+//! A worker owns one ONNX Runtime session. Pre-processing the next frame
+//! (resize, normalise) can overlap the session's run on another thread, the
+//! `prep-…` companion, but only pays if that thread does not steal CPU from
+//! the session's own intra-op threads:
+//! - [`PrepMode::Companion`]: ONNX Runtime's threads leave a core free
+//!   (`threads × workers < cores`), the companion runs at normal priority.
+//! - [`PrepMode::Background`]: every core already runs intra-op threads. The
+//!   companion runs under Linux's `SCHED_IDLE` policy, so it only gets the
+//!   gaps where ONNX Runtime leaves a core idle (its serial operators:
+//!   concatenations, transposes, re-quantisation). A nice value is not
+//!   enough: a niced thread still delays the session's worker when it wakes,
+//!   an idle-policy one is preempted at once (`bench model`, INT8 at 2
+//!   threads on 2 cores: ≈ 99 % of the bare ceiling against ≈ 93 % at nice
+//!   0 to 19). An idle-policy thread can starve behind busy decoders, so the
+//!   moment the session thread would block on it, [`Handshake::wait`] lifts
+//!   it back to `SCHED_OTHER` until the frame is handed over. Leaving
+//!   `SCHED_IDLE` needs `CAP_SYS_NICE` (or `RLIMIT_NICE`); without it the
+//!   mode is not used.
+//! - [`PrepMode::Inline`]: the session thread pre-processes itself.
+//!
+//! The policy calls are the only `unsafe` here: plain `libc` system calls on
+//! thread ids this process owns.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+/// Where a worker's pre-processing runs, see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrepMode {
+    /// On the session's thread, between runs.
+    Inline,
+    /// On a companion thread at normal priority (a core is left free).
+    Companion,
+    /// On a companion thread under `SCHED_IDLE`, lifted while it is waited for.
+    Background,
+}
+
+impl PrepMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrepMode::Inline => "inline",
+            PrepMode::Companion => "companion",
+            PrepMode::Background => "background",
+        }
+    }
+
+    /// Whether a `prep-…` thread runs.
+    pub fn has_thread(self) -> bool {
+        self != PrepMode::Inline
+    }
+}
+
+/// The mode for `workers` workers of `intra_threads` threads each on this
+/// machine.
+pub fn prep_mode(intra_threads: usize, workers: usize) -> PrepMode {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    prep_mode_for(cores, intra_threads, workers, background_available())
+}
+
+/// [`prep_mode`] as a pure function of the machine (tested).
+pub fn prep_mode_for(
+    cores: usize,
+    intra_threads: usize,
+    workers: usize,
+    background_ok: bool,
+) -> PrepMode {
+    if intra_threads.max(1) * workers.max(1) < cores {
+        PrepMode::Companion
+    } else if background_ok && cores > 1 {
+        PrepMode::Background
+    } else {
+        PrepMode::Inline
+    }
+}
+
+/// Whether this process may put a thread under `SCHED_IDLE` and take it
+/// back out (probed once, on a scratch thread).
+pub fn background_available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("sched-probe".into())
+            .spawn(|| {
+                let tid = current_tid();
+                set_policy(tid, Policy::Idle) && set_policy(tid, Policy::Normal)
+            })
+            .ok()
+            .and_then(|h| h.join().ok())
+            .unwrap_or(false)
+    })
+}
+
+/// The scheduling policy of a thread as this module sets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// `SCHED_OTHER`, the default.
+    Normal,
+    /// `SCHED_IDLE`: runs only when a core has nothing else to do.
+    Idle,
+}
+
+#[cfg(target_os = "linux")]
+fn current_tid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn current_tid() -> i32 {
+    0
+}
+
+#[cfg(target_os = "linux")]
+fn set_policy(tid: i32, policy: Policy) -> bool {
+    let p = libc::sched_param { sched_priority: 0 };
+    let which = match policy {
+        Policy::Normal => libc::SCHED_OTHER,
+        Policy::Idle => libc::SCHED_IDLE,
+    };
+    // SAFETY: `p` is a valid sched_param for the call's duration; `tid` is a
+    // thread of this process (an exited one only makes the call fail).
+    unsafe { libc::sched_setscheduler(tid, which, &p) == 0 }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_policy(_tid: i32, _policy: Policy) -> bool {
+    false
+}
+
+/// The policy a thread of this process runs under, `None` if unknown.
+pub fn policy_of(tid: i32) -> Option<Policy> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sched_getscheduler only reads the thread's policy.
+        match unsafe { libc::sched_getscheduler(tid) } {
+            libc::SCHED_OTHER => Some(Policy::Normal),
+            libc::SCHED_IDLE => Some(Policy::Idle),
+            _ => None,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = tid;
+        None
+    }
+}
+
+/// How long [`Handshake::recv`] polls for a companion that is mid-frame.
+const SPIN: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// The priority hand-shake between a session thread and its `prep-…`
+/// companion in [`PrepMode::Background`] (inert in the other modes).
+///
+/// The companion calls [`Self::before_prepare`] before each frame: it drops
+/// to `SCHED_IDLE` unless the session thread is already waiting for it. The
+/// session thread wraps every blocking wait for a prepared frame in
+/// [`Self::wait`], which raises the companion to `SCHED_OTHER` first. Both
+/// sides write their half (policy, flag) before reading the other's, so
+/// whichever order they run in, a waited-for companion ends up normal.
+#[derive(Debug)]
+pub struct Handshake {
+    background: bool,
+    prep_tid: AtomicI32,
+    waiting: AtomicBool,
+    /// The companion is pre-processing a frame (between `before_prepare`
+    /// and `after_prepare`).
+    busy: AtomicBool,
+}
+
+impl Handshake {
+    pub fn new(mode: PrepMode) -> Self {
+        Self {
+            background: mode == PrepMode::Background,
+            prep_tid: AtomicI32::new(0),
+            waiting: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+        }
+    }
+
+    /// The companion, before it pre-processes a frame.
+    pub fn before_prepare(&self) {
+        if !self.background {
+            return;
+        }
+        let tid = current_tid();
+        self.prep_tid.store(tid, Ordering::SeqCst);
+        self.busy.store(true, Ordering::SeqCst);
+        set_policy(tid, Policy::Idle);
+        if self.waiting.load(Ordering::SeqCst) {
+            set_policy(tid, Policy::Normal);
+        }
+    }
+
+    /// The companion, when the frame is prepared (before handing it over).
+    pub fn after_prepare(&self) {
+        self.busy.store(false, Ordering::SeqCst);
+    }
+
+    /// The session thread, waiting for the next prepared frame on `rx`.
+    ///
+    /// In background mode the companion is lifted to `SCHED_OTHER` first.
+    /// If it is in the middle of a frame (well under a millisecond of work
+    /// left once it has a core), the session thread polls for up to
+    /// `SPIN` instead of sleeping: waking a sleeping thread costs tens of
+    /// microseconds on a virtual CPU, on every frame.
+    pub fn recv<T>(
+        &self,
+        rx: &std::sync::mpsc::Receiver<T>,
+    ) -> Result<T, std::sync::mpsc::RecvError> {
+        use std::sync::mpsc::TryRecvError;
+        match rx.try_recv() {
+            Ok(v) => return Ok(v),
+            Err(TryRecvError::Disconnected) => return Err(std::sync::mpsc::RecvError),
+            Err(TryRecvError::Empty) => {}
+        }
+        if !self.background {
+            return rx.recv();
+        }
+        self.waiting.store(true, Ordering::SeqCst);
+        let tid = self.prep_tid.load(Ordering::SeqCst);
+        if tid != 0 {
+            set_policy(tid, Policy::Normal);
+        }
+        let mut out = None;
+        if self.busy.load(Ordering::SeqCst) {
+            let start = std::time::Instant::now();
+            while start.elapsed() < SPIN {
+                match rx.try_recv() {
+                    Ok(v) => {
+                        out = Some(Ok(v));
+                        break;
+                    }
+                    Err(TryRecvError::Disconnected) => {
+                        out = Some(Err(std::sync::mpsc::RecvError));
+                        break;
+                    }
+                    Err(TryRecvError::Empty) => std::hint::spin_loop(),
+                }
+            }
+        }
+        let out = out.unwrap_or_else(|| rx.recv());
+        self.waiting.store(false, Ordering::SeqCst);
+        out
+    }
+
+    /// The companion's thread id once it has prepared a frame (0 before).
+    pub fn prep_tid(&self) -> i32 {
+        self.prep_tid.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_follows_free_cores_and_permission() {
+        // A free core: a normal companion, whatever the permission.
+        assert_eq!(prep_mode_for(2, 1, 1, false), PrepMode::Companion);
+        assert_eq!(prep_mode_for(4, 1, 2, true), PrepMode::Companion);
+        // Every core busy: background if the policy can be lifted again.
+        assert_eq!(prep_mode_for(2, 2, 1, true), PrepMode::Background);
+        assert_eq!(prep_mode_for(2, 1, 2, true), PrepMode::Background);
+        assert_eq!(prep_mode_for(2, 2, 1, false), PrepMode::Inline);
+        // One core: nothing to overlap with.
+        assert_eq!(prep_mode_for(1, 1, 1, true), PrepMode::Inline);
+        // Zero threads or workers count as one.
+        assert_eq!(prep_mode_for(2, 0, 0, false), PrepMode::Companion);
+        assert!(PrepMode::Background.has_thread() && !PrepMode::Inline.has_thread());
+    }
+
+    /// Blocks until the session thread is inside `Handshake::recv`.
+    fn until_waiting(hs: &Handshake) {
+        while !hs.waiting.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn background_companion_is_idle_until_waited_for() {
+        let hs = Handshake::new(PrepMode::Background);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (job_tx, job_rx) = std::sync::mpsc::sync_channel(0);
+        let (before, during) = std::thread::scope(|s| {
+            s.spawn(|| {
+                hs.before_prepare();
+                ready_tx.send(policy_of(current_tid())).unwrap();
+                // Still "preparing" when the session thread starts waiting.
+                until_waiting(&hs);
+                let during = policy_of(current_tid());
+                hs.after_prepare();
+                job_tx.send(during).unwrap();
+            });
+            let before = ready_rx.recv().unwrap();
+            (before, hs.recv(&job_rx).unwrap())
+        });
+        assert_ne!(hs.prep_tid(), 0, "the companion registered its thread id");
+        if background_available() {
+            assert_eq!(
+                before,
+                Some(Policy::Idle),
+                "the companion drops to SCHED_IDLE"
+            );
+            assert_eq!(during, Some(Policy::Normal), "waiting for it lifts it back");
+        } else {
+            // Not permitted here: the hand-shake leaves the thread alone.
+            assert_eq!(before, Some(Policy::Normal));
+        }
+        assert!(!hs.waiting.load(Ordering::SeqCst), "the flag is cleared");
+    }
+
+    #[test]
+    fn waited_for_companion_stays_normal() {
+        // The session thread waits first; a companion that starts a frame
+        // then must not drop to SCHED_IDLE.
+        let hs = Handshake::new(PrepMode::Background);
+        let (job_tx, job_rx) = std::sync::mpsc::sync_channel(0);
+        let seen = std::thread::scope(|s| {
+            s.spawn(|| {
+                until_waiting(&hs);
+                hs.before_prepare();
+                let p = policy_of(current_tid());
+                hs.after_prepare();
+                job_tx.send(p).unwrap();
+            });
+            hs.recv(&job_rx).unwrap()
+        });
+        assert_eq!(seen, Some(Policy::Normal));
+    }
+
+    #[test]
+    fn other_modes_leave_the_thread_alone() {
+        for mode in [PrepMode::Companion, PrepMode::Inline] {
+            let hs = Handshake::new(mode);
+            let (tx, rx) = std::sync::mpsc::sync_channel(0);
+            let seen = std::thread::scope(|s| {
+                s.spawn(|| {
+                    hs.before_prepare();
+                    hs.after_prepare();
+                    tx.send(policy_of(current_tid())).unwrap();
+                });
+                hs.recv(&rx).unwrap()
+            });
+            assert_eq!(hs.prep_tid(), 0);
+            assert_eq!(seen, Some(Policy::Normal), "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn recv_reports_a_closed_channel() {
+        for mode in [PrepMode::Background, PrepMode::Companion] {
+            let hs = Handshake::new(mode);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<u8>(0);
+            drop(tx);
+            assert!(hs.recv(&rx).is_err(), "{mode:?}");
+        }
+    }
+}

@@ -40,8 +40,10 @@ fn by_id(events: &[serde_json::Value]) -> BTreeMap<String, Vec<serde_json::Value
     m
 }
 
-#[test]
-fn clip_to_mqtt_end_to_end() {
+/// Runs the node on the bundled clip (file, not real time, 5 fps) with
+/// `extra` lines in `[detector]` until it stops by itself; returns every
+/// message seen (schema-checked) and the node's log.
+fn run_clip(extra: &str) -> (Vec<Msg>, String) {
     let broker = mosquitto();
     let sub = Subscriber::start(broker.port, "t/#");
     let dir = tempfile::tempdir().unwrap();
@@ -49,7 +51,11 @@ fn clip_to_mqtt_end_to_end() {
         "[[cameras]]\nid = \"vtest\"\nurl = \"{}\"\ndetect_fps = 5\nrealtime = false\n",
         fixture("vtest_10s_h264.mp4").display()
     );
-    let p = write(dir.path(), "p.toml", &pipeline_text(broker.port, &cams, ""));
+    let p = write(
+        dir.path(),
+        "p.toml",
+        &pipeline_text(broker.port, &cams, extra),
+    );
     let log = dir.path().join("node.log");
     let mut node = run_node(&p, &log);
     let status = node
@@ -57,15 +63,19 @@ fn clip_to_mqtt_end_to_end() {
         .expect("edge-node run ends by itself on a file");
     let logtext = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "exit {status:?}\n{logtext}");
-
     let msgs = sub.wait_for("node stopped", Duration::from_secs(10), |m| {
         m.iter()
             .any(|x| x.topic == "t/test-district/test-box/status" && x.json()["state"] == "stopped")
     });
     schemas().validate_all(&msgs);
+    (msgs, logtext)
+}
 
-    let evs = events(&msgs);
-    let groups = by_id(&evs);
+/// One object, one story: each event id is `new`, a few updates, `end`,
+/// and the camera's `seq` runs 1, 2, 3, … (frames stay in order, nothing
+/// lost). Returns the number of person events.
+fn check_event_stories(evs: &[serde_json::Value], logtext: &str) -> usize {
+    let groups = by_id(evs);
     let persons = groups
         .values()
         .filter(|g| g[0]["label"] == "person")
@@ -97,6 +107,13 @@ fn clip_to_mqtt_end_to_end() {
     let seqs: Vec<u64> = evs.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     let expect: Vec<u64> = (1..=seqs.len() as u64).collect();
     assert_eq!(seqs, expect);
+    persons
+}
+
+#[test]
+fn clip_to_mqtt_end_to_end() {
+    let (msgs, logtext) = run_clip("");
+    check_event_stories(&events(&msgs), &logtext);
     // The camera reports streaming, then ended.
     // Each state once: the node used to publish `starting` twice (its own
     // initial state, then the source's first report).
@@ -185,25 +202,7 @@ fn rtsp_camera_reconnects_after_server_restart() {
 /// process may not lift it). Same events as any other mode.
 #[test]
 fn busy_cores_worker_pipeline_end_to_end() {
-    let broker = mosquitto();
-    let sub = Subscriber::start(broker.port, "t/#");
-    let dir = tempfile::tempdir().unwrap();
-    let cams = format!(
-        "[[cameras]]\nid = \"vtest\"\nurl = \"{}\"\ndetect_fps = 5\nrealtime = false\n",
-        fixture("vtest_10s_h264.mp4").display()
-    );
-    let p = write(
-        dir.path(),
-        "p.toml",
-        &pipeline_text(broker.port, &cams, "threads = 2\nworkers = 2"),
-    );
-    let log = dir.path().join("node.log");
-    let mut node = run_node(&p, &log);
-    let status = node
-        .wait(Duration::from_secs(120))
-        .expect("edge-node run ends by itself on a file");
-    let logtext = std::fs::read_to_string(&log).unwrap();
-    assert!(status.success(), "exit {status:?}\n{logtext}");
+    let (msgs, logtext) = run_clip("threads = 2\nworkers = 2");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cores <= 4 {
         assert!(
@@ -211,25 +210,7 @@ fn busy_cores_worker_pipeline_end_to_end() {
             "no free core: background (or inline) pre-processing\n{logtext}"
         );
     }
-    let msgs = sub.wait_for("node stopped", Duration::from_secs(10), |m| {
-        m.iter()
-            .any(|x| x.topic == "t/test-district/test-box/status" && x.json()["state"] == "stopped")
-    });
-    schemas().validate_all(&msgs);
-    let evs = events(&msgs);
-    let groups = by_id(&evs);
-    let persons = groups
-        .values()
-        .filter(|g| g[0]["label"] == "person")
-        .count();
-    assert!(persons >= 3, "{persons} person events\n{logtext}");
-    for (id, g) in &groups {
-        assert_eq!(g[0]["type"], "new", "{id} starts with new");
-        assert_eq!(g.last().unwrap()["type"], "end", "{id} ends with end");
-    }
-    let seqs: Vec<u64> = evs.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    let expect: Vec<u64> = (1..=seqs.len() as u64).collect();
-    assert_eq!(seqs, expect, "frames stay in order, no message lost");
+    check_event_stories(&events(&msgs), &logtext);
 }
 
 #[test]

@@ -128,9 +128,11 @@ struct Taps {
     /// `w` with every weight repeated 4 times: one 256-bit load yields the
     /// broadcast weights of two taps for the AVX2 horizontal pass.
     w4: Vec<f32>,
-    /// `w4` with each output's taps zero-padded to `k.next_multiple_of(4)`:
-    /// one 512-bit load yields the weights of four taps (AVX-512 pass).
-    w16: Vec<f32>,
+    /// `w` with each output's taps zero-padded to `k.next_multiple_of(4)`
+    /// (AVX-512 pass: one 128-bit load yields four taps' weights, spread
+    /// over the RGBX lanes in registers). A quarter of the bytes of a
+    /// pre-spread table, so a 1080p row's weights stay in L1.
+    wpad: Vec<f32>,
     /// The largest of `start`, so kernels check their reads once per row.
     max_start: usize,
 }
@@ -189,11 +191,9 @@ fn compute_taps(src: usize, dst: usize, filter: ResizeFilter) -> Taps {
     }
     let w4 = w.iter().flat_map(|&v| [v; 4]).collect();
     let k4 = k.next_multiple_of(4);
-    let mut w16 = vec![0.0f32; dst * k4 * 4];
+    let mut wpad = vec![0.0f32; dst * k4];
     for (i, ws) in w.chunks_exact(k).enumerate() {
-        for (t, &v) in ws.iter().enumerate() {
-            w16[(i * k4 + t) * 4..(i * k4 + t + 1) * 4].fill(v);
-        }
+        wpad[i * k4..i * k4 + k].copy_from_slice(ws);
     }
     let max_start = start.iter().copied().max().unwrap_or(0);
     Taps {
@@ -201,7 +201,7 @@ fn compute_taps(src: usize, dst: usize, filter: ResizeFilter) -> Taps {
         k,
         w,
         w4,
-        w16,
+        wpad,
         max_start,
     }
 }
@@ -437,7 +437,7 @@ impl Preprocessor {
                 starts: &plan.x.start,
                 w: &plan.x.w,
                 w4: &plan.x.w4,
-                w16: &plan.x.w16,
+                wpad: &plan.x.wpad,
                 max_start: plan.x.max_start,
                 k: xk,
             };
@@ -794,7 +794,8 @@ fn vertical_q14_avx512_rgbx(
 
 /// AVX-512 horizontal pass over an RGBX row (see
 /// [`vertical_q14_avx512_rgbx`]): four taps per 512-bit load and FMA with
-/// the weights of `w16` (zero-padded to whole groups of four), then the four
+/// the weights of `wpad` (zero-padded to whole groups of four, spread over
+/// the RGBX lanes by one permute per group), then the four
 /// partial sums of four output pixels are added by one 4x4 transpose of
 /// 128-bit lanes. Results go to `px` as RGBX in column order.
 #[cfg(target_arch = "x86_64")]
@@ -816,8 +817,9 @@ fn horizontal_rgbx_avx512(row: &[f32], taps: &HTaps<'_>, px: &mut [f32]) {
 #[inline]
 fn h_rgbx512<const NG: usize>(row: &[f32], taps: &HTaps<'_>, px: &mut [f32]) {
     use std::arch::x86_64::{
-        __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_setzero_ps,
-        _mm512_shuffle_f32x4, _mm512_storeu_ps,
+        __m512, _mm_loadu_ps, _mm512_add_ps, _mm512_castps128_ps512, _mm512_fmadd_ps,
+        _mm512_loadu_ps, _mm512_mul_ps, _mm512_permutexvar_ps, _mm512_setr_epi32,
+        _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_storeu_ps,
     };
     let groups = taps.k.div_ceil(4);
     let n = taps.starts.len();
@@ -825,31 +827,31 @@ fn h_rgbx512<const NG: usize>(row: &[f32], taps: &HTaps<'_>, px: &mut [f32]) {
     // Every output reads pixels s .. s + 4 * groups (s + k <= width, and
     // the row has ROW_SLACK >= 12 floats of zeros past the last pixel).
     let fits = taps.max_start + 4 * groups <= src_px;
-    if !fits || px.len() < n.next_multiple_of(4) * 4 || taps.w16.len() < n * groups * 16 {
+    if !fits || px.len() < n.next_multiple_of(4) * 4 || taps.wpad.len() < n * groups * 4 {
         return;
     }
     let ng = if NG == 0 { groups } else { NG };
     // SAFETY: AVX-512F/AVX2/FMA are enabled for this function (the caller
     // checked the CPU). Output x loads row[4 s .. 4 (s + 4 groups)] (checked
-    // by `fits`) and w16[16 groups x .. 16 groups (x + 1)] (length checked);
+    // by `fits`) and wpad[4 groups x .. 4 groups (x + 1)] (length checked);
     // the store of outputs x .. x + 4 writes px[4x .. 4x + 16] with x + 4 <=
     // n rounded up to 4 (checked).
     unsafe {
         let r = row.as_ptr();
-        let w = taps.w16.as_ptr();
+        let w = taps.wpad.as_ptr();
+        // Lane 4t + c takes the weight of tap t.
+        let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+        let weights =
+            |p: *const f32| _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_loadu_ps(p)));
         let one = |x: usize| -> __m512 {
             if x >= n {
                 return _mm512_setzero_ps();
             }
             let p = r.add(4 * *taps.starts.get_unchecked(x));
-            let wx = w.add(16 * groups * x);
-            let mut acc = _mm512_mul_ps(_mm512_loadu_ps(p), _mm512_loadu_ps(wx));
+            let wx = w.add(4 * groups * x);
+            let mut acc = _mm512_mul_ps(_mm512_loadu_ps(p), weights(wx));
             for g in 1..ng {
-                acc = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(p.add(16 * g)),
-                    _mm512_loadu_ps(wx.add(16 * g)),
-                    acc,
-                );
+                acc = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(16 * g)), weights(wx.add(4 * g)), acc);
             }
             acc
         };
@@ -1143,7 +1145,7 @@ struct HTaps<'a> {
     starts: &'a [usize],
     w: &'a [f32],
     w4: &'a [f32],
-    w16: &'a [f32],
+    wpad: &'a [f32],
     /// See [`Taps::max_start`].
     max_start: usize,
     k: usize,
@@ -1528,7 +1530,7 @@ mod tests {
                 starts: &x.start,
                 w: &x.w,
                 w4: &x.w4,
-                w16: &x.w16,
+                wpad: &x.wpad,
                 max_start: x.max_start,
                 k: x.k,
             };
@@ -1733,7 +1735,7 @@ mod tests {
                         starts: &x.start,
                         w: &x.w,
                         w4: &x.w4,
-                        w16: &x.w16,
+                        wpad: &x.wpad,
                         max_start: x.max_start,
                         k: x.k,
                     };

@@ -51,6 +51,8 @@ pub enum BenchError {
     Option { name: &'static str, reason: String },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot start the pre-processing thread: {0}")]
+    Thread(std::io::Error),
     #[error("plot {}: {reason}", path.display())]
     Plot { path: PathBuf, reason: String },
 }

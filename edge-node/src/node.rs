@@ -328,7 +328,6 @@ struct Prepared {
     frame: Frame,
     arrived: Instant,
     tx: mpsc::Sender<Analysed>,
-    input: detect::PreparedInput,
 }
 
 /// Sends a worker's result to the camera's analytics task, or reports the
@@ -387,76 +386,55 @@ fn run_worker(pool: Arc<Pool>, mut det: Detector) {
 /// in flight). In [`PrepMode::Background`] the companion runs under
 /// `SCHED_IDLE` except while this thread waits for it ([`sched::Handshake`]).
 fn run_worker_pipelined(pool: Arc<Pool>, mut det: Detector, prep_name: String, mode: PrepMode) {
-    let hs = Arc::new(sched::Handshake::new(mode));
-    let prep_hs = hs.clone();
-    let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Prepared>(0);
-    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<detect::PreparedInput>(2);
-    for _ in 0..2 {
-        let _ = free_tx.send(det.new_prepared());
-    }
     let mut prep = det.frame_prep();
+    let buffers = [det.new_prepared(), det.new_prepared()];
     let prep_pool = pool.clone();
-    let spawned = std::thread::Builder::new()
-        .name(prep_name.clone())
-        .spawn(move || {
-            let pool = prep_pool;
-            while let Ok(mut input) = free_rx.recv() {
-                // Keep the buffer across frames that fail to pre-process.
-                loop {
-                    let Some((idx, frame, arrived, tx)) = pool.take() else {
-                        return;
-                    };
-                    prep_hs.before_prepare();
-                    let prepared = prep.prepare(&frame.data, frame.width, frame.height, &mut input);
-                    prep_hs.after_prepare();
-                    match prepared {
-                        Ok(()) => {
-                            let job = Prepared {
-                                idx,
-                                frame,
-                                arrived,
-                                tx,
-                                input,
-                            };
-                            if let Err(e) = job_tx.send(job) {
-                                // The inference thread is gone: give the frame back.
-                                pool.done(e.0.idx, None, e.0.arrived);
-                                return;
-                            }
-                            break;
-                        }
-                        Err(e) => {
-                            pool.done(idx, None, arrived);
-                            warn!(camera = %frame.camera, error = %e, "pre-processing failed on a frame");
-                        }
+    let ran = sched::run_pipelined(
+        mode,
+        &prep_name,
+        buffers,
+        |hs, input| {
+            // Keep the buffer across frames that fail to pre-process.
+            loop {
+                let (idx, frame, arrived, tx) = prep_pool.take()?;
+                match hs.preparing(|| prep.prepare(&frame.data, frame.width, frame.height, input)) {
+                    Ok(()) => {
+                        return Some(Prepared {
+                            idx,
+                            frame,
+                            arrived,
+                            tx,
+                        });
+                    }
+                    Err(e) => {
+                        prep_pool.done(idx, None, arrived);
+                        warn!(camera = %frame.camera, error = %e, "pre-processing failed on a frame");
                     }
                 }
             }
-        });
-    let prep_thread = match spawned {
-        Ok(h) => h,
+        },
+        |job, input, give_back| {
+            let result = det.detect_prepared(&input);
+            // Hand the buffer back before publishing, so the next frame is
+            // being prepared while this one's result goes out.
+            give_back(input);
+            deliver(&pool, job.idx, job.frame, job.arrived, &job.tx, result);
+            true
+        },
+    );
+    match ran {
+        // The inference loop never stops first, but a frame the companion
+        // could not hand over would go back to its camera's slot.
+        Ok(unsent) => {
+            if let Some(job) = unsent {
+                pool.done(job.idx, None, job.arrived);
+            }
+        }
         Err(e) => {
             warn!(thread = %prep_name, error = %e, "cannot start the pre-processing thread; the worker runs without it");
             run_worker(pool, det);
-            return;
         }
-    };
-    while let Ok(job) = hs.recv(&job_rx) {
-        let Prepared {
-            idx,
-            frame,
-            arrived,
-            tx,
-            input,
-        } = job;
-        let result = det.detect_prepared(&input);
-        // Hand the buffer back before publishing, so the next frame is
-        // being prepared while this one's result goes out.
-        let _ = free_tx.send(input);
-        deliver(&pool, idx, frame, arrived, &tx, result);
     }
-    // The job channel closed: the preparing thread has returned.
-    let _ = prep_thread.join();
 }
 
 // ------------------------------------------------------------------ analytics

@@ -198,6 +198,15 @@ impl Handshake {
         self.busy.store(false, Ordering::SeqCst);
     }
 
+    /// The companion: [`Self::before_prepare`], `f` (the pre-processing),
+    /// [`Self::after_prepare`].
+    pub fn preparing<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.before_prepare();
+        let out = f();
+        self.after_prepare();
+        out
+    }
+
     /// The session thread, waiting for the next prepared frame on `rx`.
     ///
     /// In background mode the companion is lifted to `SCHED_OTHER` first.
@@ -249,6 +258,68 @@ impl Handshake {
     pub fn prep_tid(&self) -> i32 {
         self.prep_tid.load(Ordering::SeqCst)
     }
+}
+
+/// The double-buffered pre-processing → session loop of an inference
+/// worker, shared by the node's workers and `bench model`.
+///
+/// A `prep_name` thread (scoped, so it ends before this returns) takes a
+/// free buffer, and `prepare` fills it with the next frame: `Some(job)`, or
+/// `None` to stop (it should wrap only the pre-processing itself in
+/// [`Handshake::preparing`], not the wait for a frame). This thread receives
+/// each `(job, buffer)` (a rendezvous: a prepared frame waits until the
+/// session is free) through [`Handshake::recv`] and calls `consume`, which
+/// hands the buffer back through `give_back` as soon as the session is done
+/// with it and returns `false` to stop. Two buffers circulate, so at most
+/// two frames are in flight. Returns the job the companion could not hand
+/// over because this thread had stopped, or the error of spawning it
+/// (nothing has run then).
+pub fn run_pipelined<B, J, P, C>(
+    mode: PrepMode,
+    prep_name: &str,
+    buffers: [B; 2],
+    mut prepare: P,
+    mut consume: C,
+) -> std::io::Result<Option<J>>
+where
+    B: Send,
+    J: Send,
+    P: FnMut(&Handshake, &mut B) -> Option<J> + Send,
+    C: FnMut(J, B, &mut dyn FnMut(B)) -> bool,
+{
+    use std::sync::mpsc::sync_channel;
+    let hs = Handshake::new(mode);
+    let (job_tx, job_rx) = sync_channel::<(J, B)>(0);
+    let (free_tx, free_rx) = sync_channel::<B>(2);
+    for b in buffers {
+        let _ = free_tx.send(b);
+    }
+    std::thread::scope(|s| {
+        let hs = &hs;
+        let companion = std::thread::Builder::new()
+            .name(prep_name.to_string())
+            .spawn_scoped(s, move || {
+                while let Ok(mut buf) = free_rx.recv() {
+                    let job = prepare(hs, &mut buf)?;
+                    if let Err(e) = job_tx.send((job, buf)) {
+                        return Some(e.0.0);
+                    }
+                }
+                None
+            })?;
+        let mut give_back = |b: B| {
+            let _ = free_tx.send(b);
+        };
+        while let Ok((job, buf)) = hs.recv(&job_rx) {
+            if !consume(job, buf, &mut give_back) {
+                break;
+            }
+        }
+        // Unblock the companion (its send or its wait for a buffer fails).
+        drop(job_rx);
+        drop(free_tx);
+        Ok(companion.join().unwrap_or(None))
+    })
 }
 
 #[cfg(test)]
@@ -346,6 +417,62 @@ mod tests {
             assert_eq!(hs.prep_tid(), 0);
             assert_eq!(seen, Some(Policy::Normal), "{mode:?}");
         }
+    }
+
+    #[test]
+    fn pipelined_loop_keeps_order_recycles_buffers_and_returns_the_unsent_job() {
+        for mode in [PrepMode::Companion, PrepMode::Background] {
+            let mut next = 0u32;
+            let mut seen = Vec::new();
+            let unsent = run_pipelined(
+                mode,
+                "test-prep",
+                [Vec::new(), Vec::new()],
+                |hs, buf: &mut Vec<u32>| {
+                    if next == 10 {
+                        return None;
+                    }
+                    hs.preparing(|| {
+                        buf.clear();
+                        buf.push(next);
+                    });
+                    next += 1;
+                    Some(next - 1)
+                },
+                |job, buf, give_back| {
+                    assert_eq!(buf, [job], "the buffer carries its own frame");
+                    seen.push(job);
+                    give_back(buf);
+                    job < 3
+                },
+            )
+            .expect("spawn");
+            assert_eq!(seen, [0, 1, 2, 3], "{mode:?}");
+            assert_eq!(
+                unsent,
+                Some(4),
+                "the frame prepared after the stop comes back"
+            );
+        }
+        // Run to the end: every job, nothing unsent.
+        let mut next = 0u32;
+        let mut seen = Vec::new();
+        let unsent = run_pipelined(
+            PrepMode::Companion,
+            "test-prep",
+            [(), ()],
+            |_, _| {
+                next += 1;
+                (next <= 5).then_some(next)
+            },
+            |job, buf, give_back| {
+                seen.push(job);
+                give_back(buf);
+                true
+            },
+        )
+        .expect("spawn");
+        assert_eq!((seen, unsent), (vec![1, 2, 3, 4, 5], None));
     }
 
     #[test]

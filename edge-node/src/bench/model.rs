@@ -258,10 +258,10 @@ fn ms(d: Duration) -> f64 {
 const ROUNDS: usize = 5;
 
 /// Wall time of `iterations` frames (from `first` on, cycling through
-/// `frames`) through the inference workers' loop
-/// (see `node::run_worker`): a scoped thread pre-processes frame i + 1 into
-/// the spare of two input buffers while this thread runs the session on
-/// frame i; the hand-over is a rendezvous.
+/// `frames`) through an inference worker's pipelined loop
+/// (`sched::run_pipelined`, as `node::run_worker_pipelined` runs it): a
+/// companion thread pre-processes frame i + 1 into the spare of two input
+/// buffers while this thread runs the session on frame i.
 fn run_pipelined(
     det: &mut Detector,
     frames: &[Rgb],
@@ -269,51 +269,45 @@ fn run_pipelined(
     iterations: usize,
     mode: PrepMode,
 ) -> Result<f64, BenchError> {
-    let hs = crate::sched::Handshake::new(mode);
-    let hs = &hs;
-    use std::sync::mpsc::sync_channel;
     let mut prep = det.frame_prep();
-    let (job_tx, job_rx) = sync_channel::<detect::PreparedInput>(0);
-    let (free_tx, free_rx) = sync_channel::<detect::PreparedInput>(2);
-    for _ in 0..2 {
-        let _ = free_tx.send(det.new_prepared());
-    }
+    let buffers = [det.new_prepared(), det.new_prepared()];
+    let (mut prep_err, mut infer_err) = (None, None);
+    let mut next = first;
     let start = Instant::now();
-    let result = std::thread::scope(|sc| {
-        let feeder = sc.spawn(move || -> Result<(), detect::DetectError> {
-            for i in first..first + iterations {
-                let Ok(mut input) = free_rx.recv() else {
-                    return Ok(());
-                };
-                let f = &frames[i % frames.len()];
-                hs.before_prepare();
-                let r = prep.prepare(&f.data, f.width, f.height, &mut input);
-                hs.after_prepare();
-                r?;
-                if job_tx.send(input).is_err() {
-                    return Ok(());
+    crate::sched::run_pipelined(
+        mode,
+        "bench-prep",
+        buffers,
+        |hs, input| {
+            if next >= first + iterations {
+                return None;
+            }
+            let f = &frames[next % frames.len()];
+            next += 1;
+            match hs.preparing(|| prep.prepare(&f.data, f.width, f.height, input)) {
+                Ok(()) => Some(()),
+                Err(e) => {
+                    prep_err = Some(e);
+                    None
                 }
             }
-            Ok(())
-        });
-        let mut out = Ok(());
-        for _ in 0..iterations {
-            let Ok(input) = hs.recv(&job_rx) else {
-                break;
-            };
-            if let Err(e) = det.detect_prepared(&input) {
-                out = Err(e);
-                break;
+        },
+        |(), input, give_back| match det.detect_prepared(&input) {
+            Ok(_) => {
+                give_back(input);
+                true
             }
-            let _ = free_tx.send(input);
-        }
-        drop(job_rx);
-        drop(free_tx);
-        let fed = feeder.join().unwrap_or(Ok(()));
-        out.and(fed)
-    });
+            Err(e) => {
+                infer_err = Some(e);
+                false
+            }
+        },
+    )
+    .map_err(BenchError::Thread)?;
     let wall = start.elapsed().as_secs_f64();
-    result?;
+    if let Some(e) = infer_err.or(prep_err) {
+        return Err(e.into());
+    }
     Ok(wall)
 }
 

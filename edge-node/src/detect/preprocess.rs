@@ -39,7 +39,11 @@
 //!   writes the row as RGBX (one permute per 4 pixels), so the horizontal
 //!   pass loads four taps with one plain 512-bit load, and the partial sums
 //!   of four output pixels are folded by one 4x4 transpose of 128-bit lanes.
-//!   Same integer vertical arithmetic, so the same rows bit for bit.
+//!   Same integer vertical arithmetic, so the same rows bit for bit (left
+//!   in Q14; the 2^-14 is folded into the normalisation). Output rows go
+//!   in pairs, so each spread of the horizontal weights serves two rows,
+//!   and the planes are written with streaming stores: the 2 MB tensor is
+//!   not in cache, and plain stores would read every line of it first.
 //! - portable: plain Rust.
 //!
 //! See `benches/detect.rs` for figures (it times every level in one run).
@@ -339,15 +343,16 @@ impl Preprocessor {
                 transform: self.transform_for(src_w as u32, src_h as u32),
             });
             self.row.clear();
-            // RGB (3 floats per pixel) or, for AVX-512, RGBX (4), plus
-            // slack for the 4-lane loads of `horizontal_pass` (1 float) and
-            // the 4-pixel groups of the AVX-512 pass (at most 3 pixels past
-            // the last tap). The slack stays zero, i.e. finite.
-            self.row.resize(src_w * 4 + ROW_SLACK + ALIGN_SLACK, 0.0);
-            // One RGBX pixel per output column, rounded up to whole groups of 16.
+            // Two rows (the AVX-512 path works on pairs): RGB (3 floats per
+            // pixel) or, for AVX-512, RGBX (4), plus slack for the 4-lane
+            // loads of `horizontal_pass` (1 float) and the 4-pixel groups of
+            // the AVX-512 pass (at most 3 pixels past the last tap). The
+            // slack stays zero, i.e. finite.
+            self.row.resize(2 * row_len(src_w) + ALIGN_SLACK, 0.0);
+            // One RGBX pixel per output column, rounded up to whole groups
+            // of 16, for each of the two rows.
             self.px.clear();
-            self.px
-                .resize(inner.2.next_multiple_of(16) * 4 + ALIGN_SLACK, 0.0);
+            self.px.resize(2 * px_len(inner.2) + ALIGN_SLACK, 0.0);
         }
     }
 
@@ -396,8 +401,6 @@ impl Preprocessor {
             row.as_ptr().align_offset(64).min(ALIGN_SLACK),
             px.as_ptr().align_offset(64).min(ALIGN_SLACK),
         );
-        let row = &mut row[row_off..];
-        let px = &mut px[px_off..];
         let Some(plan) = plan.as_ref() else {
             return Err(DetectError::BadFrame {
                 width,
@@ -406,6 +409,8 @@ impl Preprocessor {
                 reason: "no resize plan for this frame size".into(),
             });
         };
+        let (row, row_b) = row[row_off..].split_at_mut(row_len(w));
+        let (px, px_b) = px[px_off..].split_at_mut(px_len(plan.inner.2));
         let Some(buf) = out.as_slice_mut() else {
             return Err(DetectError::BadTensor {
                 expected: vec![1, 3, dh, dw],
@@ -428,41 +433,56 @@ impl Preprocessor {
         let stride = w * 3;
         let (xk, yk) = (plan.x.k, plan.y.k);
         let np = yk.div_ceil(2);
-        for yy in 0..nh {
-            let ys = plan.y.start[yy];
-            let yq = &plan.yq[yy * np..(yy + 1) * np];
-            let base = (y0 + yy) * dw + x0;
-            let [q0, q1, q2] = &mut planes;
-            let (m0, m1, m2) = (
-                &mut q0[base..base + nw],
-                &mut q1[base..base + nw],
-                &mut q2[base..base + nw],
-            );
-            // Output planes in *source* channel order (R, G, B).
-            let (o0, o1, o2) = match color {
-                ColorOrder::Rgb => (m0, m1, m2),
-                ColorOrder::Bgr => (m2, m1, m0),
-            };
-            let taps = HTaps {
-                starts: &plan.x.start,
-                w: &plan.x.w,
-                w4: &plan.x.w4,
-                wpad: &plan.x.wpad,
-                max_start: plan.x.max_start,
-                k: xk,
-            };
-            let norm = Norm::new(src_ch, scale, offset);
-            match simd {
-                #[cfg(target_arch = "x86_64")]
-                SimdLevel::Avx512 => {
-                    // SAFETY: `SimdLevel::detect` (the cap of `self.simd`)
-                    // saw AVX-512 F/BW, AVX2 and FMA on this CPU.
-                    unsafe {
-                        vertical_q14_avx512_rgbx(rgb, stride, ys, yk, yq, row);
+        let yq = |yy: usize| &plan.yq[yy * np..(yy + 1) * np];
+        let taps = HTaps {
+            starts: &plan.x.start,
+            w: &plan.x.w,
+            w4: &plan.x.w4,
+            wpad: &plan.x.wpad,
+            max_start: plan.x.max_start,
+            k: xk,
+        };
+        #[cfg(target_arch = "x86_64")]
+        if simd == SimdLevel::Avx512 {
+            // The AVX-512 vertical kernel leaves its sums in Q14: the 2^-14
+            // is folded into the normalisation's scale.
+            let q14 = 1.0 / (1u32 << Q14_BITS) as f32;
+            let norm = Norm::new(src_ch, scale.map(|s| s * q14), offset);
+            let mut yy = 0;
+            while yy < nh {
+                let pair = yy + 1 < nh;
+                // SAFETY: `SimdLevel::detect` (the cap of `self.simd`) saw
+                // AVX-512 F/BW/VNNI, AVX2 and FMA on this CPU.
+                unsafe {
+                    vertical_q14_avx512_rgbx(rgb, stride, plan.y.start[yy], yk, yq(yy), row);
+                    if pair {
+                        let (ys, q) = (plan.y.start[yy + 1], yq(yy + 1));
+                        vertical_q14_avx512_rgbx(rgb, stride, ys, yk, q, row_b);
+                        horizontal2_rgbx_avx512([&*row, &*row_b], &taps, [&mut *px, &mut *px_b]);
+                    } else {
                         horizontal_rgbx_avx512(row, &taps, px);
-                        write_planes_avx512(px, &norm, o0, o1, o2);
                     }
                 }
+                let rows = if pair { 2 } else { 1 };
+                for (i, p) in [&*px, &*px_b].into_iter().enumerate().take(rows) {
+                    let [o0, o1, o2] = plane_rows(&mut planes, y0 + yy + i, dw, (x0, nw), color);
+                    // SAFETY: as above.
+                    unsafe { write_planes_avx512(p, &norm, o0, o1, o2) };
+                }
+                yy += rows;
+            }
+            // The plane writer's streaming stores are weakly ordered: fence
+            // them before the tensor can reach the session thread.
+            // SAFETY: SSE is part of the x86-64 baseline.
+            unsafe { std::arch::x86_64::_mm_sfence() };
+            return Ok(plan.transform);
+        }
+        let norm = Norm::new(src_ch, scale, offset);
+        for yy in 0..nh {
+            let ys = plan.y.start[yy];
+            let yq = yq(yy);
+            let [o0, o1, o2] = plane_rows(&mut planes, y0 + yy, dw, (x0, nw), color);
+            match simd {
                 #[cfg(target_arch = "x86_64")]
                 SimdLevel::Avx2 => {
                     vertical_pass_q14(simd, rgb, stride, ys, yk, yq, row);
@@ -484,6 +504,39 @@ impl Preprocessor {
 
 /// Floats of zeroed slack after the row buffer's pixels, see `ensure_plan`.
 const ROW_SLACK: usize = 16;
+
+/// Floats of one scratch row for `src_w` source pixels: RGBX plus slack,
+/// rounded to whole cache lines so the second row stays 64-byte aligned.
+fn row_len(src_w: usize) -> usize {
+    (src_w * 4 + ROW_SLACK).next_multiple_of(16)
+}
+
+/// Floats of one RGBX output row of `nw` pixels (whole groups of 16).
+fn px_len(nw: usize) -> usize {
+    nw.next_multiple_of(16) * 4
+}
+
+/// The three output rows of model-input row `y` (columns `x0 .. x0 + nw`),
+/// in *source* channel order (R, G, B).
+fn plane_rows<'a>(
+    planes: &'a mut [&mut [f32]; 3],
+    y: usize,
+    dw: usize,
+    (x0, nw): (usize, usize),
+    color: ColorOrder,
+) -> [&'a mut [f32]; 3] {
+    let base = y * dw + x0;
+    let [q0, q1, q2] = planes;
+    let (m0, m1, m2) = (
+        &mut q0[base..base + nw],
+        &mut q1[base..base + nw],
+        &mut q2[base..base + nw],
+    );
+    match color {
+        ColorOrder::Rgb => [m0, m1, m2],
+        ColorOrder::Bgr => [m2, m1, m0],
+    }
+}
 
 /// Floats of room in front of the scratch rows so they can start on a
 /// 64-byte boundary.
@@ -671,7 +724,9 @@ fn vertical_q14_avx2(
 
 /// AVX-512 vertical pass into an **RGBX** row: the AVX2 kernel's integer
 /// arithmetic (so the same values as [`vertical_q14_portable`], bit for
-/// bit) at 512 bits, 96 columns (32 pixels) per block, and each pixel is
+/// bit, times 2^14: the sums are left in Q14 and the caller folds the
+/// 2^-14 into the normalisation, one multiply per 16 columns less) at 512
+/// bits, 96 columns (32 pixels) per block, and each pixel is
 /// stored as four floats (R, G, B, B again) so that the horizontal pass can
 /// load four taps with one plain 512-bit load. `out` holds `4 * width`
 /// floats (plus slack); columns past the last whole block go through the
@@ -692,9 +747,9 @@ fn vertical_q14_avx512_rgbx(
 ) {
     use std::arch::x86_64::{
         __m256i, __m512, __m512i, _mm256_loadu_si256, _mm512_cvtepi32_ps, _mm512_cvtepu8_epi16,
-        _mm512_dpwssd_epi32, _mm512_mul_ps, _mm512_permutex2var_ps, _mm512_set1_epi32,
-        _mm512_set1_ps, _mm512_setr_epi32, _mm512_setzero_ps, _mm512_setzero_si512,
-        _mm512_storeu_ps, _mm512_unpackhi_epi16, _mm512_unpacklo_epi16,
+        _mm512_dpwssd_epi32, _mm512_permutex2var_ps, _mm512_set1_epi32, _mm512_setr_epi32,
+        _mm512_setzero_ps, _mm512_setzero_si512, _mm512_storeu_ps, _mm512_unpackhi_epi16,
+        _mm512_unpacklo_epi16,
     };
     const BLOCK: usize = 96;
     let width = stride / 3;
@@ -703,7 +758,6 @@ fn vertical_q14_avx512_rgbx(
     }
     let blocks = (width * 3) / BLOCK;
     let full = k / 2;
-    let inv = _mm512_set1_ps(1.0 / (1u32 << Q14_BITS) as f32);
     // lo = columns [0-3 | 8-11 | 16-19 | 24-27], hi = [4-7 | 12-15 | ...]:
     // columns 0-15 are lo.0 hi.0 lo.1 hi.1, columns 16-31 lo.2 hi.2 lo.3 hi.3.
     let first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
@@ -772,7 +826,7 @@ fn vertical_q14_avx512_rgbx(
                     pairs[full],
                 );
             }
-            let f = acc.map(|v| _mm512_mul_ps(_mm512_cvtepi32_ps(v), inv));
+            let f = acc.map(|v| _mm512_cvtepi32_ps(v));
             let mut n: [__m512; 7] = [_mm512_setzero_ps(); 7];
             for i in 0..3 {
                 n[2 * i] = _mm512_permutex2var_ps(f[2 * i], first, f[2 * i + 1]);
@@ -793,14 +847,13 @@ fn vertical_q14_avx512_rgbx(
         let (lo, hi) = unpack_pair(pairs[t / 2]);
         if t.is_multiple_of(2) { lo } else { hi }
     };
-    let scale = 1.0 / (1u32 << Q14_BITS) as f32;
     for px in done..width {
         for c in 0..3 {
             let col = 3 * px + c;
             let acc: i32 = (0..k)
                 .map(|t| weight(t) * i32::from(src[(start + t) * stride + col]))
                 .sum();
-            out[4 * px + c] = acc as f32 * scale;
+            out[4 * px + c] = acc as f32;
         }
         out[4 * px + 3] = out[4 * px + 2];
     }
@@ -815,21 +868,46 @@ fn vertical_q14_avx512_rgbx(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn horizontal_rgbx_avx512(row: &[f32], taps: &HTaps<'_>, px: &mut [f32]) {
-    // A compile-time group count unrolls the tap loop (1080p -> 416 has 3).
-    match taps.k.div_ceil(4) {
-        1 => h_rgbx512::<1>(row, taps, px),
-        2 => h_rgbx512::<2>(row, taps, px),
-        3 => h_rgbx512::<3>(row, taps, px),
-        4 => h_rgbx512::<4>(row, taps, px),
-        _ => h_rgbx512::<0>(row, taps, px),
-    }
+    horizontal_rows_avx512::<1>([row], taps, [px]);
 }
 
-/// [`horizontal_rgbx_avx512`] for `NG == k.div_ceil(4)` groups (0: any).
+/// [`horizontal_rgbx_avx512`] over two rows at once: each spread of a
+/// group's weights (the pass's most frequent shuffle) serves both rows.
+/// Same arithmetic, so the same results bit for bit.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn horizontal2_rgbx_avx512(rows: [&[f32]; 2], taps: &HTaps<'_>, px: [&mut [f32]; 2]) {
+    horizontal_rows_avx512::<2>(rows, taps, px);
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
-fn h_rgbx512<const NG: usize>(row: &[f32], taps: &HTaps<'_>, px: &mut [f32]) {
+fn horizontal_rows_avx512<const R: usize>(
+    rows: [&[f32]; R],
+    taps: &HTaps<'_>,
+    px: [&mut [f32]; R],
+) {
+    // A compile-time group count unrolls the tap loop (1080p -> 416 has 3).
+    match taps.k.div_ceil(4) {
+        1 => h_rgbx512::<1, R>(rows, taps, px),
+        2 => h_rgbx512::<2, R>(rows, taps, px),
+        3 => h_rgbx512::<3, R>(rows, taps, px),
+        4 => h_rgbx512::<4, R>(rows, taps, px),
+        _ => h_rgbx512::<0, R>(rows, taps, px),
+    }
+}
+
+/// [`horizontal_rgbx_avx512`] for `NG == k.div_ceil(4)` groups (0: any)
+/// and `R` rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+fn h_rgbx512<const NG: usize, const R: usize>(
+    rows: [&[f32]; R],
+    taps: &HTaps<'_>,
+    px: [&mut [f32]; R],
+) {
     use std::arch::x86_64::{
         __m512, _mm_loadu_ps, _mm512_add_ps, _mm512_castps128_ps512, _mm512_fmadd_ps,
         _mm512_loadu_ps, _mm512_mul_ps, _mm512_permutexvar_ps, _mm512_setr_epi32,
@@ -837,42 +915,48 @@ fn h_rgbx512<const NG: usize>(row: &[f32], taps: &HTaps<'_>, px: &mut [f32]) {
     };
     let groups = taps.k.div_ceil(4);
     let n = taps.starts.len();
-    let src_px = row.len() / 4;
+    let src_px = rows.iter().map(|r| r.len()).min().unwrap_or(0) / 4;
     // Every output reads pixels s .. s + 4 * groups (s + k <= width, and
     // the row has ROW_SLACK >= 12 floats of zeros past the last pixel).
     let fits = taps.max_start + 4 * groups <= src_px;
-    if !fits || px.len() < n.next_multiple_of(4) * 4 || taps.wpad.len() < n * groups * 4 {
+    let room = px.iter().all(|p| p.len() >= n.next_multiple_of(4) * 4);
+    if !fits || !room || taps.wpad.len() < n * groups * 4 {
         return;
     }
     let ng = if NG == 0 { groups } else { NG };
+    let r = rows.map(|row| row.as_ptr());
+    let out = px.map(|p| p.as_mut_ptr());
     // SAFETY: AVX-512F/AVX2/FMA are enabled for this function (the caller
-    // checked the CPU). Output x loads row[4 s .. 4 (s + 4 groups)] (checked
-    // by `fits`) and wpad[4 groups x .. 4 groups (x + 1)] (length checked);
-    // the store of outputs x .. x + 4 writes px[4x .. 4x + 16] with x + 4 <=
-    // n rounded up to 4 (checked).
+    // checked the CPU). Output x loads row[4 s .. 4 (s + 4 groups)] of every
+    // row (checked by `fits`) and wpad[4 groups x .. 4 groups (x + 1)]
+    // (length checked); the store of outputs x .. x + 4 writes
+    // px[4x .. 4x + 16] of every row with x + 4 <= n rounded up to 4
+    // (checked by `room`).
     unsafe {
-        let r = row.as_ptr();
         let w = taps.wpad.as_ptr();
         // Lane 4t + c takes the weight of tap t.
         let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
         let weights =
             |p: *const f32| _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_loadu_ps(p)));
-        let one = |x: usize| -> __m512 {
+        let one = |x: usize| -> [__m512; R] {
             if x >= n {
-                return _mm512_setzero_ps();
+                return [_mm512_setzero_ps(); R];
             }
-            let p = r.add(4 * *taps.starts.get_unchecked(x));
+            let s = 4 * *taps.starts.get_unchecked(x);
             let wx = w.add(4 * groups * x);
-            let mut acc = _mm512_mul_ps(_mm512_loadu_ps(p), weights(wx));
+            let w0 = weights(wx);
+            let mut acc = r.map(|p| _mm512_mul_ps(_mm512_loadu_ps(p.add(s)), w0));
             for g in 1..ng {
-                acc = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(16 * g)), weights(wx.add(4 * g)), acc);
+                let wg = weights(wx.add(4 * g));
+                for (a, p) in acc.iter_mut().zip(r) {
+                    *a = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(s + 16 * g)), wg, *a);
+                }
             }
             acc
         };
-        let mut x = 0;
-        while x < n {
-            let (a, b, c, d) = (one(x), one(x + 1), one(x + 2), one(x + 3));
-            // [a0 a2 b0 b2] + [a1 a3 b1 b3] = [a01 a23 b01 b23], same for c, d.
+        // [a0 a2 b0 b2] + [a1 a3 b1 b3] = [a01 a23 b01 b23], same for c, d;
+        // then [a01 b01 c01 d01] + [a23 b23 c23 d23] = [a b c d].
+        let fold = |a: __m512, b: __m512, c: __m512, d: __m512| {
             let ab = _mm512_add_ps(
                 _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
                 _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
@@ -881,12 +965,17 @@ fn h_rgbx512<const NG: usize>(row: &[f32], taps: &HTaps<'_>, px: &mut [f32]) {
                 _mm512_shuffle_f32x4::<0b10_00_10_00>(c, d),
                 _mm512_shuffle_f32x4::<0b11_01_11_01>(c, d),
             );
-            // [a01 b01 c01 d01] + [a23 b23 c23 d23] = [a b c d].
-            let sum = _mm512_add_ps(
+            _mm512_add_ps(
                 _mm512_shuffle_f32x4::<0b10_00_10_00>(ab, cd),
                 _mm512_shuffle_f32x4::<0b11_01_11_01>(ab, cd),
-            );
-            _mm512_storeu_ps(px.as_mut_ptr().add(4 * x), sum);
+            )
+        };
+        let mut x = 0;
+        while x < n {
+            let (a, b, c, d) = (one(x), one(x + 1), one(x + 2), one(x + 3));
+            for (i, o) in out.iter().enumerate() {
+                _mm512_storeu_ps(o.add(4 * x), fold(a[i], b[i], c[i], d[i]));
+            }
             x += 4;
         }
     }
@@ -895,18 +984,66 @@ fn h_rgbx512<const NG: usize>(row: &[f32], taps: &HTaps<'_>, px: &mut [f32]) {
 /// Normalises an RGBX row in column order (from [`horizontal_rgbx_avx512`])
 /// into the three planes (source channel order), 16 pixels per step: two
 /// rounds of two-source permutes deinterleave R, G and B.
+///
+/// The planes are written with non-temporal (streaming) stores when the
+/// three rows share their alignment, which is the case in every model
+/// input whose planes are a multiple of 64 bytes (416 x 416, 640 x 640):
+/// the 2 MB tensor is not in cache when a frame starts, and plain stores
+/// would first read every line of it (read-for-ownership). The first few
+/// pixels of a row go through the scalar path to reach a 64-byte boundary.
+/// The caller must `sfence` before handing the tensor to another thread,
+/// see [`Preprocessor::run`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn write_planes_avx512(px: &[f32], norm: &Norm, o0: &mut [f32], o1: &mut [f32], o2: &mut [f32]) {
+    let n = o0.len().min(o1.len()).min(o2.len());
+    let mis = o0.as_ptr() as usize % 64;
+    let stream = mis.is_multiple_of(4)
+        && o1.as_ptr() as usize % 64 == mis
+        && o2.as_ptr() as usize % 64 == mis;
+    if stream {
+        let head = ((64 - mis) % 64 / 4).min(n);
+        planes_avx512::<true>(px, norm, o0, o1, o2, head);
+    } else {
+        planes_avx512::<false>(px, norm, o0, o1, o2, 0);
+    }
+}
+
+/// [`write_planes_avx512`] with the vector loop starting at pixel `head`;
+/// `STREAM` stores with `vmovntps`, which needs `o*[head]` to be 64-byte
+/// aligned (checked by the caller).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+fn planes_avx512<const STREAM: bool>(
+    px: &[f32],
+    norm: &Norm,
+    o0: &mut [f32],
+    o1: &mut [f32],
+    o2: &mut [f32],
+    head: usize,
+) {
     use std::arch::x86_64::{
-        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_permutex2var_ps, _mm512_set1_ps,
-        _mm512_setr_epi32, _mm512_storeu_ps,
+        __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_permutex2var_ps, _mm512_set1_ps,
+        _mm512_setr_epi32, _mm512_storeu_ps, _mm512_stream_ps,
     };
     let n = o0.len().min(o1.len()).min(o2.len());
-    if px.len() < 4 * n {
+    if px.len() < 4 * n || head > n {
         return;
     }
-    let groups = n / 16;
+    let scalar = |x: usize, o0: &mut [f32], o1: &mut [f32], o2: &mut [f32]| {
+        let q = 4 * x;
+        norm.write(
+            [px[q], px[q + 1], px[q + 2], 0.0],
+            &mut o0[x],
+            &mut o1[x],
+            &mut o2[x],
+        );
+    };
+    for x in 0..head {
+        scalar(x, o0, o1, o2);
+    }
+    let groups = (n - head) / 16;
     let s = norm.scale.map(|v| _mm512_set1_ps(v));
     let o = norm.offset.map(|v| _mm512_set1_ps(v));
     // From 8 RGBX pixels (two vectors): R0..R7 then G0..G7; and B0..B7 twice.
@@ -915,12 +1052,22 @@ fn write_planes_avx512(px: &[f32], norm: &Norm, o0: &mut [f32], o1: &mut [f32], 
     // Low halves of two vectors, then high halves.
     let lo = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
     let hi = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    // SAFETY (both): AVX-512F is enabled; `x + 16 <= n`, and with `STREAM`
+    // the caller made `o*[head]`, hence every `o*[x]` here, 64-byte aligned.
+    let put = |d: *mut f32, v: __m512| unsafe {
+        if STREAM {
+            _mm512_stream_ps(d, v)
+        } else {
+            _mm512_storeu_ps(d, v)
+        }
+    };
     for g in 0..groups {
+        let x = head + 16 * g;
         // SAFETY: AVX-512F is enabled (the caller checked the CPU); loads
-        // read px[64g .. 64g + 64] <= 4n <= px.len(), stores write
-        // o*[16g .. 16g + 16] with 16g + 16 <= n.
+        // read px[4x .. 4x + 64] <= 4n <= px.len(), stores write
+        // o*[x .. x + 16] with x + 16 <= n.
         unsafe {
-            let p = px.as_ptr().add(64 * g);
+            let p = px.as_ptr().add(4 * x);
             let (p0, p1) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
             let (p2, p3) = (_mm512_loadu_ps(p.add(32)), _mm512_loadu_ps(p.add(48)));
             let (rg01, rg23) = (
@@ -934,19 +1081,13 @@ fn write_planes_avx512(px: &[f32], norm: &Norm, o0: &mut [f32], o1: &mut [f32], 
             let r = _mm512_permutex2var_ps(rg01, lo, rg23);
             let gr = _mm512_permutex2var_ps(rg01, hi, rg23);
             let b = _mm512_permutex2var_ps(b01, lo, b23);
-            _mm512_storeu_ps(o0.as_mut_ptr().add(16 * g), _mm512_fmadd_ps(r, s[0], o[0]));
-            _mm512_storeu_ps(o1.as_mut_ptr().add(16 * g), _mm512_fmadd_ps(gr, s[1], o[1]));
-            _mm512_storeu_ps(o2.as_mut_ptr().add(16 * g), _mm512_fmadd_ps(b, s[2], o[2]));
+            put(o0.as_mut_ptr().add(x), _mm512_fmadd_ps(r, s[0], o[0]));
+            put(o1.as_mut_ptr().add(x), _mm512_fmadd_ps(gr, s[1], o[1]));
+            put(o2.as_mut_ptr().add(x), _mm512_fmadd_ps(b, s[2], o[2]));
         }
     }
-    for x in groups * 16..n {
-        let q = 4 * x;
-        norm.write(
-            [px[q], px[q + 1], px[q + 2], 0.0],
-            &mut o0[x],
-            &mut o1[x],
-            &mut o2[x],
-        );
+    for x in head + groups * 16..n {
+        scalar(x, o0, o1, o2);
     }
 }
 
@@ -1684,14 +1825,18 @@ mod tests {
                                 &src, stride, t.start[i], t.k, pairs, &mut rgbx,
                             )
                         };
+                        // The AVX-512 row holds the Q14 sums themselves:
+                        // 2^14 times the portable row, exactly (both are
+                        // integers below 2^24, or those over 2^14).
                         for (px, (x, want)) in rgbx
                             .chunks_exact(4)
                             .zip(portable.chunks_exact(3))
                             .enumerate()
                         {
+                            let want = want.iter().map(|v| v * 16384.0).collect::<Vec<_>>();
                             assert_eq!(
                                 &x[..3],
-                                want,
+                                &want[..],
                                 "AVX-512 {sw}x{sh}->{dh} {filter:?} row {i} px {px}"
                             );
                             assert_eq!(x[3], want[2], "X repeats B");
@@ -1780,6 +1925,23 @@ mod tests {
                                 px.resize(dw.next_multiple_of(16) * 4, 0.0);
                                 horizontal_rgbx_avx512(&rgbx, &taps, &mut px);
                                 write_planes_avx512(&px, &norm, g0, g1, g2);
+                                // Two rows at once: the same sums, bit for bit.
+                                let other: Vec<f32> = rgbx.iter().map(|v| 255.0 - v).collect();
+                                let mut single = px.clone();
+                                horizontal_rgbx_avx512(&other, &taps, &mut single);
+                                let (mut pa, mut pb) =
+                                    (vec![f32::NAN; px.len()], vec![f32::NAN; px.len()]);
+                                horizontal2_rgbx_avx512([&rgbx, &other], &taps, [&mut pa, &mut pb]);
+                                assert_eq!(
+                                    &pa[..dw * 4],
+                                    &px[..dw * 4],
+                                    "{sw}->{dw} {filter:?}: pair, row a"
+                                );
+                                assert_eq!(
+                                    &pb[..dw * 4],
+                                    &single[..dw * 4],
+                                    "{sw}->{dw} {filter:?}: pair, row b"
+                                );
                             } else {
                                 horizontal_to_slots_avx2(&row, &taps, &mut px);
                                 write_planes_avx2(&px, &norm, g0, g1, g2);
@@ -1792,6 +1954,59 @@ mod tests {
                                     "{level:?} {sw}->{dw} {filter:?} c{c} x{xo}: {u} vs {v}"
                                 );
                             }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The AVX-512 plane writer streams (non-temporal stores) when the
+    /// three rows share their alignment: the same values at every
+    /// alignment and length, streamed or not, including the scalar head
+    /// that reaches the 64-byte boundary.
+    #[test]
+    fn plane_writer_is_alignment_independent() {
+        #[cfg(target_arch = "x86_64")]
+        if SimdLevel::detect() == SimdLevel::Avx512 {
+            let norm = Norm::new([2, 1, 0], [0.5, 1.0, 2.0], [1.0, 0.0, -1.0]);
+            for n in [1usize, 15, 16, 17, 40, 416] {
+                let px: Vec<f32> = noise(px_len(n), n as u64)
+                    .iter()
+                    .map(|&v| f32::from(v))
+                    .collect();
+                let want: Vec<[f32; 3]> = (0..n)
+                    .map(|x| {
+                        let p = &px[4 * x..4 * x + 3];
+                        // Source order: R feeds model channel 2, B channel 0.
+                        [p[0] * 2.0 - 1.0, p[1], p[2] * 0.5 + 1.0]
+                    })
+                    .collect();
+                for shift in [0usize, 1, 3, 4, 13] {
+                    // Three planes of one buffer; `shift` floats past a
+                    // cache line, and plane 2 one float further when
+                    // `shift` is odd (alignments differ: plain stores).
+                    let stride = (n + 64).next_multiple_of(16);
+                    let mut buf = vec![f32::NAN; 3 * stride + 32];
+                    let off = buf.as_ptr().align_offset(64);
+                    let skew = shift % 2;
+                    let at = [
+                        off + shift,
+                        off + stride + shift,
+                        off + 2 * stride + shift + skew,
+                    ];
+                    let (a, rest) = buf.split_at_mut(at[1]);
+                    let (b, c) = rest.split_at_mut(at[2] - at[1]);
+                    let (o0, o1, o2) = (&mut a[at[0]..at[0] + n], &mut b[..n], &mut c[..n]);
+                    // SAFETY: AVX-512 checked just above.
+                    unsafe { write_planes_avx512(&px, &norm, o0, o1, o2) };
+                    for (x, w) in want.iter().enumerate() {
+                        let got = [o0[x], o1[x], o2[x]];
+                        for (g, v) in got.iter().zip(w) {
+                            assert!(
+                                (g - v).abs() <= 1e-4,
+                                "n {n} shift {shift} x {x}: {got:?} vs {w:?}"
+                            );
                         }
                     }
                 }

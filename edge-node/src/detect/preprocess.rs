@@ -990,7 +990,9 @@ fn h_rgbx512<const NG: usize, const R: usize>(
 /// input whose planes are a multiple of 64 bytes (416 x 416, 640 x 640):
 /// the 2 MB tensor is not in cache when a frame starts, and plain stores
 /// would first read every line of it (read-for-ownership). The first few
-/// pixels of a row go through the scalar path to reach a 64-byte boundary.
+/// pixels of a row go through the scalar path to reach a 64-byte boundary;
+/// it rounds like the vector path (fused multiply-add), so the values do
+/// not depend on the tensor's alignment.
 /// The caller must `sfence` before handing the tensor to another thread,
 /// see [`Preprocessor::run`].
 #[cfg(target_arch = "x86_64")]
@@ -1031,14 +1033,14 @@ fn planes_avx512<const STREAM: bool>(
     if px.len() < 4 * n || head > n {
         return;
     }
+    // Fused multiply-add, like the vector loop: which pixels take this path
+    // depends on the tensor's alignment, so it must round the same way or
+    // the input (and the scores) would depend on where the buffer lies.
     let scalar = |x: usize, o0: &mut [f32], o1: &mut [f32], o2: &mut [f32]| {
         let q = 4 * x;
-        norm.write(
-            [px[q], px[q + 1], px[q + 2], 0.0],
-            &mut o0[x],
-            &mut o1[x],
-            &mut o2[x],
-        );
+        o0[x] = px[q].mul_add(norm.scale[0], norm.offset[0]);
+        o1[x] = px[q + 1].mul_add(norm.scale[1], norm.offset[1]);
+        o2[x] = px[q + 2].mul_add(norm.scale[2], norm.offset[2]);
     };
     for x in 0..head {
         scalar(x, o0, o1, o2);
@@ -1969,19 +1971,26 @@ mod tests {
     fn plane_writer_is_alignment_independent() {
         #[cfg(target_arch = "x86_64")]
         if SimdLevel::detect() == SimdLevel::Avx512 {
-            let norm = Norm::new([2, 1, 0], [0.5, 1.0, 2.0], [1.0, 0.0, -1.0]);
+            // NanoDet's normalisation (BGR model) and fractional levels, so
+            // a separate multiply and add would round differently from FMA.
+            let (scale, offset) = (
+                [1.0 / 57.375, 1.0 / 57.12, 1.0 / 58.395],
+                [-1.8, -2.04, -2.12],
+            );
+            let norm = Norm::new([2, 1, 0], scale, offset);
             for n in [1usize, 15, 16, 17, 40, 416] {
                 let px: Vec<f32> = noise(px_len(n), n as u64)
                     .iter()
-                    .map(|&v| f32::from(v))
+                    .map(|&v| f32::from(v) * 0.973 + 0.0137)
                     .collect();
                 let want: Vec<[f32; 3]> = (0..n)
                     .map(|x| {
                         let p = &px[4 * x..4 * x + 3];
                         // Source order: R feeds model channel 2, B channel 0.
-                        [p[0] * 2.0 - 1.0, p[1], p[2] * 0.5 + 1.0]
+                        [0, 1, 2].map(|c| p[c] * scale[2 - c] + offset[2 - c])
                     })
                     .collect();
+                let mut first: Option<Vec<[f32; 3]>> = None;
                 for shift in [0usize, 1, 3, 4, 13] {
                     // Three planes of one buffer; `shift` floats past a
                     // cache line, and plane 2 one float further when
@@ -2000,14 +2009,20 @@ mod tests {
                     let (o0, o1, o2) = (&mut a[at[0]..at[0] + n], &mut b[..n], &mut c[..n]);
                     // SAFETY: AVX-512 checked just above.
                     unsafe { write_planes_avx512(&px, &norm, o0, o1, o2) };
-                    for (x, w) in want.iter().enumerate() {
-                        let got = [o0[x], o1[x], o2[x]];
-                        for (g, v) in got.iter().zip(w) {
+                    let got: Vec<[f32; 3]> = (0..n).map(|x| [o0[x], o1[x], o2[x]]).collect();
+                    for (x, (g, w)) in got.iter().zip(&want).enumerate() {
+                        for (a, b) in g.iter().zip(w) {
                             assert!(
-                                (g - v).abs() <= 1e-4,
-                                "n {n} shift {shift} x {x}: {got:?} vs {w:?}"
+                                (a - b).abs() <= 1e-4,
+                                "n {n} shift {shift} x {x}: {g:?} vs {w:?}"
                             );
                         }
+                    }
+                    // Bit for bit the same at every alignment: the tensor
+                    // must not depend on where its buffer lies.
+                    match &first {
+                        None => first = Some(got),
+                        Some(f) => assert_eq!(f, &got, "n {n} shift {shift}"),
                     }
                 }
             }

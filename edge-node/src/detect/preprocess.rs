@@ -1033,19 +1033,18 @@ fn planes_avx512<const STREAM: bool>(
     if px.len() < 4 * n || head > n {
         return;
     }
-    // Fused multiply-add, like the vector loop: which pixels take this path
+    let groups = (n - head) / 16;
+    // The pixels before `head` and after the last whole group, one loop
+    // (a closure called from two loops was not inlined). Fused
+    // multiply-add, like the vector loop: which pixels take this path
     // depends on the tensor's alignment, so it must round the same way or
     // the input (and the scores) would depend on where the buffer lies.
-    let scalar = |x: usize, o0: &mut [f32], o1: &mut [f32], o2: &mut [f32]| {
+    for x in (0..head).chain(head + groups * 16..n) {
         let q = 4 * x;
         o0[x] = px[q].mul_add(norm.scale[0], norm.offset[0]);
         o1[x] = px[q + 1].mul_add(norm.scale[1], norm.offset[1]);
         o2[x] = px[q + 2].mul_add(norm.scale[2], norm.offset[2]);
-    };
-    for x in 0..head {
-        scalar(x, o0, o1, o2);
     }
-    let groups = (n - head) / 16;
     let s = norm.scale.map(|v| _mm512_set1_ps(v));
     let o = norm.offset.map(|v| _mm512_set1_ps(v));
     // From 8 RGBX pixels (two vectors): R0..R7 then G0..G7; and B0..B7 twice.
@@ -1087,9 +1086,6 @@ fn planes_avx512<const STREAM: bool>(
             put(o1.as_mut_ptr().add(x), _mm512_fmadd_ps(gr, s[1], o[1]));
             put(o2.as_mut_ptr().add(x), _mm512_fmadd_ps(b, s[2], o[2]));
         }
-    }
-    for x in head + groups * 16..n {
-        scalar(x, o0, o1, o2);
     }
 }
 

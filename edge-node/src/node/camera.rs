@@ -1,0 +1,345 @@
+//! One camera's analytics as one pure step: detections of a frame → tracker
+//! → scene rules → event lifecycle → the typed messages to send
+//! ([`Outgoing`]). No I/O, no clock: time is the frames' media time, so this
+//! is testable without MQTT, GStreamer or ONNX Runtime. The async side
+//! (`node/emit.rs`) renders snapshots and hands the messages to `publish`.
+//!
+//! The business rules of the order, tested below:
+//! 1. rules run before events, so an event sees this frame's rule state (the
+//!    update that announces a stationary object carries `stationary: true`);
+//! 2. event actions of the frame come before its alerts, so an alert on an
+//!    object whose event opens on this frame is sent as that event's update;
+//! 3. a counts report closes the frame's messages when its interval is over.
+
+use std::sync::Arc;
+
+use crate::events::{EventAction, EventEngine};
+use crate::frame::{Detection, Frame};
+use crate::rules::{Alert, AlertKind, CountsReport, ObjectRules, RulesConfig, RulesEngine};
+use crate::track::Tracker;
+
+/// One message a frame (or the camera's end) causes, in sending order.
+#[derive(Debug)]
+pub(super) enum Outgoing {
+    /// An object's lifecycle message (`new`, `update`, `end`), with its
+    /// snapshot choice and rule state; `alert` when a per-object rule alert
+    /// (loitering, wrong way) is announced through it.
+    Event {
+        action: EventAction<Arc<Frame>>,
+        object: ObjectRules,
+        alert: Option<Alert>,
+        /// Caused by this frame's detections (its frame-to-publish latency
+        /// is measured); alert updates and the end-of-camera `end`s are not.
+        from_frame: bool,
+    },
+    /// A zone-level alert (crowding); `evidence`: the whole frame for a
+    /// snapshot, for crowding.
+    ZoneAlert {
+        alert: Alert,
+        evidence: Option<Arc<Frame>>,
+    },
+    /// The zone and line counts of one finished interval.
+    Counts(CountsReport),
+}
+
+/// A camera's tracker, rules and event lifecycle.
+pub(super) struct CameraAnalytics {
+    tracker: Tracker,
+    events: EventEngine<Arc<Frame>>,
+    rules_cfg: RulesConfig,
+    /// Created at the first frame: the first counts interval starts there.
+    rules: Option<RulesEngine>,
+    counts_interval_s: f64,
+    last: Option<Arc<Frame>>,
+}
+
+impl CameraAnalytics {
+    pub fn new(
+        tracker: Tracker,
+        events: EventEngine<Arc<Frame>>,
+        rules: RulesConfig,
+        counts_interval_s: f64,
+    ) -> Self {
+        Self {
+            tracker,
+            events,
+            rules_cfg: rules,
+            rules: None,
+            counts_interval_s,
+            last: None,
+        }
+    }
+
+    /// The latest frame seen (the time anchor of [`Self::finish`]'s messages).
+    pub fn last_frame(&self) -> Option<&Arc<Frame>> {
+        self.last.as_ref()
+    }
+
+    /// One analysed frame → the messages it causes, in sending order.
+    pub fn on_frame(&mut self, f: &Arc<Frame>, detections: &[Detection]) -> Vec<Outgoing> {
+        let tracks = self.tracker.update(f.t, detections);
+        let cfg = &self.rules_cfg;
+        let rules = self
+            .rules
+            .get_or_insert_with(|| RulesEngine::new(cfg.clone(), f.t));
+        // 1. Rules first: the events below see this frame's stationary state.
+        let alerts = rules.on_frame(f.t, f.width, f.height, &tracks);
+        let actions = {
+            let quiet = |id: u64| rules.is_stationary(id);
+            self.events
+                .on_frame_quiet(f.t, f.width, f.height, &tracks, f, &quiet)
+        };
+        let mut out: Vec<Outgoing> = actions
+            .into_iter()
+            .map(|action| Outgoing::Event {
+                object: rules.object(action.track_id).unwrap_or_default(),
+                action,
+                alert: None,
+                from_frame: true,
+            })
+            .collect();
+        // 2. Alerts after the events, so an event opened now can carry one.
+        for alert in alerts {
+            out.extend(alert_message(alert, rules, &mut self.events, f));
+        }
+        // 3. Counts when the interval is over.
+        if !self.rules_cfg.is_empty() && f.t - rules.interval_start() >= self.counts_interval_s {
+            out.push(Outgoing::Counts(rules.take_counts(f.t)));
+        }
+        self.last = Some(f.clone());
+        out
+    }
+
+    /// The camera has ended: every open event gets its `end`, and the last
+    /// (partial) counts interval is reported. Nothing when no frame came.
+    pub fn finish(&mut self) -> Vec<Outgoing> {
+        let Some(f) = self.last.clone() else {
+            return Vec::new();
+        };
+        let rules = self.rules.as_mut();
+        let mut out: Vec<Outgoing> = self
+            .events
+            .finish(f.t)
+            .into_iter()
+            .map(|action| Outgoing::Event {
+                object: rules
+                    .as_ref()
+                    .and_then(|r| r.object(action.track_id))
+                    .unwrap_or_default(),
+                action,
+                alert: None,
+                from_frame: false,
+            })
+            .collect();
+        if let Some(r) = rules
+            && !self.rules_cfg.is_empty()
+            && f.t > r.interval_start()
+        {
+            out.push(Outgoing::Counts(r.take_counts(f.t)));
+        }
+        out
+    }
+}
+
+/// One rule alert as a message: a per-object alert becomes an `update` of
+/// the object's open event (none when the object has no open event), a zone
+/// alert goes on its own, with the whole frame as evidence for crowding.
+fn alert_message(
+    alert: Alert,
+    rules: &RulesEngine,
+    events: &mut EventEngine<Arc<Frame>>,
+    f: &Arc<Frame>,
+) -> Option<Outgoing> {
+    match alert.track_id {
+        Some(id) => {
+            let Some(action) = events.alert(id, f.t, f) else {
+                tracing::info!(
+                    track = id,
+                    alert = alert.kind.name(),
+                    "alert for an object without an open event; not sent"
+                );
+                return None;
+            };
+            Some(Outgoing::Event {
+                object: rules.object(id).unwrap_or_default(),
+                action,
+                alert: Some(alert),
+                from_frame: false,
+            })
+        }
+        None => {
+            let evidence = (alert.kind == AlertKind::Crowding).then(|| f.clone());
+            Some(Outgoing::ZoneAlert { alert, evidence })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{EventConfig, EventKind};
+    use crate::frame::BBox;
+    use crate::rules::ZoneRule;
+    use crate::track::TrackerConfig;
+    use std::collections::BTreeSet;
+    use std::time::SystemTime;
+
+    const DT: f64 = 0.1;
+
+    fn frame(i: u64) -> Arc<Frame> {
+        Arc::new(Frame {
+            camera: "cam".into(),
+            index: i,
+            t: i as f64 * DT,
+            wall: SystemTime::UNIX_EPOCH,
+            width: 1000,
+            height: 1000,
+            data: Vec::new(),
+        })
+    }
+
+    fn person(x: f32) -> Detection {
+        Detection {
+            class_id: 0,
+            score: 0.9,
+            bbox: BBox::new(x, 400.0, x + 60.0, 600.0),
+        }
+    }
+
+    fn analytics(rules: RulesConfig) -> CameraAnalytics {
+        let ev = EventConfig::default();
+        let tracker = Tracker::new(ev.tracker_config(TrackerConfig::default()));
+        CameraAnalytics::new(tracker, EventEngine::new(ev), rules, 60.0)
+    }
+
+    fn zone(loiter_s: Option<f64>, crowd_min: Option<u32>) -> ZoneRule {
+        ZoneRule {
+            name: "square".into(),
+            polygon: vec![(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)],
+            classes: BTreeSet::new(),
+            min_area: 0.0,
+            inertia: 1,
+            loiter_s,
+            crowd_min,
+            crowd_for_s: 0.0,
+            crowd_clear_s: 1.0,
+            cooldown_s: None,
+        }
+    }
+
+    /// Kinds of the messages, in order: `new`/`update`/`end` (with `+alert`),
+    /// `zone`, `counts`.
+    fn kinds(out: &[Outgoing]) -> Vec<String> {
+        out.iter()
+            .map(|o| match o {
+                Outgoing::Event { action, alert, .. } => {
+                    let k = match action.kind {
+                        EventKind::New => "new",
+                        EventKind::Update => "update",
+                        EventKind::End => "end",
+                    };
+                    if alert.is_some() {
+                        format!("{k}+alert")
+                    } else {
+                        k.into()
+                    }
+                }
+                Outgoing::ZoneAlert { .. } => "zone".into(),
+                Outgoing::Counts(_) => "counts".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_object_seen_then_gone_is_one_new_and_one_end() {
+        let mut a = analytics(RulesConfig::default());
+        let mut all = Vec::new();
+        for i in 0..10 {
+            all.extend(kinds(&a.on_frame(&frame(i), &[person(100.0 + i as f32)])));
+        }
+        for i in 10..40 {
+            all.extend(kinds(&a.on_frame(&frame(i), &[])));
+        }
+        all.extend(kinds(&a.finish()));
+        assert_eq!(all, vec!["new", "end"]);
+    }
+
+    #[test]
+    fn rules_run_before_events_so_the_event_sees_this_frames_stationary_state() {
+        let rules = RulesConfig {
+            zones: vec![zone(None, None)],
+            stationary_s: 1.0,
+            ..RulesConfig::default()
+        };
+        let mut a = analytics(rules);
+        let mut became = None;
+        for i in 0..40 {
+            let f = frame(i);
+            for o in a.on_frame(&f, &[person(100.0)]) {
+                if let Outgoing::Event { action, object, .. } = o
+                    && action.kind == EventKind::Update
+                    && object.stationary
+                {
+                    became.get_or_insert((i, a.rules.as_ref().unwrap().is_stationary(1)));
+                }
+            }
+        }
+        let (i, stationary_now) = became.expect("an update announces the stationary object");
+        assert!(
+            stationary_now,
+            "the rules already hold it stationary on that frame"
+        );
+        assert!(i as f64 * DT >= 1.0, "not before stationary_s");
+    }
+
+    #[test]
+    fn alerts_follow_the_events_of_their_frame() {
+        // Loitering fires as soon as the object is in the zone; its event
+        // opens on the same frame (min_hits): the alert must ride on it.
+        let rules = RulesConfig {
+            zones: vec![zone(Some(0.0), None)],
+            cooldown_s: 0.0,
+            ..RulesConfig::default()
+        };
+        let mut a = analytics(rules);
+        let mut per_frame = Vec::new();
+        for i in 0..10 {
+            let k = kinds(&a.on_frame(&frame(i), &[person(100.0)]));
+            if !k.is_empty() {
+                per_frame.push(k);
+            }
+        }
+        // Had the alert gone first, the object would have had no open event
+        // and the alert would have been lost.
+        assert_eq!(per_frame, vec![vec!["new", "update+alert"]]);
+    }
+
+    #[test]
+    fn crowding_is_a_zone_alert_with_the_whole_frame_and_counts_close_the_interval() {
+        let rules = RulesConfig {
+            zones: vec![zone(None, Some(2))],
+            cooldown_s: 0.0,
+            ..RulesConfig::default()
+        };
+        let mut a = analytics(rules);
+        a.counts_interval_s = 0.5;
+        let mut seen = Vec::new();
+        for i in 0..12 {
+            let out = a.on_frame(&frame(i), &[person(100.0), person(500.0)]);
+            for o in &out {
+                if let Outgoing::ZoneAlert { evidence, .. } = o {
+                    assert_eq!(evidence.as_ref().map(|f| f.index), Some(i));
+                }
+            }
+            let k = kinds(&out);
+            if let Some(p) = k.iter().position(|k| k == "counts") {
+                assert_eq!(p, k.len() - 1, "counts come last: {k:?}");
+            }
+            seen.extend(k);
+        }
+        assert!(seen.iter().any(|k| k == "zone"), "{seen:?}");
+        assert!(seen.iter().any(|k| k == "counts"), "{seen:?}");
+        let end = kinds(&a.finish());
+        assert_eq!(end, vec!["end", "end", "counts"]);
+    }
+}

@@ -1,0 +1,263 @@
+//! A camera's analytics task (tokio): results from the camera's hand-over
+//! → [`CameraAnalytics`] (pure) → each [`Outgoing`] message's snapshot
+//! rendered ([`Painter`]) and the message handed to `publish`, in order.
+//! Wall-clock times on the wire come from the frame's media time anchored
+//! at the frame ([`wall_at`]).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::{info, warn};
+
+use super::camera::{CameraAnalytics, Outgoing};
+use super::pictures::Painter;
+use super::report::Samples;
+use super::slots::Handover;
+use crate::events::{EventAction, EventKind};
+use crate::frame::Frame;
+use crate::publish::{
+    self, AlertDetail, CountsMessage, EventRecord, EventType, LineCountsWire, Publisher,
+    WireCounter, ZoneCountsWire,
+};
+use crate::rules::{Alert, CountsReport, ObjectRules};
+
+/// Where one camera's messages go, and their numbering.
+pub(super) struct Emitter {
+    pub id: String,
+    pub publisher: Publisher,
+    pub labels: Arc<Vec<String>>,
+    pub painter: Painter,
+    /// Last event `seq`; continues after a restart (the outbox stores it).
+    pub seq: u64,
+    pub counts_seq: u64,
+    pub zone_alert_seq: u64,
+    /// Frame arrival → event handed to the MQTT client, ms (see `CameraReport`).
+    pub publish_latency_ms: Arc<Mutex<Samples>>,
+}
+
+/// The camera's analytics task: runs until the camera's hand-over ends
+/// (the slot is closed and drained), then ends every open event.
+pub(super) async fn run(mut analytics: CameraAnalytics, mut rx: Handover, mut emit: Emitter) {
+    while let Some(a) = rx.recv().await {
+        for o in analytics.on_frame(&a.frame, &a.detections) {
+            emit.send(o, &a.frame, a.arrived).await;
+        }
+    }
+    if let Some(f) = analytics.last_frame().cloned() {
+        let now = Instant::now();
+        for o in analytics.finish() {
+            emit.send(o, &f, now).await;
+        }
+    }
+}
+
+/// Media time → wall clock, using a frame as the anchor.
+pub(super) fn wall_at(anchor: &Frame, t: f64) -> SystemTime {
+    let d = anchor.t - t;
+    if d >= 0.0 {
+        anchor
+            .wall
+            .checked_sub(Duration::from_secs_f64(d))
+            .unwrap_or(anchor.wall)
+    } else {
+        anchor.wall + Duration::from_secs_f64(-d)
+    }
+}
+
+impl Emitter {
+    /// Sends one message caused by `anchor` (which arrived at `arrived`).
+    async fn send(&mut self, o: Outgoing, anchor: &Arc<Frame>, arrived: Instant) {
+        match o {
+            Outgoing::Event {
+                action,
+                object,
+                alert,
+                from_frame,
+            } => {
+                let alert = alert.map(|a| AlertDetail {
+                    kind: a.kind.name().to_string(),
+                    rule: a.rule,
+                    dwell_s: a.dwell_s.map(|d| (d * 1e3).round() / 1e3),
+                    direction: a.direction,
+                });
+                let arrived = from_frame.then_some(arrived);
+                self.event(action, anchor, arrived, object, alert).await;
+            }
+            Outgoing::ZoneAlert { alert, evidence } => {
+                self.zone_alert(alert, evidence, anchor).await
+            }
+            Outgoing::Counts(report) => self.counts(&report, anchor).await,
+        }
+    }
+
+    fn label(&self, class_id: u32) -> String {
+        self.labels
+            .get(class_id as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("class{class_id}"))
+    }
+
+    /// One lifecycle message; `arrived`: when the frame that caused it
+    /// entered its slot (for the latency samples).
+    async fn event(
+        &mut self,
+        act: EventAction<Arc<Frame>>,
+        anchor: &Frame,
+        arrived: Option<Instant>,
+        obj: ObjectRules,
+        alert: Option<AlertDetail>,
+    ) {
+        let label = self.label(act.class_id);
+        let (snap, snapshot_omitted) = match act.snapshot {
+            Some(choice) => match self
+                .painter
+                .object(choice.handle.clone(), choice.bbox, label.clone())
+                .await
+            {
+                Ok(s) => (Some(s), None),
+                Err(why) => (None, Some(why.to_string())),
+            },
+            None => (None, None),
+        };
+        let rec = EventRecord {
+            kind: match act.kind {
+                EventKind::New => EventType::New,
+                EventKind::Update => EventType::Update,
+                EventKind::End => EventType::End,
+            },
+            track_id: act.track_id,
+            class_id: act.class_id,
+            label,
+            score: act.score,
+            top_score: act.top_score,
+            start: wall_at(anchor, act.start_t),
+            end: act.end_t.map(|t| wall_at(anchor, t)),
+            frame: wall_at(anchor, act.frame_t),
+            bbox: act.bbox,
+            frame_size: act.frame_size,
+            current_zones: obj.current_zones,
+            entered_zones: obj.entered_zones,
+            stationary: obj.stationary,
+            alert,
+            snapshot_omitted,
+        };
+        self.seq += 1;
+        match self
+            .publisher
+            .event(&self.id, self.seq, &rec, snap.as_ref())
+            .await
+        {
+            Ok(m) => {
+                if let Some(a) = arrived {
+                    let mut v = self
+                        .publish_latency_ms
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    v.push(a.elapsed().as_secs_f64() * 1e3);
+                }
+                info!(kind = ?m.kind, id = %m.id, label = %m.label, score = m.score, "event");
+            }
+            Err(e) => warn!(error = %e, "publish failed"),
+        }
+    }
+
+    /// A zone-level alert on /alerts, with its whole-frame evidence.
+    async fn zone_alert(&mut self, al: Alert, evidence: Option<Arc<Frame>>, f: &Frame) {
+        let (snap, omitted) = match evidence {
+            Some(frame) => match self.painter.whole_frame(frame).await {
+                Ok(s) => (Some(s), None),
+                Err(why) => (None, Some(why.to_string())),
+            },
+            None => (None, None),
+        };
+        self.zone_alert_seq += 1;
+        match self
+            .publisher
+            .zone_alert(
+                &self.id,
+                self.zone_alert_seq,
+                &al.rule,
+                al.kind.name(),
+                al.occupancy.unwrap_or(0),
+                al.dwell_s,
+                wall_at(f, al.t),
+                snap.as_ref(),
+                omitted,
+            )
+            .await
+        {
+            Ok(m) => {
+                info!(zone = %m.zone, alert = %al.kind.name(), occupancy = m.occupancy, "zone alert");
+            }
+            Err(e) => warn!(error = %e, "publish failed"),
+        }
+    }
+
+    async fn counts(&mut self, r: &CountsReport, anchor: &Frame) {
+        let wire = |c: &crate::rules::Counter| WireCounter {
+            total: c.total,
+            delta: c.delta,
+        };
+        let lines = r
+            .lines
+            .iter()
+            .map(|l| {
+                let counts = l
+                    .by_class
+                    .iter()
+                    .map(|(cls, dirs)| {
+                        (
+                            self.label(*cls),
+                            dirs.iter().map(|(d, c)| (d.clone(), wire(c))).collect(),
+                        )
+                    })
+                    .collect();
+                (
+                    l.name.clone(),
+                    LineCountsWire {
+                        directions: [l.forward.clone(), l.backward.clone()],
+                        counts,
+                    },
+                )
+            })
+            .collect();
+        let zones = r
+            .zones
+            .iter()
+            .map(|z| {
+                (
+                    z.name.clone(),
+                    ZoneCountsWire {
+                        occupancy: z
+                            .occupancy
+                            .iter()
+                            .map(|(c, n)| (self.label(*c), *n))
+                            .collect(),
+                        peak: z.peak,
+                        entered: z
+                            .entered
+                            .iter()
+                            .map(|(c, n)| (self.label(*c), wire(n)))
+                            .collect(),
+                    },
+                )
+            })
+            .collect();
+        self.counts_seq += 1;
+        let msg = CountsMessage {
+            schema: String::new(),
+            node: String::new(),
+            district: String::new(),
+            camera: self.id.clone(),
+            seq: self.counts_seq,
+            interval_start: publish::rfc3339(wall_at(anchor, r.start_t)),
+            interval_end: publish::rfc3339(wall_at(anchor, r.end_t)),
+            lines,
+            zones,
+        };
+        match self.publisher.counts(msg).await {
+            Ok(bytes) => info!(seq = self.counts_seq, bytes, "counts"),
+            Err(e) => warn!(error = %e, "publish failed"),
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! How cameras come and go: [`NodeRun`] holds what lives for the whole
+//! process (the publisher, one worker pool per model, loaded on first use,
+//! the snapshot budget) and the [`RunningCamera`]s. `start_camera` and
+//! `stop_camera` are the only ways a camera starts and stops, used at start,
+//! at shutdown and by a SIGHUP `reload`. A reload compares per-camera
+//! fingerprints and touches only cameras whose fingerprint changed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, Span, info_span, warn};
+
+use super::camera::CameraAnalytics;
+use super::emit::{self, Emitter};
+use super::pictures::{FacePolicy, Painter, SharedBudget};
+use super::report::{CameraReport, Samples};
+use super::slots::{Pool, WhenFull};
+use super::status;
+use super::workers;
+use super::{detector_options, restart_only_changes};
+use crate::config::{self, CameraSection, Pipeline};
+use crate::detect;
+use crate::events::{EventConfig, EventEngine};
+use crate::publish::{CameraState, Publisher};
+use crate::snapshot::SnapshotOptions;
+use crate::source::{self, SourceOptions, SourceState};
+use crate::track::{Tracker, TrackerConfig};
+
+/// A model's frame pool and class names; `Err` holds why the model is unusable.
+type ModelPool = Result<(Arc<Pool>, Arc<Vec<String>>), String>;
+
+/// One running camera: its source, its frame slot and its tasks.
+pub(super) struct RunningCamera {
+    pub id: String,
+    /// What the camera was started with; equal fingerprints survive a reload.
+    fingerprint: String,
+    pub pool: Arc<Pool>,
+    pub idx: usize,
+    pub source: source::CameraHandle,
+    /// Ends when the camera's hand-over ends (slot closed and drained).
+    pub analytics: Option<JoinHandle<()>>,
+    /// Ends when the source drops its state callback; yields the camera id if it failed.
+    pub status: JoinHandle<Option<String>>,
+    publish_latency_ms: Arc<Mutex<Samples>>,
+}
+
+impl RunningCamera {
+    /// Stops the source and closes the slot: queued frames are still
+    /// analysed, then the analytics task ends every open event and ends.
+    pub fn stop_source(&self) {
+        self.source.stop();
+        self.pool.close(self.idx);
+    }
+
+    pub fn report(&self, stopping: Instant) -> CameraReport {
+        let s = self.pool.report(self.idx);
+        CameraReport {
+            id: self.id.clone(),
+            frames_in: s.counters.frames_in,
+            frames_dropped: s.counters.dropped,
+            frames_analysed: s.counters.analysed,
+            active: s
+                .first_arrival
+                .map(|t| stopping.saturating_duration_since(t))
+                .unwrap_or_default(),
+            detect_latency_ms: s.detect_latency_ms,
+            publish_latency_ms: self
+                .publish_latency_ms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_slice()
+                .to_vec(),
+        }
+    }
+}
+
+/// What a reload did, for the log and for tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    pub kept: Vec<String>,
+    pub restarted: Vec<String>,
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+}
+
+/// The long-lived parts of a running node and its cameras.
+pub(super) struct NodeRun {
+    pub p: Pipeline,
+    pub publisher: Publisher,
+    pub pools: BTreeMap<PathBuf, ModelPool>,
+    pub workers: Vec<std::thread::JoinHandle<()>>,
+    pub runtime_err: Option<String>,
+    /// The node's snapshot budget (`[budget]`), shared by every camera.
+    pub budget: SharedBudget,
+    pub cams: Vec<RunningCamera>,
+    /// Reports of cameras stopped by a reload.
+    pub stopped: Vec<CameraReport>,
+    pub failed: Vec<String>,
+}
+
+/// What a camera's behaviour depends on, as a comparable string: its own
+/// section, its resolved URL and model, and the node-wide sections that are
+/// applied per camera. A reload restarts a camera only when this changes.
+pub(super) fn camera_fingerprint(p: &Pipeline, i: usize) -> String {
+    let r = &p.raw;
+    serde_json::json!({
+        "camera": r.cameras[i],
+        "url": p.camera_urls[i],
+        "model": p.camera_models[i],
+        "tracker": r.tracker,
+        "events": r.events,
+        "snapshot": r.snapshot,
+        "rules": r.rules,
+        "privacy": r.privacy,
+        "face_model": p.face_model,
+    })
+    .to_string()
+}
+
+impl NodeRun {
+    /// The worker pool for `model`, loading its sessions the first time.
+    fn pool(&mut self, model: &Path) -> ModelPool {
+        if let Some(e) = self.pools.get(model) {
+            return e.clone();
+        }
+        let entry = match &self.runtime_err {
+            Some(e) => Err(e.clone()),
+            None => {
+                let d = &self.p.raw.detector;
+                workers::spawn(&detector_options(&self.p, model), d.workers, d.threads)
+                    .map(|w| {
+                        self.workers.extend(w.threads);
+                        (w.pool, w.labels)
+                    })
+                    .map_err(|e| e.to_string())
+            }
+        };
+        if let Err(e) = &entry {
+            warn!(model = %model.display(), error = %e, "model unusable; its cameras are marked failed");
+        }
+        self.pools.insert(model.to_path_buf(), entry.clone());
+        entry
+    }
+
+    /// Records a camera that cannot run and says so on its status topic.
+    async fn camera_failed(&mut self, id: &str, span: &Span, error: String) {
+        span.in_scope(|| warn!(error = %error, "camera failed"));
+        let _ = self
+            .publisher
+            .camera_status(id, CameraState::Failed, Some(error), 0, 0)
+            .await;
+        self.failed.push(id.to_string());
+    }
+
+    /// Start camera `i` of the config in force. A camera that cannot start is
+    /// reported `failed` on its status topic and recorded; the others go on.
+    pub async fn start_camera(&mut self, i: usize) {
+        let c = self.p.raw.cameras[i].clone();
+        let span = info_span!("camera", camera = %c.id);
+        let model = self.p.camera_models[i].clone();
+        let (pool, labels) = match self.pool(&model) {
+            Ok(x) => x,
+            Err(e) => {
+                let msg = format!("model {}: {e}", model.display());
+                return self.camera_failed(&c.id, &span, msg).await;
+            }
+        };
+        let lossless = !c.realtime && config::is_file_url(&self.p.camera_urls[i]);
+        let when_full = if lossless {
+            WhenFull::WaitForRoom
+        } else {
+            WhenFull::DropOldest
+        };
+        let (idx, handover) = pool.add(c.queue, when_full);
+        let analytics = self.camera_analytics(&c, &labels, &span);
+        let faces = face_policy(&self.p, &c, &span);
+        let privacy_note = match &faces {
+            FacePolicy::Withheld(why) => Some(why.clone()),
+            _ => None,
+        };
+        let publish_latency_ms = Arc::new(Mutex::new(Samples::default()));
+        let emitter = Emitter {
+            id: c.id.clone(),
+            publisher: self.publisher.clone(),
+            labels,
+            painter: Painter {
+                options: snapshot_options(&self.p, &c),
+                faces,
+                budget: self.budget.clone(),
+            },
+            // Numbering continues after a restart or reload (the outbox stores the last seq).
+            seq: self.publisher.last_seq(&c.id),
+            counts_seq: 0,
+            zone_alert_seq: 0,
+            publish_latency_ms: publish_latency_ms.clone(),
+        };
+        let analytics_task =
+            tokio::spawn(emit::run(analytics, handover, emitter).instrument(span.clone()));
+
+        // Source state → retained camera status (latest state wins: a watch channel).
+        let (st_tx, st_rx) = watch::channel(SourceState::Starting);
+        let status_task = status::spawn_camera_status(
+            c.id.clone(),
+            st_rx,
+            self.publisher.clone(),
+            pool.clone(),
+            idx,
+            privacy_note,
+            span.clone(),
+        );
+        let (pool_f, pool_s) = (pool.clone(), pool.clone());
+        let on_frame: source::FrameCallback = Box::new(move |f| pool_f.push(idx, f));
+        let on_state: source::StateCallback = Box::new(move |s| {
+            // The end of the camera: its slot drains, then its analytics ends.
+            if matches!(s, SourceState::Ended | SourceState::Failed { .. }) {
+                pool_s.close(idx);
+            }
+            // Only real changes: the channel already holds `Starting`, which
+            // the source reports first, and a repeat would be published again.
+            st_tx.send_if_modified(|cur| {
+                let changed = *cur != s;
+                if changed {
+                    *cur = s;
+                }
+                changed
+            });
+        });
+        match source::spawn_camera(source_options(&self.p, i), on_frame, on_state) {
+            Ok(h) => self.cams.push(RunningCamera {
+                id: c.id.clone(),
+                fingerprint: camera_fingerprint(&self.p, i),
+                pool,
+                idx,
+                source: h,
+                analytics: Some(analytics_task),
+                status: status_task,
+                publish_latency_ms,
+            }),
+            Err(e) => {
+                pool.close(idx);
+                let _ = analytics_task.await;
+                let _ = status_task.await;
+                self.camera_failed(&c.id, &span, e.to_string()).await;
+            }
+        }
+    }
+
+    /// The camera's tracker, event lifecycle and scene rules.
+    fn camera_analytics(
+        &self,
+        c: &CameraSection,
+        labels: &[String],
+        span: &Span,
+    ) -> CameraAnalytics {
+        let raw = &self.p.raw;
+        let (tcfg, ecfg) = (&raw.tracker, &raw.events);
+        let ev_cfg = EventConfig {
+            min_hits: ecfg.min_hits,
+            end_after_s: ecfg.end_after_s,
+            update_min_interval_s: ecfg.update_min_interval_s,
+            snapshot_improvement: ecfg.snapshot_improvement,
+            max_updates: ecfg.max_updates,
+            ..EventConfig::default()
+        };
+        // The tracker forgets a lost object when its event ends (same clock, same timeout).
+        let tracker = Tracker::new(ev_cfg.tracker_config(TrackerConfig {
+            high_thresh: tcfg.high_thresh,
+            low_thresh: tcfg.low_thresh,
+            new_track_thresh: tcfg.new_track_thresh,
+            match_iou: tcfg.match_iou,
+            ..TrackerConfig::default()
+        }));
+        let (rules, unknown) = config::camera_rules(&raw.rules, c, labels);
+        if !unknown.is_empty() {
+            span.in_scope(|| warn!(classes = ?unknown, "zone/line classes the model does not know are ignored"));
+        }
+        CameraAnalytics::new(
+            tracker,
+            EventEngine::new(ev_cfg),
+            rules,
+            raw.rules.counts_interval_s,
+        )
+    }
+
+    /// Stop one camera: its source, then its queued frames, then its open
+    /// events (each gets its `end`). Returns its report.
+    async fn stop_camera(&mut self, mut cam: RunningCamera, stopping: Instant) -> CameraReport {
+        cam.stop_source();
+        if let Some(t) = cam.analytics.take() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                warn!(camera = %cam.id, "analytics did not finish before the deadline");
+            }
+        }
+        let report = cam.report(stopping);
+        let src = cam.source;
+        let _ = tokio::task::spawn_blocking(move || src.join()).await;
+        if let Ok(Ok(Some(id))) = tokio::time::timeout(Duration::from_secs(2), cam.status).await {
+            self.failed.push(id);
+        }
+        report
+    }
+
+    /// Apply a new config: cameras whose settings are unchanged keep running;
+    /// changed ones restart; new ones start; removed ones stop (their retained
+    /// status is cleared). Refused, with nothing changed, when a restart-only
+    /// section differs.
+    pub async fn reload(&mut self, new: Pipeline) -> Result<ReloadOutcome, String> {
+        let fixed = restart_only_changes(&self.p.raw, &new.raw);
+        if !fixed.is_empty() {
+            return Err(format!(
+                "{} changed; these sections are applied only at start: restart the node \
+                 (or undo the change) and reload again",
+                fixed.join(", ")
+            ));
+        }
+        let mut out = ReloadOutcome::default();
+        let wanted: BTreeMap<String, (usize, String)> = (0..new.raw.cameras.len())
+            .map(|i| {
+                (
+                    new.raw.cameras[i].id.clone(),
+                    (i, camera_fingerprint(&new, i)),
+                )
+            })
+            .collect();
+        let now = Instant::now();
+        let mut keep = Vec::new();
+        for cam in std::mem::take(&mut self.cams) {
+            match wanted.get(&cam.id) {
+                Some((_, fp)) if *fp == cam.fingerprint => {
+                    out.kept.push(cam.id.clone());
+                    keep.push(cam);
+                }
+                Some(_) => {
+                    out.restarted.push(cam.id.clone());
+                    let r = self.stop_camera(cam, now).await;
+                    self.stopped.push(r);
+                }
+                None => {
+                    out.stopped.push(cam.id.clone());
+                    let id = cam.id.clone();
+                    let r = self.stop_camera(cam, now).await;
+                    self.stopped.push(r);
+                    let _ = self.publisher.camera_removed(&id).await;
+                }
+            }
+        }
+        self.cams = keep;
+        self.failed.retain(|id| !wanted.contains_key(id));
+        self.p = new;
+        for (id, (i, _)) in &wanted {
+            if !out.kept.contains(id) {
+                if !out.restarted.contains(id) {
+                    out.started.push(id.clone());
+                }
+                self.start_camera(*i).await;
+            }
+        }
+        // Config order, for the node status.
+        let order: Vec<String> = self.p.raw.cameras.iter().map(|c| c.id.clone()).collect();
+        self.cams
+            .sort_by_key(|c| order.iter().position(|o| *o == c.id).unwrap_or(usize::MAX));
+        self.publisher.set_cameras(order).await;
+        Ok(out)
+    }
+}
+
+/// The camera's face blurring: off, on with its own CenterFace session, or
+/// required but impossible (snapshots withheld, and why).
+fn face_policy(p: &Pipeline, c: &CameraSection, span: &Span) -> FacePolicy {
+    if !c.blur_faces {
+        return FacePolicy::Off;
+    }
+    let pr = &p.raw.privacy;
+    match detect::FaceDetector::load(&p.face_model, 1).and_then(|mut d| {
+        if let Some(t) = pr.face_threshold {
+            d.set_threshold(t)?;
+        }
+        if let Some(m) = pr.face_max_side {
+            d.set_max_side(m)?;
+        }
+        Ok(d)
+    }) {
+        Ok(d) => FacePolicy::On(Arc::new(Mutex::new(d))),
+        Err(e) => {
+            let why = format!(
+                "snapshots withheld: faces must be blurred but the face model is unusable: {e}"
+            );
+            span.in_scope(|| warn!(error = %why, "privacy"));
+            FacePolicy::Withheld(why)
+        }
+    }
+}
+
+fn snapshot_options(p: &Pipeline, c: &CameraSection) -> SnapshotOptions {
+    let s = &p.raw.snapshot;
+    SnapshotOptions {
+        max_height: s.max_height,
+        quality: s.quality,
+        crop: s.crop,
+        draw_box: s.draw_box,
+        masks: c.privacy_masks.iter().map(|p| p.to_vec()).collect(),
+        ..SnapshotOptions::default()
+    }
+}
+
+fn source_options(p: &Pipeline, i: usize) -> SourceOptions {
+    let c = &p.raw.cameras[i];
+    SourceOptions {
+        camera: c.id.clone(),
+        url: p.camera_urls[i].clone(),
+        detect_fps: c.detect_fps,
+        max_height: c.max_height,
+        realtime: c.realtime,
+        loop_file: c.loop_file,
+        watchdog_s: c.watchdog_s,
+        backoff_initial_s: c.backoff_initial_s,
+        backoff_max_s: c.backoff_max_s,
+        ..SourceOptions::default()
+    }
+}

@@ -54,11 +54,40 @@
 //!   rule within its `cooldown_s`, or the global one, of its previous one)
 //!   and, by default, fires at most once per object (`realert_s` allows
 //!   repeats).
+//!
+//! This file holds the configuration, the alert and state types and the
+//! engine, whose [`RulesEngine::on_frame`] runs one observer per rule in a
+//! fixed order; each observer owns its state type in its own file:
+//! `lines` (sides and crossings) with `handoff` (fragment hand-off),
+//! `stationary`, `zones` (membership and entries), `loiter`, `crowding`;
+//! `gate` is the alert hygiene, `counts` the counters and `geometry` the
+//! shared geometry.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::frame::BBox;
 use crate::track::{TrackState, TrackView};
+
+mod counts;
+mod crowding;
+mod gate;
+mod geometry;
+mod handoff;
+mod lines;
+mod loiter;
+mod stationary;
+mod zones;
+
+pub use counts::{Counter, CountsReport, LineCounts, ZoneCounts};
+pub use geometry::{foot_point, point_in_polygon};
+
+use counts::ZoneTally;
+use crowding::CrowdState;
+use gate::{AlertGate, ObjectAlerts, Subject};
+use handoff::Handoff;
+use lines::LineState;
+use stationary::Stillness;
+use zones::ZoneMembership;
 
 /// Invalid rule settings (the config module reports them with field names).
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -292,96 +321,95 @@ pub struct ObjectRules {
     pub stationary: bool,
 }
 
-/// A counter: cumulative since start and the delta of the current interval.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counter {
-    pub total: u64,
-    pub delta: u64,
+/// The frame the observers look at.
+struct FrameCtx {
+    /// Media time.
+    t: f64,
+    /// Frame width and height in pixels (at least 1).
+    w: f32,
+    h: f32,
+    /// Frame diagonal in pixels.
+    diag: f32,
 }
 
-impl Counter {
-    fn add(&mut self) {
-        self.total += 1;
-        self.delta += 1;
+impl FrameCtx {
+    fn new(t: f64, frame_w: u32, frame_h: u32) -> Self {
+        let (w, h) = (frame_w.max(1) as f32, frame_h.max(1) as f32);
+        Self {
+            t,
+            w,
+            h,
+            diag: (w * w + h * h).sqrt(),
+        }
     }
 }
 
-/// Counters of one line: class id → direction name → counter.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct LineCounts {
-    pub name: String,
-    pub forward: String,
-    pub backward: String,
-    pub by_class: BTreeMap<u32, BTreeMap<String, Counter>>,
+/// A track as the observers see it in one frame.
+struct Sighting<'a> {
+    tv: &'a TrackView,
+    /// Its foot point, normalised.
+    foot: Pt,
 }
 
-/// Counters of one zone.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ZoneCounts {
-    pub name: String,
-    /// Objects inside at the end of the interval, per class.
-    pub occupancy: BTreeMap<u32, u32>,
-    /// Highest total occupancy seen during the interval.
-    pub peak: u32,
-    /// Entries per class.
-    pub entered: BTreeMap<u32, Counter>,
+/// Where, when and how tall (box height, pixels) an object was last matched.
+#[derive(Clone, Copy, Debug)]
+struct LastMatch {
+    foot: Pt,
+    t: f64,
+    h: f32,
 }
 
-/// One interval's counts report.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CountsReport {
-    pub start_t: f64,
-    pub end_t: f64,
-    pub lines: Vec<LineCounts>,
-    pub zones: Vec<ZoneCounts>,
+impl LastMatch {
+    /// Matched at `t` with box `bbox` and foot point `foot`.
+    fn new(foot: Pt, bbox: &BBox, t: f64) -> Self {
+        Self {
+            foot,
+            t,
+            h: bbox.height(),
+        }
+    }
 }
 
-#[derive(Clone, Debug, Default)]
-struct ZoneMembership {
-    inside: bool,
-    /// Consecutive frames disagreeing with `inside`.
-    streak: u32,
-    /// First frame of the run that made it inside.
-    run_start: f64,
-    entered_at: f64,
-    ever: bool,
-}
-
+/// Rule state of one object (track).
 #[derive(Clone, Debug)]
 struct ObjState {
     class_id: u32,
-    zones: Vec<ZoneMembership>,
-    /// Per line: committed side (-1, +1, 0 unknown) and the foot point then.
-    sides: Vec<(i8, Pt)>,
-    /// Per line: a run on the other side (side, frames, the run's first foot).
-    runs: Vec<(i8, u32, Pt)>,
-    /// Per line: a side was ever committed (a hand-off is only for newborns).
-    sided: Vec<bool>,
-    /// Seen confirmed (and matched) at least once.
-    confirmed: bool,
-    /// Crossings seen while tentative: (line, forward?); counted on confirmation.
-    pending: Vec<(usize, bool)>,
     /// Media time of the track's first detection.
     first_seen: f64,
-    /// Last matched foot point, its time and box height (pixels).
-    last_foot: Pt,
-    last_match_t: f64,
-    last_h: f32,
-    anchor: (f32, f32),
-    anchor_t: f64,
-    stationary: bool,
-    /// (rule kind, rule name) → time of the last alert for this object.
-    alerted: BTreeMap<(AlertKind, String), f64>,
+    /// Seen confirmed (and matched) at least once.
+    confirmed: bool,
+    last: LastMatch,
+    /// Per zone, in configuration order.
+    zones: Vec<ZoneMembership>,
+    lines: LineState,
+    still: Stillness,
+    alerted: ObjectAlerts,
+    /// Reported by the tracker in the current frame.
     present: bool,
 }
 
-#[derive(Clone, Debug)]
-struct CrowdState {
-    /// Since when occupancy has been >= crowd_min (None: below).
-    over_since: Option<f64>,
-    /// Since when occupancy has been below crowd_min while active.
-    under_since: Option<f64>,
-    active: bool,
+impl ObjState {
+    fn new(cfg: &RulesConfig, s: &Sighting, t: f64) -> Self {
+        Self {
+            class_id: s.tv.class_id,
+            first_seen: s.tv.first_seen,
+            confirmed: false,
+            last: LastMatch::new(s.foot, &s.tv.bbox, t),
+            zones: vec![ZoneMembership::default(); cfg.zones.len()],
+            lines: LineState::new(cfg.lines.len()),
+            still: Stillness::new(&s.tv.bbox, t),
+            alerted: ObjectAlerts::new(),
+            present: true,
+        }
+    }
+
+    /// The object, for the alert gate.
+    fn subject(&mut self) -> Subject<'_> {
+        Subject {
+            alerted: &mut self.alerted,
+            stationary: self.still.stationary,
+        }
+    }
 }
 
 /// The rules of one camera's tracks.
@@ -394,101 +422,32 @@ pub struct RulesEngine {
     /// Confirmed tracks the tracker dropped less than `handoff_s` after they
     /// were last seen: possible hand-off donors.
     recent: BTreeMap<u64, ObjState>,
+    /// Per zone, in configuration order.
     crowds: Vec<CrowdState>,
-    /// Last alert time per (kind, rule name), for cooldowns.
-    last_alert: BTreeMap<(AlertKind, String), f64>,
+    /// Cooldowns, and the alerts of the current frame.
+    gate: AlertGate,
+    /// Line counters, in configuration order.
     lines: Vec<LineCounts>,
-    zone_entered: Vec<BTreeMap<u32, Counter>>,
-    zone_peak: Vec<u32>,
+    /// Zone counters, in configuration order.
+    zone_tallies: Vec<ZoneTally>,
     interval_start: f64,
-}
-
-/// Signed distance of `p` to the line through `a`, `b` (positive: right of
-/// A→B on screen, y pointing down).
-fn side_dist(a: Pt, b: Pt, p: Pt) -> f32 {
-    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
-    let len = (dx * dx + dy * dy).sqrt().max(f32::EPSILON);
-    (dx * (p.1 - a.1) - dy * (p.0 - a.0)) / len
-}
-
-/// Whether the move from `p` to `q` (on opposite sides of the line through
-/// A and B) passes between A and B.
-fn crosses_segment(l: &LineRule, p: Pt, q: Pt) -> bool {
-    let (d0, d1) = (side_dist(l.a, l.b, p), side_dist(l.a, l.b, q));
-    if d0 == d1 {
-        return false;
-    }
-    let k = d0 / (d0 - d1);
-    let x = (p.0 + k * (q.0 - p.0), p.1 + k * (q.1 - p.1));
-    let (dx, dy) = (l.b.0 - l.a.0, l.b.1 - l.a.1);
-    let u = ((x.0 - l.a.0) * dx + (x.1 - l.a.1) * dy) / (dx * dx + dy * dy);
-    (0.0..=1.0).contains(&u)
-}
-
-/// A possible hand-off donor (see [`RulesEngine`]).
-struct Donor {
-    id: u64,
-    class_id: u32,
-    foot: Pt,
-    t: f64,
-    h: f32,
-    sides: Vec<i8>,
-}
-
-/// Even-odd point-in-polygon test.
-pub fn point_in_polygon(poly: &[Pt], p: Pt) -> bool {
-    let mut inside = false;
-    let n = poly.len();
-    let mut j = n.wrapping_sub(1);
-    for i in 0..n {
-        let (xi, yi) = poly[i];
-        let (xj, yj) = poly[j];
-        if (yi > p.1) != (yj > p.1) && p.0 < (xj - xi) * (p.1 - yi) / (yj - yi) + xi {
-            inside = !inside;
-        }
-        j = i;
-    }
-    inside
-}
-
-/// Foot point (bottom-centre) of a pixel box, normalised.
-pub fn foot_point(b: &BBox, w: u32, h: u32) -> Pt {
-    let (w, h) = (w.max(1) as f32, h.max(1) as f32);
-    (((b.x1 + b.x2) / 2.0) / w, b.y2 / h)
 }
 
 impl RulesEngine {
     /// The config is used as given: call [`RulesConfig::validate`] first.
     /// `t0` is the media time the first counts interval starts at.
     pub fn new(cfg: RulesConfig, t0: f64) -> Self {
-        let lines = cfg
-            .lines
-            .iter()
-            .map(|l| LineCounts {
-                name: l.name.clone(),
-                forward: l.forward.clone(),
-                backward: l.backward.clone(),
-                by_class: BTreeMap::new(),
-            })
-            .collect();
         let nz = cfg.zones.len();
         Self {
-            crowds: (0..nz)
-                .map(|_| CrowdState {
-                    over_since: None,
-                    under_since: None,
-                    active: false,
-                })
-                .collect(),
-            cfg,
             objs: BTreeMap::new(),
             gone: BTreeMap::new(),
             recent: BTreeMap::new(),
-            last_alert: BTreeMap::new(),
-            lines,
-            zone_entered: vec![BTreeMap::new(); nz],
-            zone_peak: vec![0; nz],
+            crowds: vec![CrowdState::default(); nz],
+            gate: AlertGate::new(cfg.realert_s),
+            lines: cfg.lines.iter().map(LineCounts::new).collect(),
+            zone_tallies: vec![ZoneTally::default(); nz],
             interval_start: t0,
+            cfg,
         }
     }
 
@@ -519,13 +478,13 @@ impl RulesEngine {
         Some(ObjectRules {
             current_zones: names(&|m| m.inside),
             entered_zones: names(&|m| m.ever),
-            stationary: o.stationary,
+            stationary: o.still.stationary,
         })
     }
 
     /// Whether a track is stationary now.
     pub fn is_stationary(&self, track_id: u64) -> bool {
-        self.objs.get(&track_id).is_some_and(|o| o.stationary)
+        self.objs.get(&track_id).is_some_and(|o| o.still.stationary)
     }
 
     /// Current occupancy of zone `i` per class.
@@ -539,43 +498,12 @@ impl RulesEngine {
         m
     }
 
-    /// Cooldown and once-per-object checks; records the alert when allowed.
-    /// `cooldown` is the rule's own cooldown or the global one.
-    ///
-    /// A stationary object may still raise its *first* alert of a rule (a
-    /// person standing still at a gate is exactly what loitering is about);
-    /// it only does not re-alert (`realert_s`) while it stays stationary.
-    fn allow(
-        realert_s: Option<f64>,
-        cooldown: f64,
-        last_alert: &mut BTreeMap<(AlertKind, String), f64>,
-        obj: Option<&mut ObjState>,
-        kind: AlertKind,
-        rule: &str,
-        t: f64,
-    ) -> bool {
-        let key = (kind, rule.to_string());
-        if last_alert
-            .get(&key)
-            .is_some_and(|&last| t - last < cooldown)
-        {
-            return false;
-        }
-        if let Some(o) = obj {
-            if let Some(&prev) = o.alerted.get(&key) {
-                match realert_s {
-                    Some(r) if t - prev >= r && !o.stationary => {}
-                    _ => return false,
-                }
-            }
-            o.alerted.insert(key.clone(), t);
-        }
-        last_alert.insert(key, t);
-        true
-    }
-
     /// Processes all live tracks of the frame at media time `t`
     /// (`frame_w × frame_h` pixels). Returns the alerts raised.
+    ///
+    /// Per track, in the order given: lines (and their wrong-way alerts),
+    /// stationary, zones, loitering; then hand-offs are settled, vanished
+    /// tracks forgotten, and each zone's occupancy checked for crowding.
     pub fn on_frame(
         &mut self,
         t: f64,
@@ -583,255 +511,70 @@ impl RulesEngine {
         frame_h: u32,
         tracks: &[TrackView],
     ) -> Vec<Alert> {
-        let cfg = &self.cfg;
-        let mut alerts = Vec::new();
+        let frame = FrameCtx::new(t, frame_w, frame_h);
         self.gone.clear();
         for o in self.objs.values_mut() {
             o.present = false;
         }
-        let (fw, fh) = (frame_w.max(1) as f32, frame_h.max(1) as f32);
-        let diag = (fw * fw + fh * fh).sqrt();
-        // Hand-off donors: confirmed tracks not seen since an earlier frame
-        // (lost, or dropped within `handoff_s`), with the sides they had.
-        let matched_now: BTreeSet<u64> =
-            tracks.iter().filter(|v| v.matched).map(|v| v.id).collect();
-        let donors: Vec<Donor> = if cfg.handoff_s > 0.0 && !cfg.lines.is_empty() {
-            self.objs
-                .iter()
-                .chain(self.recent.iter())
-                .filter(|(id, o)| {
-                    o.confirmed
-                        && !matched_now.contains(id)
-                        && t - o.last_match_t <= cfg.handoff_s
-                        && o.sides.iter().any(|s| s.0 != 0)
-                })
-                .map(|(&id, o)| Donor {
-                    id,
-                    class_id: o.class_id,
-                    foot: o.last_foot,
-                    t: o.last_match_t,
-                    h: o.last_h,
-                    sides: o.sides.iter().map(|s| s.0).collect(),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let mut consumed: Vec<(u64, usize)> = Vec::new();
+        let mut handoff = Handoff::collect(&self.cfg, t, tracks, &self.objs, &self.recent);
         for tv in tracks {
-            let foot = foot_point(&tv.bbox, frame_w, frame_h);
-            let o = self.objs.entry(tv.id).or_insert_with(|| ObjState {
-                class_id: tv.class_id,
-                zones: vec![ZoneMembership::default(); cfg.zones.len()],
-                sides: vec![(0, (0.0, 0.0)); cfg.lines.len()],
-                runs: vec![(0, 0, (0.0, 0.0)); cfg.lines.len()],
-                sided: vec![false; cfg.lines.len()],
-                confirmed: false,
-                pending: Vec::new(),
-                first_seen: tv.first_seen,
-                last_foot: foot,
-                last_match_t: t,
-                last_h: tv.bbox.height(),
-                anchor: tv.bbox.center(),
-                anchor_t: t,
-                stationary: false,
-                alerted: BTreeMap::new(),
-                present: true,
-            });
-            o.present = true;
-            // Lines follow every matched track, tentative ones too (their
-            // crossings wait for confirmation); zones, loitering and
-            // stationary only confirmed ones.
-            if !tv.matched || tv.state == TrackState::Lost {
-                continue;
-            }
-            o.last_foot = foot;
-            o.last_match_t = t;
-            o.last_h = tv.bbox.height();
-            let confirmed = tv.state == TrackState::Confirmed;
-            let mut crossings: Vec<(usize, bool)> = Vec::new();
-            if confirmed && !o.confirmed {
-                o.confirmed = true;
-                crossings.append(&mut o.pending);
-            }
-
-            // Lines.
-            for (li, l) in cfg.lines.iter().enumerate() {
-                if !(l.classes.is_empty() || l.classes.contains(&tv.class_id)) {
-                    continue;
-                }
-                let d = side_dist(l.a, l.b, foot);
-                let (side, prev) = o.sides[li];
-                if d.abs() <= l.hysteresis {
-                    continue;
-                }
-                let now: i8 = if d > 0.0 { 1 } else { -1 };
-                if now == side {
-                    o.sides[li].1 = foot;
-                    o.runs[li].1 = 0;
-                    continue;
-                }
-                // On the other side (or no side yet): it must stay there for
-                // `inertia` matched frames.
-                let run = &mut o.runs[li];
-                if run.0 != now || run.1 == 0 {
-                    *run = (now, 0, foot);
-                }
-                run.1 += 1;
-                if run.1 < l.inertia.max(1) {
-                    continue;
-                }
-                let run_foot = run.2;
-                run.1 = 0;
-                if side != 0 {
-                    if crosses_segment(l, prev, run_foot) {
-                        crossings.push((li, now > 0));
-                    }
-                } else if !o.sided[li] {
-                    // A newborn's first side: did it take over from a track
-                    // lost on the other side of the line?
-                    let h = tv.bbox.height();
-                    let best = donors
-                        .iter()
-                        .filter(|dn| {
-                            dn.id != tv.id
-                                && dn.class_id == tv.class_id
-                                && dn.sides[li] == -now
-                                && dn.t < o.first_seen
-                                && !consumed.contains(&(dn.id, li))
-                                && dn.h.max(h) <= HANDOFF_MAX_SCALE * dn.h.min(h)
-                                && crosses_segment(l, dn.foot, run_foot)
-                        })
-                        .map(|dn| {
-                            let dist = (((dn.foot.0 - run_foot.0) * fw).powi(2)
-                                + ((dn.foot.1 - run_foot.1) * fh).powi(2))
-                            .sqrt();
-                            let gate = dn.h.max(h)
-                                * (HANDOFF_MIN_GATE + cfg.handoff_speed * (t - dn.t) as f32);
-                            (dn.id, dist, gate)
-                        })
-                        .filter(|(_, dist, gate)| dist <= gate)
-                        .min_by(|a, b| a.1.total_cmp(&b.1));
-                    if let Some((id, _, _)) = best {
-                        consumed.push((id, li));
-                        crossings.push((li, now > 0));
-                    }
-                }
-                o.sides[li] = (now, foot);
-                o.sided[li] = true;
-            }
-            if !confirmed {
-                o.pending.append(&mut crossings);
-                continue;
-            }
-            for (li, forward) in crossings {
-                let l = &cfg.lines[li];
-                let dir = if forward { &l.forward } else { &l.backward };
-                self.lines[li]
-                    .by_class
-                    .entry(tv.class_id)
-                    .or_default()
-                    .entry(dir.clone())
-                    .or_default()
-                    .add();
-                if l.alert_direction.as_ref() == Some(dir)
-                    && Self::allow(
-                        cfg.realert_s,
-                        l.cooldown_s.unwrap_or(cfg.cooldown_s),
-                        &mut self.last_alert,
-                        Some(o),
-                        AlertKind::WrongWay,
-                        &l.name,
-                        t,
-                    )
-                {
-                    alerts.push(Alert {
-                        kind: AlertKind::WrongWay,
-                        rule: l.name.clone(),
-                        track_id: Some(tv.id),
-                        t,
-                        dwell_s: None,
-                        direction: Some(dir.clone()),
-                        occupancy: None,
-                    });
-                }
-            }
-
-            let area = tv.bbox.clamp(fw, fh).area() / (fw * fh);
-
-            // Stationary.
-            let c = tv.bbox.center();
-            let moved = ((c.0 - o.anchor.0).powi(2) + (c.1 - o.anchor.1).powi(2)).sqrt() / diag;
-            if moved > cfg.stationary_tolerance {
-                o.anchor = c;
-                o.anchor_t = t;
-                o.stationary = false;
-            } else if cfg.stationary_s > 0.0 && t - o.anchor_t >= cfg.stationary_s {
-                o.stationary = true;
-            }
-
-            // Zones.
-            for (zi, z) in cfg.zones.iter().enumerate() {
-                let m = &mut o.zones[zi];
-                let eligible = (z.classes.is_empty() || z.classes.contains(&tv.class_id))
-                    && area >= z.min_area;
-                let here = eligible && point_in_polygon(&z.polygon, foot);
-                if here == m.inside {
-                    m.streak = 0;
-                } else {
-                    if m.streak == 0 {
-                        m.run_start = t;
-                    }
-                    m.streak += 1;
-                    if m.streak >= z.inertia {
-                        m.inside = here;
-                        m.streak = 0;
-                        if here {
-                            m.entered_at = m.run_start;
-                            m.ever = true;
-                            self.zone_entered[zi].entry(tv.class_id).or_default().add();
-                        }
-                    }
-                }
-                if let Some(limit) = z.loiter_s
-                    && m.inside
-                    && t - m.entered_at >= limit
-                {
-                    let dwell = t - m.entered_at;
-                    if Self::allow(
-                        cfg.realert_s,
-                        z.cooldown_s.unwrap_or(cfg.cooldown_s),
-                        &mut self.last_alert,
-                        Some(o),
-                        AlertKind::Loitering,
-                        &z.name,
-                        t,
-                    ) {
-                        alerts.push(Alert {
-                            kind: AlertKind::Loitering,
-                            rule: z.name.clone(),
-                            track_id: Some(tv.id),
-                            t,
-                            dwell_s: Some(dwell),
-                            direction: None,
-                            occupancy: None,
-                        });
-                    }
-                }
-            }
+            let s = Sighting {
+                tv,
+                foot: foot_point(&tv.bbox, frame_w, frame_h),
+            };
+            self.observe_track(&frame, &s, &mut handoff);
         }
-        // A donor handed over its side: it must not count that crossing
-        // again if the tracker re-finds it on the other side.
-        for (id, li) in consumed {
-            if let Some(o) = self.objs.get_mut(&id) {
-                o.sides[li].0 = 0;
-            }
-            if let Some(o) = self.recent.get_mut(&id) {
-                o.sides[li].0 = 0;
-            }
+        handoff.release(&mut self.objs, &mut self.recent);
+        self.forget_absent(t);
+        self.observe_occupancy(t);
+        self.gate.take_raised()
+    }
+
+    /// One track of the frame. Lines follow every matched track, tentative
+    /// ones too (their crossings wait for confirmation); stationary, zones
+    /// and loitering only confirmed ones.
+    fn observe_track(&mut self, frame: &FrameCtx, s: &Sighting, handoff: &mut Handoff) {
+        let (cfg, tv) = (&self.cfg, s.tv);
+        let o = self
+            .objs
+            .entry(tv.id)
+            .or_insert_with(|| ObjState::new(cfg, s, frame.t));
+        o.present = true;
+        if !tv.matched || tv.state == TrackState::Lost {
+            return;
         }
-        // Forget tracks the tracker no longer reports (keep them one frame,
-        // and confirmed ones as hand-off donors for `handoff_s`).
+        o.last = LastMatch::new(s.foot, &tv.bbox, frame.t);
+        let confirmed = tv.state == TrackState::Confirmed;
+        let mut crossings = Vec::new();
+        if confirmed && !o.confirmed {
+            o.confirmed = true;
+            crossings = o.lines.take_pending();
+        }
+        let first_seen = o.first_seen;
+        o.lines
+            .observe(&cfg.lines, frame, s, first_seen, handoff, &mut crossings);
+        if !confirmed {
+            o.lines.hold(crossings);
+            return;
+        }
+        let gate = &mut self.gate;
+        lines::count(
+            cfg,
+            &mut self.lines,
+            gate,
+            frame.t,
+            tv,
+            o.subject(),
+            crossings,
+        );
+        o.still.observe(cfg, frame, &tv.bbox);
+        zones::observe(&cfg.zones, frame, s, &mut o.zones, &mut self.zone_tallies);
+        loiter::observe(cfg, gate, frame.t, tv.id, o);
+    }
+
+    /// Forgets tracks the tracker no longer reports: keeps them one frame
+    /// (in `gone`), and confirmed ones as hand-off donors for `handoff_s`.
+    fn forget_absent(&mut self, t: f64) {
         let ids: Vec<u64> = self
             .objs
             .iter()
@@ -847,62 +590,17 @@ impl RulesEngine {
             }
         }
         let window = self.cfg.handoff_s;
-        self.recent.retain(|_, o| t - o.last_match_t <= window);
+        self.recent.retain(|_, o| t - o.last.t <= window);
+    }
 
-        // Crowding.
-        for zi in 0..self.cfg.zones.len() {
+    /// Each zone's occupancy after the frame: its peak, then crowding.
+    fn observe_occupancy(&mut self, t: f64) {
+        for (zi, z) in self.cfg.zones.iter().enumerate() {
             let occ: u32 = self.occupancy(zi).values().sum();
-            self.zone_peak[zi] = self.zone_peak[zi].max(occ);
-            let z = &self.cfg.zones[zi];
-            let Some(k) = z.crowd_min else { continue };
-            let st = &mut self.crowds[zi];
-            if occ >= k {
-                st.under_since = None;
-                let since = *st.over_since.get_or_insert(t);
-                if !st.active
-                    && t - since >= z.crowd_for_s
-                    && Self::allow(
-                        self.cfg.realert_s,
-                        z.cooldown_s.unwrap_or(self.cfg.cooldown_s),
-                        &mut self.last_alert,
-                        None,
-                        AlertKind::Crowding,
-                        &z.name,
-                        t,
-                    )
-                {
-                    st.active = true;
-                    alerts.push(Alert {
-                        kind: AlertKind::Crowding,
-                        rule: z.name.clone(),
-                        track_id: None,
-                        t,
-                        dwell_s: Some(t - since),
-                        direction: None,
-                        occupancy: Some(occ),
-                    });
-                }
-            } else {
-                st.over_since = None;
-                if st.active {
-                    let since = *st.under_since.get_or_insert(t);
-                    if t - since >= z.crowd_clear_s {
-                        st.active = false;
-                        st.under_since = None;
-                        alerts.push(Alert {
-                            kind: AlertKind::CrowdingCleared,
-                            rule: z.name.clone(),
-                            track_id: None,
-                            t,
-                            dwell_s: None,
-                            direction: None,
-                            occupancy: Some(occ),
-                        });
-                    }
-                }
-            }
+            self.zone_tallies[zi].see_occupancy(occ);
+            let cooldown = z.cooldown_s.unwrap_or(self.cfg.cooldown_s);
+            self.crowds[zi].observe(z, cooldown, &mut self.gate, t, occ);
         }
-        alerts
     }
 
     /// Whether a crowd is active in zone `name`.
@@ -920,13 +618,9 @@ impl RulesEngine {
             .cfg
             .zones
             .iter()
+            .zip(&self.zone_tallies)
             .enumerate()
-            .map(|(i, z)| ZoneCounts {
-                name: z.name.clone(),
-                occupancy: self.occupancy(i),
-                peak: self.zone_peak[i],
-                entered: self.zone_entered[i].clone(),
-            })
+            .map(|(i, (z, tally))| tally.report(&z.name, self.occupancy(i)))
             .collect();
         let report = CountsReport {
             start_t: self.interval_start,
@@ -934,19 +628,10 @@ impl RulesEngine {
             lines: self.lines.clone(),
             zones,
         };
-        for l in &mut self.lines {
-            for dirs in l.by_class.values_mut() {
-                for c in dirs.values_mut() {
-                    c.delta = 0;
-                }
-            }
-        }
-        for (i, z) in self.zone_entered.iter_mut().enumerate() {
-            for c in z.values_mut() {
-                c.delta = 0;
-            }
-            self.zone_peak[i] = 0;
-        }
+        self.lines.iter_mut().for_each(LineCounts::reset_deltas);
+        self.zone_tallies
+            .iter_mut()
+            .for_each(ZoneTally::reset_deltas);
         self.interval_start = t;
         report
     }

@@ -142,3 +142,283 @@ fn preview_draws_rules_and_detections_on_a_real_frame() {
     assert_eq!(res.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&res.stderr).contains("vtest"));
 }
+
+/// A file with several independent mistakes: `check` names every one of
+/// them (one line each), not only the first, and exits non-zero.
+#[test]
+fn check_reports_every_invalid_field_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        r#"
+[node]
+id = "Box 1"
+district = "hoan-kiem"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+topic_prefix = "hanoi"
+[snapshot]
+quality = 0
+[rules]
+cooldown_s = -1
+[[cameras]]
+id = "cam-1"
+url = "rtsp://127.0.0.1:8554/test"
+detect_fps = 0
+"#,
+    )
+    .unwrap();
+    let out = edge_node().arg("check").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let fields = [
+        "node.id",
+        "snapshot.quality",
+        "cameras[0].detect_fps",
+        "rules.cooldown_s",
+    ];
+    for f in fields {
+        assert!(stderr.contains(&format!("field `{f}`")), "{f}: {stderr}");
+    }
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("invalid config") && l.contains("Fix:"))
+        .collect();
+    assert_eq!(lines.len(), fields.len(), "one line per problem: {stderr}");
+}
+
+/// The README's config table documents every field of every section with
+/// the default the code gives it (each default is written once in code: the
+/// config takes the runtime structs' `Default`s).
+#[test]
+fn readme_config_table_matches_the_code_defaults() {
+    use edge_node::config::PipelineFile;
+    use toml::Value;
+
+    // Only what is required (and one zone and line, for their defaults).
+    let minimal = r#"
+[node]
+id = "box-1"
+district = "d"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+topic_prefix = "p"
+[[cameras]]
+id = "cam-1"
+url = "rtsp://127.0.0.1:8554/test"
+[[cameras.zones]]
+name = "z"
+polygon = [[0.1, 0.1], [0.9, 0.1], [0.5, 0.9]]
+[[cameras.lines]]
+name = "l"
+a = [0.5, 0.9]
+b = [0.5, 0.1]
+"#;
+    let given: Value = toml::from_str(minimal).unwrap();
+    let file: PipelineFile = toml::from_str(minimal).unwrap();
+    let code = Value::try_from(&file).unwrap();
+
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let rows: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| Section | Field (default) |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    assert!(rows.len() >= 12, "README config table not found: {rows:?}");
+
+    // Defaults the file leaves unset (`None`) but the node fills in.
+    let classes = edge_node::detect::DEFAULT_CLASSES.join(", ");
+    let mut problems = Vec::new();
+    let mut documented = std::collections::BTreeSet::new();
+    for row in rows {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let section = backticked(cells[0].trim_start_matches("| ")).unwrap();
+        let path: Vec<&str> = section.trim_matches(['[', ']']).split('.').collect();
+        let at = |v: &Value| -> Option<Value> {
+            let mut v = v.clone();
+            for k in &path {
+                v = v.get(k)?.clone();
+                if let Value::Array(a) = v {
+                    v = a.first()?.clone();
+                }
+            }
+            Some(v)
+        };
+        let code_table = at(&code).unwrap_or_else(|| panic!("{section}: not in the code"));
+        let given_table = at(&given);
+        let code_table = code_table.as_table().unwrap();
+        for (field, doc) in fields(cells[1]) {
+            let key = format!("{}.{field}", path.join("."));
+            documented.insert(key.clone());
+            let is_given = given_table
+                .as_ref()
+                .and_then(|t| t.get(field.as_str()))
+                .is_some();
+            let value = code_table.get(field.as_str());
+            let literal = doc.as_deref().and_then(literal);
+            match (is_given, value, &literal) {
+                (true, _, _) => {}
+                (false, Some(v @ (Value::Array(_) | Value::Table(_))), Some(l)) if v != l => {
+                    problems.push(format!("{key}: README {l}, code {v}"))
+                }
+                (false, Some(Value::Array(_) | Value::Table(_)), _) => {}
+                (false, Some(v), Some(l)) if !same(v, l) => {
+                    problems.push(format!("{key}: README {l}, code {v}"))
+                }
+                (false, Some(_), Some(_)) => {}
+                (false, Some(v), None) => problems.push(format!(
+                    "{key}: README gives no default ({doc:?}), code {v}"
+                )),
+                (false, None, _) => {
+                    // Unset in the file: the node's own default.
+                    let resolved = match key.as_str() {
+                        "privacy.face_threshold" => Some(Value::Float(f64::from(
+                            edge_node::detect::face::FACE_THRESHOLD,
+                        ))),
+                        "privacy.face_max_side" => Some(Value::Integer(i64::from(
+                            edge_node::detect::face::FACE_MAX_SIDE,
+                        ))),
+                        "detector.classes" => {
+                            if doc.as_deref() != Some(classes.as_str()) {
+                                problems.push(format!("{key}: README {doc:?}, code {classes}"));
+                            }
+                            None
+                        }
+                        "node.state_dir" => {
+                            let d = doc.clone().unwrap_or_default();
+                            if !(d.contains(edge_node::config::DEFAULT_STATE_DIR)
+                                && d.contains(edge_node::config::STATE_DIR_ENV))
+                            {
+                                problems.push(format!("{key}: README {d:?}"));
+                            }
+                            None
+                        }
+                        _ => None,
+                    };
+                    match (resolved, &literal) {
+                        (Some(v), Some(l)) if !same(&v, l) => {
+                            problems.push(format!("{key}: README {l}, code {v}"))
+                        }
+                        (Some(v), None) => {
+                            problems.push(format!("{key}: README gives no default, code {v}"))
+                        }
+                        (
+                            None,
+                            Some(l @ (Value::Integer(_) | Value::Float(_) | Value::Boolean(_))),
+                        ) => problems.push(format!("{key}: README {l}, code has no default")),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        // Every field the code has is documented.
+        for k in code_table.keys() {
+            let key = format!("{}.{k}", path.join("."));
+            if !documented.contains(&key) {
+                problems.push(format!("{key}: not in the README table"));
+            }
+        }
+    }
+    // Every section the code has is documented.
+    for k in code.as_table().unwrap().keys() {
+        if !documented.iter().any(|d| d.starts_with(&format!("{k}."))) {
+            problems.push(format!("[{k}]: no README row"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "README vs code:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// The first `` `...` `` in `s`.
+fn backticked(s: &str) -> Option<&str> {
+    let start = s.find('`')? + 1;
+    let len = s[start..].find('`')?;
+    Some(&s[start..start + len])
+}
+
+/// `` `name` (default text) `` items of a README cell, in order; the text is
+/// `None` when the field has no parenthesis (a required field or one
+/// described elsewhere).
+fn fields(cell: &str) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut rest = cell;
+    while let Some(start) = rest.find('`') {
+        let Some(len) = rest[start + 1..].find('`') else {
+            break;
+        };
+        let name = &rest[start + 1..start + 1 + len];
+        rest = &rest[start + 2 + len..];
+        let mut doc = None;
+        if let Some(inner) = rest.strip_prefix(" (") {
+            let mut depth = 1;
+            let end = inner
+                .char_indices()
+                .find(|&(_, c)| {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    depth == 0
+                })
+                .map(|(i, _)| i)
+                .unwrap_or(inner.len());
+            doc = Some(inner[..end].to_string());
+            rest = &inner[end..];
+        }
+        // Backticked words inside a description are not fields.
+        if name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            out.push((name.to_string(), doc));
+        }
+    }
+    out
+}
+
+/// The literal default a README text starts with: a number (with an
+/// optional KiB / MiB unit), true / false, `{}` / `[]`, or a `` `string` ``.
+/// `None` for a description ("bundled NanoDet-g 416", "none: no limit").
+fn literal(doc: &str) -> Option<toml::Value> {
+    use toml::Value;
+    if let Some(s) = doc.strip_prefix('`') {
+        let s = &s[..s.find('`')?];
+        return Some(match s {
+            "{}" => Value::Table(Default::default()),
+            "[]" => Value::Array(Vec::new()),
+            _ => Value::String(s.to_string()),
+        });
+    }
+    let mut words = doc.split_whitespace();
+    let first = words.next()?.trim_end_matches([',', ':', ';']);
+    match first {
+        "true" => return Some(Value::Boolean(true)),
+        "false" => return Some(Value::Boolean(false)),
+        _ => {}
+    }
+    let n: f64 = first.parse().ok()?;
+    let unit = match words.next().map(|w| w.trim_end_matches([',', ':', ';'])) {
+        Some("KiB") => 1024.0,
+        Some("MiB") => 1024.0 * 1024.0,
+        _ => 1.0,
+    };
+    Some(Value::Float(n * unit))
+}
+
+/// Equal as TOML values, numbers compared as numbers (f32 defaults come out
+/// of serde as the nearest f64).
+fn same(code: &toml::Value, doc: &toml::Value) -> bool {
+    use toml::Value;
+    let num = |v: &Value| match v {
+        Value::Integer(i) => Some(*i as f64),
+        Value::Float(f) => Some(*f),
+        _ => None,
+    };
+    match (num(code), num(doc)) {
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+        _ => code == doc,
+    }
+}

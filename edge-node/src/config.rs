@@ -1,15 +1,26 @@
-//! Pipeline configuration: TOML → `PipelineFile` (serde, `deny_unknown_fields`)
-//! → `validate()` (pure, names the field) → `Pipeline` (paths resolved).
+//! Pipeline configuration: TOML → `PipelineFile` (serde, `deny_unknown_fields`;
+//! `file`) → `validate()` (pure, names the field, reports every problem;
+//! `validate`) → `Pipeline` (paths resolved) → one `CameraPlan` per camera
+//! (the runtime option structs the node starts it with; `plan`).
 //!
 //! Every field has a default except `node.id`, `node.district`, `mqtt.url`,
 //! `mqtt.topic_prefix` and, per camera, `id` and `url`.
 //!
 //! This module touches no GStreamer, ort or MQTT; it only describes them.
 
-use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+mod file;
+mod plan;
+mod validate;
+
+pub use file::*;
+pub use plan::{
+    CameraPlan, DEFAULT_STATE_DIR, FacePlan, STATE_DIR_ENV, camera_rules, detector_options,
+    event_config, face_plan, rules_config, snapshot_options, source_options, tracker_config,
+};
+use validate::Checks;
+pub use validate::{FieldError, valid_id, validate};
 
 /// File name of the bundled default detector.
 pub const DEFAULT_MODEL_FILE: &str = "nanodet_g_coco_416.onnx";
@@ -30,6 +41,7 @@ pub enum ConfigError {
     /// TOML syntax errors and unknown fields; the message carries line, column and a caret.
     #[error("invalid config {file}:\n{message}")]
     Parse { file: PathBuf, message: String },
+    /// One invalid value.
     #[error("invalid config {file}: field `{field}`: {problem}. Fix: {hint}")]
     Invalid {
         file: PathBuf,
@@ -37,690 +49,47 @@ pub enum ConfigError {
         problem: String,
         hint: String,
     },
+    /// Several invalid values (every one found), in file order; displayed one
+    /// per line, each line as [`ConfigError::Invalid`] displays.
+    #[error("{}", invalid_lines(file, errors))]
+    InvalidList {
+        file: PathBuf,
+        errors: Vec<FieldError>,
+    },
 }
 
-// ---------------------------------------------------------------- file layout
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PipelineFile {
-    pub node: NodeSection,
-    pub mqtt: MqttSection,
-    #[serde(default)]
-    pub detector: DetectorSection,
-    #[serde(default)]
-    pub tracker: TrackerSection,
-    #[serde(default)]
-    pub events: EventsSection,
-    #[serde(default)]
-    pub snapshot: SnapshotSection,
-    #[serde(default)]
-    pub rules: RulesSection,
-    #[serde(default)]
-    pub cameras: Vec<CameraSection>,
-    #[serde(default)]
-    pub outbox: OutboxSection,
-    #[serde(default)]
-    pub privacy: PrivacySection,
-    #[serde(default)]
-    pub budget: BudgetSection,
-}
-
-/// `[budget]`: the node's byte budget for snapshots, shared by its cameras
-/// (a token bucket; see `budget.rs`). Absent: no limit.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct BudgetSection {
-    /// Sustained snapshot bytes per second for the whole node.
-    #[serde(default)]
-    pub snapshot_bytes_per_s: Option<f64>,
-    /// Bytes that may be saved up and spent at once (default: 10 s of the rate,
-    /// at least 64 KiB so one full snapshot fits).
-    #[serde(default)]
-    pub burst_bytes: Option<f64>,
-}
-
-impl BudgetSection {
-    /// `(rate, burst)` in bytes, or `None` when there is no budget.
-    pub fn bucket(&self) -> Option<(f64, f64)> {
-        let rate = self.snapshot_bytes_per_s?;
-        Some((rate, self.burst_bytes.unwrap_or((rate * 10.0).max(65536.0))))
-    }
-}
-
-/// `[privacy]`: the face model used by cameras with `blur_faces = true`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PrivacySection {
-    /// CenterFace ONNX (dynamic shapes); default: the copy `scripts/setup.sh`
-    /// fetches into `third_party/models/centerface_dynamic.onnx`.
-    #[serde(default)]
-    pub face_model: Option<PathBuf>,
-    /// Face score threshold (default 0.5).
-    #[serde(default)]
-    pub face_threshold: Option<f32>,
-    /// Frames are shrunk so their long side is at most this before face
-    /// detection (default 640).
-    #[serde(default)]
-    pub face_max_side: Option<u32>,
-}
-
-/// `[rules]`: defaults of the scene rules (zones and lines are per camera).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RulesSection {
-    /// Seconds between two messages on the counts topic (media time).
-    #[serde(default = "d_counts_interval")]
-    pub counts_interval_s: f64,
-    /// No two alerts of one rule (zone or line) within this many seconds.
-    #[serde(default = "d_cooldown")]
-    pub cooldown_s: f64,
-    /// Unset: at most one alert per object per rule. Set: again after this many seconds.
-    #[serde(default)]
-    pub realert_s: Option<f64>,
-    /// Seconds an object's box must barely move to become stationary; 0 = off.
-    #[serde(default = "d_stationary")]
-    pub stationary_s: f64,
-    /// "Barely moves": centre within this fraction of the frame diagonal.
-    #[serde(default = "d_stationary_tol")]
-    pub stationary_tolerance: f32,
-    /// Line counts: a new track may take over the side of a track lost at
-    /// most this many seconds earlier on the other side of a line; 0 = off.
-    #[serde(default = "d_handoff")]
-    pub handoff_s: f64,
-    /// ... if it appears within 0.5 + this many box heights per second of
-    /// the gap from where the lost one was last seen.
-    #[serde(default = "d_handoff_speed")]
-    pub handoff_speed: f32,
-}
-
-impl Default for RulesSection {
-    fn default() -> Self {
-        Self {
-            counts_interval_s: d_counts_interval(),
-            cooldown_s: d_cooldown(),
-            realert_s: None,
-            stationary_s: d_stationary(),
-            stationary_tolerance: d_stationary_tol(),
-            handoff_s: d_handoff(),
-            handoff_speed: d_handoff_speed(),
-        }
-    }
-}
-
-/// `[[cameras.zones]]`: a polygon in 0..1 frame coordinates.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ZoneSection {
-    pub name: String,
-    /// `[[x, y], ...]`, at least 3 points, each within 0..1.
-    pub polygon: Vec<[f32; 2]>,
-    /// Class names counted; empty = all.
-    #[serde(default)]
-    pub classes: Vec<String>,
-    /// Ignore boxes smaller than this fraction of the frame area.
-    #[serde(default)]
-    pub min_area: f32,
-    /// Consecutive analysed frames in (out) before an object counts as in (out).
-    #[serde(default = "d_inertia")]
-    pub inertia: u32,
-    /// Loitering alert after this many seconds inside.
-    #[serde(default)]
-    pub loiter_s: Option<f64>,
-    /// Crowding alert when at least this many objects are inside …
-    #[serde(default)]
-    pub crowd_min: Option<u32>,
-    /// … for this many seconds.
-    #[serde(default = "d_crowd_for")]
-    pub crowd_for_s: f64,
-    /// The crowd clears after occupancy stayed below crowd_min this long.
-    #[serde(default = "d_crowd_for")]
-    pub crowd_clear_s: f64,
-    /// No two alerts of this zone within this many seconds; unset: `[rules] cooldown_s`.
-    #[serde(default)]
-    pub cooldown_s: Option<f64>,
-}
-
-/// `[[cameras.lines]]`: a tripwire from `a` to `b` (0..1 coordinates).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LineSection {
-    pub name: String,
-    pub a: [f32; 2],
-    pub b: [f32; 2],
-    /// Name of crossing from the left of A→B to its right (as seen on screen).
-    #[serde(default = "d_forward")]
-    pub forward: String,
-    #[serde(default = "d_backward")]
-    pub backward: String,
-    #[serde(default)]
-    pub classes: Vec<String>,
-    /// Dead band either side of the line, fraction of the frame.
-    #[serde(default = "d_hysteresis")]
-    pub hysteresis: f32,
-    /// Analysed frames beyond the dead band on the other side before a
-    /// crossing counts (box jitter from partial occlusion is not a crossing).
-    #[serde(default = "d_line_inertia")]
-    pub inertia: u32,
-    /// A crossing in this direction raises a `wrong_way` alert.
-    #[serde(default)]
-    pub alert_direction: Option<String>,
-    /// No two alerts of this line within this many seconds; unset: `[rules] cooldown_s`.
-    #[serde(default)]
-    pub cooldown_s: Option<f64>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeSection {
-    /// Node id, used in MQTT topics: `[a-z0-9_-]`, 1..64 chars.
-    pub id: String,
-    /// District id, used in MQTT topics: same rule as `id`.
-    pub district: String,
-    /// Folder for the heartbeat file the container health check reads.
-    #[serde(default)]
-    pub state_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttSection {
-    /// `mqtt://host[:port]`, `mqtts://host[:port]` or `"embedded"`.
-    pub url: String,
-    /// First level of every topic, e.g. `"hanoi"`.
-    pub topic_prefix: String,
-    /// Defaults to `edge-node-{node.id}`.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    #[serde(default = "d_keep_alive")]
-    pub keep_alive_s: u64,
-    /// Environment variable holding the user name (read at start, never stored in the file).
-    #[serde(default = "d_user_env")]
-    pub username_env: String,
-    /// Environment variable holding the password.
-    #[serde(default = "d_pass_env")]
-    pub password_env: String,
-    /// File holding the user name (one line; surrounding whitespace trimmed).
-    /// Takes precedence over `username_env`.
-    #[serde(default)]
-    pub username_file: Option<PathBuf>,
-    /// File holding the password (one line; a trailing newline is dropped), e.g. a
-    /// Docker or systemd secret. Takes precedence over `password_env`. The loader
-    /// warns when group or others can read it.
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// PEM CA bundle for `mqtts://` (default: the system's roots are not bundled; a CA file is required).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate for mutual TLS (needs `client_key`).
-    #[serde(default)]
-    pub client_cert: Option<PathBuf>,
-    #[serde(default)]
-    pub client_key: Option<PathBuf>,
-    /// Largest MQTT packet, in bytes, both ways (snapshots need more than rumqttc's 10 KiB default).
-    #[serde(default = "d_max_packet")]
-    pub max_packet_bytes: usize,
-    /// Port of the in-process broker when `url = "embedded"`.
-    #[serde(default = "d_embedded_port")]
-    pub embedded_port: u16,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct DetectorSection {
-    /// ONNX model path; relative paths are resolved against the config file's folder, then the
-    /// working directory. Default: the bundled NanoDet-g 416.
-    #[serde(default)]
-    pub model: Option<PathBuf>,
-    /// ONNX Runtime intra-op threads per inference worker.
-    #[serde(default = "d_one")]
-    pub threads: usize,
-    /// Inference worker threads per model (each owns one ONNX Runtime session).
-    #[serde(default = "d_one")]
-    pub workers: usize,
-    /// Let ONNX Runtime's worker threads spin while idle (steals CPU from decoding; off by default).
-    #[serde(default)]
-    pub spinning: bool,
-    #[serde(default = "d_threshold")]
-    pub threshold: f32,
-    /// Per-class score thresholds, e.g. `{ person = 0.45 }`.
-    #[serde(default)]
-    pub class_thresholds: BTreeMap<String, f32>,
-    /// Classes to keep. Default: person, bicycle, car, motorcycle, bus, truck.
-    #[serde(default)]
-    pub classes: Option<Vec<String>>,
-    #[serde(default = "d_nms_iou")]
-    pub nms_iou: f32,
-    /// Path of `libonnxruntime.so`; default: `ORT_DYLIB_PATH`, then the usual places.
-    #[serde(default)]
-    pub onnxruntime: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrackerSection {
-    #[serde(default = "d_high")]
-    pub high_thresh: f32,
-    #[serde(default = "d_low")]
-    pub low_thresh: f32,
-    #[serde(default = "d_new_track")]
-    pub new_track_thresh: f32,
-    #[serde(default = "d_match_iou")]
-    pub match_iou: f32,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsSection {
-    /// Frames an object must be seen in before it becomes an event.
-    #[serde(default = "d_min_hits")]
-    pub min_hits: u32,
-    /// An event ends once its object has been lost this long.
-    #[serde(default = "d_end_after")]
-    pub end_after_s: f64,
-    /// At most one `update` per event per this many seconds.
-    #[serde(default = "d_update_interval")]
-    pub update_min_interval_s: f64,
-    /// Relative snapshot-quality gain that justifies an `update` (0.3 = 30 % better).
-    #[serde(default = "d_improvement")]
-    pub snapshot_improvement: f32,
-    #[serde(default = "d_max_updates")]
-    pub max_updates: u32,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SnapshotSection {
-    #[serde(default = "d_snap_height")]
-    pub max_height: u32,
-    #[serde(default = "d_quality")]
-    pub quality: u8,
-    #[serde(default)]
-    pub crop: bool,
-    #[serde(default = "d_true")]
-    pub draw_box: bool,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CameraSection {
-    /// Camera id, used in MQTT topics: `[a-z0-9_-]`, 1..64 chars.
-    pub id: String,
-    /// `rtsp://…`, `http(s)://…`, `file://…`, a plain path, or a v4l2 device (`/dev/video0`).
-    pub url: String,
-    #[serde(default = "d_detect_fps")]
-    pub detect_fps: f64,
-    /// Frames are downscaled (never upscaled) to at most this height before analysis.
-    #[serde(default = "d_frame_height")]
-    pub max_height: u32,
-    /// Files only: play at the clip's own frame rate (true) or as fast as possible (false).
-    #[serde(default = "d_true")]
-    pub realtime: bool,
-    /// Files only: start again at the end instead of ending.
-    #[serde(default, rename = "loop")]
-    pub loop_file: bool,
-    /// Live sources: seconds without a frame before the stream is declared stalled.
-    #[serde(default = "d_watchdog")]
-    pub watchdog_s: f64,
-    #[serde(default = "d_backoff_initial")]
-    pub backoff_initial_s: f64,
-    #[serde(default = "d_backoff_max")]
-    pub backoff_max_s: f64,
-    /// Frames waiting for the detector; when full the oldest is dropped (and counted).
-    #[serde(default = "d_queue")]
-    pub queue: usize,
-    /// A model for this camera only; default: `[detector] model`.
-    #[serde(default)]
-    pub model: Option<PathBuf>,
-    #[serde(default)]
-    pub zones: Vec<ZoneSection>,
-    #[serde(default)]
-    pub lines: Vec<LineSection>,
-    /// Privacy masks: polygons in normalised 0..1 frame coordinates, filled
-    /// black in every image that leaves the box.
-    #[serde(default)]
-    pub privacy_masks: Vec<Vec<[f32; 2]>>,
-    /// Blur faces (CenterFace) in every snapshot before it is encoded. If the
-    /// face model cannot be used, this camera's snapshots are withheld (its
-    /// events still go) and its status says why.
-    #[serde(default)]
-    pub blur_faces: bool,
-}
-
-fn d_counts_interval() -> f64 {
-    60.0
-}
-fn d_cooldown() -> f64 {
-    10.0
-}
-fn d_stationary() -> f64 {
-    60.0
-}
-fn d_stationary_tol() -> f32 {
-    0.02
-}
-fn d_handoff() -> f64 {
-    crate::rules::RulesConfig::default().handoff_s
-}
-fn d_handoff_speed() -> f32 {
-    crate::rules::RulesConfig::default().handoff_speed
-}
-fn d_inertia() -> u32 {
-    3
-}
-fn d_crowd_for() -> f64 {
-    10.0
-}
-fn d_forward() -> String {
-    "forward".into()
-}
-fn d_backward() -> String {
-    "backward".into()
-}
-fn d_line_inertia() -> u32 {
-    crate::rules::DEFAULT_LINE_INERTIA
-}
-fn d_hysteresis() -> f32 {
-    0.02
-}
-
-/// The scene rules of a camera, with class names resolved against the
-/// model's `labels` (unknown names are returned, not an error: the model is
-/// only known at run time).
-pub fn camera_rules(
-    rules: &RulesSection,
-    cam: &CameraSection,
-    labels: &[String],
-) -> (crate::rules::RulesConfig, Vec<String>) {
-    let mut unknown = Vec::new();
-    let mut ids = |names: &[String]| {
-        let mut set = std::collections::BTreeSet::new();
-        for n in names {
-            match labels.iter().position(|l| l == n) {
-                Some(i) => {
-                    set.insert(i as u32);
-                }
-                None => unknown.push(n.clone()),
-            }
-        }
-        set
-    };
-    let pt = |p: [f32; 2]| (p[0], p[1]);
-    let zones = cam
-        .zones
+fn invalid_lines(file: &Path, errors: &[FieldError]) -> String {
+    errors
         .iter()
-        .map(|z| crate::rules::ZoneRule {
-            name: z.name.clone(),
-            polygon: z.polygon.iter().map(|p| pt(*p)).collect(),
-            classes: ids(&z.classes),
-            min_area: z.min_area,
-            inertia: z.inertia,
-            loiter_s: z.loiter_s,
-            crowd_min: z.crowd_min,
-            crowd_for_s: z.crowd_for_s,
-            crowd_clear_s: z.crowd_clear_s,
-            cooldown_s: z.cooldown_s,
+        .map(|e| {
+            format!(
+                "invalid config {}: field `{}`: {}. Fix: {}",
+                file.display(),
+                e.field,
+                e.problem,
+                e.hint
+            )
         })
-        .collect();
-    let lines = cam
-        .lines
-        .iter()
-        .map(|l| crate::rules::LineRule {
-            name: l.name.clone(),
-            a: pt(l.a),
-            b: pt(l.b),
-            forward: l.forward.clone(),
-            backward: l.backward.clone(),
-            classes: ids(&l.classes),
-            hysteresis: l.hysteresis,
-            inertia: l.inertia,
-            alert_direction: l.alert_direction.clone(),
-            cooldown_s: l.cooldown_s,
-        })
-        .collect();
-    (
-        crate::rules::RulesConfig {
-            zones,
-            lines,
-            stationary_s: rules.stationary_s,
-            stationary_tolerance: rules.stationary_tolerance,
-            cooldown_s: rules.cooldown_s,
-            realert_s: rules.realert_s,
-            handoff_s: rules.handoff_s,
-            handoff_speed: rules.handoff_speed,
-        },
-        unknown,
-    )
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
-fn validate_rules(file: &Path, i: usize, c: &CameraSection) -> Result<(), ConfigError> {
-    let unit = |p: &[f32; 2]| p.iter().all(|v| (0.0..=1.0).contains(v));
-    let mut names = HashSet::new();
-    for (k, z) in c.zones.iter().enumerate() {
-        let f = |name: &str| format!("cameras[{i}].zones[{k}].{name}");
-        check_id(file, &f("name"), &z.name)?;
-        if !names.insert(z.name.as_str()) {
-            return Err(invalid(
-                file,
-                f("name"),
-                format!("zone/line name {:?} is used twice on this camera", z.name),
-                "give every zone and line of a camera its own name",
-            ));
-        }
-        if z.polygon.len() < 3 {
-            return Err(invalid(
-                file,
-                f("polygon"),
-                format!("{} points do not make an area", z.polygon.len()),
-                "give at least 3 [x, y] points",
-            ));
-        }
-        if let Some(p) = z.polygon.iter().find(|p| !unit(p)) {
-            return Err(invalid(
-                file,
-                f("polygon"),
-                format!("point {p:?} is outside the frame"),
-                "use normalised coordinates: x and y from 0 to 1 (0,0 = top left)",
-            ));
-        }
-        check_range(file, &f("min_area"), z.min_area, 0.0, 1.0)?;
-        check_range(file, &f("inertia"), z.inertia, 1, 1000)?;
-        if let Some(v) = z.loiter_s {
-            check_range(file, &f("loiter_s"), v, 0.1, 86400.0)?;
-        }
-        if let Some(v) = z.crowd_min {
-            check_range(file, &f("crowd_min"), v, 1, 10000)?;
-        }
-        check_range(file, &f("crowd_for_s"), z.crowd_for_s, 0.0, 86400.0)?;
-        check_range(file, &f("crowd_clear_s"), z.crowd_clear_s, 0.0, 86400.0)?;
-        if let Some(v) = z.cooldown_s {
-            check_range(file, &f("cooldown_s"), v, 0.0, 86400.0)?;
-        }
-    }
-    for (k, l) in c.lines.iter().enumerate() {
-        let f = |name: &str| format!("cameras[{i}].lines[{k}].{name}");
-        check_id(file, &f("name"), &l.name)?;
-        if !names.insert(l.name.as_str()) {
-            return Err(invalid(
-                file,
-                f("name"),
-                format!("zone/line name {:?} is used twice on this camera", l.name),
-                "give every zone and line of a camera its own name",
-            ));
-        }
-        for (field, p) in [("a", &l.a), ("b", &l.b)] {
-            if !unit(p) {
-                return Err(invalid(
-                    file,
-                    f(field),
-                    format!("point {p:?} is outside the frame"),
-                    "use normalised coordinates: x and y from 0 to 1 (0,0 = top left)",
-                ));
-            }
-        }
-        if l.a == l.b {
-            return Err(invalid(
-                file,
-                f("b"),
-                "a and b are the same point, so there is no line",
-                "give two distinct points",
-            ));
-        }
-        check_id(file, &f("forward"), &l.forward)?;
-        check_id(file, &f("backward"), &l.backward)?;
-        if l.forward == l.backward {
-            return Err(invalid(
-                file,
-                f("backward"),
-                "both directions have the same name",
-                "name the two directions differently, e.g. \"in\" and \"out\"",
-            ));
-        }
-        check_range(file, &f("hysteresis"), l.hysteresis, 0.0, 0.5)?;
-        check_range(file, &f("inertia"), l.inertia, 1, 1000)?;
-        if let Some(d) = &l.alert_direction
-            && d != &l.forward
-            && d != &l.backward
-        {
-            return Err(invalid(
-                file,
-                f("alert_direction"),
-                format!("{d:?} is neither {:?} nor {:?}", l.forward, l.backward),
-                "use one of the line's two direction names",
-            ));
-        }
-        if let Some(v) = l.cooldown_s {
-            check_range(file, &f("cooldown_s"), v, 0.0, 86400.0)?;
-        }
-    }
-    Ok(())
-}
-
-fn d_keep_alive() -> u64 {
-    30
-}
-fn d_user_env() -> String {
-    "EDGE_NODE_MQTT_USERNAME".into()
-}
-fn d_pass_env() -> String {
-    "EDGE_NODE_MQTT_PASSWORD".into()
-}
-fn d_max_packet() -> usize {
-    4 << 20
-}
-fn d_embedded_port() -> u16 {
-    18830
-}
-fn d_one() -> usize {
-    1
-}
-fn d_threshold() -> f32 {
-    0.35
-}
-fn d_nms_iou() -> f32 {
-    0.5
-}
-fn d_high() -> f32 {
-    0.5
-}
-fn d_low() -> f32 {
-    0.1
-}
-fn d_new_track() -> f32 {
-    0.6
-}
-fn d_match_iou() -> f32 {
-    0.2
-}
-fn d_min_hits() -> u32 {
-    3
-}
-fn d_end_after() -> f64 {
-    2.0
-}
-fn d_update_interval() -> f64 {
-    5.0
-}
-fn d_improvement() -> f32 {
-    0.3
-}
-fn d_max_updates() -> u32 {
-    5
-}
-fn d_snap_height() -> u32 {
-    360
-}
-fn d_quality() -> u8 {
-    70
-}
-fn d_true() -> bool {
-    true
-}
-fn d_detect_fps() -> f64 {
-    5.0
-}
-fn d_frame_height() -> u32 {
-    720
-}
-fn d_watchdog() -> f64 {
-    10.0
-}
-fn d_backoff_initial() -> f64 {
-    1.0
-}
-fn d_backoff_max() -> f64 {
-    30.0
-}
-fn d_queue() -> usize {
-    2
-}
-
-impl Default for DetectorSection {
-    fn default() -> Self {
-        Self {
-            model: None,
-            threads: 1,
-            workers: 1,
-            spinning: false,
-            threshold: d_threshold(),
-            class_thresholds: BTreeMap::new(),
-            classes: None,
-            nms_iou: d_nms_iou(),
-            onnxruntime: None,
-        }
-    }
-}
-
-impl Default for TrackerSection {
-    fn default() -> Self {
-        Self {
-            high_thresh: d_high(),
-            low_thresh: d_low(),
-            new_track_thresh: d_new_track(),
-            match_iou: d_match_iou(),
-        }
-    }
-}
-
-impl Default for EventsSection {
-    fn default() -> Self {
-        Self {
-            min_hits: d_min_hits(),
-            end_after_s: d_end_after(),
-            update_min_interval_s: d_update_interval(),
-            snapshot_improvement: d_improvement(),
-            max_updates: d_max_updates(),
-        }
-    }
-}
-
-impl Default for SnapshotSection {
-    fn default() -> Self {
-        Self {
-            max_height: d_snap_height(),
-            quality: d_quality(),
-            crop: false,
-            draw_box: true,
+impl ConfigError {
+    /// The invalid values this error reports (none for read and parse errors).
+    pub fn field_errors(&self) -> Vec<FieldError> {
+        match self {
+            ConfigError::Invalid {
+                field,
+                problem,
+                hint,
+                ..
+            } => vec![FieldError {
+                field: field.clone(),
+                problem: problem.clone(),
+                hint: hint.clone(),
+            }],
+            ConfigError::InvalidList { errors, .. } => errors.clone(),
+            _ => Vec::new(),
         }
     }
 }
@@ -744,46 +113,8 @@ pub enum BrokerUrl {
     },
 }
 
-/// `[outbox]`: the durable store-and-forward queue (docs/outbox.md).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutboxSection {
-    /// Default: `{state_dir}/outbox`.
-    #[serde(default)]
-    pub dir: Option<PathBuf>,
-    /// Disk quota for stored events and snapshots, MiB.
-    #[serde(default = "d_outbox_quota_mb")]
-    pub quota_mb: f64,
-    /// Messages per second handed to the broker at most (replay after an outage).
-    #[serde(default = "d_outbox_replay_rate")]
-    pub replay_rate: f64,
-    /// Seconds between retained `stats` messages.
-    #[serde(default = "d_outbox_stats_s")]
-    pub stats_interval_s: f64,
-}
-
-fn d_outbox_quota_mb() -> f64 {
-    256.0
-}
-fn d_outbox_replay_rate() -> f64 {
-    200.0
-}
-fn d_outbox_stats_s() -> f64 {
-    30.0
-}
-
-impl Default for OutboxSection {
-    fn default() -> Self {
-        Self {
-            dir: None,
-            quota_mb: d_outbox_quota_mb(),
-            replay_rate: d_outbox_replay_rate(),
-            stats_interval_s: d_outbox_stats_s(),
-        }
-    }
-}
-
-/// A validated pipeline with every path resolved.
+/// A validated pipeline with every path resolved. [`Pipeline::camera_plan`]
+/// gives what each camera is started with.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     pub file: PathBuf,
@@ -810,327 +141,27 @@ impl Pipeline {
         Self::from_str(path, &text)
     }
 
-    /// Parse, validate and build. `path` is used for messages and to resolve relative paths.
+    /// Parse, validate and build. `path` is used for messages and to resolve
+    /// relative paths. A syntax error or unknown field stops at the parse;
+    /// otherwise every invalid value is reported (see [`validate`]), with the
+    /// referenced files that do not exist.
     pub fn from_str(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
         let raw: PipelineFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        validate(path, &raw)?;
-        build(path, raw)
+        let mut ck = Checks::new(path);
+        validate::check_file(&mut ck, &raw);
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let warnings = check_files(&mut ck, &raw, &dir);
+        ck.finish()?;
+        build(path, raw, warnings)
     }
 
     /// True when every camera is a file (the run ends when they have all ended).
     pub fn all_files(&self) -> bool {
         self.camera_urls.iter().all(|u| is_file_url(u))
     }
-}
-
-fn invalid(
-    file: &Path,
-    field: impl Into<String>,
-    problem: impl Into<String>,
-    hint: impl Into<String>,
-) -> ConfigError {
-    ConfigError::Invalid {
-        file: file.to_path_buf(),
-        field: field.into(),
-        problem: problem.into(),
-        hint: hint.into(),
-    }
-}
-
-/// Ids go into MQTT topic levels: no `/`, `+`, `#`, spaces or capitals.
-pub fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
-fn check_id(file: &Path, field: &str, value: &str) -> Result<(), ConfigError> {
-    if valid_id(value) {
-        Ok(())
-    } else {
-        Err(invalid(
-            file,
-            field,
-            format!("{value:?} is not a valid id"),
-            "use 1 to 64 characters from a-z, 0-9, '-' and '_' (it becomes an MQTT topic level)",
-        ))
-    }
-}
-
-fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
-    file: &Path,
-    field: &str,
-    v: T,
-    lo: T,
-    hi: T,
-) -> Result<(), ConfigError> {
-    if v >= lo && v <= hi {
-        Ok(())
-    } else {
-        Err(invalid(
-            file,
-            field,
-            format!("{v} is out of range"),
-            format!("use a value from {lo} to {hi}"),
-        ))
-    }
-}
-
-/// Pure checks: no file system, no network.
-pub fn validate(file: &Path, p: &PipelineFile) -> Result<(), ConfigError> {
-    check_id(file, "node.id", &p.node.id)?;
-    check_id(file, "node.district", &p.node.district)?;
-    if p.mqtt.topic_prefix.is_empty()
-        || p.mqtt
-            .topic_prefix
-            .split('/')
-            .any(|l| l.is_empty() || l.contains(['+', '#', ' ']))
-    {
-        return Err(invalid(
-            file,
-            "mqtt.topic_prefix",
-            format!("{:?} is not a usable topic prefix", p.mqtt.topic_prefix),
-            "use one or more non-empty topic levels without '+', '#' or spaces, e.g. \"hanoi\"",
-        ));
-    }
-    parse_broker_url(&p.mqtt.url, p.mqtt.embedded_port).map_err(|problem| {
-        invalid(
-            file,
-            "mqtt.url",
-            problem,
-            "use \"mqtt://host:1883\", \"mqtts://host:8883\" or \"embedded\"",
-        )
-    })?;
-    if p.mqtt.client_cert.is_some() != p.mqtt.client_key.is_some() {
-        return Err(invalid(
-            file,
-            "mqtt.client_cert",
-            "client_cert and client_key must be given together",
-            "set both mqtt.client_cert and mqtt.client_key, or neither",
-        ));
-    }
-    check_range(
-        file,
-        "mqtt.max_packet_bytes",
-        p.mqtt.max_packet_bytes,
-        64 << 10,
-        256 << 20,
-    )?;
-    check_range(file, "mqtt.keep_alive_s", p.mqtt.keep_alive_s, 5, 3600)?;
-
-    let d = &p.detector;
-    check_range(file, "detector.threads", d.threads, 1, 64)?;
-    check_range(file, "detector.workers", d.workers, 1, 64)?;
-    check_range(file, "detector.threshold", d.threshold, 0.0, 1.0)?;
-    check_range(file, "detector.nms_iou", d.nms_iou, 0.0, 1.0)?;
-    for (k, v) in &d.class_thresholds {
-        check_range(
-            file,
-            &format!("detector.class_thresholds.{k}"),
-            *v,
-            0.0,
-            1.0,
-        )?;
-    }
-    if let Some(c) = &d.classes
-        && c.is_empty()
-    {
-        return Err(invalid(
-            file,
-            "detector.classes",
-            "the list is empty, so nothing would ever be detected",
-            "list at least one class name, or remove the field for the default (person, bicycle, car, motorcycle, bus, truck)",
-        ));
-    }
-
-    let t = &p.tracker;
-    check_range(file, "tracker.high_thresh", t.high_thresh, 0.0, 1.0)?;
-    check_range(file, "tracker.low_thresh", t.low_thresh, 0.0, t.high_thresh)?;
-    check_range(
-        file,
-        "tracker.new_track_thresh",
-        t.new_track_thresh,
-        0.0,
-        1.0,
-    )?;
-    check_range(file, "tracker.match_iou", t.match_iou, 0.01, 1.0)?;
-
-    let e = &p.events;
-    check_range(file, "events.min_hits", e.min_hits, 1, 1000)?;
-    check_range(file, "events.end_after_s", e.end_after_s, 0.1, 3600.0)?;
-    check_range(
-        file,
-        "events.update_min_interval_s",
-        e.update_min_interval_s,
-        0.0,
-        86400.0,
-    )?;
-    check_range(
-        file,
-        "events.snapshot_improvement",
-        e.snapshot_improvement,
-        0.0,
-        100.0,
-    )?;
-
-    let s = &p.snapshot;
-    check_range(file, "snapshot.max_height", s.max_height, 32, 4320)?;
-    check_range(file, "snapshot.quality", s.quality, 1, 100)?;
-
-    if p.cameras.is_empty() {
-        return Err(invalid(
-            file,
-            "cameras",
-            "no camera is configured",
-            "add at least one [[cameras]] table with id, url and detect_fps",
-        ));
-    }
-    if p.cameras.len() > MAX_CAMERAS {
-        return Err(invalid(
-            file,
-            "cameras",
-            format!(
-                "{} cameras are configured, more than the limit of {MAX_CAMERAS} per node",
-                p.cameras.len()
-            ),
-            format!("split the cameras over several nodes, at most {MAX_CAMERAS} each"),
-        ));
-    }
-    let mut seen = HashSet::new();
-    for (i, c) in p.cameras.iter().enumerate() {
-        let f = |name: &str| format!("cameras[{i}].{name}");
-        check_id(file, &f("id"), &c.id)?;
-        if !seen.insert(c.id.as_str()) {
-            return Err(invalid(
-                file,
-                f("id"),
-                format!("camera id {:?} is used twice", c.id),
-                "give every camera its own id",
-            ));
-        }
-        if c.url.trim().is_empty() {
-            return Err(invalid(
-                file,
-                f("url"),
-                "the url is empty",
-                "give an rtsp://, http(s)://, file:// URL, a path or /dev/videoN",
-            ));
-        }
-        check_range(file, &f("detect_fps"), c.detect_fps, 0.1, 60.0)?;
-        check_range(file, &f("max_height"), c.max_height, 64, 4320)?;
-        check_range(file, &f("watchdog_s"), c.watchdog_s, 1.0, 3600.0)?;
-        check_range(
-            file,
-            &f("backoff_initial_s"),
-            c.backoff_initial_s,
-            0.05,
-            3600.0,
-        )?;
-        check_range(
-            file,
-            &f("backoff_max_s"),
-            c.backoff_max_s,
-            c.backoff_initial_s,
-            86400.0,
-        )?;
-        check_range(file, &f("queue"), c.queue, 1, 64)?;
-        validate_rules(file, i, c)?;
-        for (k, poly) in c.privacy_masks.iter().enumerate() {
-            let field = format!("cameras[{i}].privacy_masks[{k}]");
-            if poly.len() < 3 {
-                return Err(invalid(
-                    file,
-                    field,
-                    format!("a mask needs at least 3 points, got {}", poly.len()),
-                    "give the polygon's corners as [[x, y], ...] in 0..1 of the frame",
-                ));
-            }
-            if poly
-                .iter()
-                .flatten()
-                .any(|v| !(v.is_finite() && (0.0..=1.0).contains(v)))
-            {
-                return Err(invalid(
-                    file,
-                    field,
-                    "a point lies outside 0..1",
-                    "coordinates are fractions of the frame width and height, from 0 to 1",
-                ));
-            }
-        }
-    }
-    if let Some(t) = p.privacy.face_threshold {
-        check_range(file, "privacy.face_threshold", t, 0.01, 1.0)?;
-    }
-    if let Some(m) = p.privacy.face_max_side {
-        check_range(file, "privacy.face_max_side", m, 32, 4096)?;
-    }
-    let r = &p.rules;
-    check_range(
-        file,
-        "rules.counts_interval_s",
-        r.counts_interval_s,
-        0.1,
-        86400.0,
-    )?;
-    check_range(file, "rules.cooldown_s", r.cooldown_s, 0.0, 86400.0)?;
-    if let Some(v) = r.realert_s {
-        check_range(file, "rules.realert_s", v, 0.0, 86400.0)?;
-    }
-    check_range(file, "rules.stationary_s", r.stationary_s, 0.0, 86400.0)?;
-    check_range(
-        file,
-        "rules.stationary_tolerance",
-        r.stationary_tolerance,
-        0.0,
-        1.0,
-    )?;
-    check_range(file, "rules.handoff_s", r.handoff_s, 0.0, 60.0)?;
-    check_range(file, "rules.handoff_speed", r.handoff_speed, 0.0, 100.0)?;
-    let o = &p.outbox;
-    for (field, v) in [
-        ("outbox.quota_mb", o.quota_mb),
-        ("outbox.replay_rate", o.replay_rate),
-        ("outbox.stats_interval_s", o.stats_interval_s),
-    ] {
-        if !(v.is_finite() && v > 0.0) {
-            return Err(invalid(
-                file,
-                field,
-                format!("{v} is not a positive number"),
-                "use a positive number (see docs/outbox.md)",
-            ));
-        }
-    }
-    let b = &p.budget;
-    for (field, v) in [
-        ("budget.snapshot_bytes_per_s", b.snapshot_bytes_per_s),
-        ("budget.burst_bytes", b.burst_bytes),
-    ] {
-        if let Some(v) = v
-            && !(v.is_finite() && v > 0.0)
-        {
-            return Err(invalid(
-                file,
-                field,
-                format!("{v} is not a positive number of bytes"),
-                "use a positive number (e.g. 20000 for 20 kB/s), or remove [budget] for no limit",
-            ));
-        }
-    }
-    if b.burst_bytes.is_some() && b.snapshot_bytes_per_s.is_none() {
-        return Err(invalid(
-            file,
-            "budget.burst_bytes",
-            "a burst without a rate",
-            "set budget.snapshot_bytes_per_s too (the burst is what may be saved up of that rate)",
-        ));
-    }
-    Ok(())
 }
 
 /// Parse `mqtt.url`.
@@ -1243,10 +274,44 @@ pub fn default_model(config_dir: &Path) -> PathBuf {
         .unwrap_or_else(|| c[1].clone())
 }
 
-fn build(file: &Path, raw: PipelineFile) -> Result<Pipeline, ConfigError> {
+/// The files the config names (TLS and credential files) must exist;
+/// returns warnings about secret files others can read.
+fn check_files(ck: &mut Checks, raw: &PipelineFile, dir: &Path) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (field, p, secret) in [
+        ("mqtt.ca_file", &raw.mqtt.ca_file, false),
+        ("mqtt.client_cert", &raw.mqtt.client_cert, false),
+        ("mqtt.client_key", &raw.mqtt.client_key, true),
+        ("mqtt.username_file", &raw.mqtt.username_file, false),
+        ("mqtt.password_file", &raw.mqtt.password_file, true),
+    ] {
+        if let Some(p) = p {
+            let r = resolve(dir, p);
+            if !r.is_file() {
+                ck.err(
+                    field,
+                    format!("{} does not exist or is not a file", r.display()),
+                    "give the path of an existing file (relative paths are resolved against the config's folder)",
+                );
+            } else if secret && let Some(w) = secret_file_warning(field, &r) {
+                warnings.push(w);
+            }
+        }
+    }
+    warnings
+}
+
+/// The validated file with its paths resolved.
+fn build(file: &Path, raw: PipelineFile, warnings: Vec<String>) -> Result<Pipeline, ConfigError> {
     let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let broker = parse_broker_url(&raw.mqtt.url, raw.mqtt.embedded_port)
-        .map_err(|p| invalid(file, "mqtt.url", p, "see the README"))?;
+    let broker = parse_broker_url(&raw.mqtt.url, raw.mqtt.embedded_port).map_err(|problem| {
+        ConfigError::Invalid {
+            file: file.to_path_buf(),
+            field: "mqtt.url".into(),
+            problem,
+            hint: "see the README".into(),
+        }
+    })?;
     let node_model = match &raw.detector.model {
         Some(m) => resolve(&dir, m),
         None => default_model(&dir),
@@ -1268,51 +333,6 @@ fn build(file: &Path, raw: PipelineFile) -> Result<Pipeline, ConfigError> {
             c.url.clone()
         };
         camera_urls.push(url);
-    }
-    let mut warnings = Vec::new();
-    for (field, p, secret) in [
-        ("mqtt.ca_file", &raw.mqtt.ca_file, false),
-        ("mqtt.client_cert", &raw.mqtt.client_cert, false),
-        ("mqtt.client_key", &raw.mqtt.client_key, true),
-        ("mqtt.username_file", &raw.mqtt.username_file, false),
-        ("mqtt.password_file", &raw.mqtt.password_file, true),
-    ] {
-        if let Some(p) = p {
-            let r = resolve(&dir, p);
-            if !r.is_file() {
-                return Err(invalid(
-                    file,
-                    field,
-                    format!("{} does not exist or is not a file", r.display()),
-                    "give the path of an existing file (relative paths are resolved against the config's folder)",
-                ));
-            }
-            if secret && let Some(w) = secret_file_warning(field, &r) {
-                warnings.push(w);
-            }
-        }
-    }
-    if matches!(broker, BrokerUrl::Tcp { .. })
-        && (raw.mqtt.ca_file.is_some() || raw.mqtt.client_cert.is_some())
-    {
-        return Err(invalid(
-            file,
-            "mqtt.url",
-            format!(
-                "{:?} is plaintext MQTT but TLS files (ca_file / client_cert) are configured",
-                raw.mqtt.url
-            ),
-            "use an mqtts:// URL (a node configured for TLS never falls back to plaintext), \
-             or remove the TLS files",
-        ));
-    }
-    if matches!(broker, BrokerUrl::Tls { .. }) && raw.mqtt.ca_file.is_none() {
-        return Err(invalid(
-            file,
-            "mqtt.ca_file",
-            "mqtts:// needs a CA file to verify the broker",
-            "set mqtt.ca_file to the PEM of the CA that signed the broker's certificate",
-        ));
     }
     let onnxruntime = raw.detector.onnxruntime.as_ref().map(|p| resolve(&dir, p));
     let mut raw = raw;
@@ -1653,6 +673,248 @@ detect_fps = 5
             .unwrap_err()
             .to_string();
         assert!(e.contains("bytes_per_s"), "unknown fields are refused: {e}");
+    }
+
+    #[test]
+    fn every_invalid_field_is_reported_at_once() {
+        let text = MIN
+            .replace("id = \"box-1\"", "id = \"Box 1\"")
+            .replace("detect_fps = 5", "detect_fps = 0\nqueue = 0")
+            + "\n[snapshot]\nquality = 0\n[rules]\ncooldown_s = -1\n";
+        let e = load(&text).unwrap_err();
+        let fields: Vec<String> = e.field_errors().into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "node.id",
+                "snapshot.quality",
+                "cameras[0].detect_fps",
+                "cameras[0].queue",
+                "rules.cooldown_s"
+            ],
+            "{e}"
+        );
+        assert!(matches!(e, ConfigError::InvalidList { .. }));
+        // One line per problem, each as a single error is written.
+        let shown = e.to_string();
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines.len(), 5, "{shown}");
+        for (line, field) in lines.iter().zip(&fields) {
+            assert!(
+                line.starts_with("invalid config /tmp/x/pipeline.toml: field `")
+                    && line.contains(&format!("`{field}`"))
+                    && line.contains(". Fix: "),
+                "{line}"
+            );
+        }
+        // A file error and a value error together.
+        let text = MIN
+            .replace(
+                "topic_prefix = \"hanoi\"",
+                "topic_prefix = \"hanoi\"\npassword_file = \"/nonexistent/secret\"",
+            )
+            .replace("detect_fps = 5", "detect_fps = 0");
+        let fields: Vec<String> = load(&text)
+            .unwrap_err()
+            .field_errors()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(fields, ["cameras[0].detect_fps", "mqtt.password_file"]);
+        // One field, one error (the first problem found with it).
+        let text = MIN.replace("id = \"cam-1\"", "id = \"Cam 1\"")
+            + "[[cameras]]\nid = \"Cam 1\"\nurl = \"a.mp4\"\n";
+        let e = load(&text).unwrap_err();
+        let fields: Vec<String> = e.field_errors().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["cameras[0].id", "cameras[1].id"], "{e}");
+    }
+
+    #[test]
+    fn minimal_plan_is_the_runtime_defaults() {
+        use crate::events::EventConfig;
+        use crate::snapshot::SnapshotOptions;
+        use crate::source::SourceOptions;
+        use crate::track::TrackerConfig;
+        let p = load(&MIN.replace("detect_fps = 5\n", "")).unwrap();
+        let plan = p.camera_plan(0);
+        let src = SourceOptions::default();
+        let s = &plan.source;
+        assert_eq!(
+            (s.camera.as_str(), s.url.as_str()),
+            ("cam-1", "rtsp://127.0.0.1:8554/test")
+        );
+        assert_eq!(
+            (
+                s.detect_fps,
+                s.max_height,
+                s.realtime,
+                s.loop_file,
+                s.watchdog_s,
+                s.backoff_initial_s,
+                s.backoff_max_s,
+                s.backoff_reset_s,
+                s.rtsp_tcp
+            ),
+            (
+                src.detect_fps,
+                src.max_height,
+                src.realtime,
+                src.loop_file,
+                src.watchdog_s,
+                src.backoff_initial_s,
+                src.backoff_max_s,
+                src.backoff_reset_s,
+                src.rtsp_tcp
+            )
+        );
+        assert_eq!(plan.events, EventConfig::default());
+        assert_eq!(
+            plan.tracker,
+            EventConfig::default().tracker_config(TrackerConfig::default())
+        );
+        let snap = SnapshotOptions::default();
+        let s = &plan.snapshot;
+        assert_eq!(
+            (s.max_height, s.quality, s.crop, s.crop_margin, s.draw_box),
+            (
+                snap.max_height,
+                snap.quality,
+                snap.crop,
+                snap.crop_margin,
+                snap.draw_box
+            )
+        );
+        assert!(s.masks.is_empty());
+        let det = crate::detect::DetectorOptions::default();
+        let d = &plan.detector;
+        assert_eq!(
+            (
+                d.intra_threads,
+                d.spinning,
+                d.threshold,
+                d.nms_iou,
+                d.max_detections
+            ),
+            (
+                det.intra_threads,
+                det.spinning,
+                det.threshold,
+                det.nms_iou,
+                det.max_detections
+            )
+        );
+        assert_eq!(
+            d.classes.as_deref().unwrap(),
+            crate::detect::DEFAULT_CLASSES
+        );
+        assert_eq!(d.model, plan.model);
+        assert_eq!(d.optimized_cache, Some(p.state_dir().join("ort-cache")));
+        assert_eq!((plan.queue, plan.lossless), (DEFAULT_QUEUE, false));
+        assert_eq!(plan.counts_interval_s, DEFAULT_COUNTS_INTERVAL_S);
+        assert!(plan.faces.is_none());
+        let (rules, unknown) = plan.rules(&[]);
+        assert!(rules.is_empty() && unknown.is_empty());
+        let r = crate::rules::RulesConfig::default();
+        assert_eq!(
+            (rules.stationary_s, rules.cooldown_s, rules.handoff_s),
+            (r.stationary_s, r.cooldown_s, r.handoff_s)
+        );
+    }
+
+    #[test]
+    fn plan_maps_every_section() {
+        let text = format!(
+            "{}\nrealtime = false\nqueue = 7\nmax_height = 480\nwatchdog_s = 20\n\
+             backoff_initial_s = 2\nbackoff_max_s = 60\nloop = true\nblur_faces = true\n\
+             privacy_masks = [[[0, 0], [0.5, 0], [0, 0.5]]]\n\
+             [[cameras.lines]]\nname = \"gate\"\na = [0.5, 0.9]\nb = [0.5, 0.1]\nclasses = [\"car\"]\n\
+             [detector]\nthreads = 2\nspinning = true\nthreshold = 0.4\nnms_iou = 0.6\n\
+             classes = [\"car\"]\nclass_thresholds = {{ car = 0.7 }}\n\
+             [tracker]\nhigh_thresh = 0.55\nlow_thresh = 0.15\nnew_track_thresh = 0.65\nmatch_iou = 0.3\n\
+             [events]\nmin_hits = 4\nend_after_s = 3\nupdate_min_interval_s = 6\n\
+             snapshot_improvement = 0.4\nmax_updates = 6\n\
+             [snapshot]\nmax_height = 240\nquality = 80\ncrop = true\ndraw_box = false\n\
+             [rules]\ncounts_interval_s = 30\ncooldown_s = 5\n\
+             [privacy]\nface_threshold = 0.4\nface_max_side = 320\n",
+            MIN.replace("url = \"rtsp://127.0.0.1:8554/test\"", "url = \"clip.mp4\"")
+                .replace(
+                    "district = \"hoan-kiem\"",
+                    "district = \"hoan-kiem\"\nstate_dir = \"/var/lib/edge\""
+                )
+        );
+        let p = load(&text).unwrap();
+        let plan = p.camera_plan(0);
+        assert_eq!(p.plans().len(), 1);
+        let s = &plan.source;
+        assert!(s.url.ends_with("clip.mp4"), "{}", s.url);
+        assert_eq!(
+            (
+                s.detect_fps,
+                s.max_height,
+                s.realtime,
+                s.loop_file,
+                s.watchdog_s,
+                s.backoff_initial_s,
+                s.backoff_max_s
+            ),
+            (5.0, 480, false, true, 20.0, 2.0, 60.0)
+        );
+        assert_eq!((plan.queue, plan.lossless), (7, true));
+        let d = &plan.detector;
+        assert_eq!(
+            (d.intra_threads, d.spinning, d.threshold, d.nms_iou),
+            (2, true, 0.4, 0.6)
+        );
+        assert_eq!(d.classes, Some(vec!["car".to_string()]));
+        assert_eq!(d.class_thresholds.get("car"), Some(&0.7));
+        assert_eq!(
+            d.optimized_cache.as_deref(),
+            Some(Path::new("/var/lib/edge/ort-cache"))
+        );
+        assert_eq!(p.state_dir(), Path::new("/var/lib/edge"));
+        let t = &plan.tracker;
+        assert_eq!(
+            (
+                t.high_thresh,
+                t.low_thresh,
+                t.new_track_thresh,
+                t.match_iou,
+                t.min_hits,
+                t.max_lost_s
+            ),
+            (0.55, 0.15, 0.65, 0.3, 4, 3.0)
+        );
+        let e = &plan.events;
+        assert_eq!(
+            (
+                e.min_hits,
+                e.end_after_s,
+                e.update_min_interval_s,
+                e.snapshot_improvement,
+                e.max_updates
+            ),
+            (4, 3.0, 6.0, 0.4, 6)
+        );
+        let sn = &plan.snapshot;
+        assert_eq!(
+            (sn.max_height, sn.quality, sn.crop, sn.draw_box),
+            (240, 80, true, false)
+        );
+        assert_eq!(sn.masks, vec![vec![[0.0, 0.0], [0.5, 0.0], [0.0, 0.5]]]);
+        assert_eq!(plan.counts_interval_s, 30.0);
+        let labels: Vec<String> = ["person", "car"].iter().map(|s| s.to_string()).collect();
+        let (rules, unknown) = plan.rules(&labels);
+        assert!(unknown.is_empty());
+        assert_eq!(rules.cooldown_s, 5.0);
+        assert_eq!(rules.lines[0].classes, [1].into());
+        assert_eq!(
+            plan.faces,
+            Some(FacePlan {
+                model: p.face_model.clone(),
+                threshold: 0.4,
+                max_side: 320
+            })
+        );
     }
 
     #[test]

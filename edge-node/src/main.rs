@@ -372,31 +372,29 @@ fn check(path: &Path, json: bool) -> Result<ExitCode> {
     detect::init_runtime(&RuntimeOptions {
         dylib: p.onnxruntime.clone(),
     })?;
+    let plans = p.plans();
     let mut models = std::collections::BTreeMap::new();
-    for m in &p.camera_models {
-        if models.contains_key(m) {
+    for plan in &plans {
+        if models.contains_key(&plan.model) {
             continue;
         }
-        let d = Detector::load(&node::detector_options(&p, m))
-            .with_context(|| format!("model {}", m.display()))?;
-        models.insert(m.clone(), format!("{:?}", d.spec()));
+        let d = Detector::load(&plan.detector)
+            .with_context(|| format!("model {}", plan.model.display()))?;
+        models.insert(plan.model.clone(), format!("{:?}", d.spec()));
     }
-    let cams: Vec<CameraPlan> = p
-        .raw
-        .cameras
+    let cams: Vec<CameraPlan> = plans
         .iter()
-        .enumerate()
-        .map(|(i, c)| CameraPlan {
-            id: c.id.clone(),
-            url: p.camera_urls[i].clone(),
-            kind: if config::is_file_url(&p.camera_urls[i]) {
+        .map(|plan| CameraPlan {
+            id: plan.id.clone(),
+            url: plan.source.url.clone(),
+            kind: if config::is_file_url(&plan.source.url) {
                 "file"
             } else {
                 "live"
             },
-            detect_fps: c.detect_fps,
-            max_height: c.max_height,
-            model: p.camera_models[i].display().to_string(),
+            detect_fps: plan.source.detect_fps,
+            max_height: plan.source.max_height,
+            model: plan.model.display().to_string(),
         })
         .collect();
     let topics = edge_node::publish::Topics::new(
@@ -541,17 +539,13 @@ fn preview(
         );
     };
     let c = &p.raw.cameras[i];
+    let plan = p.camera_plan(i);
     source::init()?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<edge_node::frame::Frame>(1);
     let (stx, srx) = std::sync::mpsc::channel::<source::SourceState>();
-    let opts = source::SourceOptions {
-        camera: c.id.clone(),
-        url: p.camera_urls[i].clone(),
-        detect_fps: c.detect_fps,
-        max_height: c.max_height,
-        realtime: false,
-        ..source::SourceOptions::default()
-    };
+    // The camera as the node opens it, but as fast as possible: one frame is wanted.
+    let mut opts = plan.source.clone();
+    opts.realtime = false;
     let handle = source::spawn_camera(
         opts,
         Box::new(move |f| {
@@ -594,7 +588,7 @@ fn preview(
         detect::init_runtime(&RuntimeOptions {
             dylib: p.onnxruntime.clone(),
         })?;
-        let mut det = Detector::load(&node::detector_options(&p, &p.camera_models[i]))?;
+        let mut det = Detector::load(&plan.detector)?;
         let dets = det.detect(&frame.data, frame.width, frame.height)?;
         let labels = det.labels().to_vec();
         ov.boxes = dets

@@ -76,6 +76,13 @@ impl Default for SnapshotOptions {
     }
 }
 
+impl SnapshotOptions {
+    /// Checks the options as [`render`] does first; does no I/O.
+    pub fn validate(&self) -> Result<(), SnapshotError> {
+        validate_options(self)
+    }
+}
+
 /// An encoded snapshot and its pixel size.
 #[derive(Clone, Debug)]
 pub struct Snapshot {

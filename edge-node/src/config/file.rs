@@ -1,0 +1,595 @@
+//! The file's layout: one serde struct per TOML table, with the defaults of
+//! every field. Each default number is written once: fields that map onto a
+//! runtime option struct default to that struct's `Default`; the others to a
+//! const or `d_*` function here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::DetectorOptions;
+use crate::events::EventConfig;
+use crate::rules::RulesConfig;
+use crate::snapshot::SnapshotOptions;
+use crate::source::SourceOptions;
+use crate::track::TrackerConfig;
+
+/// `[rules] counts_interval_s`: seconds between two counts messages.
+pub const DEFAULT_COUNTS_INTERVAL_S: f64 = 60.0;
+/// `[[cameras.zones]] inertia`: analysed frames in (out) before an object counts as in (out).
+pub const DEFAULT_ZONE_INERTIA: u32 = 3;
+/// `[[cameras.zones]] crowd_for_s` and `crowd_clear_s`.
+pub const DEFAULT_CROWD_FOR_S: f64 = 10.0;
+/// `[[cameras.lines]] hysteresis`: dead band either side of a line, fraction of the frame.
+pub const DEFAULT_LINE_HYSTERESIS: f32 = 0.02;
+/// `[detector] workers`: inference threads per model.
+pub const DEFAULT_WORKERS: usize = 1;
+/// `[[cameras]] queue`: frames waiting for the detector.
+pub const DEFAULT_QUEUE: usize = 2;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    pub node: NodeSection,
+    pub mqtt: MqttSection,
+    #[serde(default)]
+    pub detector: DetectorSection,
+    #[serde(default)]
+    pub tracker: TrackerSection,
+    #[serde(default)]
+    pub events: EventsSection,
+    #[serde(default)]
+    pub snapshot: SnapshotSection,
+    #[serde(default)]
+    pub rules: RulesSection,
+    #[serde(default)]
+    pub cameras: Vec<CameraSection>,
+    #[serde(default)]
+    pub outbox: OutboxSection,
+    #[serde(default)]
+    pub privacy: PrivacySection,
+    #[serde(default)]
+    pub budget: BudgetSection,
+}
+
+/// `[budget]`: the node's byte budget for snapshots, shared by its cameras
+/// (a token bucket; see `budget.rs`). Absent: no limit.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSection {
+    /// Sustained snapshot bytes per second for the whole node.
+    #[serde(default)]
+    pub snapshot_bytes_per_s: Option<f64>,
+    /// Bytes that may be saved up and spent at once (default: 10 s of the rate,
+    /// at least 64 KiB so one full snapshot fits).
+    #[serde(default)]
+    pub burst_bytes: Option<f64>,
+}
+
+impl BudgetSection {
+    /// `(rate, burst)` in bytes, or `None` when there is no budget.
+    pub fn bucket(&self) -> Option<(f64, f64)> {
+        let rate = self.snapshot_bytes_per_s?;
+        Some((rate, self.burst_bytes.unwrap_or((rate * 10.0).max(65536.0))))
+    }
+}
+
+/// `[privacy]`: the face model used by cameras with `blur_faces = true`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySection {
+    /// CenterFace ONNX (dynamic shapes); default: the copy `scripts/setup.sh`
+    /// fetches into `third_party/models/centerface_dynamic.onnx`.
+    #[serde(default)]
+    pub face_model: Option<PathBuf>,
+    /// Face score threshold (default 0.5).
+    #[serde(default)]
+    pub face_threshold: Option<f32>,
+    /// Frames are shrunk so their long side is at most this before face
+    /// detection (default 640).
+    #[serde(default)]
+    pub face_max_side: Option<u32>,
+}
+
+/// `[rules]`: defaults of the scene rules (zones and lines are per camera).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesSection {
+    /// Seconds between two messages on the counts topic (media time).
+    #[serde(default = "d_counts_interval")]
+    pub counts_interval_s: f64,
+    /// No two alerts of one rule (zone or line) within this many seconds.
+    #[serde(default = "d_cooldown")]
+    pub cooldown_s: f64,
+    /// Unset: at most one alert per object per rule. Set: again after this many seconds.
+    #[serde(default)]
+    pub realert_s: Option<f64>,
+    /// Seconds an object's box must barely move to become stationary; 0 = off.
+    #[serde(default = "d_stationary")]
+    pub stationary_s: f64,
+    /// "Barely moves": centre within this fraction of the frame diagonal.
+    #[serde(default = "d_stationary_tol")]
+    pub stationary_tolerance: f32,
+    /// Line counts: a new track may take over the side of a track lost at
+    /// most this many seconds earlier on the other side of a line; 0 = off.
+    #[serde(default = "d_handoff")]
+    pub handoff_s: f64,
+    /// ... if it appears within 0.5 + this many box heights per second of
+    /// the gap from where the lost one was last seen.
+    #[serde(default = "d_handoff_speed")]
+    pub handoff_speed: f32,
+}
+
+impl Default for RulesSection {
+    fn default() -> Self {
+        Self {
+            counts_interval_s: d_counts_interval(),
+            cooldown_s: d_cooldown(),
+            realert_s: None,
+            stationary_s: d_stationary(),
+            stationary_tolerance: d_stationary_tol(),
+            handoff_s: d_handoff(),
+            handoff_speed: d_handoff_speed(),
+        }
+    }
+}
+
+/// `[[cameras.zones]]`: a polygon in 0..1 frame coordinates.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneSection {
+    pub name: String,
+    /// `[[x, y], ...]`, at least 3 points, each within 0..1.
+    pub polygon: Vec<[f32; 2]>,
+    /// Class names counted; empty = all.
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Ignore boxes smaller than this fraction of the frame area.
+    #[serde(default)]
+    pub min_area: f32,
+    /// Consecutive analysed frames in (out) before an object counts as in (out).
+    #[serde(default = "d_inertia")]
+    pub inertia: u32,
+    /// Loitering alert after this many seconds inside.
+    #[serde(default)]
+    pub loiter_s: Option<f64>,
+    /// Crowding alert when at least this many objects are inside …
+    #[serde(default)]
+    pub crowd_min: Option<u32>,
+    /// … for this many seconds.
+    #[serde(default = "d_crowd_for")]
+    pub crowd_for_s: f64,
+    /// The crowd clears after occupancy stayed below crowd_min this long.
+    #[serde(default = "d_crowd_for")]
+    pub crowd_clear_s: f64,
+    /// No two alerts of this zone within this many seconds; unset: `[rules] cooldown_s`.
+    #[serde(default)]
+    pub cooldown_s: Option<f64>,
+}
+
+/// `[[cameras.lines]]`: a tripwire from `a` to `b` (0..1 coordinates).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineSection {
+    pub name: String,
+    pub a: [f32; 2],
+    pub b: [f32; 2],
+    /// Name of crossing from the left of A→B to its right (as seen on screen).
+    #[serde(default = "d_forward")]
+    pub forward: String,
+    #[serde(default = "d_backward")]
+    pub backward: String,
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Dead band either side of the line, fraction of the frame.
+    #[serde(default = "d_hysteresis")]
+    pub hysteresis: f32,
+    /// Analysed frames beyond the dead band on the other side before a
+    /// crossing counts (box jitter from partial occlusion is not a crossing).
+    #[serde(default = "d_line_inertia")]
+    pub inertia: u32,
+    /// A crossing in this direction raises a `wrong_way` alert.
+    #[serde(default)]
+    pub alert_direction: Option<String>,
+    /// No two alerts of this line within this many seconds; unset: `[rules] cooldown_s`.
+    #[serde(default)]
+    pub cooldown_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Node id, used in MQTT topics: `[a-z0-9_-]`, 1..64 chars.
+    pub id: String,
+    /// District id, used in MQTT topics: same rule as `id`.
+    pub district: String,
+    /// Folder for the heartbeat file the container health check reads.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    /// `mqtt://host[:port]`, `mqtts://host[:port]` or `"embedded"`.
+    pub url: String,
+    /// First level of every topic, e.g. `"hanoi"`.
+    pub topic_prefix: String,
+    /// Defaults to `edge-node-{node.id}`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default = "d_keep_alive")]
+    pub keep_alive_s: u64,
+    /// Environment variable holding the user name (read at start, never stored in the file).
+    #[serde(default = "d_user_env")]
+    pub username_env: String,
+    /// Environment variable holding the password.
+    #[serde(default = "d_pass_env")]
+    pub password_env: String,
+    /// File holding the user name (one line; surrounding whitespace trimmed).
+    /// Takes precedence over `username_env`.
+    #[serde(default)]
+    pub username_file: Option<PathBuf>,
+    /// File holding the password (one line; a trailing newline is dropped), e.g. a
+    /// Docker or systemd secret. Takes precedence over `password_env`. The loader
+    /// warns when group or others can read it.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// PEM CA bundle for `mqtts://` (default: the system's roots are not bundled; a CA file is required).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (needs `client_key`).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Largest MQTT packet, in bytes, both ways (snapshots need more than rumqttc's 10 KiB default).
+    #[serde(default = "d_max_packet")]
+    pub max_packet_bytes: usize,
+    /// Port of the in-process broker when `url = "embedded"`.
+    #[serde(default = "d_embedded_port")]
+    pub embedded_port: u16,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorSection {
+    /// ONNX model path; relative paths are resolved against the config file's folder, then the
+    /// working directory. Default: the bundled NanoDet-g 416.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads per inference worker.
+    #[serde(default = "d_threads")]
+    pub threads: usize,
+    /// Inference worker threads per model (each owns one ONNX Runtime session).
+    #[serde(default = "d_workers")]
+    pub workers: usize,
+    /// Let ONNX Runtime's worker threads spin while idle (steals CPU from decoding; off by default).
+    #[serde(default = "d_spinning")]
+    pub spinning: bool,
+    #[serde(default = "d_threshold")]
+    pub threshold: f32,
+    /// Per-class score thresholds, e.g. `{ person = 0.45 }`.
+    #[serde(default)]
+    pub class_thresholds: BTreeMap<String, f32>,
+    /// Classes to keep. Default: person, bicycle, car, motorcycle, bus, truck.
+    #[serde(default)]
+    pub classes: Option<Vec<String>>,
+    #[serde(default = "d_nms_iou")]
+    pub nms_iou: f32,
+    /// Path of `libonnxruntime.so`; default: `ORT_DYLIB_PATH`, then the usual places.
+    #[serde(default)]
+    pub onnxruntime: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerSection {
+    #[serde(default = "d_high")]
+    pub high_thresh: f32,
+    #[serde(default = "d_low")]
+    pub low_thresh: f32,
+    #[serde(default = "d_new_track")]
+    pub new_track_thresh: f32,
+    #[serde(default = "d_match_iou")]
+    pub match_iou: f32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSection {
+    /// Frames an object must be seen in before it becomes an event.
+    #[serde(default = "d_min_hits")]
+    pub min_hits: u32,
+    /// An event ends once its object has been lost this long.
+    #[serde(default = "d_end_after")]
+    pub end_after_s: f64,
+    /// At most one `update` per event per this many seconds.
+    #[serde(default = "d_update_interval")]
+    pub update_min_interval_s: f64,
+    /// Relative snapshot-quality gain that justifies an `update` (0.3 = 30 % better).
+    #[serde(default = "d_improvement")]
+    pub snapshot_improvement: f32,
+    #[serde(default = "d_max_updates")]
+    pub max_updates: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotSection {
+    #[serde(default = "d_snap_height")]
+    pub max_height: u32,
+    #[serde(default = "d_quality")]
+    pub quality: u8,
+    #[serde(default = "d_crop")]
+    pub crop: bool,
+    #[serde(default = "d_draw_box")]
+    pub draw_box: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSection {
+    /// Camera id, used in MQTT topics: `[a-z0-9_-]`, 1..64 chars.
+    pub id: String,
+    /// `rtsp://…`, `http(s)://…`, `file://…`, a plain path, or a v4l2 device (`/dev/video0`).
+    pub url: String,
+    #[serde(default = "d_detect_fps")]
+    pub detect_fps: f64,
+    /// Frames are downscaled (never upscaled) to at most this height before analysis.
+    #[serde(default = "d_frame_height")]
+    pub max_height: u32,
+    /// Files only: play at the clip's own frame rate (true) or as fast as possible (false).
+    #[serde(default = "d_realtime")]
+    pub realtime: bool,
+    /// Files only: start again at the end instead of ending.
+    #[serde(default = "d_loop", rename = "loop")]
+    pub loop_file: bool,
+    /// Live sources: seconds without a frame before the stream is declared stalled.
+    #[serde(default = "d_watchdog")]
+    pub watchdog_s: f64,
+    #[serde(default = "d_backoff_initial")]
+    pub backoff_initial_s: f64,
+    #[serde(default = "d_backoff_max")]
+    pub backoff_max_s: f64,
+    /// Frames waiting for the detector; when full the oldest is dropped (and counted).
+    #[serde(default = "d_queue")]
+    pub queue: usize,
+    /// A model for this camera only; default: `[detector] model`.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    #[serde(default)]
+    pub zones: Vec<ZoneSection>,
+    #[serde(default)]
+    pub lines: Vec<LineSection>,
+    /// Privacy masks: polygons in normalised 0..1 frame coordinates, filled
+    /// black in every image that leaves the box.
+    #[serde(default)]
+    pub privacy_masks: Vec<Vec<[f32; 2]>>,
+    /// Blur faces (CenterFace) in every snapshot before it is encoded. If the
+    /// face model cannot be used, this camera's snapshots are withheld (its
+    /// events still go) and its status says why.
+    #[serde(default)]
+    pub blur_faces: bool,
+}
+
+fn d_counts_interval() -> f64 {
+    DEFAULT_COUNTS_INTERVAL_S
+}
+fn d_cooldown() -> f64 {
+    RulesConfig::default().cooldown_s
+}
+fn d_stationary() -> f64 {
+    RulesConfig::default().stationary_s
+}
+fn d_stationary_tol() -> f32 {
+    RulesConfig::default().stationary_tolerance
+}
+fn d_handoff() -> f64 {
+    RulesConfig::default().handoff_s
+}
+fn d_handoff_speed() -> f32 {
+    RulesConfig::default().handoff_speed
+}
+fn d_inertia() -> u32 {
+    DEFAULT_ZONE_INERTIA
+}
+fn d_crowd_for() -> f64 {
+    DEFAULT_CROWD_FOR_S
+}
+fn d_forward() -> String {
+    "forward".into()
+}
+fn d_backward() -> String {
+    "backward".into()
+}
+fn d_line_inertia() -> u32 {
+    crate::rules::DEFAULT_LINE_INERTIA
+}
+fn d_hysteresis() -> f32 {
+    DEFAULT_LINE_HYSTERESIS
+}
+
+fn d_keep_alive() -> u64 {
+    30
+}
+fn d_user_env() -> String {
+    "EDGE_NODE_MQTT_USERNAME".into()
+}
+fn d_pass_env() -> String {
+    "EDGE_NODE_MQTT_PASSWORD".into()
+}
+fn d_max_packet() -> usize {
+    4 << 20
+}
+fn d_embedded_port() -> u16 {
+    18830
+}
+fn d_threads() -> usize {
+    DetectorOptions::default().intra_threads
+}
+fn d_workers() -> usize {
+    DEFAULT_WORKERS
+}
+fn d_spinning() -> bool {
+    DetectorOptions::default().spinning
+}
+fn d_threshold() -> f32 {
+    DetectorOptions::default().threshold
+}
+fn d_nms_iou() -> f32 {
+    DetectorOptions::default().nms_iou
+}
+fn d_high() -> f32 {
+    TrackerConfig::default().high_thresh
+}
+fn d_low() -> f32 {
+    TrackerConfig::default().low_thresh
+}
+fn d_new_track() -> f32 {
+    TrackerConfig::default().new_track_thresh
+}
+fn d_match_iou() -> f32 {
+    TrackerConfig::default().match_iou
+}
+fn d_min_hits() -> u32 {
+    EventConfig::default().min_hits
+}
+fn d_end_after() -> f64 {
+    EventConfig::default().end_after_s
+}
+fn d_update_interval() -> f64 {
+    EventConfig::default().update_min_interval_s
+}
+fn d_improvement() -> f32 {
+    EventConfig::default().snapshot_improvement
+}
+fn d_max_updates() -> u32 {
+    EventConfig::default().max_updates
+}
+fn d_snap_height() -> u32 {
+    SnapshotOptions::default().max_height
+}
+fn d_quality() -> u8 {
+    SnapshotOptions::default().quality
+}
+fn d_crop() -> bool {
+    SnapshotOptions::default().crop
+}
+fn d_draw_box() -> bool {
+    SnapshotOptions::default().draw_box
+}
+fn d_realtime() -> bool {
+    SourceOptions::default().realtime
+}
+fn d_loop() -> bool {
+    SourceOptions::default().loop_file
+}
+fn d_detect_fps() -> f64 {
+    SourceOptions::default().detect_fps
+}
+fn d_frame_height() -> u32 {
+    SourceOptions::default().max_height
+}
+fn d_watchdog() -> f64 {
+    SourceOptions::default().watchdog_s
+}
+fn d_backoff_initial() -> f64 {
+    SourceOptions::default().backoff_initial_s
+}
+fn d_backoff_max() -> f64 {
+    SourceOptions::default().backoff_max_s
+}
+fn d_queue() -> usize {
+    DEFAULT_QUEUE
+}
+
+impl Default for DetectorSection {
+    fn default() -> Self {
+        Self {
+            model: None,
+            threads: d_threads(),
+            workers: d_workers(),
+            spinning: d_spinning(),
+            threshold: d_threshold(),
+            class_thresholds: BTreeMap::new(),
+            classes: None,
+            nms_iou: d_nms_iou(),
+            onnxruntime: None,
+        }
+    }
+}
+
+impl Default for TrackerSection {
+    fn default() -> Self {
+        Self {
+            high_thresh: d_high(),
+            low_thresh: d_low(),
+            new_track_thresh: d_new_track(),
+            match_iou: d_match_iou(),
+        }
+    }
+}
+
+impl Default for EventsSection {
+    fn default() -> Self {
+        Self {
+            min_hits: d_min_hits(),
+            end_after_s: d_end_after(),
+            update_min_interval_s: d_update_interval(),
+            snapshot_improvement: d_improvement(),
+            max_updates: d_max_updates(),
+        }
+    }
+}
+
+impl Default for SnapshotSection {
+    fn default() -> Self {
+        Self {
+            max_height: d_snap_height(),
+            quality: d_quality(),
+            crop: d_crop(),
+            draw_box: d_draw_box(),
+        }
+    }
+}
+
+/// `[outbox]`: the durable store-and-forward queue (docs/outbox.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSection {
+    /// Default: `{state_dir}/outbox`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Disk quota for stored events and snapshots, MiB.
+    #[serde(default = "d_outbox_quota_mb")]
+    pub quota_mb: f64,
+    /// Messages per second handed to the broker at most (replay after an outage).
+    #[serde(default = "d_outbox_replay_rate")]
+    pub replay_rate: f64,
+    /// Seconds between retained `stats` messages.
+    #[serde(default = "d_outbox_stats_s")]
+    pub stats_interval_s: f64,
+}
+
+fn d_outbox_quota_mb() -> f64 {
+    256.0
+}
+fn d_outbox_replay_rate() -> f64 {
+    200.0
+}
+fn d_outbox_stats_s() -> f64 {
+    30.0
+}
+
+impl Default for OutboxSection {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            quota_mb: d_outbox_quota_mb(),
+            replay_rate: d_outbox_replay_rate(),
+            stats_interval_s: d_outbox_stats_s(),
+        }
+    }
+}

@@ -1,0 +1,606 @@
+//! Validation: every check of a file, collected (one error per field), so
+//! `check` and `run` report all problems of a file at once. The config's own
+//! range checks come first; then each module's `validate()` runs on the
+//! values the node would build, as a backstop, its errors named by the
+//! config field they come from.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::plan::{camera_rules, event_config, snapshot_options, tracker_config};
+use super::{BrokerUrl, CameraSection, ConfigError, MAX_CAMERAS, PipelineFile, parse_broker_url};
+use crate::events::EventConfigError;
+use crate::rules::RulesError;
+use crate::snapshot::SnapshotError;
+use crate::track::TrackConfigError;
+
+/// One problem of a config file: the field, what is wrong, and the fix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub field: String,
+    pub problem: String,
+    pub hint: String,
+}
+
+/// The problems found so far in one file.
+pub(super) struct Checks {
+    file: std::path::PathBuf,
+    errors: Vec<FieldError>,
+}
+
+impl Checks {
+    pub(super) fn new(file: &Path) -> Checks {
+        Checks {
+            file: file.to_path_buf(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Records a problem of `field`, unless that field already has one.
+    pub(super) fn err(
+        &mut self,
+        field: impl Into<String>,
+        problem: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        let field = field.into();
+        if self.errors.iter().any(|e| e.field == field) {
+            return;
+        }
+        self.errors.push(FieldError {
+            field,
+            problem: problem.into(),
+            hint: hint.into(),
+        });
+    }
+
+    /// A module's error, recorded only when no field under `sections`
+    /// already has one (the config's own check then said it better).
+    fn module(
+        &mut self,
+        sections: &[&str],
+        field: impl Into<String>,
+        problem: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        if self
+            .errors
+            .iter()
+            .any(|e| sections.iter().any(|s| e.field.starts_with(s)))
+        {
+            return;
+        }
+        self.err(field, problem, hint);
+    }
+
+    fn id(&mut self, field: &str, value: &str) {
+        if !valid_id(value) {
+            self.err(
+                field,
+                format!("{value:?} is not a valid id"),
+                "use 1 to 64 characters from a-z, 0-9, '-' and '_' (it becomes an MQTT topic level)",
+            );
+        }
+    }
+
+    fn range<T: PartialOrd + std::fmt::Display + Copy>(&mut self, field: &str, v: T, lo: T, hi: T) {
+        if v >= lo && v <= hi {
+            return;
+        }
+        self.err(
+            field,
+            format!("{v} is out of range"),
+            format!("use a value from {lo} to {hi}"),
+        );
+    }
+
+    /// `Ok` when nothing was found; one problem as [`ConfigError::Invalid`],
+    /// several as [`ConfigError::InvalidList`].
+    pub(super) fn finish(mut self) -> Result<(), ConfigError> {
+        match self.errors.len() {
+            0 => Ok(()),
+            1 => {
+                let e = self.errors.remove(0);
+                Err(ConfigError::Invalid {
+                    file: self.file,
+                    field: e.field,
+                    problem: e.problem,
+                    hint: e.hint,
+                })
+            }
+            _ => Err(ConfigError::InvalidList {
+                file: self.file,
+                errors: self.errors,
+            }),
+        }
+    }
+}
+
+/// Ids go into MQTT topic levels: no `/`, `+`, `#`, spaces or capitals.
+pub fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Tracker settings that have a key in `[tracker]`.
+const TRACKER_KEYS: &[&str] = &["high_thresh", "low_thresh", "new_track_thresh", "match_iou"];
+
+/// Each module's own `validate()` on what the node builds from the file:
+/// the tracker, the event engine, the snapshot encoder and each camera's
+/// rules. Their errors are named by the config field they come from.
+fn check_modules(ck: &mut Checks, p: &PipelineFile) {
+    let events = event_config(&p.events);
+    if let Err(e) = events.validate() {
+        let field = match &e {
+            EventConfigError::Negative { name, .. } => format!("events.{name}"),
+            EventConfigError::MinHits => "events.min_hits".into(),
+            EventConfigError::EdgeMargin(_) => "events".into(),
+        };
+        ck.module(
+            &["events."],
+            field,
+            e.to_string(),
+            "use a value the event engine accepts (see the README's [events] row)",
+        );
+    }
+    if let Err(e) = tracker_config(&p.tracker, &events).validate() {
+        let field = match &e {
+            TrackConfigError::OutOfRange { name, .. } if TRACKER_KEYS.contains(name) => {
+                format!("tracker.{name}")
+            }
+            TrackConfigError::OutOfRange { .. } => "tracker".into(),
+            TrackConfigError::LowAboveHigh { .. } => "tracker.low_thresh".into(),
+            TrackConfigError::MaxLost(_) => "events.end_after_s".into(),
+            TrackConfigError::MinHits => "events.min_hits".into(),
+        };
+        ck.module(
+            &["tracker.", "events."],
+            field,
+            e.to_string(),
+            "use a value the tracker accepts (see the README's [tracker] and [events] rows)",
+        );
+    }
+    if let Err(e) = snapshot_options(&p.snapshot, &[]).validate() {
+        let field = match &e {
+            SnapshotError::Options(msg) => match msg.split(' ').next() {
+                Some(k @ ("max_height" | "quality" | "crop" | "draw_box")) => {
+                    format!("snapshot.{k}")
+                }
+                _ => "snapshot".into(),
+            },
+            _ => "snapshot".into(),
+        };
+        ck.module(
+            &["snapshot."],
+            field,
+            e.to_string(),
+            "use a value the snapshot encoder accepts (see the README's [snapshot] row)",
+        );
+    }
+    for (i, c) in p.cameras.iter().enumerate() {
+        let (rules, _) = camera_rules(&p.rules, c, &[]);
+        if let Err(e) = rules.validate() {
+            let RulesError::Invalid { rule, .. } = &e;
+            let field = if let Some(k) = c.zones.iter().position(|z| &z.name == rule) {
+                format!("cameras[{i}].zones[{k}]")
+            } else if let Some(k) = c.lines.iter().position(|l| &l.name == rule) {
+                format!("cameras[{i}].lines[{k}]")
+            } else {
+                "rules".into()
+            };
+            let zones = format!("cameras[{i}].zones");
+            let lines = format!("cameras[{i}].lines");
+            ck.module(
+                &[&zones, &lines, "rules."],
+                field,
+                e.to_string(),
+                "fix the zone or line as the README's scene rules section describes",
+            );
+        }
+    }
+}
+
+/// Pure checks: no file system, no network. Every problem is reported, not
+/// only the first (one per field): a single one as [`ConfigError::Invalid`],
+/// several as [`ConfigError::InvalidList`].
+pub fn validate(file: &Path, p: &PipelineFile) -> Result<(), ConfigError> {
+    let mut ck = Checks::new(file);
+    check_file(&mut ck, p);
+    ck.finish()
+}
+
+/// [`validate`] into `ck`: the config's own checks, then each module's
+/// `validate()` on the values the node would build from the file.
+pub(super) fn check_file(ck: &mut Checks, p: &PipelineFile) {
+    ck.id("node.id", &p.node.id);
+    ck.id("node.district", &p.node.district);
+    if p.mqtt.topic_prefix.is_empty()
+        || p.mqtt
+            .topic_prefix
+            .split('/')
+            .any(|l| l.is_empty() || l.contains(['+', '#', ' ']))
+    {
+        ck.err(
+            "mqtt.topic_prefix",
+            format!("{:?} is not a usable topic prefix", p.mqtt.topic_prefix),
+            "use one or more non-empty topic levels without '+', '#' or spaces, e.g. \"hanoi\"",
+        );
+    }
+    match parse_broker_url(&p.mqtt.url, p.mqtt.embedded_port) {
+        Err(problem) => ck.err(
+            "mqtt.url",
+            problem,
+            "use \"mqtt://host:1883\", \"mqtts://host:8883\" or \"embedded\"",
+        ),
+        Ok(BrokerUrl::Tcp { .. }) if p.mqtt.ca_file.is_some() || p.mqtt.client_cert.is_some() => ck
+            .err(
+                "mqtt.url",
+                format!(
+                    "{:?} is plaintext MQTT but TLS files (ca_file / client_cert) are configured",
+                    p.mqtt.url
+                ),
+                "use an mqtts:// URL (a node configured for TLS never falls back to plaintext), \
+                 or remove the TLS files",
+            ),
+        Ok(BrokerUrl::Tls { .. }) if p.mqtt.ca_file.is_none() => ck.err(
+            "mqtt.ca_file",
+            "mqtts:// needs a CA file to verify the broker",
+            "set mqtt.ca_file to the PEM of the CA that signed the broker's certificate",
+        ),
+        Ok(_) => {}
+    }
+    if p.mqtt.client_cert.is_some() != p.mqtt.client_key.is_some() {
+        ck.err(
+            "mqtt.client_cert",
+            "client_cert and client_key must be given together",
+            "set both mqtt.client_cert and mqtt.client_key, or neither",
+        );
+    }
+    ck.range(
+        "mqtt.max_packet_bytes",
+        p.mqtt.max_packet_bytes,
+        64 << 10,
+        256 << 20,
+    );
+    ck.range("mqtt.keep_alive_s", p.mqtt.keep_alive_s, 5, 3600);
+
+    let d = &p.detector;
+    ck.range("detector.threads", d.threads, 1, 64);
+    ck.range("detector.workers", d.workers, 1, 64);
+    ck.range("detector.threshold", d.threshold, 0.0, 1.0);
+    ck.range("detector.nms_iou", d.nms_iou, 0.0, 1.0);
+    for (k, v) in &d.class_thresholds {
+        ck.range(&format!("detector.class_thresholds.{k}"), *v, 0.0, 1.0);
+    }
+    if let Some(c) = &d.classes
+        && c.is_empty()
+    {
+        ck.err("detector.classes",
+            "the list is empty, so nothing would ever be detected",
+            "list at least one class name, or remove the field for the default (person, bicycle, car, motorcycle, bus, truck)",
+        );
+    }
+
+    let t = &p.tracker;
+    ck.range("tracker.high_thresh", t.high_thresh, 0.0, 1.0);
+    ck.range("tracker.low_thresh", t.low_thresh, 0.0, t.high_thresh);
+    ck.range("tracker.new_track_thresh", t.new_track_thresh, 0.0, 1.0);
+    ck.range("tracker.match_iou", t.match_iou, 0.01, 1.0);
+
+    let e = &p.events;
+    ck.range("events.min_hits", e.min_hits, 1, 1000);
+    ck.range("events.end_after_s", e.end_after_s, 0.1, 3600.0);
+    ck.range(
+        "events.update_min_interval_s",
+        e.update_min_interval_s,
+        0.0,
+        86400.0,
+    );
+    ck.range(
+        "events.snapshot_improvement",
+        e.snapshot_improvement,
+        0.0,
+        100.0,
+    );
+
+    let s = &p.snapshot;
+    ck.range("snapshot.max_height", s.max_height, 32, 4320);
+    ck.range("snapshot.quality", s.quality, 1, 100);
+
+    if p.cameras.is_empty() {
+        ck.err(
+            "cameras",
+            "no camera is configured",
+            "add at least one [[cameras]] table with id, url and detect_fps",
+        );
+    }
+    if p.cameras.len() > MAX_CAMERAS {
+        ck.err(
+            "cameras",
+            format!(
+                "{} cameras are configured, more than the limit of {MAX_CAMERAS} per node",
+                p.cameras.len()
+            ),
+            format!("split the cameras over several nodes, at most {MAX_CAMERAS} each"),
+        );
+    }
+    let mut seen = HashSet::new();
+    for (i, c) in p.cameras.iter().enumerate() {
+        let f = |name: &str| format!("cameras[{i}].{name}");
+        ck.id(&f("id"), &c.id);
+        if !seen.insert(c.id.as_str()) {
+            ck.err(
+                f("id"),
+                format!("camera id {:?} is used twice", c.id),
+                "give every camera its own id",
+            );
+        }
+        if c.url.trim().is_empty() {
+            ck.err(
+                f("url"),
+                "the url is empty",
+                "give an rtsp://, http(s)://, file:// URL, a path or /dev/videoN",
+            );
+        }
+        ck.range(&f("detect_fps"), c.detect_fps, 0.1, 60.0);
+        ck.range(&f("max_height"), c.max_height, 64, 4320);
+        ck.range(&f("watchdog_s"), c.watchdog_s, 1.0, 3600.0);
+        ck.range(&f("backoff_initial_s"), c.backoff_initial_s, 0.05, 3600.0);
+        ck.range(
+            &f("backoff_max_s"),
+            c.backoff_max_s,
+            c.backoff_initial_s,
+            86400.0,
+        );
+        ck.range(&f("queue"), c.queue, 1, 64);
+        check_rules(ck, i, c);
+        for (k, poly) in c.privacy_masks.iter().enumerate() {
+            let field = format!("cameras[{i}].privacy_masks[{k}]");
+            if poly.len() < 3 {
+                ck.err(
+                    &field,
+                    format!("a mask needs at least 3 points, got {}", poly.len()),
+                    "give the polygon's corners as [[x, y], ...] in 0..1 of the frame",
+                );
+            }
+            if poly
+                .iter()
+                .flatten()
+                .any(|v| !(v.is_finite() && (0.0..=1.0).contains(v)))
+            {
+                ck.err(
+                    field,
+                    "a point lies outside 0..1",
+                    "coordinates are fractions of the frame width and height, from 0 to 1",
+                );
+            }
+        }
+    }
+    if let Some(t) = p.privacy.face_threshold {
+        ck.range("privacy.face_threshold", t, 0.01, 1.0);
+    }
+    if let Some(m) = p.privacy.face_max_side {
+        ck.range("privacy.face_max_side", m, 32, 4096);
+    }
+    let r = &p.rules;
+    ck.range("rules.counts_interval_s", r.counts_interval_s, 0.1, 86400.0);
+    ck.range("rules.cooldown_s", r.cooldown_s, 0.0, 86400.0);
+    if let Some(v) = r.realert_s {
+        ck.range("rules.realert_s", v, 0.0, 86400.0);
+    }
+    ck.range("rules.stationary_s", r.stationary_s, 0.0, 86400.0);
+    ck.range(
+        "rules.stationary_tolerance",
+        r.stationary_tolerance,
+        0.0,
+        1.0,
+    );
+    ck.range("rules.handoff_s", r.handoff_s, 0.0, 60.0);
+    ck.range("rules.handoff_speed", r.handoff_speed, 0.0, 100.0);
+    let o = &p.outbox;
+    for (field, v) in [
+        ("outbox.quota_mb", o.quota_mb),
+        ("outbox.replay_rate", o.replay_rate),
+        ("outbox.stats_interval_s", o.stats_interval_s),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            ck.err(
+                field,
+                format!("{v} is not a positive number"),
+                "use a positive number (see docs/outbox.md)",
+            );
+        }
+    }
+    let b = &p.budget;
+    for (field, v) in [
+        ("budget.snapshot_bytes_per_s", b.snapshot_bytes_per_s),
+        ("budget.burst_bytes", b.burst_bytes),
+    ] {
+        if let Some(v) = v
+            && !(v.is_finite() && v > 0.0)
+        {
+            ck.err(
+                field,
+                format!("{v} is not a positive number of bytes"),
+                "use a positive number (e.g. 20000 for 20 kB/s), or remove [budget] for no limit",
+            );
+        }
+    }
+    if b.burst_bytes.is_some() && b.snapshot_bytes_per_s.is_none() {
+        ck.err(
+            "budget.burst_bytes",
+            "a burst without a rate",
+            "set budget.snapshot_bytes_per_s too (the burst is what may be saved up of that rate)",
+        );
+    }
+    check_modules(ck, p);
+}
+
+fn check_rules(ck: &mut Checks, i: usize, c: &CameraSection) {
+    let unit = |p: &[f32; 2]| p.iter().all(|v| (0.0..=1.0).contains(v));
+    let mut names = HashSet::new();
+    for (k, z) in c.zones.iter().enumerate() {
+        let f = |name: &str| format!("cameras[{i}].zones[{k}].{name}");
+        ck.id(&f("name"), &z.name);
+        if !names.insert(z.name.as_str()) {
+            ck.err(
+                f("name"),
+                format!("zone/line name {:?} is used twice on this camera", z.name),
+                "give every zone and line of a camera its own name",
+            );
+        }
+        if z.polygon.len() < 3 {
+            ck.err(
+                f("polygon"),
+                format!("{} points do not make an area", z.polygon.len()),
+                "give at least 3 [x, y] points",
+            );
+        }
+        if let Some(p) = z.polygon.iter().find(|p| !unit(p)) {
+            ck.err(
+                f("polygon"),
+                format!("point {p:?} is outside the frame"),
+                "use normalised coordinates: x and y from 0 to 1 (0,0 = top left)",
+            );
+        }
+        ck.range(&f("min_area"), z.min_area, 0.0, 1.0);
+        ck.range(&f("inertia"), z.inertia, 1, 1000);
+        if let Some(v) = z.loiter_s {
+            ck.range(&f("loiter_s"), v, 0.1, 86400.0);
+        }
+        if let Some(v) = z.crowd_min {
+            ck.range(&f("crowd_min"), v, 1, 10000);
+        }
+        ck.range(&f("crowd_for_s"), z.crowd_for_s, 0.0, 86400.0);
+        ck.range(&f("crowd_clear_s"), z.crowd_clear_s, 0.0, 86400.0);
+        if let Some(v) = z.cooldown_s {
+            ck.range(&f("cooldown_s"), v, 0.0, 86400.0);
+        }
+    }
+    for (k, l) in c.lines.iter().enumerate() {
+        let f = |name: &str| format!("cameras[{i}].lines[{k}].{name}");
+        ck.id(&f("name"), &l.name);
+        if !names.insert(l.name.as_str()) {
+            ck.err(
+                f("name"),
+                format!("zone/line name {:?} is used twice on this camera", l.name),
+                "give every zone and line of a camera its own name",
+            );
+        }
+        for (field, p) in [("a", &l.a), ("b", &l.b)] {
+            if !unit(p) {
+                ck.err(
+                    f(field),
+                    format!("point {p:?} is outside the frame"),
+                    "use normalised coordinates: x and y from 0 to 1 (0,0 = top left)",
+                );
+            }
+        }
+        if l.a == l.b {
+            ck.err(
+                f("b"),
+                "a and b are the same point, so there is no line",
+                "give two distinct points",
+            );
+        }
+        ck.id(&f("forward"), &l.forward);
+        ck.id(&f("backward"), &l.backward);
+        if l.forward == l.backward {
+            ck.err(
+                f("backward"),
+                "both directions have the same name",
+                "name the two directions differently, e.g. \"in\" and \"out\"",
+            );
+        }
+        ck.range(&f("hysteresis"), l.hysteresis, 0.0, 0.5);
+        ck.range(&f("inertia"), l.inertia, 1, 1000);
+        if let Some(d) = &l.alert_direction
+            && d != &l.forward
+            && d != &l.backward
+        {
+            ck.err(
+                f("alert_direction"),
+                format!("{d:?} is neither {:?} nor {:?}", l.forward, l.backward),
+                "use one of the line's two direction names",
+            );
+        }
+        if let Some(v) = l.cooldown_s {
+            ck.range(&f("cooldown_s"), v, 0.0, 86400.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> PipelineFile {
+        toml::from_str(
+            r#"
+[node]
+id = "box-1"
+district = "d"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+topic_prefix = "p"
+[[cameras]]
+id = "cam-1"
+url = "rtsp://127.0.0.1:8554/test"
+[[cameras.lines]]
+name = "gate"
+a = [0.5, 0.9]
+b = [0.5, 0.1]
+"#,
+        )
+        .unwrap()
+    }
+
+    fn module_fields(p: &PipelineFile) -> Vec<String> {
+        let mut ck = Checks::new(Path::new("p.toml"));
+        check_modules(&mut ck, p);
+        ck.errors.into_iter().map(|e| e.field).collect()
+    }
+
+    /// The modules' own checks run on what the node builds, and their errors
+    /// name the config field (the config's checks are stricter, so these are
+    /// called directly here).
+    #[test]
+    fn module_validate_errors_name_the_config_field() {
+        let good = file();
+        assert!(module_fields(&good).is_empty());
+        let mut p = good.clone();
+        p.events.end_after_s = -1.0;
+        p.snapshot.quality = 0;
+        p.cameras[0].lines[0].b = p.cameras[0].lines[0].a;
+        assert_eq!(
+            module_fields(&p),
+            [
+                "events.end_after_s",
+                "snapshot.quality",
+                "cameras[0].lines[0]"
+            ]
+        );
+        let mut p = good.clone();
+        p.tracker.low_thresh = 0.9;
+        assert_eq!(module_fields(&p), ["tracker.low_thresh"]);
+        let mut p = good.clone();
+        p.events.min_hits = 0;
+        p.rules.handoff_s = f64::NAN;
+        assert_eq!(module_fields(&p), ["events.min_hits", "rules"]);
+    }
+
+    /// A module's error is dropped when the config already named a field of
+    /// that section: one problem, one message.
+    #[test]
+    fn module_errors_do_not_repeat_the_config_checks() {
+        let mut p = file();
+        p.snapshot.quality = 0;
+        p.cameras[0].lines[0].b = p.cameras[0].lines[0].a;
+        let mut ck = Checks::new(Path::new("p.toml"));
+        check_file(&mut ck, &p);
+        let fields: Vec<String> = ck.errors.into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["snapshot.quality", "cameras[0].lines[0].b"]);
+    }
+}

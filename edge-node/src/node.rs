@@ -35,13 +35,11 @@ mod workers;
 #[cfg(test)]
 mod tests;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::config::{self, Pipeline};
-use crate::detect::{self, DetectorOptions};
 use crate::{publish, source};
 
 pub use lifecycle::ReloadOutcome;
@@ -81,41 +79,6 @@ pub async fn run_until(
 ) -> Result<RunReport, NodeError> {
     let (_tx, rx) = mpsc::channel(1);
     run::run(p, stop, rx).await
-}
-
-/// Detector options of a camera's model, from the `[detector]` section.
-pub fn detector_options(p: &Pipeline, model: &Path) -> DetectorOptions {
-    let d = &p.raw.detector;
-    DetectorOptions {
-        model: model.to_path_buf(),
-        intra_threads: d.threads,
-        spinning: d.spinning,
-        threshold: d.threshold,
-        class_thresholds: d
-            .class_thresholds
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect(),
-        classes: Some(d.classes.clone().unwrap_or_else(|| {
-            detect::DEFAULT_CLASSES
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-        })),
-        nms_iou: d.nms_iou,
-        max_detections: 100,
-        optimized_cache: Some(state_dir(p).join("ort-cache")),
-    }
-}
-
-/// The node's writable folder: `[node] state_dir`, `$EDGE_NODE_STATE_DIR`, or /tmp/edge-node.
-pub fn state_dir(p: &Pipeline) -> PathBuf {
-    p.raw
-        .node
-        .state_dir
-        .clone()
-        .or_else(|| std::env::var_os("EDGE_NODE_STATE_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/tmp/edge-node"))
 }
 
 /// Sections a running node can apply on reload; every other section (node,

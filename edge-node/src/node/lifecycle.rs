@@ -18,17 +18,16 @@ use super::camera::CameraAnalytics;
 use super::emit::{self, Emitter};
 use super::pictures::{FacePolicy, Painter, SharedBudget};
 use super::report::{CameraReport, Samples};
+use super::restart_only_changes;
 use super::slots::{Pool, WhenFull};
 use super::status;
 use super::workers;
-use super::{detector_options, restart_only_changes};
-use crate::config::{self, CameraSection, Pipeline};
-use crate::detect;
-use crate::events::{EventConfig, EventEngine};
+use crate::config::{CameraPlan, FacePlan, Pipeline};
+use crate::detect::{self, DetectorOptions};
+use crate::events::EventEngine;
 use crate::publish::{CameraState, Publisher};
-use crate::snapshot::SnapshotOptions;
-use crate::source::{self, SourceOptions, SourceState};
-use crate::track::{Tracker, TrackerConfig};
+use crate::source::{self, SourceState};
+use crate::track::Tracker;
 
 /// A model's frame pool and class names; `Err` holds why the model is unusable.
 type ModelPool = Result<(Arc<Pool>, Arc<Vec<String>>), String>;
@@ -123,7 +122,7 @@ pub(super) fn camera_fingerprint(p: &Pipeline, i: usize) -> String {
 
 impl NodeRun {
     /// The worker pool for `model`, loading its sessions the first time.
-    fn pool(&mut self, model: &Path) -> ModelPool {
+    fn pool(&mut self, model: &Path, opts: &DetectorOptions) -> ModelPool {
         if let Some(e) = self.pools.get(model) {
             return e.clone();
         }
@@ -131,7 +130,7 @@ impl NodeRun {
             Some(e) => Err(e.clone()),
             None => {
                 let d = &self.p.raw.detector;
-                workers::spawn(&detector_options(&self.p, model), d.workers, d.threads)
+                workers::spawn(opts, d.workers, d.threads)
                     .map(|w| {
                         self.workers.extend(w.threads);
                         (w.pool, w.labels)
@@ -159,41 +158,39 @@ impl NodeRun {
     /// Start camera `i` of the config in force. A camera that cannot start is
     /// reported `failed` on its status topic and recorded; the others go on.
     pub async fn start_camera(&mut self, i: usize) {
-        let c = self.p.raw.cameras[i].clone();
-        let span = info_span!("camera", camera = %c.id);
-        let model = self.p.camera_models[i].clone();
-        let (pool, labels) = match self.pool(&model) {
+        let plan = self.p.camera_plan(i);
+        let span = info_span!("camera", camera = %plan.id);
+        let (pool, labels) = match self.pool(&plan.model, &plan.detector) {
             Ok(x) => x,
             Err(e) => {
-                let msg = format!("model {}: {e}", model.display());
-                return self.camera_failed(&c.id, &span, msg).await;
+                let msg = format!("model {}: {e}", plan.model.display());
+                return self.camera_failed(&plan.id, &span, msg).await;
             }
         };
-        let lossless = !c.realtime && config::is_file_url(&self.p.camera_urls[i]);
-        let when_full = if lossless {
+        let when_full = if plan.lossless {
             WhenFull::WaitForRoom
         } else {
             WhenFull::DropOldest
         };
-        let (idx, handover) = pool.add(c.queue, when_full);
-        let analytics = self.camera_analytics(&c, &labels, &span);
-        let faces = face_policy(&self.p, &c, &span);
+        let (idx, handover) = pool.add(plan.queue, when_full);
+        let analytics = camera_analytics(&plan, &labels, &span);
+        let faces = face_policy(plan.faces.as_ref(), &span);
         let privacy_note = match &faces {
             FacePolicy::Withheld(why) => Some(why.clone()),
             _ => None,
         };
         let publish_latency_ms = Arc::new(Mutex::new(Samples::default()));
         let emitter = Emitter {
-            id: c.id.clone(),
+            id: plan.id.clone(),
             publisher: self.publisher.clone(),
             labels,
             painter: Painter {
-                options: snapshot_options(&self.p, &c),
+                options: plan.snapshot.clone(),
                 faces,
                 budget: self.budget.clone(),
             },
             // Numbering continues after a restart or reload (the outbox stores the last seq).
-            seq: self.publisher.last_seq(&c.id),
+            seq: self.publisher.last_seq(&plan.id),
             counts_seq: 0,
             zone_alert_seq: 0,
             publish_latency_ms: publish_latency_ms.clone(),
@@ -204,7 +201,7 @@ impl NodeRun {
         // Source state → retained camera status (latest state wins: a watch channel).
         let (st_tx, st_rx) = watch::channel(SourceState::Starting);
         let status_task = status::spawn_camera_status(
-            c.id.clone(),
+            plan.id.clone(),
             st_rx,
             self.publisher.clone(),
             pool.clone(),
@@ -229,9 +226,9 @@ impl NodeRun {
                 changed
             });
         });
-        match source::spawn_camera(source_options(&self.p, i), on_frame, on_state) {
+        match source::spawn_camera(plan.source, on_frame, on_state) {
             Ok(h) => self.cams.push(RunningCamera {
-                id: c.id.clone(),
+                id: plan.id,
                 fingerprint: camera_fingerprint(&self.p, i),
                 pool,
                 idx,
@@ -244,46 +241,9 @@ impl NodeRun {
                 pool.close(idx);
                 let _ = analytics_task.await;
                 let _ = status_task.await;
-                self.camera_failed(&c.id, &span, e.to_string()).await;
+                self.camera_failed(&plan.id, &span, e.to_string()).await;
             }
         }
-    }
-
-    /// The camera's tracker, event lifecycle and scene rules.
-    fn camera_analytics(
-        &self,
-        c: &CameraSection,
-        labels: &[String],
-        span: &Span,
-    ) -> CameraAnalytics {
-        let raw = &self.p.raw;
-        let (tcfg, ecfg) = (&raw.tracker, &raw.events);
-        let ev_cfg = EventConfig {
-            min_hits: ecfg.min_hits,
-            end_after_s: ecfg.end_after_s,
-            update_min_interval_s: ecfg.update_min_interval_s,
-            snapshot_improvement: ecfg.snapshot_improvement,
-            max_updates: ecfg.max_updates,
-            ..EventConfig::default()
-        };
-        // The tracker forgets a lost object when its event ends (same clock, same timeout).
-        let tracker = Tracker::new(ev_cfg.tracker_config(TrackerConfig {
-            high_thresh: tcfg.high_thresh,
-            low_thresh: tcfg.low_thresh,
-            new_track_thresh: tcfg.new_track_thresh,
-            match_iou: tcfg.match_iou,
-            ..TrackerConfig::default()
-        }));
-        let (rules, unknown) = config::camera_rules(&raw.rules, c, labels);
-        if !unknown.is_empty() {
-            span.in_scope(|| warn!(classes = ?unknown, "zone/line classes the model does not know are ignored"));
-        }
-        CameraAnalytics::new(
-            tracker,
-            EventEngine::new(ev_cfg),
-            rules,
-            raw.rules.counts_interval_s,
-        )
     }
 
     /// Stop one camera: its source, then its queued frames, then its open
@@ -369,20 +329,31 @@ impl NodeRun {
     }
 }
 
+/// The camera's tracker, event lifecycle and scene rules.
+fn camera_analytics(plan: &CameraPlan, labels: &[String], span: &Span) -> CameraAnalytics {
+    let (rules, unknown) = plan.rules(labels);
+    if !unknown.is_empty() {
+        span.in_scope(
+            || warn!(classes = ?unknown, "zone/line classes the model does not know are ignored"),
+        );
+    }
+    CameraAnalytics::new(
+        Tracker::new(plan.tracker.clone()),
+        EventEngine::new(plan.events.clone()),
+        rules,
+        plan.counts_interval_s,
+    )
+}
+
 /// The camera's face blurring: off, on with its own CenterFace session, or
 /// required but impossible (snapshots withheld, and why).
-fn face_policy(p: &Pipeline, c: &CameraSection, span: &Span) -> FacePolicy {
-    if !c.blur_faces {
+fn face_policy(faces: Option<&FacePlan>, span: &Span) -> FacePolicy {
+    let Some(f) = faces else {
         return FacePolicy::Off;
-    }
-    let pr = &p.raw.privacy;
-    match detect::FaceDetector::load(&p.face_model, 1).and_then(|mut d| {
-        if let Some(t) = pr.face_threshold {
-            d.set_threshold(t)?;
-        }
-        if let Some(m) = pr.face_max_side {
-            d.set_max_side(m)?;
-        }
+    };
+    match detect::FaceDetector::load(&f.model, 1).and_then(|mut d| {
+        d.set_threshold(f.threshold)?;
+        d.set_max_side(f.max_side)?;
         Ok(d)
     }) {
         Ok(d) => FacePolicy::On(Arc::new(Mutex::new(d))),
@@ -393,33 +364,5 @@ fn face_policy(p: &Pipeline, c: &CameraSection, span: &Span) -> FacePolicy {
             span.in_scope(|| warn!(error = %why, "privacy"));
             FacePolicy::Withheld(why)
         }
-    }
-}
-
-fn snapshot_options(p: &Pipeline, c: &CameraSection) -> SnapshotOptions {
-    let s = &p.raw.snapshot;
-    SnapshotOptions {
-        max_height: s.max_height,
-        quality: s.quality,
-        crop: s.crop,
-        draw_box: s.draw_box,
-        masks: c.privacy_masks.iter().map(|p| p.to_vec()).collect(),
-        ..SnapshotOptions::default()
-    }
-}
-
-fn source_options(p: &Pipeline, i: usize) -> SourceOptions {
-    let c = &p.raw.cameras[i];
-    SourceOptions {
-        camera: c.id.clone(),
-        url: p.camera_urls[i].clone(),
-        detect_fps: c.detect_fps,
-        max_height: c.max_height,
-        realtime: c.realtime,
-        loop_file: c.loop_file,
-        watchdog_s: c.watchdog_s,
-        backoff_initial_s: c.backoff_initial_s,
-        backoff_max_s: c.backoff_max_s,
-        ..SourceOptions::default()
     }
 }

@@ -4,7 +4,6 @@
 //! reload, then the shutdown coordinator and the final report.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use tracing::{info, warn};
 use super::lifecycle::NodeRun;
 use super::pictures::SharedBudget;
 use super::report::RunReport;
-use super::{NodeError, SHUTDOWN_DEADLINE, shutdown, state_dir, status};
+use super::{NodeError, SHUTDOWN_DEADLINE, shutdown, status};
 use crate::budget::ByteBudget;
 use crate::config::Pipeline;
 use crate::detect::{self, RuntimeOptions};
@@ -93,7 +92,7 @@ pub(super) async fn run(
         warn!(warning = %w, "config");
     }
     let (publisher, mqtt_task) = start_publisher(&p)?;
-    let hb_task = status::spawn_heartbeat(state_dir(&p).join("heartbeat"));
+    let hb_task = status::spawn_heartbeat(p.state_dir().join("heartbeat"));
     let mut node = start_node(p, publisher.clone());
     wait(&mut node, stop, reloads).await;
     let mut report = shutdown::stop(&mut node, mqtt_task).await;
@@ -130,7 +129,7 @@ fn start_publisher(p: &Pipeline) -> Result<(Publisher, JoinHandle<()>), NodeErro
         .clone()
         .unwrap_or_else(|| format!("edge-node-{}", raw.node.id));
     let opts = publish::mqtt_options(&raw.mqtt, &p.broker, &client_id)?;
-    let dir: PathBuf = state_dir(p);
+    let dir = p.state_dir();
     Ok(Publisher::start(
         opts,
         NodeIdentity {

@@ -31,8 +31,8 @@ use crate::detect::{self, Detector, DetectorOptions, RuntimeOptions};
 use crate::events::{EventAction, EventConfig, EventEngine, EventKind};
 use crate::frame::{Detection, Frame};
 use crate::publish::{
-    self, AlertDetail, CameraState, CountsMessage, EventRecord, EventType, LineCountsWire,
-    NodeIdentity, Publisher, SnapshotPayload, WireCounter, ZoneCountsWire,
+    self, AlertDetail, CameraState, EventRecord, EventType, NodeIdentity, OmitReason, Publisher,
+    SnapshotOutcome, SnapshotPayload,
 };
 use crate::rules::{Alert, AlertKind, CountsReport, ObjectRules, RulesConfig, RulesEngine};
 use crate::sched::{self, PrepMode};
@@ -453,9 +453,8 @@ enum FacePolicy {
 /// The node's snapshot byte budget, shared by its cameras (`None`: no limit).
 type SharedBudget = Option<Arc<Mutex<ByteBudget>>>;
 
-/// A snapshot that was due: the picture, or why there is none (the wire's
-/// `snapshot_omitted`: `privacy`, `budget`, `error`).
-type Rendered = Result<SnapshotPayload, &'static str>;
+/// A snapshot that was due: the picture, or why there is none.
+type Rendered = SnapshotOutcome;
 
 /// The snapshot of `frame` with every privacy rule applied, on a blocking
 /// thread: faces blurred (when required), masks filled, then crop/scale/JPEG,
@@ -475,7 +474,7 @@ async fn render_private(
         let blurred;
         let data: &[u8] = match &faces {
             FacePolicy::Off => &frame.data,
-            FacePolicy::Withheld(_) => return Ok(Err("privacy")),
+            FacePolicy::Withheld(_) => return Ok(Err(OmitReason::Privacy)),
             FacePolicy::On(det) => {
                 let found = det
                     .lock()
@@ -495,7 +494,7 @@ async fn render_private(
                 .map_err(|e| e.to_string())
         };
         let Some(budget) = budget else {
-            return render(&opts).map(|(_, s)| Ok((s, None)));
+            return render(&opts).map(|(_, s)| Ok((s, crate::budget::Step::Full)));
         };
         // Held while the ladder is walked, so two cameras never spend the
         // same bytes; snapshots are rare (a few per second per node) and an
@@ -505,27 +504,27 @@ async fn render_private(
             .map_err(|_| "snapshot budget poisoned".to_string())?;
         Ok(
             match crate::budget::choose(&mut b, &opts, whole_frame, Instant::now, render)? {
-                Some((step, s)) => Ok((s, step.degraded())),
-                None => Err("budget"),
+                Some((step, s)) => Ok((s, step)),
+                None => Err(OmitReason::Budget),
             },
         )
     })
     .await;
     match r {
-        Ok(Ok(Ok((s, degraded)))) => Ok(SnapshotPayload {
+        Ok(Ok(Ok((s, step)))) => SnapshotOutcome::Sent(SnapshotPayload {
             jpeg: s.jpeg,
             width: s.width,
             height: s.height,
-            degraded,
+            step,
         }),
-        Ok(Ok(Err(why))) => Err(why),
+        Ok(Ok(Err(why))) => SnapshotOutcome::Omitted(why),
         Ok(Err(e)) => {
             warn!(error = %e, "snapshot not sent");
-            Err("error")
+            SnapshotOutcome::Omitted(OmitReason::Error)
         }
         Err(e) => {
             warn!(error = %e, "snapshot task failed");
-            Err("error")
+            SnapshotOutcome::Omitted(OmitReason::Error)
         }
     }
 }
@@ -576,22 +575,20 @@ impl CameraCtx {
             .get(act.class_id as usize)
             .cloned()
             .unwrap_or_else(|| format!("class{}", act.class_id));
-        let (snap, snapshot_omitted) = match act.snapshot {
-            Some(choice) => match render_private(
-                choice.handle.clone(),
-                choice.bbox,
-                label.clone(),
-                self.snapshot.clone(),
-                self.faces.clone(),
-                self.budget.clone(),
-                false,
-            )
-            .await
-            {
-                Ok(s) => (Some(s), None),
-                Err(why) => (None, Some(why.to_string())),
-            },
-            None => (None, None),
+        let snapshot = match act.snapshot {
+            Some(choice) => Some(
+                render_private(
+                    choice.handle.clone(),
+                    choice.bbox,
+                    label.clone(),
+                    self.snapshot.clone(),
+                    self.faces.clone(),
+                    self.budget.clone(),
+                    false,
+                )
+                .await,
+            ),
+            None => None,
         };
         let rec = EventRecord {
             kind: match act.kind {
@@ -613,12 +610,11 @@ impl CameraCtx {
             entered_zones: obj.entered_zones,
             stationary: obj.stationary,
             alert,
-            snapshot_omitted,
         };
         self.seq += 1;
         match self
             .publisher
-            .event(&self.id, self.seq, &rec, snap.as_ref())
+            .event(&self.id, self.seq, &rec, snapshot)
             .await
         {
             Ok(m) => {
@@ -721,13 +717,10 @@ impl CameraCtx {
                     .await;
             }
             None => {
-                let (snap, omitted) = if al.kind == AlertKind::Crowding {
-                    match self.whole_frame(f).await {
-                        Ok(s) => (Some(s), None),
-                        Err(why) => (None, Some(why.to_string())),
-                    }
+                let snapshot = if al.kind == AlertKind::Crowding {
+                    Some(self.whole_frame(f).await)
                 } else {
-                    (None, None)
+                    None
                 };
                 self.zone_alert_seq += 1;
                 match self
@@ -740,8 +733,7 @@ impl CameraCtx {
                         al.occupancy.unwrap_or(0),
                         al.dwell_s,
                         wall_at(f, al.t),
-                        snap.as_ref(),
-                        omitted,
+                        snapshot,
                     )
                     .await
                 {
@@ -775,68 +767,14 @@ impl CameraCtx {
     }
 
     async fn counts(&mut self, r: &CountsReport, anchor: &Frame) {
-        let wire = |c: &crate::rules::Counter| WireCounter {
-            total: c.total,
-            delta: c.delta,
-        };
-        let lines = r
-            .lines
-            .iter()
-            .map(|l| {
-                let counts = l
-                    .by_class
-                    .iter()
-                    .map(|(cls, dirs)| {
-                        (
-                            self.label(*cls),
-                            dirs.iter().map(|(d, c)| (d.clone(), wire(c))).collect(),
-                        )
-                    })
-                    .collect();
-                (
-                    l.name.clone(),
-                    LineCountsWire {
-                        directions: [l.forward.clone(), l.backward.clone()],
-                        counts,
-                    },
-                )
-            })
-            .collect();
-        let zones = r
-            .zones
-            .iter()
-            .map(|z| {
-                (
-                    z.name.clone(),
-                    ZoneCountsWire {
-                        occupancy: z
-                            .occupancy
-                            .iter()
-                            .map(|(c, n)| (self.label(*c), *n))
-                            .collect(),
-                        peak: z.peak,
-                        entered: z
-                            .entered
-                            .iter()
-                            .map(|(c, n)| (self.label(*c), wire(n)))
-                            .collect(),
-                    },
-                )
-            })
-            .collect();
         self.counts_seq += 1;
-        let msg = CountsMessage {
-            schema: String::new(),
-            node: String::new(),
-            district: String::new(),
-            camera: self.id.clone(),
-            seq: self.counts_seq,
-            interval_start: publish::rfc3339(wall_at(anchor, r.start_t)),
-            interval_end: publish::rfc3339(wall_at(anchor, r.end_t)),
-            lines,
-            zones,
-        };
-        match self.publisher.counts(msg).await {
+        let (start, end) = (wall_at(anchor, r.start_t), wall_at(anchor, r.end_t));
+        let label = |c: u32| self.label(c);
+        match self
+            .publisher
+            .counts(&self.id, self.counts_seq, r, label, start, end)
+            .await
+        {
             Ok(bytes) => info!(seq = self.counts_seq, bytes, "counts"),
             Err(e) => warn!(error = %e, "publish failed"),
         }

@@ -150,7 +150,6 @@ async fn event_box_outside_the_frame_is_clamped_on_the_wire() {
         entered_zones: vec![],
         stationary: false,
         alert: None,
-        snapshot_omitted: None,
     };
     let msg = publisher.event("cam", 1, &rec, None).await.unwrap();
     let b = msg.bbox;

@@ -24,7 +24,7 @@ pub const LOW_QUALITY: u8 = 40;
 /// The `height` step never goes below this many pixels.
 pub const MIN_HEIGHT: u32 = 120;
 
-/// A rung of the ladder; the wire name is what `snapshot.degraded` carries.
+/// A rung of the ladder (`publish` writes its wire name, `snapshot.degraded`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Step {
     Full,
@@ -35,16 +35,6 @@ pub enum Step {
 
 impl Step {
     pub const ALL: [Step; 4] = [Step::Full, Step::Quality, Step::Height, Step::Crop];
-
-    /// Wire name (`None` for a full-quality snapshot).
-    pub fn degraded(self) -> Option<&'static str> {
-        match self {
-            Step::Full => None,
-            Step::Quality => Some("quality"),
-            Step::Height => Some("height"),
-            Step::Crop => Some("crop"),
-        }
-    }
 
     /// Index in counters (`[full, quality, height, crop]`).
     pub fn index(self) -> usize {

@@ -15,10 +15,7 @@ use super::report::Samples;
 use super::slots::Handover;
 use crate::events::{EventAction, EventKind};
 use crate::frame::Frame;
-use crate::publish::{
-    self, AlertDetail, CountsMessage, EventRecord, EventType, LineCountsWire, Publisher,
-    WireCounter, ZoneCountsWire,
-};
+use crate::publish::{AlertDetail, EventRecord, EventType, Publisher};
 use crate::rules::{Alert, CountsReport, ObjectRules};
 
 /// Where one camera's messages go, and their numbering.
@@ -108,16 +105,13 @@ impl Emitter {
         alert: Option<AlertDetail>,
     ) {
         let label = self.label(act.class_id);
-        let (snap, snapshot_omitted) = match act.snapshot {
-            Some(choice) => match self
-                .painter
-                .object(choice.handle.clone(), choice.bbox, label.clone())
-                .await
-            {
-                Ok(s) => (Some(s), None),
-                Err(why) => (None, Some(why.to_string())),
-            },
-            None => (None, None),
+        let snapshot = match act.snapshot {
+            Some(choice) => Some(
+                self.painter
+                    .object(choice.handle.clone(), choice.bbox, label.clone())
+                    .await,
+            ),
+            None => None,
         };
         let rec = EventRecord {
             kind: match act.kind {
@@ -139,12 +133,11 @@ impl Emitter {
             entered_zones: obj.entered_zones,
             stationary: obj.stationary,
             alert,
-            snapshot_omitted,
         };
         self.seq += 1;
         match self
             .publisher
-            .event(&self.id, self.seq, &rec, snap.as_ref())
+            .event(&self.id, self.seq, &rec, snapshot)
             .await
         {
             Ok(m) => {
@@ -163,12 +156,9 @@ impl Emitter {
 
     /// A zone-level alert on /alerts, with its whole-frame evidence.
     async fn zone_alert(&mut self, al: Alert, evidence: Option<Arc<Frame>>, f: &Frame) {
-        let (snap, omitted) = match evidence {
-            Some(frame) => match self.painter.whole_frame(frame).await {
-                Ok(s) => (Some(s), None),
-                Err(why) => (None, Some(why.to_string())),
-            },
-            None => (None, None),
+        let snapshot = match evidence {
+            Some(frame) => Some(self.painter.whole_frame(frame).await),
+            None => None,
         };
         self.zone_alert_seq += 1;
         match self
@@ -181,8 +171,7 @@ impl Emitter {
                 al.occupancy.unwrap_or(0),
                 al.dwell_s,
                 wall_at(f, al.t),
-                snap.as_ref(),
-                omitted,
+                snapshot,
             )
             .await
         {
@@ -194,68 +183,14 @@ impl Emitter {
     }
 
     async fn counts(&mut self, r: &CountsReport, anchor: &Frame) {
-        let wire = |c: &crate::rules::Counter| WireCounter {
-            total: c.total,
-            delta: c.delta,
-        };
-        let lines = r
-            .lines
-            .iter()
-            .map(|l| {
-                let counts = l
-                    .by_class
-                    .iter()
-                    .map(|(cls, dirs)| {
-                        (
-                            self.label(*cls),
-                            dirs.iter().map(|(d, c)| (d.clone(), wire(c))).collect(),
-                        )
-                    })
-                    .collect();
-                (
-                    l.name.clone(),
-                    LineCountsWire {
-                        directions: [l.forward.clone(), l.backward.clone()],
-                        counts,
-                    },
-                )
-            })
-            .collect();
-        let zones = r
-            .zones
-            .iter()
-            .map(|z| {
-                (
-                    z.name.clone(),
-                    ZoneCountsWire {
-                        occupancy: z
-                            .occupancy
-                            .iter()
-                            .map(|(c, n)| (self.label(*c), *n))
-                            .collect(),
-                        peak: z.peak,
-                        entered: z
-                            .entered
-                            .iter()
-                            .map(|(c, n)| (self.label(*c), wire(n)))
-                            .collect(),
-                    },
-                )
-            })
-            .collect();
         self.counts_seq += 1;
-        let msg = CountsMessage {
-            schema: String::new(),
-            node: String::new(),
-            district: String::new(),
-            camera: self.id.clone(),
-            seq: self.counts_seq,
-            interval_start: publish::rfc3339(wall_at(anchor, r.start_t)),
-            interval_end: publish::rfc3339(wall_at(anchor, r.end_t)),
-            lines,
-            zones,
-        };
-        match self.publisher.counts(msg).await {
+        let (start, end) = (wall_at(anchor, r.start_t), wall_at(anchor, r.end_t));
+        let label = |c: u32| self.label(c);
+        match self
+            .publisher
+            .counts(&self.id, self.counts_seq, r, label, start, end)
+            .await
+        {
             Ok(bytes) => info!(seq = self.counts_seq, bytes, "counts"),
             Err(e) => warn!(error = %e, "publish failed"),
         }

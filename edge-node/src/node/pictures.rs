@@ -2,7 +2,7 @@
 //! blurred (when the camera requires it), privacy masks filled, then
 //! crop/scale/JPEG, then the node's byte budget picks the first rung of the
 //! degradation ladder it can pay for (`budget.rs`). A picture that cannot
-//! be sent says why ([`Rendered`]'s error), never silently.
+//! be sent says why ([`OmitReason`]), never silently.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -10,9 +10,10 @@ use std::time::Instant;
 use tracing::warn;
 
 use crate::budget::ByteBudget;
+use crate::budget::Step;
 use crate::detect;
 use crate::frame::{BBox, Frame};
-use crate::publish::SnapshotPayload;
+use crate::publish::{OmitReason, SnapshotOutcome, SnapshotPayload};
 use crate::snapshot::{self, SnapshotOptions};
 
 /// Face blurring for one camera's snapshots.
@@ -29,9 +30,8 @@ pub(super) enum FacePolicy {
 /// The node's snapshot byte budget, shared by its cameras (`None`: no limit).
 pub(super) type SharedBudget = Option<Arc<Mutex<ByteBudget>>>;
 
-/// A snapshot that was due: the picture, or why there is none (the wire's
-/// `snapshot_omitted`: `privacy`, `budget`, `error`).
-pub(super) type Rendered = Result<SnapshotPayload, &'static str>;
+/// A snapshot that was due: the picture, or why there is none.
+pub(super) type Rendered = SnapshotOutcome;
 
 /// What one camera's pictures are made with.
 #[derive(Clone)]
@@ -81,7 +81,7 @@ async fn render(
         let blurred;
         let data: &[u8] = match &painter.faces {
             FacePolicy::Off => &frame.data,
-            FacePolicy::Withheld(_) => return Ok(Err("privacy")),
+            FacePolicy::Withheld(_) => return Ok(Err(OmitReason::Privacy)),
             FacePolicy::On(det) => {
                 blurred = blur_faces(det, &frame)?;
                 &blurred
@@ -93,7 +93,7 @@ async fn render(
                 .map_err(|e| e.to_string())
         };
         let Some(budget) = painter.budget else {
-            return render(&opts).map(|(_, s)| Ok((s, None)));
+            return render(&opts).map(|(_, s)| Ok((s, Step::Full)));
         };
         // Held while the ladder is walked, so two cameras never spend the
         // same bytes; snapshots are rare (a few per second per node) and an
@@ -103,27 +103,27 @@ async fn render(
             .map_err(|_| "snapshot budget poisoned".to_string())?;
         Ok(
             match crate::budget::choose(&mut b, &opts, whole_frame, Instant::now, render)? {
-                Some((step, s)) => Ok((s, step.degraded())),
-                None => Err("budget"),
+                Some((step, s)) => Ok((s, step)),
+                None => Err(OmitReason::Budget),
             },
         )
     })
     .await;
     match r {
-        Ok(Ok(Ok((s, degraded)))) => Ok(SnapshotPayload {
+        Ok(Ok(Ok((s, step)))) => SnapshotOutcome::Sent(SnapshotPayload {
             jpeg: s.jpeg,
             width: s.width,
             height: s.height,
-            degraded,
+            step,
         }),
-        Ok(Ok(Err(why))) => Err(why),
+        Ok(Ok(Err(why))) => SnapshotOutcome::Omitted(why),
         Ok(Err(e)) => {
             warn!(error = %e, "snapshot not sent");
-            Err("error")
+            SnapshotOutcome::Omitted(OmitReason::Error)
         }
         Err(e) => {
             warn!(error = %e, "snapshot task failed");
-            Err("error")
+            SnapshotOutcome::Omitted(OmitReason::Error)
         }
     }
 }

@@ -1,0 +1,80 @@
+//! What the node hands over to `publish`, in internal form: one lifecycle
+//! message of an object ([`EventRecord`]) and what became of a snapshot that
+//! was due ([`SnapshotOutcome`]). Typed values only: the wire strings
+//! (`"privacy"`, `"quality"`, …) are written by the `wire` module.
+
+use std::time::SystemTime;
+
+use super::wire::{AlertDetail, EventType};
+use crate::budget::Step;
+use crate::frame::BBox;
+
+/// What `node` hands over for one lifecycle message (internal form).
+#[derive(Clone, Debug)]
+pub struct EventRecord {
+    pub kind: EventType,
+    pub track_id: u64,
+    pub class_id: u32,
+    pub label: String,
+    pub score: f32,
+    pub top_score: f32,
+    pub start: SystemTime,
+    pub end: Option<SystemTime>,
+    pub frame: SystemTime,
+    /// Pixels of the analysed frame.
+    pub bbox: BBox,
+    pub frame_size: (u32, u32),
+    pub current_zones: Vec<String>,
+    pub entered_zones: Vec<String>,
+    pub stationary: bool,
+    pub alert: Option<AlertDetail>,
+}
+
+/// A JPEG ready to send.
+#[derive(Clone, Debug)]
+pub struct SnapshotPayload {
+    pub jpeg: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    /// The rung of the budget's degradation ladder it was rendered at
+    /// ([`Step::Full`]: the configured options, or no budget).
+    pub step: Step,
+}
+
+/// What became of a snapshot that was due.
+#[derive(Clone, Debug)]
+pub enum SnapshotOutcome {
+    /// The picture goes with the message.
+    Sent(SnapshotPayload),
+    /// The message goes without it, and says why.
+    Omitted(OmitReason),
+}
+
+/// Why a snapshot that was due is not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OmitReason {
+    /// Face blurring is required but unavailable.
+    Privacy,
+    /// The node's snapshot byte budget was spent.
+    Budget,
+    /// Rendering failed.
+    Error,
+}
+
+impl SnapshotOutcome {
+    /// The rung it was sent at, or why it was not (what `edge-stats/2` counts).
+    pub fn result(&self) -> Result<Step, OmitReason> {
+        match self {
+            SnapshotOutcome::Sent(s) => Ok(s.step),
+            SnapshotOutcome::Omitted(why) => Err(*why),
+        }
+    }
+
+    /// The picture and the reason, apart (exactly one is `Some`).
+    pub fn split(self) -> (Option<SnapshotPayload>, Option<OmitReason>) {
+        match self {
+            SnapshotOutcome::Sent(s) => (Some(s), None),
+            SnapshotOutcome::Omitted(why) => (None, Some(why)),
+        }
+    }
+}

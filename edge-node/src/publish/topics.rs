@@ -1,0 +1,97 @@
+//! The MQTT topic tree: every topic name of the node, built from
+//! `{prefix}/{district}/{node}`, and the reverse mapping from a topic to its
+//! camera and class of traffic (for the byte counters of `edge-stats/2`).
+
+/// Builds every topic from `{prefix}/{district}/{node}`.
+#[derive(Clone, Debug)]
+pub struct Topics {
+    base: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str, district: &str, node: &str) -> Self {
+        Self {
+            base: format!("{}/{district}/{node}", prefix.trim_end_matches('/')),
+        }
+    }
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+    pub fn node_status(&self) -> String {
+        format!("{}/status", self.base)
+    }
+    pub fn stats(&self) -> String {
+        format!("{}/stats", self.base)
+    }
+    pub fn camera_status(&self, camera: &str) -> String {
+        format!("{}/{camera}/status", self.base)
+    }
+    pub fn events(&self, camera: &str) -> String {
+        format!("{}/{camera}/events", self.base)
+    }
+    pub fn alerts(&self, camera: &str) -> String {
+        format!("{}/{camera}/alerts", self.base)
+    }
+    pub fn counts(&self, camera: &str) -> String {
+        format!("{}/{camera}/counts", self.base)
+    }
+    pub fn snapshot(&self, camera: &str, event_id: &str) -> String {
+        format!("{}/{camera}/snapshot/{event_id}", self.base)
+    }
+    /// Every topic of this node.
+    pub fn all(&self) -> String {
+        format!("{}/#", self.base)
+    }
+
+    /// Which camera (if any) and which class of traffic a topic of this
+    /// node is; `None` for a topic outside the node's tree.
+    pub fn classify<'a>(&self, topic: &'a str) -> Option<(Option<&'a str>, TopicClass)> {
+        let rest = topic.strip_prefix(self.base.as_str())?.strip_prefix('/')?;
+        match rest {
+            "status" => return Some((None, TopicClass::Status)),
+            "stats" => return Some((None, TopicClass::Stats)),
+            _ => {}
+        }
+        let (camera, kind) = rest.split_once('/')?;
+        let class = match kind {
+            "status" => TopicClass::Status,
+            "events" => TopicClass::Events,
+            "alerts" => TopicClass::Alerts,
+            "counts" => TopicClass::Counts,
+            k if k.starts_with("snapshot/") => TopicClass::Snapshots,
+            _ => return None,
+        };
+        Some((Some(camera), class))
+    }
+}
+
+/// Classes of traffic counted in `edge-stats/2`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopicClass {
+    Events,
+    Alerts,
+    Snapshots,
+    Counts,
+    Status,
+    Stats,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_tree() {
+        let t = Topics::new("hanoi/", "hoan-kiem", "box-1");
+        assert_eq!(t.node_status(), "hanoi/hoan-kiem/box-1/status");
+        assert_eq!(
+            t.camera_status("cam-1"),
+            "hanoi/hoan-kiem/box-1/cam-1/status"
+        );
+        assert_eq!(t.events("cam-1"), "hanoi/hoan-kiem/box-1/cam-1/events");
+        assert_eq!(
+            t.snapshot("cam-1", "e1"),
+            "hanoi/hoan-kiem/box-1/cam-1/snapshot/e1"
+        );
+    }
+}

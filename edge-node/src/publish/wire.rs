@@ -1,0 +1,508 @@
+//! The JSON wire schema: schema ids, every message type as serialised
+//! (`edge-event/3`, `edge-zone-alert/2`, `edge-counts/1`, `edge-node-status/2`,
+//! `edge-camera-status/1`, `edge-stats/2`; see `docs/schemas/`), and the
+//! conversions from the node's internal forms ([`EventRecord`],
+//! `SnapshotOutcome`, [`CountsReport`]) into them. Wire strings are written
+//! here only, by serde, from typed values.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::record::{EventRecord, OmitReason, SnapshotPayload};
+use super::stats::{CameraStats, ClassBytes};
+use crate::budget::Step;
+use crate::rules::{Counter, CountsReport};
+
+pub const EVENT_SCHEMA: &str = "edge-event/3";
+pub const COUNTS_SCHEMA: &str = "edge-counts/1";
+pub const ZONE_ALERT_SCHEMA: &str = "edge-zone-alert/2";
+pub const NODE_STATUS_SCHEMA: &str = "edge-node-status/2";
+pub const CAMERA_STATUS_SCHEMA: &str = "edge-camera-status/1";
+pub const STATS_SCHEMA: &str = "edge-stats/2";
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum EventType {
+    New,
+    Update,
+    End,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WireBox {
+    pub x1: f32,
+    pub y1: f32,
+    pub x2: f32,
+    pub y2: f32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FrameSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotRef {
+    pub topic: String,
+    pub bytes: usize,
+    pub width: u32,
+    pub height: u32,
+    /// The snapshot budget's degradation step (`quality`, `height`, `crop`);
+    /// `None` at the configured quality.
+    pub degraded: Option<Degraded>,
+}
+
+/// Detail of the alert an `edge-event/3` message carries.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AlertDetail {
+    /// `loitering` or `wrong_way`.
+    pub kind: String,
+    /// Zone or line name.
+    pub rule: String,
+    /// Loitering: seconds in the zone.
+    pub dwell_s: Option<f64>,
+    /// Wrong way: the direction crossed.
+    pub direction: Option<String>,
+}
+
+/// `snapshot.degraded`: the budget's degradation step of a sent snapshot
+/// (`None` on the wire: the configured quality).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Degraded {
+    Quality,
+    Height,
+    Crop,
+}
+
+impl Degraded {
+    /// The wire form of a ladder rung (`None` for [`Step::Full`]).
+    pub fn of(step: Step) -> Option<Self> {
+        match step {
+            Step::Full => None,
+            Step::Quality => Some(Degraded::Quality),
+            Step::Height => Some(Degraded::Height),
+            Step::Crop => Some(Degraded::Crop),
+        }
+    }
+}
+
+/// `snapshot_omitted`: why a snapshot a message should carry is missing.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotOmitted {
+    Budget,
+    Privacy,
+    /// Dropped from a full outbox (written by the outbox's fallback copy).
+    Evicted,
+    Error,
+}
+
+impl From<OmitReason> for SnapshotOmitted {
+    fn from(why: OmitReason) -> Self {
+        match why {
+            OmitReason::Privacy => SnapshotOmitted::Privacy,
+            OmitReason::Budget => SnapshotOmitted::Budget,
+            OmitReason::Error => SnapshotOmitted::Error,
+        }
+    }
+}
+
+/// `edge-event/3`: one message of an object's lifecycle.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EventMessage {
+    pub schema: String,
+    pub id: String,
+    pub seq: u64,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub node: String,
+    pub district: String,
+    pub camera: String,
+    pub label: String,
+    pub class_id: u32,
+    pub track_id: u64,
+    pub score: f32,
+    pub top_score: f32,
+    pub start_time: String,
+    pub end_time: Option<String>,
+    pub frame_time: String,
+    #[serde(rename = "box")]
+    pub bbox: WireBox,
+    pub frame_size: FrameSize,
+    pub snapshot: Option<SnapshotRef>,
+    /// Why a snapshot this message should carry is missing: `budget` (the
+    /// node's snapshot byte budget was spent), `privacy` (face blurring is
+    /// required but unavailable), `evicted` (dropped from a full outbox),
+    /// `error` (rendering failed). `None` when nothing is missing.
+    pub snapshot_omitted: Option<SnapshotOmitted>,
+    /// Zones the object is in now (after inertia).
+    pub current_zones: Vec<String>,
+    /// Zones it has entered during this event.
+    pub entered_zones: Vec<String>,
+    /// Its box has barely moved for `rules.stationary_s`; no updates follow.
+    pub stationary: bool,
+    /// Alert names this message raises (empty for plain lifecycle messages).
+    pub alerts: Vec<String>,
+    pub alert: Option<AlertDetail>,
+}
+
+/// `edge-zone-alert/2`: a zone-level alert (crowding), on the alerts topic.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ZoneAlertMessage {
+    pub schema: String,
+    pub id: String,
+    pub seq: u64,
+    pub node: String,
+    pub district: String,
+    pub camera: String,
+    pub zone: String,
+    /// `["crowding"]` or `["crowding_cleared"]`.
+    pub alerts: Vec<String>,
+    pub occupancy: u32,
+    /// Seconds the occupancy has been at/over the limit (crowding only).
+    pub dwell_s: Option<f64>,
+    pub time: String,
+    /// Whole-frame snapshot (crowding only).
+    pub snapshot: Option<SnapshotRef>,
+    /// Why the crowding snapshot is missing (as in `edge-event/3`).
+    pub snapshot_omitted: Option<SnapshotOmitted>,
+}
+
+/// One counter on the wire.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WireCounter {
+    /// Since the node started.
+    pub total: u64,
+    /// During this interval.
+    pub delta: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LineCountsWire {
+    /// `[forward, backward]` direction names.
+    pub directions: [String; 2],
+    /// class label → direction → counter.
+    pub counts: BTreeMap<String, BTreeMap<String, WireCounter>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ZoneCountsWire {
+    /// class label → objects inside at the end of the interval.
+    pub occupancy: BTreeMap<String, u32>,
+    /// Highest total occupancy during the interval.
+    pub peak: u32,
+    /// class label → entries.
+    pub entered: BTreeMap<String, WireCounter>,
+}
+
+/// `edge-counts/1`, on `{base}/{camera}/counts` every counts interval.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CountsMessage {
+    pub schema: String,
+    pub node: String,
+    pub district: String,
+    pub camera: String,
+    pub seq: u64,
+    pub interval_start: String,
+    pub interval_end: String,
+    pub lines: BTreeMap<String, LineCountsWire>,
+    pub zones: BTreeMap<String, ZoneCountsWire>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Online,
+    Offline,
+    Stopped,
+}
+
+/// `edge-node-status/2`, retained on `{base}/status`; the broker publishes the
+/// `offline` form as our last will.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeStatusMessage {
+    pub schema: String,
+    pub node: String,
+    pub district: String,
+    pub state: NodeState,
+    pub since: Option<String>,
+    pub version: String,
+    pub cameras: Vec<String>,
+    /// The durable outbox when this status was published: backlog and
+    /// evictions (`None` in the last will, which is fixed at connect time).
+    pub outbox: Option<NodeOutbox>,
+}
+
+/// The outbox part of `edge-node-status/2`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeOutbox {
+    /// Events and snapshots waiting for a PUBACK.
+    pub events: u64,
+    pub snapshots: u64,
+    /// Evicted by the disk quota since the outbox was created (snapshots first).
+    pub evicted_events: u64,
+    pub evicted_snapshots: u64,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraState {
+    Starting,
+    Streaming,
+    Reconnecting,
+    Failed,
+    Ended,
+}
+
+/// `edge-camera-status/1`, retained on `{base}/{camera}/status`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CameraStatusMessage {
+    pub schema: String,
+    pub node: String,
+    pub camera: String,
+    pub state: CameraState,
+    pub since: String,
+    pub last_error: Option<String>,
+    pub frames: u64,
+    pub frames_dropped: u64,
+}
+
+/// `edge-stats/2`, retained on `{base}/stats`: outbox depth and evictions,
+/// what was sent, bytes per class of traffic and per camera, and the budget.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StatsMessage {
+    pub schema: String,
+    pub node: String,
+    pub district: String,
+    pub time: String,
+    pub outbox: OutboxStats,
+    pub sent: SentStats,
+    /// Payload bytes handed to the broker since start, per class, for the
+    /// whole node (the sum of the classes equals `sent.bytes`; this message's
+    /// own bytes are counted in the next one).
+    pub bytes: ClassBytes,
+    /// Per camera: bytes per class and what became of its snapshots.
+    pub cameras: BTreeMap<String, CameraStats>,
+    /// The snapshot budget (`None`: no budget configured).
+    pub budget: Option<BudgetStats>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OutboxStats {
+    pub events: u64,
+    pub snapshots: u64,
+    pub bytes: u64,
+    pub quota_bytes: u64,
+    pub evicted_events: u64,
+    pub evicted_snapshots: u64,
+    pub evicted_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SentStats {
+    pub messages: u64,
+    pub acked: u64,
+    pub bytes: u64,
+    pub replayed: u64,
+    pub reconnects: u64,
+}
+
+/// The snapshot budget as `edge-stats/2` reports it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BudgetStats {
+    pub snapshot_bytes_per_s: f64,
+    pub burst_bytes: f64,
+    /// Bytes the bucket holds now.
+    pub available_bytes: u64,
+}
+
+// ------------------------------------------------------------------ internal → wire
+
+/// Who a message is from: the node, its district and the camera.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Origin<'a> {
+    pub node: &'a str,
+    pub district: &'a str,
+    pub camera: &'a str,
+}
+
+impl SnapshotRef {
+    /// The reference an event carries to its snapshot, published on `topic`.
+    pub(super) fn new(topic: String, s: &SnapshotPayload) -> Self {
+        SnapshotRef {
+            topic,
+            bytes: s.jpeg.len(),
+            width: s.width,
+            height: s.height,
+            degraded: Degraded::of(s.step),
+        }
+    }
+}
+
+/// `edge-event/3` for one lifecycle record: the box clamped to the frame and
+/// normalised, scores rounded to 4 decimals.
+pub(super) fn event_message(
+    o: Origin<'_>,
+    seq: u64,
+    id: String,
+    rec: &EventRecord,
+    snapshot: Option<SnapshotRef>,
+    omitted: Option<OmitReason>,
+) -> EventMessage {
+    let (w, h) = rec.frame_size;
+    let (fw, fh) = (w.max(1) as f32, h.max(1) as f32);
+    let b = rec.bbox.clamp(fw, fh);
+    let r = |v: f32| (v * 1e4).round() / 1e4;
+    EventMessage {
+        schema: EVENT_SCHEMA.into(),
+        id,
+        seq,
+        kind: rec.kind,
+        node: o.node.into(),
+        district: o.district.into(),
+        camera: o.camera.into(),
+        label: rec.label.clone(),
+        class_id: rec.class_id,
+        track_id: rec.track_id,
+        score: r(rec.score),
+        top_score: r(rec.top_score),
+        start_time: rfc3339(rec.start),
+        end_time: rec.end.map(rfc3339),
+        frame_time: rfc3339(rec.frame),
+        bbox: WireBox {
+            x1: r(b.x1 / fw),
+            y1: r(b.y1 / fh),
+            x2: r(b.x2 / fw),
+            y2: r(b.y2 / fh),
+        },
+        frame_size: FrameSize {
+            width: w,
+            height: h,
+        },
+        snapshot,
+        snapshot_omitted: omitted.map(SnapshotOmitted::from),
+        current_zones: rec.current_zones.clone(),
+        entered_zones: rec.entered_zones.clone(),
+        stationary: rec.stationary,
+        alerts: rec.alert.iter().map(|a| a.kind.clone()).collect(),
+        alert: rec.alert.clone(),
+    }
+}
+
+/// `edge-counts/1` for one interval's report; `label` names a class id.
+pub(super) fn counts_message(
+    o: Origin<'_>,
+    seq: u64,
+    report: &CountsReport,
+    label: &dyn Fn(u32) -> String,
+    interval_start: SystemTime,
+    interval_end: SystemTime,
+) -> CountsMessage {
+    let wire = |c: &Counter| WireCounter {
+        total: c.total,
+        delta: c.delta,
+    };
+    let lines = report
+        .lines
+        .iter()
+        .map(|l| {
+            let counts = l
+                .by_class
+                .iter()
+                .map(|(cls, dirs)| {
+                    (
+                        label(*cls),
+                        dirs.iter().map(|(d, c)| (d.clone(), wire(c))).collect(),
+                    )
+                })
+                .collect();
+            (
+                l.name.clone(),
+                LineCountsWire {
+                    directions: [l.forward.clone(), l.backward.clone()],
+                    counts,
+                },
+            )
+        })
+        .collect();
+    let zones = report
+        .zones
+        .iter()
+        .map(|z| {
+            (
+                z.name.clone(),
+                ZoneCountsWire {
+                    occupancy: z.occupancy.iter().map(|(c, n)| (label(*c), *n)).collect(),
+                    peak: z.peak,
+                    entered: z
+                        .entered
+                        .iter()
+                        .map(|(c, n)| (label(*c), wire(n)))
+                        .collect(),
+                },
+            )
+        })
+        .collect();
+    CountsMessage {
+        schema: COUNTS_SCHEMA.into(),
+        node: o.node.into(),
+        district: o.district.into(),
+        camera: o.camera.into(),
+        seq,
+        interval_start: rfc3339(interval_start),
+        interval_end: rfc3339(interval_end),
+        lines,
+        zones,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names() {
+        let b = serde_json::to_value(EventType::Update).unwrap();
+        assert_eq!(b, "update");
+        assert_eq!(
+            serde_json::to_value(CameraState::Reconnecting).unwrap(),
+            "reconnecting"
+        );
+        assert_eq!(serde_json::to_value(NodeState::Stopped).unwrap(), "stopped");
+        assert!(rfc3339(SystemTime::UNIX_EPOCH).starts_with("1970-01-01T00:00:00"));
+    }
+
+    /// The typed outcomes serialise to the strings the schemas enumerate.
+    #[test]
+    fn snapshot_outcome_wire_names() {
+        let omitted = [
+            (OmitReason::Privacy, "privacy"),
+            (OmitReason::Budget, "budget"),
+            (OmitReason::Error, "error"),
+        ];
+        for (why, name) in omitted {
+            let v = serde_json::to_value(SnapshotOmitted::from(why)).unwrap();
+            assert_eq!(v, name);
+        }
+        let evicted = serde_json::to_value(SnapshotOmitted::Evicted).unwrap();
+        assert_eq!(evicted, "evicted");
+        let steps = [
+            (Step::Full, serde_json::Value::Null),
+            (Step::Quality, "quality".into()),
+            (Step::Height, "height".into()),
+            (Step::Crop, "crop".into()),
+        ];
+        for (step, name) in steps {
+            assert_eq!(serde_json::to_value(Degraded::of(step)).unwrap(), name);
+        }
+    }
+}

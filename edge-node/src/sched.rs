@@ -360,7 +360,15 @@ mod tests {
                 ready_tx.send(policy_of(current_tid())).unwrap();
                 // Still "preparing" when the session thread starts waiting.
                 until_waiting(&hs);
-                let during = policy_of(current_tid());
+                // The flag goes up just before the policy is lifted (so a
+                // companion starting a frame meanwhile stays lifted): give
+                // the session thread a moment to make the system call.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                let mut during = policy_of(current_tid());
+                while during != Some(Policy::Normal) && std::time::Instant::now() < deadline {
+                    std::thread::yield_now();
+                    during = policy_of(current_tid());
+                }
                 hs.after_prepare();
                 job_tx.send(during).unwrap();
             });

@@ -20,10 +20,8 @@ fn camera(id: &str, fps: u32) -> String {
 
 fn pipeline(port: u16, prefix: &str, cameras: &[String]) -> String {
     format!(
-        "[node]\nid = \"test-box\"\ndistrict = \"test-district\"\n\
-         [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ntopic_prefix = \"{prefix}\"\n\
-         [detector]\nmodel = \"{model}\"\n\n{cams}",
-        model = repo().join("models/nanodet_g_coco_416.onnx").display(),
+        "{head}\n{cams}",
+        head = PipelineToml::new(port).prefix(prefix).build(),
         cams = cameras.join("\n"),
     )
 }

@@ -920,7 +920,7 @@ fn camera_state(s: &SourceState) -> (CameraState, Option<String>) {
 }
 
 /// Run a pipeline until every file camera has ended (all-file pipelines) or
-/// SIGTERM / Ctrl-C arrives. SIGHUP reloads the config file (see [`reload`]).
+/// SIGTERM / Ctrl-C arrives. SIGHUP reloads the config file (see [`ReloadOutcome`]).
 /// Publishes `stopped` and flushes before returning.
 pub async fn run(p: Pipeline) -> Result<RunReport, NodeError> {
     let (tx, rx) = mpsc::channel(4);

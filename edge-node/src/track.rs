@@ -6,7 +6,7 @@
 //! as `t`, seconds of media time, so replaying a file is deterministic.
 //!
 //! Per frame ([`Tracker::update`]):
-//! 1. Every live track's Kalman filter ([`kalman`]) is predicted to `t`,
+//! 1. Every live track's Kalman filter (`track/kalman.rs`) is predicted to `t`,
 //!    scaled by the real gap since its last frame (frames come at a few fps
 //!    and irregularly, so "one step per frame" would be wrong).
 //! 2. **First pass:** detections with `score >= high_thresh` are matched to
@@ -50,7 +50,7 @@
 //! 5. Unmatched high detections with `score >= new_track_thresh` start new
 //!    tentative tracks.
 //!
-//! Assignment is optimal ([`assign`], Hungarian with dummy rows/columns) on
+//! Assignment is optimal (`track/assign.rs`, Hungarian with dummy rows/columns) on
 //! cost `1 - IoU`, not greedy. **Matching is class-aware:** a track keeps
 //! the class of the detection that started it and only matches detections
 //! of that class. The alternative (class-agnostic matching, class by vote)

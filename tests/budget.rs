@@ -40,6 +40,10 @@ fn class(topic: &str) -> &'static str {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario: a single node run whose phases are asserted in order"
+)]
 fn a_tight_budget_degrades_snapshots_in_steps_and_stats_account_for_every_byte() {
     let broker = mosquitto();
     let sub = Subscriber::start(broker.port, "t/#");

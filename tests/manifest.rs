@@ -42,7 +42,9 @@ fn missing(manifest: &toml::Table, kind: &str, dir: &str, extra: &str) -> Vec<St
         .filter(|f| !declared.contains(&format!("../{dir}/{f}")))
         .map(|f| {
             let name = f.trim_end_matches(".rs");
-            format!("{dir}/{f}: add\n\n[[{kind}]]\nname = \"{name}\"\npath = \"../{dir}/{f}\"\n{extra}")
+            format!(
+                "{dir}/{f}: add\n\n[[{kind}]]\nname = \"{name}\"\npath = \"../{dir}/{f}\"\n{extra}"
+            )
         })
         .collect()
 }

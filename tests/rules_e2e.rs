@@ -80,6 +80,10 @@ fn total(c: &serde_json::Value) -> u64 {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario: a single node run whose phases are asserted in order"
+)]
 fn counts_and_alerts_on_the_real_clip() {
     // A 2 s loitering limit and a crowd of 2 held 1 s, so the 10 s clip
     // raises both kinds of alert. stationary_s = 3: one person in the clip

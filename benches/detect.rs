@@ -127,7 +127,7 @@ fn bench_one(
                     .run(black_box(frame), 1920, 1080, out)
                     .expect("valid frame");
                 black_box(t);
-            })
+            });
         });
     }
 }
@@ -170,12 +170,16 @@ fn bench_nms(c: &mut Criterion) {
                     d
                 },
                 BatchSize::SmallInput,
-            )
+            );
         });
     }
     g.finish();
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one criterion group: each output layout's set-up next to its bench_function"
+)]
 fn bench_decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode");
     // NanoDet 416: strides 8/16/32, 80 classes, reg_max 10. Scores mostly
@@ -216,7 +220,7 @@ fn bench_decode(c: &mut Criterion) {
                 decode_nanodet(&[level], nc, 10, &gate, &mut out).expect("shapes match");
             }
             black_box(out.len())
-        })
+        });
     });
 
     let n = 8400usize;
@@ -238,7 +242,7 @@ fn bench_decode(c: &mut Criterion) {
             decode_yolov8(&data, fields, n, 80, &gate, &mut scratch, &mut out)
                 .expect("shapes match");
             black_box(out.len())
-        })
+        });
     });
 
     // YOLOX 640 raw: 8400 rows of 85, objectness mostly low.
@@ -262,7 +266,7 @@ fn bench_decode(c: &mut Criterion) {
             decode_yolox(&yx, 85, 640, 640, &[8, 16, 32], false, &gate, &mut out)
                 .expect("shapes match");
             black_box(out.len())
-        })
+        });
     });
 
     // DETR: 300 queries x (4 + 80) logits, a few objects.
@@ -279,7 +283,7 @@ fn bench_decode(c: &mut Criterion) {
             let t = DetrTensors::single(&detr, 84);
             decode_detr(&t, ScoreKind::Auto, 640, 640, &gate, &mut out).expect("shapes match");
             black_box(out.len())
-        })
+        });
     });
 
     // YOLO end-to-end: 300 rows, scores sorted descending like the export.
@@ -302,7 +306,7 @@ fn bench_decode(c: &mut Criterion) {
             out.clear();
             decode_yolo_end2end(&e2e, &gate, &mut out).expect("shapes match");
             black_box(out.len())
-        })
+        });
     });
 
     let rows: Vec<f32> = (0..100)
@@ -316,7 +320,7 @@ fn bench_decode(c: &mut Criterion) {
             out.clear();
             decode_nms_rows(&rows, &NmsColumns::DEFAULT, &gate, &mut out).expect("shapes match");
             black_box(out.len())
-        })
+        });
     });
 
     let boxes: Vec<f32> = (0..400).map(|_| rng.f32()).collect();
@@ -337,7 +341,7 @@ fn bench_decode(c: &mut Criterion) {
             )
             .expect("shapes match");
             black_box(out.len())
-        })
+        });
     });
     g.finish();
 }
@@ -372,7 +376,7 @@ fn bench_detector(c: &mut Criterion) {
                 det.detect(img.as_raw(), img.width(), img.height())
                     .expect("detect"),
             )
-        })
+        });
     });
     g.finish();
 }

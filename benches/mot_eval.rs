@@ -374,7 +374,7 @@ struct Run {
 /// Runs the tracker on every `step`-th frame, and the node's rules engine
 /// on its output (MOT frame = decoded frame + 1).
 fn track(frames: &[FrameDets], cfg: &TrackerConfig, step: usize) -> Run {
-    let mut tr = Tracker::new(cfg.clone());
+    let mut tr = Tracker::new(*cfg);
     let mut rules = eval_rules(0.0, true);
     let mut plain = eval_rules(0.0, false);
     let mut s = String::new();
@@ -432,7 +432,7 @@ fn track(frames: &[FrameDets], cfg: &TrackerConfig, step: usize) -> Run {
 
 /// `base` with `key=value` pairs (comma separated) applied; unknown keys panic.
 fn with_overrides(base: &TrackerConfig, kvs: &str) -> TrackerConfig {
-    let mut c = base.clone();
+    let mut c = *base;
     for kv in kvs.split(',').filter(|k| !k.is_empty()) {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         let f: f64 = v.parse().unwrap_or_else(|_| panic!("bad value in {kv}"));
@@ -458,6 +458,10 @@ fn with_overrides(base: &TrackerConfig, kvs: &str) -> TrackerConfig {
     c
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "argument handling, the evaluation runs and the report in order; splitting would only pass state around"
+)]
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if !args.iter().any(|a| a == "--bench") {
@@ -522,7 +526,7 @@ fn main() {
     // motion-consistency cost), kept for the before/after comparison.
     // `reid`: the opt-in re-identification pass on.
     let mut variants = vec![
-        ("node".to_string(), node.clone()),
+        ("node".to_string(), node),
         (
             "before".to_string(),
             with_overrides(&node, "motion_weight=0"),

@@ -30,7 +30,7 @@ fn bench(c: &mut Criterion) {
                 })
                 .unwrap(),
             )
-        })
+        });
     });
     g.bench_function("append event + 20 KB snapshot (one commit)", |b| {
         b.iter(|| {
@@ -45,13 +45,13 @@ fn bench(c: &mut Criterion) {
                 })
                 .unwrap(),
             )
-        })
+        });
     });
     g.bench_function("replay read: oldest message of a camera", |b| {
         b.iter(|| {
             let k = ob.next_key("cam", None).unwrap();
             black_box(ob.get(k).unwrap())
-        })
+        });
     });
     g.bench_function("remove 32 acknowledged (one commit)", |b| {
         b.iter_batched(
@@ -74,7 +74,7 @@ fn bench(c: &mut Criterion) {
             },
             |keys| black_box(ob.remove(&keys).unwrap()),
             criterion::BatchSize::PerIteration,
-        )
+        );
     });
     g.finish();
 }

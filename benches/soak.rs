@@ -178,6 +178,10 @@ fn out_path(var: &str, name: &str) -> PathBuf {
         .unwrap_or_else(|_| repo().join("target").join(name))
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the soak plan, its run and the report in order; splitting would only pass state around"
+)]
 fn main() {
     let plan = plan();
     let broker = mosquitto();

@@ -113,7 +113,7 @@ fn bench_track(c: &mut Criterion) {
                 f += 1;
                 t += 1.0 / FPS;
                 black_box(views)
-            })
+            });
         });
     }
     g.finish();

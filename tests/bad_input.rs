@@ -21,17 +21,12 @@ use edge_node::snapshot::{
     Overlay, SnapshotError, SnapshotOptions, blur_regions, fill_polygons, preview, render,
 };
 
-const HEAD: &str = r#"
-[node]
-id = "box-1"
-district = "d1"
-[mqtt]
-url = "mqtt://127.0.0.1:1883"
-topic_prefix = "city"
-"#;
-
 fn cameras(n: usize) -> String {
-    let mut s = HEAD.to_string();
+    let mut s = PipelineToml::new(1883)
+        .node("box-1", "d1")
+        .prefix("city")
+        .no_detector()
+        .build();
     for i in 0..n {
         s.push_str(&format!(
             "[[cameras]]\nid = \"cam-{i}\"\nurl = \"rtsp://127.0.0.1:8554/c{i}\"\ndetect_fps = 5\n"

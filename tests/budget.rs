@@ -40,19 +40,20 @@ fn class(topic: &str) -> &'static str {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario: a single node run whose phases are asserted in order"
+)]
 fn a_tight_budget_degrades_snapshots_in_steps_and_stats_account_for_every_byte() {
     let broker = mosquitto();
     let sub = Subscriber::start(broker.port, "t/#");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let text = format!(
-        "[node]\nid = \"test-box\"\ndistrict = \"test-district\"\n\
-         [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ntopic_prefix = \"t\"\n\
-         [detector]\nmodel = \"{model}\"\n\
+        "{head}\
          [outbox]\nstats_interval_s = 1\n\
          [budget]\nsnapshot_bytes_per_s = {RATE}\nburst_bytes = {BURST}\n\n{a}\n{b}",
-        port = broker.port,
-        model = repo().join("models/nanodet_g_coco_416.onnx").display(),
+        head = PipelineToml::new(broker.port).build(),
         a = camera("a"),
         b = camera("b"),
     );

@@ -10,22 +10,8 @@ use common::*;
 
 fn pipeline_text(port: u16, cameras: &str, extra: &str) -> String {
     format!(
-        r#"
-[node]
-id = "test-box"
-district = "test-district"
-
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-topic_prefix = "t"
-
-[detector]
-model = "{model}"
-{extra}
-
-{cameras}
-"#,
-        model = repo().join("models/nanodet_g_coco_416.onnx").display(),
+        "{head}{extra}\n\n{cameras}\n",
+        head = PipelineToml::new(port).build()
     )
 }
 
@@ -312,10 +298,11 @@ model = "{unknown}"
 #[test]
 fn invalid_config_is_refused_with_the_field_named() {
     let dir = tempfile::tempdir().unwrap();
+    let head = PipelineToml::new(1).node("b", "d").no_detector().build();
     let p = write(
         dir.path(),
         "bad.toml",
-        "[node]\nid = \"b\"\ndistrict = \"d\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\ntopic_prefix = \"t\"\n[[cameras]]\nid = \"c\"\nurl = \"x.mp4\"\ndetect_fps = 500\n",
+        &format!("{head}[[cameras]]\nid = \"c\"\nurl = \"x.mp4\"\ndetect_fps = 500\n"),
     );
     for cmd in ["run", "check"] {
         let out = edge_node().arg(cmd).arg(&p).output().unwrap();
@@ -329,7 +316,7 @@ fn invalid_config_is_refused_with_the_field_named() {
     let p = write(
         dir.path(),
         "typo.toml",
-        "[node]\nid = \"b\"\ndistrict = \"d\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\ntopic_prefix = \"t\"\n[[cameras]]\nid = \"c\"\nurl = \"x.mp4\"\ndetectfps = 5\n",
+        &format!("{head}[[cameras]]\nid = \"c\"\nurl = \"x.mp4\"\ndetectfps = 5\n"),
     );
     let out = edge_node().arg("check").arg(&p).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -31,26 +31,14 @@ fn outage() -> Duration {
 
 fn pipeline(dir: &Path, port: u16, outbox: &str, camera: &str) -> std::path::PathBuf {
     let text = format!(
-        r#"
-[node]
-id = "test-box"
-district = "test-district"
-
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-topic_prefix = "t"
-keep_alive_s = 5
-
-[detector]
-model = "{model}"
-
+        r#"{head}
 [outbox]
 stats_interval_s = 1
 {outbox}
 
 {camera}
 "#,
-        model = repo().join("models/nanodet_g_coco_416.onnx").display(),
+        head = PipelineToml::new(port).mqtt("keep_alive_s = 5").build(),
     );
     write(dir, "p.toml", &text)
 }

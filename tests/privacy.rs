@@ -138,7 +138,7 @@ fn face_is_found_then_pixelated_in_the_snapshot_and_nothing_else_changes() {
     let sent_ratio = laplacian_energy(&sent, img.width, face) / before;
     eprintln!("in the encoded snapshot: ratio {sent_ratio:.3}");
     assert!(sent_ratio < 0.3, "snapshot ratio {sent_ratio}");
-    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("privacy_astronaut.jpg");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("privacy_astronaut.jpg");
     std::fs::write(&out, &jpeg).unwrap();
     eprintln!("blurred snapshot: {}", out.display());
 

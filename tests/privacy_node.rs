@@ -16,16 +16,7 @@ fn run_on(port: u16, clip: &std::path::Path, extra_camera: &str, extra: &str) ->
     let sub = Subscriber::start(port, "t/#");
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        r#"
-[node]
-id = "priv-box"
-district = "test-district"
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-topic_prefix = "t"
-[detector]
-model = "{model}"
-{extra}
+        r#"{head}{extra}
 [[cameras]]
 id = "vtest"
 url = "{clip}"
@@ -33,7 +24,9 @@ detect_fps = 5
 realtime = false
 {extra_camera}
 "#,
-        model = repo().join("models/nanodet_g_coco_416.onnx").display(),
+        head = PipelineToml::new(port)
+            .node("priv-box", "test-district")
+            .build(),
         clip = clip.display(),
     );
     let p = write(dir.path(), "p.toml", &text);

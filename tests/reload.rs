@@ -20,10 +20,8 @@ fn camera(id: &str, fps: u32) -> String {
 
 fn pipeline(port: u16, prefix: &str, cameras: &[String]) -> String {
     format!(
-        "[node]\nid = \"test-box\"\ndistrict = \"test-district\"\n\
-         [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ntopic_prefix = \"{prefix}\"\n\
-         [detector]\nmodel = \"{model}\"\n\n{cams}",
-        model = repo().join("models/nanodet_g_coco_416.onnx").display(),
+        "{head}\n{cams}",
+        head = PipelineToml::new(port).prefix(prefix).build(),
         cams = cameras.join("\n"),
     )
 }
@@ -68,6 +66,10 @@ fn statuses_after(msgs: &[Msg], camera: &str, since: Instant) -> Vec<String> {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario: a single node run whose phases are asserted in order"
+)]
 fn sighup_reloads_changed_cameras_only_and_refuses_a_bad_config() {
     let broker = mosquitto();
     let sub = Subscriber::start(broker.port, "t/#");

@@ -11,18 +11,7 @@ use common::*;
 
 fn pipeline(port: u16, clip: &str, extra_rules: &str, camera_rules: &str) -> String {
     format!(
-        r#"
-[node]
-id = "rules-box"
-district = "test-district"
-
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-topic_prefix = "t"
-
-[detector]
-model = "{model}"
-
+        r#"{head}
 [rules]
 counts_interval_s = 1.0
 {extra_rules}
@@ -49,7 +38,9 @@ polygon = [[0.15, 0.25], [0.85, 0.25], [0.85, 0.98], [0.15, 0.98]]
 classes = ["person"]
 {camera_rules}
 "#,
-        model = repo().join("models/nanodet_g_coco_416.onnx").display(),
+        head = PipelineToml::new(port)
+            .node("rules-box", "test-district")
+            .build(),
     )
 }
 
@@ -89,6 +80,10 @@ fn total(c: &serde_json::Value) -> u64 {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario: a single node run whose phases are asserted in order"
+)]
 fn counts_and_alerts_on_the_real_clip() {
     // A 2 s loitering limit and a crowd of 2 held 1 s, so the 10 s clip
     // raises both kinds of alert. stationary_s = 3: one person in the clip

@@ -112,25 +112,19 @@ fn mqtts_with_client_certificate_and_password_from_env() {
     let sub = Subscriber::start_with(broker.port, "#", Some(("observer", "watch")));
 
     let pipeline = format!(
-        r#"
-[node]
-id = "tls-box"
-district = "test-district"
-[mqtt]
-url = "mqtts://127.0.0.1:{tls_port}"
-topic_prefix = "t"
-ca_file = "ca.pem"
-client_cert = "client.pem"
-client_key = "client.key"
-[detector]
-model = "{model}"
-[[cameras]]
+        r#"{head}[[cameras]]
 id = "vtest"
 url = "{clip}"
 detect_fps = 5
 realtime = false
 "#,
-        model = repo().join("models/nanodet_g_coco_416.onnx").display(),
+        head = PipelineToml::new(tls_port)
+            .node("tls-box", "test-district")
+            .mqtts()
+            .mqtt(r#"ca_file = "ca.pem""#)
+            .mqtt(r#"client_cert = "client.pem""#)
+            .mqtt(r#"client_key = "client.key""#)
+            .build(),
         clip = fixture("vtest_10s_h264.mp4").display(),
     );
     let p = write(d, "p.toml", &pipeline);
@@ -185,8 +179,13 @@ fn wrong_ca_is_refused_with_a_clear_error() {
     );
     let _broker = mosquitto_with(port, &conf);
     let pipeline = format!(
-        "[node]\nid = \"b\"\ndistrict = \"d\"\n[mqtt]\nurl = \"mqtts://127.0.0.1:{port}\"\ntopic_prefix = \"t\"\nca_file = \"other-ca.pem\"\n\
-         [[cameras]]\nid = \"c\"\nurl = \"rtsp://127.0.0.1:{dead}/x\"\n",
+        "{head}[[cameras]]\nid = \"c\"\nurl = \"rtsp://127.0.0.1:{dead}/x\"\n",
+        head = PipelineToml::new(port)
+            .node("b", "d")
+            .mqtts()
+            .mqtt(r#"ca_file = "other-ca.pem""#)
+            .no_detector()
+            .build(),
         dead = free_port()
     );
     let p = write(d, "p.toml", &pipeline);
@@ -227,8 +226,8 @@ fn wrong_password_is_refused_and_logged() {
     );
     let _broker = mosquitto_with(port, &conf);
     let pipeline = format!(
-        "[node]\nid = \"b\"\ndistrict = \"d\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ntopic_prefix = \"t\"\n\
-         [[cameras]]\nid = \"c\"\nurl = \"rtsp://127.0.0.1:{dead}/x\"\n",
+        "{head}[[cameras]]\nid = \"c\"\nurl = \"rtsp://127.0.0.1:{dead}/x\"\n",
+        head = PipelineToml::new(port).node("b", "d").no_detector().build(),
         dead = free_port()
     );
     let p = write(d, "p.toml", &pipeline);
@@ -304,11 +303,12 @@ fn credentials_from_files_work_are_never_logged_and_loose_modes_are_warned() {
     let pw = write(d, "password", "pa55-from-file\n");
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
     let pipeline = format!(
-        "[node]\nid = \"b\"\ndistrict = \"d\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ntopic_prefix = \"t\"\n\
-         username_file = \"user\"\npassword_file = \"password\"\n\
-         [detector]\nmodel = \"{model}\"\n\
-         [[cameras]]\nid = \"c\"\nurl = \"{clip}\"\ndetect_fps = 5\nrealtime = false\n",
-        model = repo().join("models/nanodet_g_coco_416.onnx").display(),
+        "{head}[[cameras]]\nid = \"c\"\nurl = \"{clip}\"\ndetect_fps = 5\nrealtime = false\n",
+        head = PipelineToml::new(port)
+            .node("b", "d")
+            .mqtt(r#"username_file = "user""#)
+            .mqtt(r#"password_file = "password""#)
+            .build(),
         clip = fixture("vtest_10s_h264.mp4").display(),
     );
     let p = write(d, "p.toml", &pipeline);
@@ -365,11 +365,12 @@ fn an_mqtts_node_never_falls_back_to_plaintext() {
     let broker = mosquitto();
     let sub = Subscriber::start(broker.port, "#");
     let pipeline = format!(
-        "[node]\nid = \"b\"\ndistrict = \"d\"\n[mqtt]\nurl = \"mqtts://127.0.0.1:{port}\"\ntopic_prefix = \"t\"\nca_file = \"ca.pem\"\n\
-         [detector]\nmodel = \"{model}\"\n\
-         [[cameras]]\nid = \"c\"\nurl = \"{clip}\"\ndetect_fps = 5\nrealtime = true\nloop = true\n",
-        port = broker.port,
-        model = repo().join("models/nanodet_g_coco_416.onnx").display(),
+        "{head}[[cameras]]\nid = \"c\"\nurl = \"{clip}\"\ndetect_fps = 5\nrealtime = true\nloop = true\n",
+        head = PipelineToml::new(broker.port)
+            .node("b", "d")
+            .mqtts()
+            .mqtt(r#"ca_file = "ca.pem""#)
+            .build(),
         clip = fixture("vtest_10s_h264.mp4").display(),
     );
     let p = write(d, "p.toml", &pipeline);

@@ -627,7 +627,7 @@ mod tests {
         assert!(
             EventConfig {
                 edge_margin: 0.6,
-                ..cfg.clone()
+                ..cfg
             }
             .validate()
             .is_err()

@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+#[cfg(feature = "embedded-broker")]
+use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -281,7 +283,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             pipeline,
             out,
             fast,
-        } => demo(pipeline, out, fast),
+        } => demo(pipeline, &out, fast),
         Cmd::Watch {
             url,
             filter,
@@ -615,7 +617,13 @@ fn preview(
     Ok(ExitCode::SUCCESS)
 }
 
-fn demo(pipeline: Option<PathBuf>, out: PathBuf, fast: bool) -> Result<ExitCode> {
+#[cfg(not(feature = "embedded-broker"))]
+fn demo(_pipeline: Option<PathBuf>, _out: &Path, _fast: bool) -> Result<ExitCode> {
+    bail!("this build has no embedded broker (cargo feature `embedded-broker`)")
+}
+
+#[cfg(feature = "embedded-broker")]
+fn demo(pipeline: Option<PathBuf>, out: &Path, fast: bool) -> Result<ExitCode> {
     let path = pipeline.unwrap_or_else(|| PathBuf::from("pipelines/demo.toml"));
     let mut p = Pipeline::load(&path)?;
     if fast {
@@ -635,12 +643,9 @@ fn demo(pipeline: Option<PathBuf>, out: PathBuf, fast: bool) -> Result<ExitCode>
         .sum();
     let rt = runtime()?;
     let started = SystemTime::now();
-    let snap_dir = out.clone();
+    let snap_dir = out.to_path_buf();
     let (report, seen) = rt.block_on(async move {
-        #[cfg(feature = "embedded-broker")]
         edge_node::publish::embedded::start(port, p.raw.mqtt.max_packet_bytes)?;
-        #[cfg(not(feature = "embedded-broker"))]
-        bail!("this build has no embedded broker (cargo feature `embedded-broker`)");
         p.broker = BrokerUrl::Tcp {
             host: "127.0.0.1".into(),
             port,

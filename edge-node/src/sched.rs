@@ -14,7 +14,7 @@
 //!   an idle-policy one is preempted at once (`bench model`, INT8 at 2
 //!   threads on 2 cores: ≈ 99 % of the bare ceiling against ≈ 93 % at nice
 //!   0 to 19). An idle-policy thread can starve behind busy decoders, so the
-//!   moment the session thread would block on it, [`Handshake::wait`] lifts
+//!   moment the session thread would block on it, [`Handshake::recv`] lifts
 //!   it back to `SCHED_OTHER` until the frame is handed over. Leaving
 //!   `SCHED_IDLE` needs `CAP_SYS_NICE` (or `RLIMIT_NICE`); without it the
 //!   mode is not used.
@@ -156,7 +156,7 @@ const SPIN: std::time::Duration = std::time::Duration::from_millis(2);
 /// The companion calls [`Self::before_prepare`] before each frame: it drops
 /// to `SCHED_IDLE` unless the session thread is already waiting for it. The
 /// session thread wraps every blocking wait for a prepared frame in
-/// [`Self::wait`], which raises the companion to `SCHED_OTHER` first. Both
+/// [`Self::recv`], which raises the companion to `SCHED_OTHER` first. Both
 /// sides write their half (policy, flag) before reading the other's, so
 /// whichever order they run in, a waited-for companion ends up normal.
 #[derive(Debug)]

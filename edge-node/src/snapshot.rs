@@ -1211,7 +1211,7 @@ mod tests {
             },
             SnapshotOptions {
                 crop_margin: f32::INFINITY,
-                ..o.clone()
+                ..o
             },
         ] {
             let err = render(&rgb, 64, 48, b, "", &bad).unwrap_err();
@@ -1243,10 +1243,7 @@ mod tests {
         let px = img.get_pixel((0.25 * ow as f32) as u32, (0.1 * oh as f32) as u32);
         assert!(px.0.iter().all(|&c| c > 180), "unmasked pixel is {px:?}");
         // Cropping never brings masked pixels back.
-        let crop = SnapshotOptions {
-            crop: true,
-            ..opts.clone()
-        };
+        let crop = SnapshotOptions { crop: true, ..opts };
         let s = render(&rgb, w, h, BBox::new(100.0, 150.0, 200.0, 330.0), "", &crop).unwrap();
         let img = decode(&s);
         let c = img.get_pixel(s.width / 2, s.height / 2);

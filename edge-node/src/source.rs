@@ -1,7 +1,7 @@
 //! Camera ingest: the only module that touches GStreamer.
 //!
 //! Each camera gets one supervisor thread (`src-<camera>`) that owns its
-//! pipeline (see [`pipeline`] for the element chain). GStreamer's streaming
+//! pipeline (see `source/pipeline.rs` for the element chain). GStreamer's streaming
 //! thread only copies each sampled frame into a [`Frame`] and calls the
 //! frame callback, which must not block (use `try_send` and drop when full):
 //! detection speed never back-pressures decoding.

@@ -6,7 +6,7 @@
 //! as `t`, seconds of media time, so replaying a file is deterministic.
 //!
 //! Per frame ([`Tracker::update`]):
-//! 1. Every live track's Kalman filter ([`kalman`]) is predicted to `t`,
+//! 1. Every live track's Kalman filter (`track/kalman.rs`) is predicted to `t`,
 //!    scaled by the real gap since its last frame (frames come at a few fps
 //!    and irregularly, so "one step per frame" would be wrong).
 //! 2. **First pass:** detections with `score >= high_thresh` are matched to
@@ -50,7 +50,7 @@
 //! 5. Unmatched high detections with `score >= new_track_thresh` start new
 //!    tentative tracks.
 //!
-//! Assignment is optimal ([`assign`], Hungarian with dummy rows/columns) on
+//! Assignment is optimal (`track/assign.rs`, Hungarian with dummy rows/columns) on
 //! cost `1 - IoU`, not greedy. **Matching is class-aware:** a track keeps
 //! the class of the detection that started it and only matches detections
 //! of that class. The alternative (class-agnostic matching, class by vote)
@@ -89,7 +89,7 @@ pub enum TrackConfigError {
 }
 
 /// Tracker settings. Defaults follow ByteTrack, adjusted for a few fps.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TrackerConfig {
     /// Detections at or above this score take part in the first pass.
     pub high_thresh: f32,
@@ -365,6 +365,10 @@ impl Tracker {
     /// Detections with empty or non-finite boxes, or a score below
     /// `low_thresh`, are ignored. A `t` earlier than a track's last update
     /// does not move its prediction.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the ByteTrack passes in order over shared scratch state; to be split in a follow-up"
+    )]
     pub fn update(&mut self, t: f64, dets: &[Detection]) -> Vec<TrackView> {
         // A lost track whose gap already exceeds `max_lost_s` is dropped
         // before matching: re-finding it now would attach an object to a
@@ -1171,13 +1175,13 @@ mod tests {
         assert!(ids.iter().all(|&id| id != 1), "{ids:?}");
         // On: 80 px = 0.8 heights after 1.2 s lost is inside the gate
         // (1.2 heights): the same object keeps id 1.
-        let ids = occlusion_run(on.clone(), 280.0);
+        let ids = occlusion_run(on, 280.0);
         assert_eq!(ids, [1, 1, 1, 1]);
         // On, but 200 px = 2 heights away: beyond the gate, a new id.
-        let ids = occlusion_run(on.clone(), 400.0);
+        let ids = occlusion_run(on, 400.0);
         assert!(ids.iter().all(|&id| id != 1), "{ids:?}");
         // Size gate: twice as tall is not the same object.
-        let mut tr = Tracker::new(on.clone());
+        let mut tr = Tracker::new(on);
         for i in 0..4 {
             tr.update(i as f64 * 0.2, &[det(0, 0.9, 100.0, 100.0, 40.0, 100.0)]);
         }
@@ -1185,7 +1189,7 @@ mod tests {
         let v = tr.update(1.0, &[det(0, 0.9, 100.0, 300.0, 80.0, 200.0)]);
         assert!(v.iter().all(|x| x.id != 1 || !x.matched), "{v:?}");
         // Class gate.
-        let mut tr = Tracker::new(on.clone());
+        let mut tr = Tracker::new(on);
         for i in 0..4 {
             tr.update(i as f64 * 0.2, &[det(0, 0.9, 100.0, 100.0, 40.0, 100.0)]);
         }
@@ -1196,11 +1200,11 @@ mod tests {
         for bad in [
             TrackerConfig {
                 reid_max_scale: 0.9,
-                ..on.clone()
+                ..on
             },
             TrackerConfig {
                 reid_speed: f32::NAN,
-                ..on.clone()
+                ..on
             },
             TrackerConfig {
                 reid_min_gate: -1.0,

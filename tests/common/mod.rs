@@ -392,6 +392,89 @@ pub fn last_status(msgs: &[Msg], camera: &str) -> Option<serde_json::Value> {
         .map(|m| m.json())
 }
 
+/// The head of a test pipeline: the `[node]` and `[mqtt]` tables and, unless
+/// [`PipelineToml::no_detector`], `[detector]` with the NanoDet model. Tests
+/// append what they need after it (more `[detector]` keys, other tables,
+/// `[[cameras]]`).
+///
+/// `PipelineToml::new(port)` is node `test-box` in `test-district`, publishing
+/// to `mqtt://127.0.0.1:{port}` under the topic prefix `t`.
+#[derive(Clone, Debug)]
+pub struct PipelineToml {
+    id: String,
+    district: String,
+    scheme: &'static str,
+    port: u16,
+    prefix: String,
+    mqtt: Vec<String>,
+    detector: bool,
+}
+
+impl PipelineToml {
+    pub fn new(port: u16) -> PipelineToml {
+        PipelineToml {
+            id: "test-box".into(),
+            district: "test-district".into(),
+            scheme: "mqtt",
+            port,
+            prefix: "t".into(),
+            mqtt: Vec::new(),
+            detector: true,
+        }
+    }
+
+    /// `node.id` and `node.district`.
+    pub fn node(mut self, id: &str, district: &str) -> PipelineToml {
+        self.id = id.into();
+        self.district = district.into();
+        self
+    }
+
+    /// TLS: `mqtt.url` is `mqtts://127.0.0.1:{port}`.
+    pub fn mqtts(mut self) -> PipelineToml {
+        self.scheme = "mqtts";
+        self
+    }
+
+    /// `mqtt.topic_prefix` (the default is `t`).
+    pub fn prefix(mut self, prefix: &str) -> PipelineToml {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// One more `key = value` line in `[mqtt]`.
+    pub fn mqtt(mut self, line: &str) -> PipelineToml {
+        self.mqtt.push(line.into());
+        self
+    }
+
+    /// Leave out the `[detector]` table.
+    pub fn no_detector(mut self) -> PipelineToml {
+        self.detector = false;
+        self
+    }
+
+    /// The TOML text, ending with a newline; when there is a detector,
+    /// whatever follows up to the next table header goes into `[detector]`.
+    pub fn build(&self) -> String {
+        let mut s = format!(
+            "[node]\nid = \"{}\"\ndistrict = \"{}\"\n[mqtt]\nurl = \"{}://127.0.0.1:{}\"\ntopic_prefix = \"{}\"\n",
+            self.id, self.district, self.scheme, self.port, self.prefix
+        );
+        for line in &self.mqtt {
+            s.push_str(line);
+            s.push('\n');
+        }
+        if self.detector {
+            s.push_str(&format!(
+                "[detector]\nmodel = \"{}\"\n",
+                repo().join("models/nanodet_g_coco_416.onnx").display()
+            ));
+        }
+        s
+    }
+}
+
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();

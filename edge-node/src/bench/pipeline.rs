@@ -309,7 +309,7 @@ fn run_once(
     let t0 = Instant::now();
     tracing::info!(cameras = n, seconds = duration.as_secs_f64(), "bench: run");
     let report: RunReport = rt.block_on(node::run_until(p, async move {
-        tokio::time::sleep(duration).await
+        tokio::time::sleep(duration).await;
     }))?;
     let wall = t0.elapsed().as_secs_f64();
     let cpu_pct = match (ticks0, cpu_ticks()) {

@@ -11,6 +11,10 @@ use super::{BenchError, ModelBenchReport};
 type Series<'a> = (&'a str, RGBColor, Box<dyn Fn(usize) -> f64 + 'a>);
 
 /// Writes the chart to `path`. Fails when there is no result to draw.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one chart, drawn top to bottom with the plotters builder API"
+)]
 pub fn plot_model(report: &ModelBenchReport, path: &Path) -> Result<(), BenchError> {
     let err = |reason: String| BenchError::Plot {
         path: path.to_path_buf(),

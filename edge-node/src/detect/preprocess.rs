@@ -358,6 +358,10 @@ impl Preprocessor {
 
     /// Fills `out` (`[1, 3, H, W]`, standard layout) from a tightly packed
     /// RGB24 frame and returns the mapping back to source pixels.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the dispatch to the SIMD kernels and their scalar fallbacks, kept in one place on purpose (hot path, tuned by A/B runs)"
+    )]
     pub fn run(
         &mut self,
         rgb: &[u8],
@@ -601,7 +605,7 @@ fn vertical_pass_q14(
         // SAFETY: the CPU supports AVX2 (checked just above; AVX-512 has
         // its own RGBX kernel, `vertical_q14_avx512_rgbx`).
         SimdLevel::Avx2 | SimdLevel::Avx512 => unsafe {
-            vertical_q14_avx2(src, stride, start, k, pairs, out)
+            vertical_q14_avx2(src, stride, start, k, pairs, out);
         },
         _ => vertical_q14_portable(src, stride, start, k, pairs, out, 0),
     }
@@ -711,7 +715,7 @@ fn vertical_q14_avx2(
             // unpacks work per 128-bit lane); likewise acc[2], acc[3] + 16.
             let o = out.as_mut_ptr().add(col);
             let put = |o: *mut f32, v: __m256i| {
-                _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_cvtepi32_ps(v), inv))
+                _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_cvtepi32_ps(v), inv));
             };
             put(o, _mm256_permute2x128_si256::<0x20>(acc[0], acc[1]));
             put(o.add(8), _mm256_permute2x128_si256::<0x31>(acc[0], acc[1]));
@@ -1057,9 +1061,9 @@ fn planes_avx512<const STREAM: bool>(
     // the caller made `o*[head]`, hence every `o*[x]` here, 64-byte aligned.
     let put = |d: *mut f32, v: __m512| unsafe {
         if STREAM {
-            _mm512_stream_ps(d, v)
+            _mm512_stream_ps(d, v);
         } else {
-            _mm512_storeu_ps(d, v)
+            _mm512_storeu_ps(d, v);
         }
     };
     for g in 0..groups {
@@ -1821,7 +1825,7 @@ mod tests {
                         unsafe {
                             vertical_q14_avx512_rgbx(
                                 &src, stride, t.start[i], t.k, pairs, &mut rgbx,
-                            )
+                            );
                         };
                         // The AVX-512 row holds the Q14 sums themselves:
                         // 2^14 times the portable row, exactly (both are

@@ -332,7 +332,7 @@ fn pump(
             match now {
                 Some(now) if now >= due => break,
                 Some(now) => {
-                    std::thread::sleep(Duration::from(due - now).min(Duration::from_millis(50)))
+                    std::thread::sleep(Duration::from(due - now).min(Duration::from_millis(50)));
                 }
                 None => {
                     // Media paused or torn down.

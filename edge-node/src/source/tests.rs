@@ -389,7 +389,7 @@ fn watchdog_reconnects_a_silent_live_source() {
 
 #[test]
 fn rtsp_stream_survives_server_restart() {
-    let server = RtspServer::start(std::path::Path::new(VTEST), 0, "/test").unwrap();
+    let server = RtspServer::start(Path::new(VTEST), 0, "/test").unwrap();
     let url = server.url().to_string();
     let port: u16 = url
         .trim_start_matches("rtsp://127.0.0.1:")
@@ -402,7 +402,7 @@ fn rtsp_stream_survives_server_restart() {
         watchdog_s: 3.0,
         backoff_initial_s: 0.5,
         backoff_max_s: 1.0,
-        ..SourceOptions::new("rtsp-cam", url.clone())
+        ..SourceOptions::new("rtsp-cam", url)
     });
     wait_state(&cam, Duration::from_secs(10), |s| {
         *s == SourceState::Streaming
@@ -423,7 +423,7 @@ fn rtsp_stream_survives_server_restart() {
     eprintln!("after server stop: {state:?}");
     let last_t = drain(&cam.frames).last().map_or(frames[4].t, |f| f.t);
 
-    let server = RtspServer::start(std::path::Path::new(VTEST), port, "/test").unwrap();
+    let server = RtspServer::start(Path::new(VTEST), port, "/test").unwrap();
     wait_state(&cam, Duration::from_secs(10), |s| {
         *s == SourceState::Streaming
     });
@@ -439,7 +439,7 @@ fn rtsp_stream_survives_server_restart() {
 fn rtsp_server_loops_the_clip() {
     // The 10 s clip keeps playing past its end as one stream (no EOS, no
     // reconnect). Over TCP interleaved, to cover `rtsp_tcp` too.
-    let server = RtspServer::start(std::path::Path::new(VTEST), 0, "looped").unwrap();
+    let server = RtspServer::start(Path::new(VTEST), 0, "looped").unwrap();
     assert!(server.url().ends_with("/looped"));
     let cam = start(SourceOptions {
         detect_fps: 2.0,
@@ -480,15 +480,15 @@ fn rtsp_server_loops_the_clip() {
 
 #[test]
 fn rtsp_server_rejects_missing_file_and_busy_port() {
-    assert!(RtspServer::start(std::path::Path::new("/no/such.mp4"), 0, "/x").is_err());
-    let server = RtspServer::start(std::path::Path::new(VTEST), 0, "/x").unwrap();
+    assert!(RtspServer::start(Path::new("/no/such.mp4"), 0, "/x").is_err());
+    let server = RtspServer::start(Path::new(VTEST), 0, "/x").unwrap();
     let port: u16 = server.url()[17..]
         .split('/')
         .next()
         .unwrap()
         .parse()
         .unwrap();
-    assert!(RtspServer::start(std::path::Path::new(VTEST), port, "/x").is_err());
+    assert!(RtspServer::start(Path::new(VTEST), port, "/x").is_err());
     server.stop();
 }
 
@@ -547,7 +547,7 @@ fn fractional_and_non_integer_rates() {
 }
 
 /// Writes a `width`×`height` PNG (a GStreamer test pattern) to `path`.
-fn write_png(path: &std::path::Path, width: u32, height: u32) {
+fn write_png(path: &Path, width: u32, height: u32) {
     init().unwrap();
     let desc = format!(
         "videotestsrc num-buffers=1 pattern=smpte ! video/x-raw,width={width},height={height} \

@@ -54,9 +54,8 @@ pub fn classify(url: &str) -> SourceKind {
         Some((scheme, _)) if LIVE_SCHEMES.contains(&scheme.as_str()) || scheme == "v4l2" => {
             SourceKind::Live
         }
-        Some(_) => SourceKind::File,
         None if is_v4l2_device(url) => SourceKind::Live,
-        None => SourceKind::File,
+        Some(_) | None => SourceKind::File,
     }
 }
 

@@ -1,0 +1,68 @@
+//! Every system test and bench is built: `edge-node/Cargo.toml` has
+//! `autotests = false` and `autobenches = false` (the files live outside the
+//! crate, in `tests/` and `benches/`), so a new `tests/*.rs` or `benches/*.rs`
+//! that is not declared as a `[[test]]` or `[[bench]]` would silently never
+//! run. This test fails instead, and names the TOML to add.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `path`s of the manifest's `[[kind]]` targets.
+fn declared(manifest: &toml::Table, kind: &str) -> BTreeSet<String> {
+    manifest
+        .get(kind)
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.get("path").and_then(toml::Value::as_str))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `*.rs` directly in `dir` (modules in sub-folders, like `tests/common/`, are not targets).
+fn sources(dir: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(repo().join(dir))
+        .unwrap_or_else(|e| panic!("{dir}/: {e}"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "rs"))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn missing(manifest: &toml::Table, kind: &str, dir: &str, extra: &str) -> Vec<String> {
+    let declared = declared(manifest, kind);
+    sources(dir)
+        .into_iter()
+        .filter(|f| !declared.contains(&format!("../{dir}/{f}")))
+        .map(|f| {
+            let name = f.trim_end_matches(".rs");
+            format!(
+                "{dir}/{f}: add\n\n[[{kind}]]\nname = \"{name}\"\npath = \"../{dir}/{f}\"\n{extra}"
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_test_and_bench_file_is_declared_in_the_manifest() {
+    let path = repo().join("edge-node/Cargo.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let manifest: toml::Table = toml::from_str(&text).unwrap();
+    let mut problems = missing(&manifest, "test", "tests", "");
+    problems.extend(missing(&manifest, "bench", "benches", "harness = false\n"));
+    assert!(
+        problems.is_empty(),
+        "not built or run because edge-node/Cargo.toml does not declare them \
+         (autotests/autobenches are off):\n\n{}\nto edge-node/Cargo.toml",
+        problems.join("\n"),
+    );
+    // And the check looks at the right place.
+    assert!(declared(&manifest, "test").contains("../tests/manifest.rs"));
+    assert!(!declared(&manifest, "bench").is_empty());
+}

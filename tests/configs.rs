@@ -258,60 +258,15 @@ b = [0.5, 0.1]
                 .is_some();
             let value = code_table.get(field.as_str());
             let literal = doc.as_deref().and_then(literal);
-            match (is_given, value, &literal) {
-                (true, _, _) => {}
-                (false, Some(v @ (Value::Array(_) | Value::Table(_))), Some(l)) if v != l => {
-                    problems.push(format!("{key}: README {l}, code {v}"))
-                }
-                (false, Some(Value::Array(_) | Value::Table(_)), _) => {}
-                (false, Some(v), Some(l)) if !same(v, l) => {
-                    problems.push(format!("{key}: README {l}, code {v}"))
-                }
-                (false, Some(_), Some(_)) => {}
-                (false, Some(v), None) => problems.push(format!(
-                    "{key}: README gives no default ({doc:?}), code {v}"
-                )),
-                (false, None, _) => {
-                    // Unset in the file: the node's own default.
-                    let resolved = match key.as_str() {
-                        "privacy.face_threshold" => Some(Value::Float(f64::from(
-                            edge_node::detect::face::FACE_THRESHOLD,
-                        ))),
-                        "privacy.face_max_side" => Some(Value::Integer(i64::from(
-                            edge_node::detect::face::FACE_MAX_SIDE,
-                        ))),
-                        "detector.classes" => {
-                            if doc.as_deref() != Some(classes.as_str()) {
-                                problems.push(format!("{key}: README {doc:?}, code {classes}"));
-                            }
-                            None
-                        }
-                        "node.state_dir" => {
-                            let d = doc.clone().unwrap_or_default();
-                            if !(d.contains(edge_node::config::DEFAULT_STATE_DIR)
-                                && d.contains(edge_node::config::STATE_DIR_ENV))
-                            {
-                                problems.push(format!("{key}: README {d:?}"));
-                            }
-                            None
-                        }
-                        _ => None,
-                    };
-                    match (resolved, &literal) {
-                        (Some(v), Some(l)) if !same(&v, l) => {
-                            problems.push(format!("{key}: README {l}, code {v}"))
-                        }
-                        (Some(v), None) => {
-                            problems.push(format!("{key}: README gives no default, code {v}"))
-                        }
-                        (
-                            None,
-                            Some(l @ (Value::Integer(_) | Value::Float(_) | Value::Boolean(_))),
-                        ) => problems.push(format!("{key}: README {l}, code has no default")),
-                        _ => {}
-                    }
-                }
-            }
+            check_default(
+                &key,
+                is_given,
+                value,
+                doc.as_deref(),
+                literal.as_ref(),
+                &classes,
+                &mut problems,
+            );
         }
         // Every field the code has is documented.
         for k in code_table.keys() {
@@ -332,6 +287,89 @@ b = [0.5, 0.1]
         "README vs code:\n{}",
         problems.join("\n")
     );
+}
+
+/// One documented field: the README's default (`literal`, from `doc`)
+/// against the code's `value`, or the node's own default when the file
+/// leaves the field unset. Mismatches go into `problems`.
+fn check_default(
+    key: &str,
+    is_given: bool,
+    value: Option<&toml::Value>,
+    doc: Option<&str>,
+    literal: Option<&toml::Value>,
+    classes: &str,
+    problems: &mut Vec<String>,
+) {
+    use toml::Value;
+    match (is_given, value, literal) {
+        (false, Some(v @ (Value::Array(_) | Value::Table(_))), Some(l)) if v != l => {
+            problems.push(format!("{key}: README {l}, code {v}"));
+        }
+        (false, Some(v), Some(l))
+            if !matches!(v, Value::Array(_) | Value::Table(_)) && !same(v, l) =>
+        {
+            problems.push(format!("{key}: README {l}, code {v}"));
+        }
+        (false, Some(v), None) if !matches!(v, Value::Array(_) | Value::Table(_)) => {
+            problems.push(format!(
+                "{key}: README gives no default ({doc:?}), code {v}"
+            ));
+        }
+        (false, None, _) => {
+            // Unset in the file: the node's own default.
+            match (node_default(key, doc, classes, problems), literal) {
+                (Some(v), Some(l)) if !same(&v, l) => {
+                    problems.push(format!("{key}: README {l}, code {v}"));
+                }
+                (Some(v), None) => {
+                    problems.push(format!("{key}: README gives no default, code {v}"));
+                }
+                (None, Some(l @ (Value::Integer(_) | Value::Float(_) | Value::Boolean(_)))) => {
+                    problems.push(format!("{key}: README {l}, code has no default"));
+                }
+                _ => {}
+            }
+        }
+        // Given in the minimal file, a table or list documented in words,
+        // or a matching default.
+        _ => {}
+    }
+}
+
+/// The default the node fills in for a field the file leaves unset, where
+/// one is a plain value; fields documented in words are checked here.
+fn node_default(
+    key: &str,
+    doc: Option<&str>,
+    classes: &str,
+    problems: &mut Vec<String>,
+) -> Option<toml::Value> {
+    use toml::Value;
+    match key {
+        "privacy.face_threshold" => Some(Value::Float(f64::from(
+            edge_node::detect::face::FACE_THRESHOLD,
+        ))),
+        "privacy.face_max_side" => Some(Value::Integer(i64::from(
+            edge_node::detect::face::FACE_MAX_SIDE,
+        ))),
+        "detector.classes" => {
+            if doc != Some(classes) {
+                problems.push(format!("{key}: README {doc:?}, code {classes}"));
+            }
+            None
+        }
+        "node.state_dir" => {
+            let d = doc.unwrap_or_default();
+            if !(d.contains(edge_node::config::DEFAULT_STATE_DIR)
+                && d.contains(edge_node::config::STATE_DIR_ENV))
+            {
+                problems.push(format!("{key}: README {d:?}"));
+            }
+            None
+        }
+        _ => None,
+    }
 }
 
 /// The first `` `...` `` in `s`.

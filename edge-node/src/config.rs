@@ -910,7 +910,7 @@ detect_fps = 5
         assert_eq!(
             plan.faces,
             Some(FacePlan {
-                model: p.face_model.clone(),
+                model: p.face_model,
                 threshold: 0.4,
                 max_side: 320
             })

@@ -75,7 +75,7 @@ pub async fn run(p: Pipeline) -> Result<RunReport, NodeError> {
 /// `edge-node bench`). All-file pipelines still end by themselves. No reload.
 pub async fn run_until(
     p: Pipeline,
-    stop: impl std::future::Future<Output = ()>,
+    stop: impl Future<Output = ()>,
 ) -> Result<RunReport, NodeError> {
     let (_tx, rx) = mpsc::channel(1);
     run::run(p, stop, rx).await

@@ -214,6 +214,15 @@ pub fn validate(file: &Path, p: &PipelineFile) -> Result<(), ConfigError> {
 /// [`validate`] into `ck`: the config's own checks, then each module's
 /// `validate()` on the values the node would build from the file.
 pub(super) fn check_file(ck: &mut Checks, p: &PipelineFile) {
+    check_node_and_mqtt(ck, p);
+    check_sections(ck, p);
+    check_cameras(ck, p);
+    check_node_wide(ck, p);
+    check_modules(ck, p);
+}
+
+/// `[node]` and `[mqtt]`.
+fn check_node_and_mqtt(ck: &mut Checks, p: &PipelineFile) {
     ck.id("node.id", &p.node.id);
     ck.id("node.district", &p.node.district);
     if p.mqtt.topic_prefix.is_empty()
@@ -265,7 +274,10 @@ pub(super) fn check_file(ck: &mut Checks, p: &PipelineFile) {
         256 << 20,
     );
     ck.range("mqtt.keep_alive_s", p.mqtt.keep_alive_s, 5, 3600);
+}
 
+/// `[detector]`, `[tracker]`, `[events]`, `[snapshot]`.
+fn check_sections(ck: &mut Checks, p: &PipelineFile) {
     let d = &p.detector;
     ck.range("detector.threads", d.threads, 1, 64);
     ck.range("detector.workers", d.workers, 1, 64);
@@ -308,7 +320,10 @@ pub(super) fn check_file(ck: &mut Checks, p: &PipelineFile) {
     let s = &p.snapshot;
     ck.range("snapshot.max_height", s.max_height, 32, 4320);
     ck.range("snapshot.quality", s.quality, 1, 100);
+}
 
+/// `[[cameras]]`: how many, unique ids, then each camera.
+fn check_cameras(ck: &mut Checks, p: &PipelineFile) {
     if p.cameras.is_empty() {
         ck.err(
             "cameras",
@@ -337,47 +352,57 @@ pub(super) fn check_file(ck: &mut Checks, p: &PipelineFile) {
                 "give every camera its own id",
             );
         }
-        if c.url.trim().is_empty() {
+        check_camera(ck, i, c);
+    }
+}
+
+/// One camera's fields, its rules and its privacy masks.
+fn check_camera(ck: &mut Checks, i: usize, c: &CameraSection) {
+    let f = |name: &str| format!("cameras[{i}].{name}");
+    if c.url.trim().is_empty() {
+        ck.err(
+            f("url"),
+            "the url is empty",
+            "give an rtsp://, http(s)://, file:// URL, a path or /dev/videoN",
+        );
+    }
+    ck.range(&f("detect_fps"), c.detect_fps, 0.1, 60.0);
+    ck.range(&f("max_height"), c.max_height, 64, 4320);
+    ck.range(&f("watchdog_s"), c.watchdog_s, 1.0, 3600.0);
+    ck.range(&f("backoff_initial_s"), c.backoff_initial_s, 0.05, 3600.0);
+    ck.range(
+        &f("backoff_max_s"),
+        c.backoff_max_s,
+        c.backoff_initial_s,
+        86400.0,
+    );
+    ck.range(&f("queue"), c.queue, 1, 64);
+    check_rules(ck, i, c);
+    for (k, poly) in c.privacy_masks.iter().enumerate() {
+        let field = format!("cameras[{i}].privacy_masks[{k}]");
+        if poly.len() < 3 {
             ck.err(
-                f("url"),
-                "the url is empty",
-                "give an rtsp://, http(s)://, file:// URL, a path or /dev/videoN",
+                &field,
+                format!("a mask needs at least 3 points, got {}", poly.len()),
+                "give the polygon's corners as [[x, y], ...] in 0..1 of the frame",
             );
         }
-        ck.range(&f("detect_fps"), c.detect_fps, 0.1, 60.0);
-        ck.range(&f("max_height"), c.max_height, 64, 4320);
-        ck.range(&f("watchdog_s"), c.watchdog_s, 1.0, 3600.0);
-        ck.range(&f("backoff_initial_s"), c.backoff_initial_s, 0.05, 3600.0);
-        ck.range(
-            &f("backoff_max_s"),
-            c.backoff_max_s,
-            c.backoff_initial_s,
-            86400.0,
-        );
-        ck.range(&f("queue"), c.queue, 1, 64);
-        check_rules(ck, i, c);
-        for (k, poly) in c.privacy_masks.iter().enumerate() {
-            let field = format!("cameras[{i}].privacy_masks[{k}]");
-            if poly.len() < 3 {
-                ck.err(
-                    &field,
-                    format!("a mask needs at least 3 points, got {}", poly.len()),
-                    "give the polygon's corners as [[x, y], ...] in 0..1 of the frame",
-                );
-            }
-            if poly
-                .iter()
-                .flatten()
-                .any(|v| !(v.is_finite() && (0.0..=1.0).contains(v)))
-            {
-                ck.err(
-                    field,
-                    "a point lies outside 0..1",
-                    "coordinates are fractions of the frame width and height, from 0 to 1",
-                );
-            }
+        if poly
+            .iter()
+            .flatten()
+            .any(|v| !(v.is_finite() && (0.0..=1.0).contains(v)))
+        {
+            ck.err(
+                field,
+                "a point lies outside 0..1",
+                "coordinates are fractions of the frame width and height, from 0 to 1",
+            );
         }
     }
+}
+
+/// `[privacy]`, `[rules]`, `[outbox]`, `[budget]`.
+fn check_node_wide(ck: &mut Checks, p: &PipelineFile) {
     if let Some(t) = p.privacy.face_threshold {
         ck.range("privacy.face_threshold", t, 0.01, 1.0);
     }
@@ -435,7 +460,6 @@ pub(super) fn check_file(ck: &mut Checks, p: &PipelineFile) {
             "set budget.snapshot_bytes_per_s too (the burst is what may be saved up of that rate)",
         );
     }
-    check_modules(ck, p);
 }
 
 fn check_rules(ck: &mut Checks, i: usize, c: &CameraSection) {
@@ -585,7 +609,7 @@ b = [0.5, 0.1]
         let mut p = good.clone();
         p.tracker.low_thresh = 0.9;
         assert_eq!(module_fields(&p), ["tracker.low_thresh"]);
-        let mut p = good.clone();
+        let mut p = good;
         p.events.min_hits = 0;
         p.rules.handoff_s = f64::NAN;
         assert_eq!(module_fields(&p), ["events.min_hits", "rules"]);

@@ -81,7 +81,7 @@ impl Emitter {
                 self.event(action, anchor, arrived, object, alert).await;
             }
             Outgoing::ZoneAlert { alert, evidence } => {
-                self.zone_alert(alert, evidence, anchor).await
+                self.zone_alert(alert, evidence, anchor).await;
             }
             Outgoing::Counts(report) => self.counts(&report, anchor).await,
         }

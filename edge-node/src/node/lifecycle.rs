@@ -338,7 +338,7 @@ fn camera_analytics(plan: &CameraPlan, labels: &[String], span: &Span) -> Camera
         );
     }
     CameraAnalytics::new(
-        Tracker::new(plan.tracker.clone()),
+        Tracker::new(plan.tracker),
         EventEngine::new(plan.events.clone()),
         rules,
         plan.counts_interval_s,

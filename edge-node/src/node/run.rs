@@ -84,7 +84,7 @@ pub(super) fn arm_hard_deadline() {
 /// Start, wait, stop, report.
 pub(super) async fn run(
     p: Pipeline,
-    stop: impl std::future::Future<Output = ()>,
+    stop: impl Future<Output = ()>,
     reloads: mpsc::Receiver<()>,
 ) -> Result<RunReport, NodeError> {
     let started = Instant::now();
@@ -177,11 +177,7 @@ fn start_node(p: Pipeline, publisher: Publisher) -> NodeRun {
 
 /// Starts every camera, then waits: all-file pipelines end by themselves;
 /// otherwise until `stop`. SIGHUP reloads in between.
-async fn wait(
-    node: &mut NodeRun,
-    stop: impl std::future::Future<Output = ()>,
-    mut reloads: mpsc::Receiver<()>,
-) {
+async fn wait(node: &mut NodeRun, stop: impl Future<Output = ()>, mut reloads: mpsc::Receiver<()>) {
     for i in 0..node.p.raw.cameras.len() {
         node.start_camera(i).await;
     }

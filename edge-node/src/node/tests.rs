@@ -154,7 +154,7 @@ fn a_camera_with_held_up_analytics_never_stalls_another_on_the_same_worker() {
     });
     let start = Instant::now();
     let (pa, pb) = (pool.clone(), pool.clone());
-    let (ra, rb) = (rgb.clone(), rgb.clone());
+    let (ra, rb) = (rgb.clone(), rgb);
     let feed_a = std::thread::spawn(move || feed(&pa, a, "a", &ra, B_FRAMES, every));
     let feed_b = std::thread::spawn(move || feed(&pb, b, "b", &rb, B_FRAMES, every));
     feed_a.join().unwrap();

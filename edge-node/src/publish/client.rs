@@ -354,7 +354,7 @@ mod tests {
     /// A bare MQTT 3.1.1 broker on a blocking socket: CONNACK, then reads
     /// PUBLISHes and acknowledges them `BATCH` at a time in reverse order
     /// (or whatever is pending after a quiet moment), until `N` are acked.
-    fn broker(listener: TcpListener) -> Seen {
+    fn broker(listener: &TcpListener) -> Seen {
         let (mut s, _) = listener.accept().unwrap();
         let (first, _) = read_packet(&mut s).unwrap();
         assert_eq!(first >> 4, 1, "CONNECT expected");
@@ -414,7 +414,7 @@ mod tests {
     async fn rumqttc_keeps_request_order() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let broker = std::thread::spawn(move || broker(listener));
+        let broker = std::thread::spawn(move || broker(&listener));
         let mut o = MqttOptions::new("order-test", "127.0.0.1", port);
         o.set_inflight(INFLIGHT);
         let (client, mut eventloop) = AsyncClient::new(o, 1024);

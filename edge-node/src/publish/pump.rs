@@ -81,7 +81,7 @@ pub(super) async fn pump(p: Publisher) {
             match tokio::task::spawn_blocking(move || ob.remove(&acked)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    tracing::error!(error = %e, "outbox: cannot remove acknowledged messages")
+                    tracing::error!(error = %e, "outbox: cannot remove acknowledged messages");
                 }
                 Err(e) => tracing::error!(error = %e, "outbox: remove task failed"),
             }

@@ -645,6 +645,10 @@ fn run_scripts(eng: &mut RulesEngine, scripts: &[(u64, Vec<Step>)]) -> (u64, u64
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scripted scenario, step by step; splitting it would hide the story"
+)]
 fn fragment_hand_off_across_an_occlusion_at_the_line() {
     use TrackState::{Confirmed as C, Lost as L, Tentative as T};
     // The line is x = 0.5 (hysteresis 0.02); boxes are 100 px tall in a

@@ -23,10 +23,12 @@ fn bench(c: &mut Criterion) {
             black_box(
                 ob.append(&Append {
                     camera: "cam",
-                    seq,
+                    seq: Some(seq),
                     event_topic: "t/d/n/cam/events",
                     event: &event,
                     snapshot: None,
+                    copy_topic: None,
+                    open: None,
                 })
                 .unwrap(),
             )
@@ -38,10 +40,12 @@ fn bench(c: &mut Criterion) {
             black_box(
                 ob.append(&Append {
                     camera: "cam",
-                    seq,
+                    seq: Some(seq),
                     event_topic: "t/d/n/cam/events",
                     event: &event,
                     snapshot: Some(("t/d/n/cam/snapshot/x", &jpeg, &event)),
+                    copy_topic: None,
+                    open: None,
                 })
                 .unwrap(),
             )
@@ -62,10 +66,12 @@ fn bench(c: &mut Criterion) {
                     keys.push(
                         ob.append(&Append {
                             camera: "del",
-                            seq,
+                            seq: Some(seq),
                             event_topic: "t/d/n/del/events",
                             event: &event,
                             snapshot: None,
+                            copy_topic: None,
+                            open: None,
                         })
                         .unwrap(),
                     );

@@ -111,7 +111,7 @@ fn snapshot_boxes_outside_the_frame() {
 #[tokio::test]
 async fn event_box_outside_the_frame_is_clamped_on_the_wire() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = rumqttc::MqttOptions::new("bad-input", "127.0.0.1", free_port());
+    let opts = rumqttc::v5::MqttOptions::new("bad-input", "127.0.0.1", free_port());
     let (publisher, _h) = Publisher::start(
         opts,
         NodeIdentity {
@@ -125,11 +125,14 @@ async fn event_box_outside_the_frame_is_clamped_on_the_wire() {
             quota_bytes: 1 << 20,
             replay_rate: 10.0,
             stats_interval: Duration::from_secs(3600),
+            max_packet_bytes: 1 << 20,
+            puback_timeout: Duration::from_secs(30),
         },
     )
     .unwrap();
     let now = SystemTime::now();
     let rec = EventRecord {
+        run: 1,
         kind: EventType::New,
         track_id: 1,
         class_id: 0,

@@ -1,7 +1,7 @@
 //! The snapshot byte budget (issue 5, test 6), with the real `edge-node`
 //! binary, a real mosquitto and the bundled clip on two cameras: a tight
 //! budget degrades snapshots in steps (quality, height, crop, none), never
-//! drops an event, stays within its token bucket, and the `edge-stats/2`
+//! drops an event, stays within its token bucket, and the `edge-stats/3`
 //! message accounts for every byte the subscriber received.
 
 mod common;
@@ -22,7 +22,7 @@ fn camera(id: &str) -> String {
     )
 }
 
-/// Which class of traffic a topic is, as `edge-stats/2` names them.
+/// Which class of traffic a topic is, as `edge-stats/3` names them.
 fn class(topic: &str) -> &'static str {
     if topic.contains("/snapshot/") {
         "snapshots"

@@ -104,7 +104,7 @@ fn last_stats(msgs: &[Msg]) -> serde_json::Value {
 
 fn validate_stats(v: &serde_json::Value) {
     let text =
-        std::fs::read_to_string(repo().join("docs/schemas/edge-stats-2.schema.json")).unwrap();
+        std::fs::read_to_string(repo().join("docs/schemas/edge-stats-3.schema.json")).unwrap();
     let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
     let val = jsonschema::options()
         .should_validate_formats(true)
@@ -113,7 +113,7 @@ fn validate_stats(v: &serde_json::Value) {
     let errors: Vec<String> = val.iter_errors(v).map(|e| e.to_string()).collect();
     assert!(
         errors.is_empty(),
-        "stats break edge-stats/2: {errors:?}\n{v}"
+        "stats break edge-stats/3: {errors:?}\n{v}"
     );
 }
 
@@ -310,10 +310,12 @@ fn replay_throughput_after_restart() {
             );
             ob.append(&Append {
                 camera: "backlog",
-                seq,
+                seq: Some(seq),
                 event_topic: topic,
                 event: body.as_bytes(),
                 snapshot: None,
+                copy_topic: None,
+                open: None,
             })
             .unwrap();
         }

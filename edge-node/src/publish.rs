@@ -9,12 +9,12 @@
 //! ```text
 //! {prefix}/{district}/{node}/status                        retained; LWT (online | offline | stopped)
 //! {prefix}/{district}/{node}/{camera}/status               retained camera state
-//! {prefix}/{district}/{node}/{camera}/events               QoS 1, edge-event/3 JSON
-//! {prefix}/{district}/{node}/{camera}/alerts               QoS 1, alerts only: edge-event/3
-//!                                                          (per object) or edge-zone-alert/2 (crowding)
+//! {prefix}/{district}/{node}/{camera}/events               QoS 1, edge-event/4 JSON
+//! {prefix}/{district}/{node}/{camera}/alerts               QoS 1, alerts only: edge-event/4
+//!                                                          (per object) or edge-zone-alert/3 (crowding)
 //! {prefix}/{district}/{node}/{camera}/counts               QoS 1, edge-counts/1 every counts interval
 //! {prefix}/{district}/{node}/{camera}/snapshot/{id}        QoS 1, JPEG bytes, not retained
-//! {prefix}/{district}/{node}/stats                         retained, edge-stats/2 (outbox, bytes, budget)
+//! {prefix}/{district}/{node}/stats                         retained, edge-stats/3 (outbox, bytes, budget)
 //! ```
 //!
 //! Events and snapshots go through the durable [`outbox`] first: a pump task
@@ -26,7 +26,7 @@
 //! types, conversion from internal forms), `record` (what the node hands
 //! over: [`EventRecord`], [`SnapshotOutcome`]), `client` (MQTT options, the
 //! event-loop task, pkid ↔ outbox key), `pump` (outbox → client), `stats`
-//! (byte and snapshot counters, `edge-stats/2`), [`outbox`] (the durable
+//! (byte and snapshot counters, `edge-stats/3`), [`outbox`] (the durable
 //! store), [`watch`] (a human-readable subscriber), `embedded` (a broker).
 //! This root holds [`Publisher`] and its public methods.
 
@@ -42,32 +42,39 @@ mod stats;
 mod topics;
 mod wire;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::LastWill;
+use rumqttc::v5::{AsyncClient, MqttOptions};
 use tokio::task::JoinHandle;
 
 use crate::rules::CountsReport;
 
 pub use client::mqtt_options;
-pub use record::{EventRecord, OmitReason, SnapshotOutcome, SnapshotPayload};
+pub use record::{EventRecord, OmitReason, SnapshotOutcome, SnapshotPayload, ZoneAlertRecord};
 pub use stats::{CameraStats, ClassBytes, PublishStats, SnapshotCounts};
 pub use topics::{TopicClass, Topics};
 pub use wire::{
     AlertDetail, BudgetStats, CAMERA_STATUS_SCHEMA, COUNTS_SCHEMA, CameraState,
-    CameraStatusMessage, CountsMessage, Degraded, EVENT_SCHEMA, EventMessage, EventType, FrameSize,
-    LineCountsWire, NODE_STATUS_SCHEMA, NodeOutbox, NodeState, NodeStatusMessage, OutboxStats,
-    STATS_SCHEMA, SentStats, SnapshotOmitted, SnapshotRef, StatsMessage, WireBox, WireCounter,
-    ZONE_ALERT_SCHEMA, ZoneAlertMessage, ZoneCountsWire, rfc3339,
+    CameraStatusMessage, CountsMessage, Degraded, EVENT_SCHEMA, EndReason, EventMessage, EventType,
+    FrameSize, LineCountsWire, NODE_STATUS_SCHEMA, NodeOutbox, NodeState, NodeStatusMessage,
+    OutboxStats, STATS_SCHEMA, SentStats, SnapshotOmitted, SnapshotRef, StatsMessage, WireBox,
+    WireCounter, ZONE_ALERT_SCHEMA, ZoneAlertMessage, ZoneCountsWire, rfc3339,
 };
 
 use client::{Link, drive};
-use pump::pump;
+use pump::{PUBLISH_OVERHEAD, pump};
 use stats::{Traffic, stats_loop};
 use wire::Origin;
+
+/// How long a write to a healthy outbox is retried (while the store is
+/// reopened after a fault) before the message is counted as lost. Once the
+/// store is known to be failing, one attempt is made per message.
+const STORE_RETRY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -92,6 +99,14 @@ pub enum PublishError {
     Outbox(#[from] outbox::OutboxError),
     #[error("the outbox writer task failed: {0}")]
     OutboxTask(String),
+    #[error(
+        "message {seq} of camera {camera} is lost: the outbox could not store it ({reason}); its seq is skipped and counted in lost_events"
+    )]
+    Lost {
+        camera: String,
+        seq: String,
+        reason: String,
+    },
 }
 
 /// Outbox settings the publisher needs.
@@ -102,6 +117,10 @@ pub struct OutboxOptions {
     /// Outbox messages per second handed to the client, at most.
     pub replay_rate: f64,
     pub stats_interval: Duration,
+    /// The node's own MQTT packet limit (`[mqtt] max_packet_bytes`).
+    pub max_packet_bytes: usize,
+    /// A publish waiting this long with no PUBACK arriving drops the connection.
+    pub puback_timeout: Duration,
 }
 
 struct Shared {
@@ -114,8 +133,14 @@ struct Shared {
     /// Latest retained camera status, re-sent after every reconnect.
     camera_status: Mutex<BTreeMap<String, CameraStatusMessage>>,
     stats: PublishStats,
-    /// Node start, in ms since the epoch: makes event ids unique across restarts.
-    boot_ms: u64,
+    /// Per camera: its latest run stamp (see [`Publisher::camera_run`]).
+    runs: Mutex<HashMap<String, u64>>,
+    /// The broker's maximum packet size from its CONNACK (0: none announced).
+    broker_max_packet: AtomicU32,
+    /// Why delivery is held up (a refusal, a PUBACK timeout), until the next delivery.
+    delivery_error: Mutex<Option<String>>,
+    /// The broker's address, for logs.
+    broker: String,
     outbox: Arc<outbox::Outbox>,
     opts: OutboxOptions,
     link: Mutex<Link>,
@@ -145,7 +170,9 @@ pub struct NodeIdentity {
 
 impl Publisher {
     /// Open the outbox, create the client and spawn the tasks that drive its
-    /// event loop and drain the outbox. The node's last will is its `offline` status.
+    /// event loop and drain the outbox. The node's last will is its `offline`
+    /// status. Objects a previous run left open (it died without sending
+    /// their `end`) are ended first, with `end_reason: "restart"`.
     pub fn start(
         mut opts: MqttOptions,
         ident: NodeIdentity,
@@ -162,22 +189,21 @@ impl Publisher {
             );
         }
         let topics = Topics::new(&ident.prefix, &ident.district, &ident.node);
-        let started = SystemTime::now();
-        let boot_ms = started
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let (host, port) = opts.broker_address();
         let shared = Arc::new(Shared {
             topics,
             node: ident.node,
             district: ident.district,
             cameras: Mutex::new(ident.cameras),
-            started,
+            started: SystemTime::now(),
             camera_status: Mutex::new(BTreeMap::new()),
             stats: PublishStats::default(),
             traffic: Mutex::new(Traffic::default()),
             budget: Mutex::new(None),
-            boot_ms,
+            runs: Mutex::new(HashMap::new()),
+            broker_max_packet: AtomicU32::new(0),
+            delivery_error: Mutex::new(None),
+            broker: format!("{host}:{port}"),
             link: Mutex::new(Link {
                 replaying: !ob.is_empty(),
                 ..Link::default()
@@ -193,9 +219,11 @@ impl Publisher {
             serde_json::to_vec(&will).unwrap_or_default(),
             QoS::AtLeastOnce,
             true,
+            None,
         ));
         let (client, eventloop) = AsyncClient::new(opts, 1024);
         let p = Publisher { client, shared };
+        p.end_open_objects();
         let h = tokio::spawn(drive(eventloop, p.clone()));
         tokio::spawn(pump(p.clone()));
         tokio::spawn(stats_loop(p.clone()));
@@ -215,18 +243,37 @@ impl Publisher {
         self.shared.outbox.counters()
     }
 
-    /// The last `seq` stored for `camera` (0 if none): numbering continues
-    /// from here after a restart.
+    /// Why the outbox store is failing (`None`: healthy).
+    pub fn outbox_failure(&self) -> Option<outbox::Failure> {
+        self.shared.outbox.health()
+    }
+
+    /// The last `seq` handed out for `camera` (0 if none): numbering
+    /// continues from here after a restart.
     pub fn last_seq(&self, camera: &str) -> u64 {
         self.shared.outbox.last_seq(camera)
     }
 
-    /// A globally unique, stable event id: node, camera, node start time and track.
-    pub fn event_id(&self, camera: &str, track_id: u64) -> String {
-        format!(
-            "{}.{camera}.{:x}.{track_id}",
-            self.shared.node, self.shared.boot_ms
-        )
+    /// A new run of `camera` (it starts, or restarts after a reload): its
+    /// start in ms since the epoch, strictly greater than any earlier run of
+    /// the camera in this process. Object ids carry it, so that a restarted
+    /// tracker counting its track ids from 1 again names new objects anew.
+    pub fn camera_run(&self, camera: &str) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let Ok(mut runs) = self.shared.runs.lock() else {
+            return now;
+        };
+        let run = runs.get(camera).map_or(now, |&last| now.max(last + 1));
+        runs.insert(camera.to_string(), run);
+        run
+    }
+
+    /// A globally unique, stable object id: node, camera, camera run and track.
+    pub fn event_id(&self, camera: &str, run: u64, track_id: u64) -> String {
+        format!("{}.{camera}.{run:x}.{track_id}", self.shared.node)
     }
 
     /// Report the node's snapshot budget in the stats message.
@@ -234,6 +281,64 @@ impl Publisher {
         if let Ok(mut b) = self.shared.budget.lock() {
             *b = Some(budget);
         }
+    }
+
+    /// The tightest packet limit now: the node's `max_packet_bytes` or the
+    /// broker's maximum packet size (from its CONNACK), and whose it is.
+    fn packet_limit(&self) -> Option<(usize, &'static str)> {
+        let own = (
+            self.shared.opts.max_packet_bytes,
+            "the node's [mqtt] max_packet_bytes",
+        );
+        let broker = self.shared.broker_max_packet.load(Ordering::Relaxed) as usize;
+        if broker > 0 && broker < own.0 {
+            Some((broker, "the broker's maximum packet size"))
+        } else {
+            Some(own)
+        }
+    }
+
+    /// A snapshot that cannot fit one packet on `topic` goes as `too_large`.
+    fn fit(&self, camera: &str, topic: &str, s: SnapshotOutcome) -> SnapshotOutcome {
+        let SnapshotOutcome::Sent(p) = &s else {
+            return s;
+        };
+        let size = topic.len() + p.jpeg.len() + PUBLISH_OVERHEAD;
+        match self.packet_limit() {
+            Some((limit, whose)) if size > limit => {
+                tracing::warn!(
+                    camera,
+                    topic,
+                    bytes = size,
+                    limit,
+                    limit_of = whose,
+                    "snapshot larger than the MQTT packet limit: the message goes without it (snapshot_omitted: too_large)"
+                );
+                SnapshotOutcome::Omitted(OmitReason::TooLarge)
+            }
+            _ => s,
+        }
+    }
+
+    pub(super) fn set_delivery_error(&self, e: Option<String>) {
+        let changed = match self.shared.delivery_error.lock() {
+            Ok(mut d) if *d != e => {
+                *d = e;
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            self.announce_node();
+        }
+    }
+
+    pub(super) fn delivery_error(&self) -> Option<String> {
+        self.shared
+            .delivery_error
+            .lock()
+            .ok()
+            .and_then(|d| d.clone())
     }
 
     /// Publish a retained state message. While the link is down it is not
@@ -266,6 +371,43 @@ impl Publisher {
         }
     }
 
+    /// Commit `rec` to the outbox. A storage fault is retried for up to
+    /// [`STORE_RETRY`] while the store was healthy; when the message still
+    /// cannot be stored it is counted as lost and its `seq` stays consumed.
+    async fn store(&self, rec: Arc<Record>) -> Result<(), PublishError> {
+        let was_failing = self.shared.outbox.health().is_some();
+        let deadline = Instant::now()
+            + if was_failing {
+                Duration::ZERO
+            } else {
+                STORE_RETRY
+            };
+        loop {
+            let (ob, r) = (self.shared.outbox.clone(), rec.clone());
+            let res = tokio::task::spawn_blocking(move || ob.append(&r.as_append()))
+                .await
+                .map_err(|e| PublishError::OutboxTask(e.to_string()))?;
+            match res {
+                Ok(_) => {
+                    self.shared.wake.notify_one();
+                    return Ok(());
+                }
+                Err(e) if e.fault().is_some() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    self.shared.outbox.lost(&rec.camera, rec.seq);
+                    self.shared.wake.notify_one();
+                    return Err(PublishError::Lost {
+                        camera: rec.camera.clone(),
+                        seq: rec.seq.map_or_else(|| "-".into(), |s| s.to_string()),
+                        reason: e.fault().unwrap_or_else(|| e.to_string()),
+                    });
+                }
+            }
+        }
+    }
+
     /// Commit one lifecycle message (and its snapshot, sent first, so a
     /// subscriber that reads the event can already have the picture) to the
     /// outbox; the pump publishes it. Returns once it is durable.
@@ -278,14 +420,14 @@ impl Publisher {
         rec: &EventRecord,
         snapshot: Option<SnapshotOutcome>,
     ) -> Result<EventMessage, PublishError> {
-        let id = self.event_id(camera, rec.track_id);
+        let id = self.event_id(camera, rec.run, rec.track_id);
+        let snap_topic = self.shared.topics.snapshot(camera, &id);
+        let snapshot = snapshot.map(|s| self.fit(camera, &snap_topic, s));
         let counted = snapshot.as_ref().map(SnapshotOutcome::result);
         let (picture, omitted) = snapshot.map(SnapshotOutcome::split).unwrap_or_default();
-        let snap_ref = picture
-            .as_ref()
-            .map(|s| SnapshotRef::new(self.shared.topics.snapshot(camera, &id), s));
+        let snap_ref = picture.as_ref().map(|s| SnapshotRef::new(snap_topic, s));
         let o = self.origin(camera);
-        let mut msg = wire::event_message(o, seq, id, rec, snap_ref, omitted);
+        let mut msg = wire::event_message(o, seq, id.clone(), rec, snap_ref, omitted);
         let body = json(&msg)?;
         let snap = match (picture, msg.snapshot.take()) {
             (Some(s), Some(r)) => {
@@ -298,36 +440,26 @@ impl Publisher {
             }
             _ => None,
         };
-        let ob = self.shared.outbox.clone();
-        let (cam, topic) = (camera.to_string(), self.shared.topics.events(camera));
-        // Object alerts are also copied to the alerts-only topic, through the
-        // outbox too and after the event, so the copy never arrives before
-        // its snapshot.
-        let alert_topic = (!msg.alerts.is_empty()).then(|| self.shared.topics.alerts(camera));
         let snap_len = snap.as_ref().map(|s| s.1.len() as u64);
-        tokio::task::spawn_blocking(move || {
-            ob.append(&outbox::Append {
-                camera: &cam,
-                seq,
-                event_topic: &topic,
-                event: &body,
-                snapshot: snap
-                    .as_ref()
-                    .map(|(t, j, f)| (t.as_str(), j.as_slice(), f.as_slice())),
-            })?;
-            if let Some(t) = &alert_topic {
-                ob.append(&outbox::Append {
-                    camera: &cam,
-                    seq,
-                    event_topic: t,
-                    event: &body,
-                    snapshot: None,
-                })?;
-            }
-            Ok::<_, outbox::OutboxError>(())
-        })
-        .await
-        .map_err(|e| PublishError::OutboxTask(e.to_string()))??;
+        // What a restart needs to end the object: its latest message, without a picture.
+        let last = snap.as_ref().map_or_else(|| body.clone(), |s| s.2.clone());
+        let open = match rec.kind {
+            EventType::New | EventType::Update => Some(last),
+            EventType::End => None,
+        };
+        self.store(Arc::new(Record {
+            camera: camera.to_string(),
+            seq: Some(seq),
+            topic: self.shared.topics.events(camera),
+            body,
+            snapshot: snap,
+            // Object alerts are also copied to the alerts-only topic, in the
+            // same commit and after the event, so the copy never arrives
+            // before its snapshot.
+            copy_topic: (!msg.alerts.is_empty()).then(|| self.shared.topics.alerts(camera)),
+            open: Some((id, open)),
+        }))
+        .await?;
         self.count_snapshot(camera, counted);
         let st = &self.shared.stats;
         st.events.fetch_add(1, Ordering::Relaxed);
@@ -335,68 +467,133 @@ impl Publisher {
             st.snapshots.fetch_add(1, Ordering::Relaxed);
             st.snapshot_bytes.fetch_add(n, Ordering::Relaxed);
         }
-        self.shared.wake.notify_one();
         Ok(msg)
     }
 
-    /// Publish a zone-level alert on the alerts topic, its whole-frame
-    /// snapshot first when there is one. `kind` is `crowding` or
-    /// `crowding_cleared`; `seq` counts this camera's zone alerts;
+    /// End every object a previous run left open (it died before their
+    /// `end`): an `end` with `end_reason: "restart"`, the object's last known
+    /// box and time, and the camera's next `seq`.
+    fn end_open_objects(&self) {
+        let ob = &self.shared.outbox;
+        let open = match ob.open_objects() {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox: cannot read the objects left open");
+                return;
+            }
+        };
+        let mut ended = 0;
+        for (id, last) in open {
+            let mut m = match serde_json::from_slice::<EventMessage>(&last) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(id = %id, error = %e, "outbox: an open object's last message is unreadable; forgetting it");
+                    let _ = ob.forget_open(&id);
+                    continue;
+                }
+            };
+            let seq = ob.last_seq(&m.camera) + 1;
+            m.schema = EVENT_SCHEMA.into();
+            m.seq = seq;
+            m.kind = EventType::End;
+            m.end_time = Some(m.frame_time.clone());
+            m.snapshot = None;
+            m.snapshot_omitted = None;
+            m.alerts.clear();
+            m.alert = None;
+            m.end_reason = Some(EndReason::Restart);
+            let Ok(body) = serde_json::to_vec(&m) else {
+                continue;
+            };
+            let topic = self.shared.topics.events(&m.camera);
+            let r = ob.append(&outbox::Append {
+                camera: &m.camera,
+                seq: Some(seq),
+                event_topic: &topic,
+                event: &body,
+                snapshot: None,
+                copy_topic: None,
+                open: Some(outbox::OpenObject::Clear { id: &id }),
+            });
+            match r {
+                Ok(_) => ended += 1,
+                Err(e) => {
+                    tracing::error!(id = %id, error = %e, "outbox: cannot end an object left open");
+                }
+            }
+        }
+        if ended > 0 {
+            tracing::info!(
+                ended,
+                "objects left open by the previous run ended (end_reason: restart)"
+            );
+        }
+    }
+
+    /// Commit a zone-level alert for the alerts topic, with its whole-frame
+    /// snapshot first when there is one: through the outbox, as events go.
     /// `snapshot`: what became of the crowding picture (`None`: none was due).
-    #[allow(clippy::too_many_arguments)]
     pub async fn zone_alert(
         &self,
         camera: &str,
-        seq: u64,
-        zone: &str,
-        kind: &str,
-        occupancy: u32,
-        dwell_s: Option<f64>,
-        time: SystemTime,
+        rec: &ZoneAlertRecord,
         snapshot: Option<SnapshotOutcome>,
     ) -> Result<ZoneAlertMessage, PublishError> {
-        let id = format!(
-            "{}.{camera}.{:x}.z{seq}",
-            self.shared.node, self.shared.boot_ms
-        );
+        let id = format!("{}.{camera}.{:x}.z{}", self.shared.node, rec.run, rec.seq);
+        let snap_topic = self.shared.topics.snapshot(camera, &id);
+        let snapshot = snapshot.map(|s| self.fit(camera, &snap_topic, s));
         let counted = snapshot.as_ref().map(SnapshotOutcome::result);
         let (picture, omitted) = snapshot.map(SnapshotOutcome::split).unwrap_or_default();
-        let snap_ref = match picture {
-            Some(s) => {
-                let topic = self.shared.topics.snapshot(camera, &id);
-                let r = SnapshotRef::new(topic.clone(), &s);
-                let n = s.jpeg.len() as u64;
-                self.send(topic, s.jpeg, false).await?;
-                let st = &self.shared.stats;
-                st.snapshots.fetch_add(1, Ordering::Relaxed);
-                st.snapshot_bytes.fetch_add(n, Ordering::Relaxed);
-                Some(r)
-            }
-            None => None,
-        };
-        let msg = ZoneAlertMessage {
+        let mut msg = ZoneAlertMessage {
             schema: ZONE_ALERT_SCHEMA.into(),
             id,
-            seq,
+            seq: rec.seq,
             node: self.shared.node.clone(),
             district: self.shared.district.clone(),
             camera: camera.into(),
-            zone: zone.into(),
-            alerts: vec![kind.to_string()],
-            occupancy,
-            dwell_s: dwell_s.map(|d| (d * 1e3).round() / 1e3),
-            time: rfc3339(time),
-            snapshot: snap_ref,
+            zone: rec.zone.clone(),
+            alerts: vec![rec.kind.clone()],
+            occupancy: rec.occupancy,
+            dwell_s: rec.dwell_s.map(|d| (d * 1e3).round() / 1e3),
+            time: rfc3339(rec.time),
+            snapshot: picture
+                .as_ref()
+                .map(|s| SnapshotRef::new(snap_topic.clone(), s)),
             snapshot_omitted: omitted.map(SnapshotOmitted::from),
         };
-        self.count_snapshot(camera, counted);
         let body = json(&msg)?;
-        self.send(self.shared.topics.alerts(camera), body, false)
-            .await?;
+        let snap = match picture {
+            Some(s) => {
+                let r = msg.snapshot.take();
+                msg.snapshot_omitted = Some(SnapshotOmitted::Evicted);
+                let fallback = json(&msg)?;
+                msg.snapshot_omitted = None;
+                msg.snapshot = r;
+                Some((snap_topic, s.jpeg, fallback))
+            }
+            None => None,
+        };
+        let snap_len = snap.as_ref().map(|s| s.1.len() as u64);
+        self.store(Arc::new(Record {
+            camera: camera.to_string(),
+            seq: None,
+            topic: self.shared.topics.alerts(camera),
+            body,
+            snapshot: snap,
+            copy_topic: None,
+            open: None,
+        }))
+        .await?;
+        self.count_snapshot(camera, counted);
+        if let Some(n) = snap_len {
+            let st = &self.shared.stats;
+            st.snapshots.fetch_add(1, Ordering::Relaxed);
+            st.snapshot_bytes.fetch_add(n, Ordering::Relaxed);
+        }
         Ok(msg)
     }
 
-    /// Publish one counts message (not retained: every interval matters):
+    /// Commit one counts message to the outbox (not retained: every interval matters):
     /// `report` of `camera` for the interval `interval_start..interval_end`,
     /// class ids named by `label`. Returns the payload size.
     pub async fn counts(
@@ -412,8 +609,16 @@ impl Publisher {
         let msg = wire::counts_message(o, seq, report, &label, interval_start, interval_end);
         let body = json(&msg)?;
         let n = body.len();
-        self.send(self.shared.topics.counts(camera), body, false)
-            .await?;
+        self.store(Arc::new(Record {
+            camera: camera.to_string(),
+            seq: None,
+            topic: self.shared.topics.counts(camera),
+            body,
+            snapshot: None,
+            copy_topic: None,
+            open: None,
+        }))
+        .await?;
         Ok(n)
     }
     /// Record and publish (retained) a camera's state.
@@ -523,6 +728,10 @@ fn node_status(shared: &Shared, state: NodeState, since: Option<SystemTime>) -> 
                 snapshots: c.snapshots,
                 evicted_events: c.evicted_events,
                 evicted_snapshots: c.evicted_snapshots,
+                lost_events: c.lost_events,
+                quarantined: c.quarantined,
+                store_error: shared.outbox.health().map(|f| f.reason),
+                delivery_error: shared.delivery_error.lock().ok().and_then(|d| d.clone()),
             }
         }),
     }
@@ -531,4 +740,37 @@ fn node_status(shared: &Shared, state: NodeState, since: Option<SystemTime>) -> 
 /// A wire message as JSON bytes.
 fn json<T: serde::Serialize>(msg: &T) -> Result<Vec<u8>, PublishError> {
     serde_json::to_vec(msg).map_err(|e| PublishError::ClientGone(e.to_string()))
+}
+
+/// One message for the outbox, owned (it crosses into a blocking task).
+struct Record {
+    camera: String,
+    seq: Option<u64>,
+    topic: String,
+    body: Vec<u8>,
+    /// `(topic, jpeg, the message without its snapshot reference)`.
+    snapshot: Option<(String, Vec<u8>, Vec<u8>)>,
+    copy_topic: Option<String>,
+    /// The object's id and its latest message while it is open (`None`: it ends).
+    open: Option<(String, Option<Vec<u8>>)>,
+}
+
+impl Record {
+    fn as_append(&self) -> outbox::Append<'_> {
+        outbox::Append {
+            camera: &self.camera,
+            seq: self.seq,
+            event_topic: &self.topic,
+            event: &self.body,
+            snapshot: self
+                .snapshot
+                .as_ref()
+                .map(|(t, j, f)| (t.as_str(), j.as_slice(), f.as_slice())),
+            copy_topic: self.copy_topic.as_deref(),
+            open: self.open.as_ref().map(|(id, last)| match last {
+                Some(l) => outbox::OpenObject::Set { id, last: l },
+                None => outbox::OpenObject::Clear { id },
+            }),
+        }
+    }
 }

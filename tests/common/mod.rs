@@ -286,12 +286,12 @@ fn load_schema(name: &str) -> jsonschema::Validator {
 
 pub fn schemas() -> Schemas {
     Schemas {
-        event: load_schema("edge-event-3.schema.json"),
+        event: load_schema("edge-event-4.schema.json"),
         counts: load_schema("edge-counts-1.schema.json"),
-        zone_alert: load_schema("edge-zone-alert-2.schema.json"),
-        node: load_schema("edge-node-status-2.schema.json"),
+        zone_alert: load_schema("edge-zone-alert-3.schema.json"),
+        node: load_schema("edge-node-status-3.schema.json"),
         camera: load_schema("edge-camera-status-1.schema.json"),
-        stats: load_schema("edge-stats-2.schema.json"),
+        stats: load_schema("edge-stats-3.schema.json"),
     }
 }
 
@@ -322,7 +322,7 @@ impl Schemas {
                 (&self.event, "event")
             } else if m.topic.ends_with("/counts") {
                 (&self.counts, "counts")
-            } else if m.topic.ends_with("/alerts") && v["schema"] == "edge-zone-alert/2" {
+            } else if m.topic.ends_with("/alerts") && v["schema"] == "edge-zone-alert/3" {
                 (&self.zone_alert, "zone alert")
             } else if m.topic.ends_with("/alerts") {
                 (&self.event, "event")

@@ -225,16 +225,22 @@ pub(super) fn check_file(ck: &mut Checks, p: &PipelineFile) {
 fn check_node_and_mqtt(ck: &mut Checks, p: &PipelineFile) {
     ck.id("node.id", &p.node.id);
     ck.id("node.district", &p.node.district);
-    if p.mqtt.topic_prefix.is_empty()
-        || p.mqtt
-            .topic_prefix
+    let prefix = &p.mqtt.topic_prefix;
+    if prefix.starts_with('$') {
+        ck.err(
+            "mqtt.topic_prefix",
+            format!("{prefix:?} starts with '$': brokers keep such topics for themselves ($SYS) and drop what clients publish there"),
+            "use a prefix that starts with a letter or digit, e.g. \"hanoi\"",
+        );
+    } else if prefix.is_empty()
+        || prefix
             .split('/')
-            .any(|l| l.is_empty() || l.contains(['+', '#', ' ']))
+            .any(|l| l.is_empty() || l.contains(['+', '#', ' ']) || l.chars().any(char::is_control))
     {
         ck.err(
             "mqtt.topic_prefix",
-            format!("{:?} is not a usable topic prefix", p.mqtt.topic_prefix),
-            "use one or more non-empty topic levels without '+', '#' or spaces, e.g. \"hanoi\"",
+            format!("{prefix:?} is not a usable topic prefix"),
+            "use one or more non-empty topic levels without '+', '#', spaces or control characters, e.g. \"hanoi\"",
         );
     }
     match parse_broker_url(&p.mqtt.url, p.mqtt.embedded_port) {
@@ -626,5 +632,28 @@ b = [0.5, 0.1]
         check_file(&mut ck, &p);
         let fields: Vec<String> = ck.errors.into_iter().map(|e| e.field).collect();
         assert_eq!(fields, ["snapshot.quality", "cameras[0].lines[0].b"]);
+    }
+
+    /// Brokers drop what clients publish under `$…` (`$SYS`), and a control
+    /// character makes the broker close the connection: both are refused.
+    #[test]
+    fn topic_prefix_refuses_dollar_and_control_characters() {
+        let fields = |prefix: &str| {
+            let mut p = file();
+            p.mqtt.topic_prefix = prefix.into();
+            let mut ck = Checks::new(Path::new("p.toml"));
+            check_node_and_mqtt(&mut ck, &p);
+            ck.errors
+                .into_iter()
+                .map(|e| (e.field, e.problem))
+                .collect::<Vec<_>>()
+        };
+        assert!(fields("hanoi/north").is_empty());
+        for bad in ["$SYS", "$share/x", "ha\u{7}noi", "a/\tb", "a//b", "a/+", ""] {
+            let errs = fields(bad);
+            assert_eq!(errs.len(), 1, "{bad:?}: {errs:?}");
+            assert_eq!(errs[0].0, "mqtt.topic_prefix");
+        }
+        assert!(fields("$SYS")[0].1.contains("$SYS"));
     }
 }

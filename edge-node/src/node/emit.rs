@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::camera::{CameraAnalytics, Outgoing};
 use super::pictures::Painter;
@@ -15,7 +15,9 @@ use super::report::Samples;
 use super::slots::Handover;
 use crate::events::{EventAction, EventKind};
 use crate::frame::Frame;
-use crate::publish::{AlertDetail, EventRecord, EventType, Publisher};
+use crate::publish::{
+    AlertDetail, EventRecord, EventType, PublishError, Publisher, ZoneAlertRecord,
+};
 use crate::rules::{Alert, CountsReport, ObjectRules};
 
 /// Where one camera's messages go, and their numbering.
@@ -24,6 +26,8 @@ pub(super) struct Emitter {
     pub publisher: Publisher,
     pub labels: Arc<Vec<String>>,
     pub painter: Painter,
+    /// This camera run's stamp ([`Publisher::camera_run`]), in every object id.
+    pub run: u64,
     /// Last event `seq`; continues after a restart (the outbox stores it).
     pub seq: u64,
     pub counts_seq: u64,
@@ -114,6 +118,7 @@ impl Emitter {
             None => None,
         };
         let rec = EventRecord {
+            run: self.run,
             kind: match act.kind {
                 EventKind::New => EventType::New,
                 EventKind::Update => EventType::Update,
@@ -150,7 +155,7 @@ impl Emitter {
                 }
                 info!(kind = ?m.kind, id = %m.id, label = %m.label, score = m.score, "event");
             }
-            Err(e) => warn!(error = %e, "publish failed"),
+            Err(e) => publish_failed(&e),
         }
     }
 
@@ -161,24 +166,20 @@ impl Emitter {
             None => None,
         };
         self.zone_alert_seq += 1;
-        match self
-            .publisher
-            .zone_alert(
-                &self.id,
-                self.zone_alert_seq,
-                &al.rule,
-                al.kind.name(),
-                al.occupancy.unwrap_or(0),
-                al.dwell_s,
-                wall_at(f, al.t),
-                snapshot,
-            )
-            .await
-        {
+        let rec = ZoneAlertRecord {
+            run: self.run,
+            seq: self.zone_alert_seq,
+            zone: al.rule.clone(),
+            kind: al.kind.name().to_string(),
+            occupancy: al.occupancy.unwrap_or(0),
+            dwell_s: al.dwell_s,
+            time: wall_at(f, al.t),
+        };
+        match self.publisher.zone_alert(&self.id, &rec, snapshot).await {
             Ok(m) => {
                 info!(zone = %m.zone, alert = %al.kind.name(), occupancy = m.occupancy, "zone alert");
             }
-            Err(e) => warn!(error = %e, "publish failed"),
+            Err(e) => publish_failed(&e),
         }
     }
 
@@ -192,7 +193,16 @@ impl Emitter {
             .await
         {
             Ok(bytes) => info!(seq = self.counts_seq, bytes, "counts"),
-            Err(e) => warn!(error = %e, "publish failed"),
+            Err(e) => publish_failed(&e),
         }
+    }
+}
+
+/// A message that could not be handed over: a lost one (the outbox could
+/// not store it) is an error, it leaves a `seq` gap.
+fn publish_failed(e: &PublishError) {
+    match e {
+        PublishError::Lost { .. } => error!(error = %e, "message lost"),
+        _ => warn!(error = %e, "publish failed"),
     }
 }

@@ -189,6 +189,7 @@ impl NodeRun {
                 faces,
                 budget: self.budget.clone(),
             },
+            run: self.publisher.camera_run(&plan.id),
             // Numbering continues after a restart or reload (the outbox stores the last seq).
             seq: self.publisher.last_seq(&plan.id),
             counts_seq: 0,

@@ -1,13 +1,19 @@
-//! The MQTT client: options from the config (credentials, TLS, packet
+//! The MQTT 5 client: options from the config (credentials, TLS, packet
 //! sizes), the one `push` every QoS-1 publish goes through, and the task
-//! that drives rumqttc's event loop, mapping packet ids to outbox keys
-//! ([`Link`]) and re-announcing the retained state after every connect.
+//! that drives rumqttc's event loop: it maps packet ids to outbox keys
+//! ([`Link`]), treats a PUBACK with a failure reason code as a refusal
+//! (the record stays, its camera's queue waits), drops a connection whose
+//! broker stopped acknowledging, and re-announces the retained state after
+//! every connect.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rumqttc::{Event, EventLoop, MqttOptions, Packet, QoS, Transport};
+use rumqttc::Transport;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAck, PubAckReason};
+use rumqttc::v5::{ConnectionError, Event, EventLoop, MqttOptions};
 
 use super::wire::{CameraStatusMessage, NodeState};
 use super::{PublishError, Publisher, node_status};
@@ -59,9 +65,12 @@ pub fn mqtt_options(
     };
     let mut o = MqttOptions::new(client_id, host, port);
     o.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
-    // rumqttc's default 10 KiB limit drops the connection on the first snapshot.
-    o.set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes);
-    o.set_inflight(100);
+    // The largest packet the node accepts; what it sends is checked against
+    // `max_packet_bytes` and the broker's limit before it is handed over.
+    o.set_max_packet_size(Some(
+        u32::try_from(cfg.max_packet_bytes).unwrap_or(u32::MAX),
+    ));
+    o.set_outgoing_inflight_upper_limit(100);
     let (user, pass) = credentials(cfg)?;
     match (user, pass) {
         (Some(u), Some(p)) => o.set_credentials(u, p),
@@ -93,6 +102,21 @@ pub fn mqtt_options(
     Ok(o)
 }
 
+/// How many times in a row a record may be the oldest unacknowledged one of
+/// a connection that dropped before any PUBACK, before it is quarantined.
+const STRIKES: u32 = 5;
+/// A refused camera queue waits this long, doubling per refusal in a row.
+const REFUSED_WAIT_MIN: Duration = Duration::from_secs(1);
+const REFUSED_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// An outbox record handed to the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Sent {
+    pub key: u64,
+    pub camera: String,
+    pub topic: String,
+}
+
 /// Which QoS-1 publish is which: rumqttc reports `Outgoing::Publish(pkid)` in
 /// the order requests enter its channel, and `PubAck(pkid)` later. Every QoS-1
 /// publish goes through [`Publisher::push`], which records a tag in the same
@@ -101,9 +125,9 @@ pub fn mqtt_options(
 pub(super) struct Link {
     pub connected: bool,
     /// Tags of publishes in rumqttc's channel, in order (`None`: not from the outbox).
-    pub queued: VecDeque<Option<u64>>,
+    pub queued: VecDeque<Option<Sent>>,
     /// pkid → tag, sent and waiting for PUBACK.
-    pub by_pkid: HashMap<u16, Option<u64>>,
+    pub by_pkid: HashMap<u16, Option<Sent>>,
     /// Outbox keys handed to the client and not yet acknowledged.
     pub handed: usize,
     /// Acknowledged outbox keys, to delete in one batch.
@@ -114,45 +138,142 @@ pub(super) struct Link {
     pub turn: usize,
     /// Set when the link drops: everything unacknowledged is replayed from the outbox.
     pub replaying: bool,
+    /// Since when a sent publish has been waiting for its PUBACK with none
+    /// arriving (the PUBACK timeout's clock); `None` when nothing waits.
+    pub waiting_since: Option<Instant>,
+    /// PUBACKs on the current connection.
+    pub acks_this_connection: u64,
+    /// Per camera: its queue waits until then (the broker refused a record).
+    pub held: HashMap<String, Instant>,
+    /// Per camera: refusals in a row (the wait doubles with each).
+    pub refusals: HashMap<String, u32>,
+    /// Per outbox key: connections that dropped before any PUBACK while it
+    /// was the oldest unacknowledged record.
+    pub strikes: HashMap<u64, u32>,
+}
+
+/// What a PUBACK resolved.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Acked {
+    /// Not from the outbox (a retained status), or unknown.
+    Other,
+    /// The outbox record is delivered; its key is queued for deletion.
+    Delivered(u64),
+    /// The broker refused the record: it stays, and its camera's queue
+    /// waits `wait` before it is sent again.
+    Refused(Sent, Duration),
 }
 
 impl Link {
     /// A publish was handed to rumqttc's channel (in channel order).
-    fn queue(&mut self, tag: Option<u64>) {
-        self.queued.push_back(tag);
+    fn queue(&mut self, tag: Option<Sent>) {
         if tag.is_some() {
             self.handed += 1;
         }
+        self.queued.push_back(tag);
     }
 
     /// rumqttc wrote the next publish of its channel as `pkid`.
     fn on_outgoing(&mut self, pkid: u16) {
         if let Some(tag) = self.queued.pop_front() {
             self.by_pkid.insert(pkid, tag);
+            self.waiting_since.get_or_insert_with(Instant::now);
         }
     }
 
-    /// PUBACK for `pkid`: the outbox key it acknowledges (queued for
-    /// deletion), if the publish came from the outbox.
-    fn on_puback(&mut self, pkid: u16) -> Option<u64> {
-        let key = self.by_pkid.remove(&pkid)??;
+    /// PUBACK for `pkid`, `ok` unless its reason code is a failure (≥ 0x80).
+    fn on_puback(&mut self, pkid: u16, ok: bool) -> Acked {
+        let tag = self.by_pkid.remove(&pkid);
+        self.acks_this_connection += 1;
+        self.waiting_since = (!self.by_pkid.is_empty()).then(Instant::now);
+        let Some(Some(sent)) = tag else {
+            return Acked::Other;
+        };
         self.handed = self.handed.saturating_sub(1);
-        self.acked.push(key);
-        Some(key)
+        self.strikes.remove(&sent.key);
+        if ok {
+            self.refusals.remove(&sent.camera);
+            self.acked.push(sent.key);
+            return Acked::Delivered(sent.key);
+        }
+        let n = self.refusals.entry(sent.camera.clone()).or_insert(0);
+        let wait = REFUSED_WAIT_MIN
+            .saturating_mul(1 << (*n).min(6))
+            .min(REFUSED_WAIT_MAX);
+        *n += 1;
+        self.held.insert(sent.camera.clone(), Instant::now() + wait);
+        // Send the camera's queue again from the refused record on.
+        match sent.key.checked_sub(1) {
+            Some(before) => {
+                let c = self.cursors.entry(sent.camera.clone()).or_insert(before);
+                *c = (*c).min(before);
+            }
+            None => {
+                self.cursors.remove(&sent.camera);
+            }
+        }
+        Acked::Refused(sent, wait)
     }
 
     /// The connection is lost: forget every mapping; whatever was not
     /// acknowledged is replayed from the outbox. Returns how many outbox
-    /// messages were unacknowledged.
-    fn lost(&mut self) -> usize {
+    /// messages were unacknowledged, and the oldest of them when the
+    /// connection got no PUBACK at all (a strike against it).
+    fn lost(&mut self) -> (usize, Option<u64>) {
         let unacked = self.handed;
+        let suspect = if self.acks_this_connection == 0 {
+            self.by_pkid
+                .values()
+                .chain(self.queued.iter())
+                .flatten()
+                .map(|s| s.key)
+                .min()
+        } else {
+            None
+        };
         self.connected = false;
         self.queued.clear();
         self.by_pkid.clear();
         self.handed = 0;
         self.cursors.clear();
         self.replaying = true;
-        unacked
+        self.waiting_since = None;
+        self.acks_this_connection = 0;
+        (unacked, suspect)
+    }
+
+    /// Count a strike against `key`; true when it has reached [`STRIKES`].
+    fn strike(&mut self, key: u64) -> bool {
+        let n = self.strikes.entry(key).or_insert(0);
+        *n += 1;
+        *n >= STRIKES
+    }
+
+    /// Whether `camera`'s queue is waiting after a refusal.
+    pub fn is_held(&mut self, camera: &str, now: Instant) -> bool {
+        match self.held.get(camera) {
+            Some(&until) if until > now => true,
+            Some(_) => {
+                self.held.remove(camera);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// The MQTT 5 reason code of a PUBACK.
+fn reason_code(r: PubAckReason) -> u8 {
+    match r {
+        PubAckReason::Success => 0x00,
+        PubAckReason::NoMatchingSubscribers => 0x10,
+        PubAckReason::UnspecifiedError => 0x80,
+        PubAckReason::ImplementationSpecificError => 0x83,
+        PubAckReason::NotAuthorized => 0x87,
+        PubAckReason::TopicNameInvalid => 0x90,
+        PubAckReason::PacketIdentifierInUse => 0x91,
+        PubAckReason::QuotaExceeded => 0x97,
+        PubAckReason::PayloadFormatInvalid => 0x99,
     }
 }
 
@@ -161,7 +282,7 @@ impl Publisher {
     /// Returns false when the link is down or the channel is full.
     pub(super) fn push(
         &self,
-        tag: Option<u64>,
+        tag: Option<Sent>,
         topic: String,
         payload: Vec<u8>,
         retain: bool,
@@ -196,10 +317,7 @@ impl Publisher {
 
     /// Publish the retained state after every (re)connect.
     fn announce(&self) {
-        let online = node_status(&self.shared, NodeState::Online, Some(self.shared.started));
-        if let Ok(body) = serde_json::to_vec(&online) {
-            let _ = self.push(None, self.shared.topics.node_status(), body, true);
-        }
+        self.announce_node();
         let cams: Vec<CameraStatusMessage> = self
             .shared
             .camera_status
@@ -219,16 +337,27 @@ impl Publisher {
         self.publish_stats();
     }
 
+    /// Publish the retained `online` node status now (dropped while disconnected).
+    pub(super) fn announce_node(&self) {
+        let online = node_status(&self.shared, NodeState::Online, Some(self.shared.started));
+        if let Ok(body) = serde_json::to_vec(&online) {
+            let _ = self.push(None, self.shared.topics.node_status(), body, true);
+        }
+    }
+
     pub(super) fn client_closed(&self) -> bool {
         self.shared.stopping.load(Ordering::Relaxed)
             && !self.shared.stats.connected.load(Ordering::Relaxed)
     }
 
-    fn on_connack(&self, connects: u64) {
+    fn on_connack(&self, connects: u64, broker_max: Option<u32>) {
         let s = &self.shared.stats;
         if connects > 1 {
             s.reconnects.fetch_add(1, Ordering::Relaxed);
         }
+        self.shared
+            .broker_max_packet
+            .store(broker_max.unwrap_or(0), Ordering::Relaxed);
         s.connected.store(true, Ordering::Relaxed);
         if let Ok(mut l) = self.shared.link.lock() {
             l.connected = true;
@@ -237,54 +366,139 @@ impl Publisher {
         self.shared.wake.notify_one();
     }
 
-    /// The connection is lost (or could not be made).
-    fn on_error(&self, eventloop: &mut EventLoop, e: &rumqttc::ConnectionError, backoff: Duration) {
-        if let Ok(mut l) = self.shared.link.lock() {
-            // Nothing enters the channel while `connected` is false;
-            // drain what is there, and rumqttc's retransmit list.
-            eventloop.clean();
-            eventloop.pending.clear();
-            let unacked = l.lost();
-            if unacked > 0 {
-                tracing::info!(unacked, "outbox: unacknowledged messages will be replayed");
-            }
-        }
-        if self.shared.stats.connected.swap(false, Ordering::Relaxed) {
-            tracing::warn!(error = %e, "mqtt connection lost; reconnecting");
+    fn on_puback(&self, ack: &PubAck) {
+        let code = reason_code(ack.reason);
+        let ok = code < 0x80;
+        if ok {
+            self.shared.stats.acked.fetch_add(1, Ordering::Relaxed);
         } else {
-            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "mqtt connect failed");
+            self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
         }
+        let acked = match self.shared.link.lock() {
+            Ok(mut l) => l.on_puback(ack.pkid, ok),
+            Err(_) => Acked::Other,
+        };
+        match acked {
+            Acked::Delivered(_) => self.set_delivery_error(None),
+            Acked::Refused(sent, wait) => {
+                let why = ack
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.reason_string.clone())
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default();
+                let msg = format!(
+                    "the broker refused {} (PUBACK reason code {code:#04x} {:?}{why}); kept in the outbox",
+                    sent.topic, ack.reason
+                );
+                tracing::warn!(camera = %sent.camera, key = sent.key, topic = %sent.topic,
+                    reason_code = code, retry_in_ms = wait.as_millis() as u64,
+                    "mqtt: the broker refused a message; it stays in the outbox and is sent again");
+                self.set_delivery_error(Some(msg));
+            }
+            Acked::Other if !ok => {
+                tracing::warn!(pkid = ack.pkid, reason_code = code, reason = ?ack.reason,
+                    "mqtt: the broker refused a status message");
+            }
+            Acked::Other => {}
+        }
+        self.shared.wake.notify_one();
+    }
+
+    /// The connection is lost (or could not be made).
+    fn on_error(&self, eventloop: &mut EventLoop, e: &ConnectionError, backoff: Duration) {
+        self.drop_link(eventloop);
+        if self.shared.stats.connected.swap(false, Ordering::Relaxed) {
+            tracing::warn!(broker = %self.shared.broker, error = %e, "mqtt connection lost; reconnecting");
+        } else {
+            tracing::warn!(broker = %self.shared.broker, error = %e,
+                retry_in_ms = backoff.as_millis() as u64, "mqtt connect failed");
+        }
+    }
+
+    /// Forget the connection: drain rumqttc's channel and retransmit list
+    /// (nothing enters the channel while `connected` is false); everything
+    /// unacknowledged is replayed from the outbox. A record that was the
+    /// oldest unacknowledged one of [`STRIKES`] connections in a row that
+    /// dropped before any PUBACK is quarantined: it would block the queue.
+    fn drop_link(&self, eventloop: &mut EventLoop) {
+        let Ok(mut l) = self.shared.link.lock() else {
+            return;
+        };
+        eventloop.clean();
+        eventloop.pending.clear();
+        let (unacked, suspect) = l.lost();
+        if unacked > 0 {
+            tracing::info!(unacked, "outbox: unacknowledged messages will be replayed");
+        }
+        let Some(key) = suspect.filter(|&k| l.strike(k)) else {
+            return;
+        };
+        l.strikes.remove(&key);
+        drop(l);
+        self.quarantine(
+            key,
+            &format!("{STRIKES} connections in a row dropped before any PUBACK while it was the oldest unacknowledged record"),
+        );
+    }
+
+    /// The PUBACK timeout: a publish has waited longer than `timeout` with
+    /// no PUBACK arriving. Drop the connection and replay.
+    fn puback_overdue(&self, timeout: Duration) -> bool {
+        self.shared
+            .link
+            .lock()
+            .ok()
+            .and_then(|l| l.waiting_since)
+            .is_some_and(|t| t.elapsed() > timeout)
     }
 }
 
 /// Drive rumqttc's event loop forever: map pkids to outbox keys, collect
-/// PUBACKs, re-announce after each connect, and back off (capped) while the
+/// PUBACKs (and refusals), re-announce after each connect, drop a connection
+/// whose broker stopped acknowledging, and back off (capped) while the
 /// broker is unreachable. On a lost connection, rumqttc's in-memory copies
 /// of unacknowledged publishes are dropped: the outbox is the only source of
 /// truth and replays them, in order, from the oldest unacknowledged key.
 pub(super) async fn drive(mut eventloop: EventLoop, p: Publisher) {
     let mut backoff = Duration::from_millis(200);
     let mut connects = 0u64;
+    let timeout = p.shared.opts.puback_timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
-        match eventloop.poll().await {
+        let ev = tokio::select! {
+            ev = eventloop.poll() => ev,
+            _ = tick.tick() => {
+                if p.puback_overdue(timeout) {
+                    p.shared.stats.puback_timeouts.fetch_add(1, Ordering::Relaxed);
+                    let msg = format!(
+                        "the broker stopped acknowledging: no PUBACK for {} s; reconnecting",
+                        timeout.as_secs()
+                    );
+                    tracing::warn!(broker = %p.shared.broker, timeout_s = timeout.as_secs(),
+                        "mqtt: no PUBACK in time; dropping the connection, the outbox replays");
+                    p.set_delivery_error(Some(msg));
+                    p.drop_link(&mut eventloop);
+                    p.shared.stats.connected.store(false, Ordering::Relaxed);
+                }
+                continue;
+            }
+        };
+        match ev {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                tracing::info!(code = ?ack.code, "mqtt connected");
+                let broker_max = ack.properties.as_ref().and_then(|p| p.max_packet_size);
+                tracing::info!(broker = %p.shared.broker, code = ?ack.code,
+                    broker_max_packet = broker_max, "mqtt connected");
                 connects += 1;
                 backoff = Duration::from_millis(200);
-                p.on_connack(connects);
+                p.on_connack(connects, broker_max);
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
                 if let Ok(mut l) = p.shared.link.lock() {
                     l.on_outgoing(pkid);
                 }
             }
-            Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                p.shared.stats.acked.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut l) = p.shared.link.lock() {
-                    l.on_puback(ack.pkid);
-                }
-                p.shared.wake.notify_one();
-            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => p.on_puback(&ack),
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                 tracing::debug!("mqtt disconnect sent");
                 // Let the final DISCONNECT flush, then stop driving.
@@ -311,7 +525,8 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
 
-    use rumqttc::{AsyncClient, Outgoing};
+    use rumqttc::Outgoing;
+    use rumqttc::v5::AsyncClient;
 
     use super::*;
 
@@ -324,8 +539,16 @@ mod tests {
 
     /// Outbox key of message `i`; every third message is untagged (like a
     /// retained status message pushed between outbox messages).
-    fn tag(i: u64) -> Option<u64> {
+    fn key(i: u64) -> Option<u64> {
         (i % 3 != 2).then_some(1000 + i)
+    }
+
+    fn tag(i: u64) -> Option<Sent> {
+        key(i).map(|key| Sent {
+            key,
+            camera: "cam".into(),
+            topic: "t".into(),
+        })
     }
 
     /// One MQTT packet: its first byte and its body.
@@ -351,14 +574,15 @@ mod tests {
     /// arrival order, and the message numbers it acknowledged, in ack order.
     type Seen = (Vec<(u16, u64)>, Vec<u64>, TcpStream);
 
-    /// A bare MQTT 3.1.1 broker on a blocking socket: CONNACK, then reads
+    /// A bare MQTT 5 broker on a blocking socket: CONNACK, then reads
     /// PUBLISHes and acknowledges them `BATCH` at a time in reverse order
     /// (or whatever is pending after a quiet moment), until `N` are acked.
     fn broker(listener: &TcpListener) -> Seen {
         let (mut s, _) = listener.accept().unwrap();
         let (first, _) = read_packet(&mut s).unwrap();
         assert_eq!(first >> 4, 1, "CONNECT expected");
-        s.write_all(&[0x20, 2, 0, 0]).unwrap();
+        // CONNACK: no session, success, no properties.
+        s.write_all(&[0x20, 3, 0, 0, 0]).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let (mut wire, mut acked, mut pending) = (Vec::new(), Vec::new(), Vec::new());
         while (acked.len() as u64) < N {
@@ -367,7 +591,9 @@ mod tests {
                     assert_eq!(first & 0x06, 0x02, "QoS 1 expected");
                     let t = u16::from_be_bytes([body[0], body[1]]) as usize;
                     let pkid = u16::from_be_bytes([body[2 + t], body[3 + t]]);
-                    let i: u64 = std::str::from_utf8(&body[4 + t..])
+                    // After the packet id: the properties' length (0), then the payload.
+                    assert_eq!(body[4 + t], 0, "no publish properties expected");
+                    let i: u64 = std::str::from_utf8(&body[5 + t..])
                         .unwrap()
                         .parse()
                         .unwrap();
@@ -416,7 +642,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let broker = std::thread::spawn(move || broker(&listener));
         let mut o = MqttOptions::new("order-test", "127.0.0.1", port);
-        o.set_inflight(INFLIGHT);
+        o.set_outgoing_inflight_upper_limit(INFLIGHT);
         let (client, mut eventloop) = AsyncClient::new(o, 1024);
         let mut link = Link {
             connected: true,
@@ -441,7 +667,12 @@ mod tests {
                     outgoing.push(pkid);
                     link.on_outgoing(pkid);
                 }
-                Event::Incoming(Packet::PubAck(ack)) => resolved.push(link.on_puback(ack.pkid)),
+                Event::Incoming(Packet::PubAck(ack)) => {
+                    resolved.push(match link.on_puback(ack.pkid, true) {
+                        Acked::Delivered(k) => Some(k),
+                        _ => None,
+                    });
+                }
                 Event::Outgoing(Outgoing::AwaitAck(_)) => collisions += 1,
                 _ => {}
             }
@@ -453,7 +684,7 @@ mod tests {
         assert_eq!(order, (0..N).collect::<Vec<_>>(), "wire order");
         let wire_pkids: Vec<u16> = wire.iter().map(|w| w.0).collect();
         assert_eq!(outgoing, wire_pkids, "reported pkids");
-        let expected: Vec<Option<u64>> = acked.iter().map(|&i| tag(i)).collect();
+        let expected: Vec<Option<u64>> = acked.iter().map(|&i| key(i)).collect();
         assert_eq!(resolved, expected, "PUBACK → outbox key");
         let keys: Vec<u64> = expected.into_iter().flatten().collect();
         assert_eq!(link.acked, keys);
@@ -465,5 +696,74 @@ mod tests {
             wire_pkids.iter().filter(|&&p| p == 1).count() > 1,
             "pkids wrap"
         );
+    }
+
+    /// A refused record stays: its camera's queue waits (doubling per
+    /// refusal in a row) and is sent again from that record; a delivery
+    /// clears the refusals.
+    #[test]
+    fn refusal_keeps_the_record_and_holds_its_camera() {
+        let mut link = Link {
+            connected: true,
+            ..Link::default()
+        };
+        let sent = |key| Sent {
+            key,
+            camera: "a".into(),
+            topic: "t/a/events".into(),
+        };
+        link.cursors.insert("a".into(), 12);
+        for (pkid, key) in [(1, 10), (2, 11), (3, 12)] {
+            link.queue(Some(sent(key)));
+            link.on_outgoing(pkid);
+        }
+        assert!(link.waiting_since.is_some());
+        let Acked::Refused(s, wait) = link.on_puback(1, false) else {
+            panic!("a refusal");
+        };
+        assert_eq!((s.key, wait), (10, REFUSED_WAIT_MIN));
+        assert!(link.acked.is_empty(), "a refused record is not deleted");
+        assert_eq!(
+            link.cursors["a"], 9,
+            "the queue restarts at the refused record"
+        );
+        let now = Instant::now();
+        assert!(link.is_held("a", now) && !link.is_held("b", now));
+        let Acked::Refused(_, wait) = link.on_puback(2, false) else {
+            panic!("a refusal");
+        };
+        assert_eq!(wait, REFUSED_WAIT_MIN * 2);
+        assert_eq!(link.on_puback(3, true), Acked::Delivered(12));
+        assert!(link.refusals.is_empty());
+        assert!(link.waiting_since.is_none() && link.handed == 0);
+        assert!(!link.is_held("a", now + REFUSED_WAIT_MAX));
+    }
+
+    /// Only a connection that dropped before any PUBACK counts against its
+    /// oldest unacknowledged record, and only [`STRIKES`] in a row quarantine it.
+    #[test]
+    fn strikes_count_connections_without_any_puback() {
+        let mut link = Link::default();
+        let big = Sent {
+            key: 7,
+            camera: "a".into(),
+            topic: "t".into(),
+        };
+        for round in 1..=STRIKES {
+            link.connected = true;
+            link.queue(Some(big.clone()));
+            link.on_outgoing(1);
+            let (unacked, suspect) = link.lost();
+            assert_eq!((unacked, suspect), (1, Some(7)));
+            assert_eq!(link.strike(7), round == STRIKES);
+        }
+        link.strikes.clear();
+        link.connected = true;
+        link.queue(None);
+        link.on_outgoing(1);
+        link.on_puback(1, true);
+        link.queue(Some(big));
+        link.on_outgoing(2);
+        assert_eq!(link.lost(), (1, None), "this connection did get a PUBACK");
     }
 }

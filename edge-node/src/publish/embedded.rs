@@ -24,8 +24,9 @@ pub fn start(port: u16, max_payload: usize) -> Result<(), PublishError> {
         external_auth: None,
         dynamic_filters: true,
     };
-    let v4 = ServerSettings {
-        name: "v4-edge".into(),
+    // MQTT 5, as the node and `edge-node watch` speak it.
+    let v5 = ServerSettings {
+        name: "v5-edge".into(),
         listen,
         tls: None,
         next_connection_delay_ms: 1,
@@ -41,7 +42,7 @@ pub fn start(port: u16, max_payload: usize) -> Result<(), PublishError> {
             max_segment_count: 4,
             ..Default::default()
         },
-        v4: Some(HashMap::from([("1".to_string(), v4)])),
+        v5: Some(HashMap::from([("1".to_string(), v5)])),
         ..Default::default()
     };
     let mut broker = Broker::new(cfg);

@@ -9,25 +9,53 @@
 //! - Keys are one increasing `u64` per node: key order is publish order, and
 //!   so per-camera order.
 //! - A snapshot and its event are written in one transaction (snapshot at `k`,
-//!   event at `k + 1`); the event may carry a *fallback* payload (the same
-//!   event without its snapshot reference) that replaces it if the snapshot
-//!   is evicted before it was sent.
+//!   event at `k + 1`, its alerts-topic copy at `k + 2`); the event may carry
+//!   a *fallback* payload (the same event without its snapshot reference)
+//!   that replaces it if the snapshot is evicted before it was sent.
 //! - Quota: the sum of stored record sizes stays within `quota_bytes`;
 //!   snapshots are evicted first (oldest first), then events (oldest first).
 //!   Every eviction is counted, durably, in the same transaction.
 //! - The last `seq` of every camera is stored with its event, so numbering
-//!   continues after a restart and the centre sees gaps, never a reset.
+//!   continues after a restart and the centre sees gaps, never a reset. A
+//!   message that could not be stored ([`Outbox::lost`]) still consumes its
+//!   `seq`: the high-water mark and the loss counter go to disk with the next
+//!   commit that succeeds.
+//! - Objects with a `new` and no `end` are kept in a table (`open`) with their
+//!   latest message, in the same transaction as the message, so that after a
+//!   crash the node can end them ([`Outbox::open_objects`]).
+//! - Storage faults: after an I/O error (a full disk, a failing device) redb
+//!   refuses every later write until the database is reopened. The store is
+//!   closed on such an error and reopened on the next write, with a backoff
+//!   (0.1 s doubling to 5 s); [`Outbox::health`] says why it is failing until
+//!   a commit succeeds again.
+//! - A record that can never be delivered (larger than a packet limit) is
+//!   moved to a `quarantine` table ([`Outbox::quarantine`]): kept, counted,
+//!   and out of the queue.
+
+mod codec;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use codec::{decode, encode};
+
 const MSGS: TableDefinition<u64, &[u8]> = TableDefinition::new("msgs");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const FORMAT: u8 = 1;
+/// Objects with a `new` and no `end` yet: event id → its latest message.
+const OPEN: TableDefinition<&str, &[u8]> = TableDefinition::new("open");
+/// Records taken out of the queue because they can never be delivered.
+const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("quarantine");
 const SEQ_PREFIX: &str = "seq/";
+/// redb's page cache. Its default (1 GiB) lets the node's memory follow the
+/// outbox up during an outage and stay there.
+const CACHE_BYTES: usize = 16 << 20;
+/// Reopen backoff after a storage fault.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -43,10 +71,36 @@ pub enum OutboxError {
         #[source]
         source: Box<redb::Error>,
     },
+    #[error("the outbox store {path} is closed after a storage fault ({reason}); reopening it")]
+    Unavailable { path: String, reason: String },
     #[error("outbox record {key} is corrupt")]
     Corrupt { key: u64 },
     #[error("the outbox lock is poisoned")]
     Poisoned,
+}
+
+impl OutboxError {
+    /// Why the storage failed, in words (`disk full`, `I/O error: …`), when
+    /// this is a storage fault: the store is then closed and reopened.
+    pub fn fault(&self) -> Option<String> {
+        match self {
+            OutboxError::Store { source, .. } => match &**source {
+                redb::Error::Io(e) => Some(io_reason(e)),
+                redb::Error::PreviousIo => Some("I/O error".into()),
+                _ => None,
+            },
+            OutboxError::Unavailable { reason, .. } => Some(reason.clone()),
+            _ => None,
+        }
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(libc::ENOSPC) {
+        "disk full".into()
+    } else {
+        format!("I/O error: {e}")
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +119,8 @@ pub struct Message {
     pub payload: Vec<u8>,
 }
 
-/// Depth and eviction counters (the evictions survive restarts).
+/// Depth, eviction, loss and quarantine counters (all but the depth survive
+/// restarts).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub events: u64,
@@ -75,17 +130,44 @@ pub struct Counters {
     pub evicted_events: u64,
     pub evicted_snapshots: u64,
     pub evicted_bytes: u64,
+    /// Messages that could not be stored (storage fault); their `seq` is consumed.
+    pub lost_events: u64,
+    /// Records taken out of the queue because they can never be delivered.
+    pub quarantined: u64,
+}
+
+/// The store is failing: why, since when, and how many writes failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: String,
+    pub since: SystemTime,
+    pub failed_writes: u64,
+}
+
+/// An object's open state, changed in the same transaction as its message.
+#[derive(Clone, Copy, Debug)]
+pub enum OpenObject<'a> {
+    /// A `new` or `update`: the object is open; `last` is its latest message.
+    Set { id: &'a str, last: &'a [u8] },
+    /// Its `end`.
+    Clear { id: &'a str },
 }
 
 /// What `append` hands over: an event and, optionally, its snapshot.
 #[derive(Clone, Debug)]
 pub struct Append<'a> {
     pub camera: &'a str,
-    pub seq: u64,
+    /// The camera's event `seq`, stored as its high-water mark; `None` for
+    /// messages numbered apart (zone alerts, counts).
+    pub seq: Option<u64>,
     pub event_topic: &'a str,
     pub event: &'a [u8],
     /// `(topic, jpeg, event payload without the snapshot reference)`.
     pub snapshot: Option<(&'a str, &'a [u8], &'a [u8])>,
+    /// A copy of the event on a second topic (the alerts-only topic), stored
+    /// right after it.
+    pub copy_topic: Option<&'a str>,
+    pub open: Option<OpenObject<'a>>,
 }
 
 #[derive(Clone, Debug)]
@@ -101,11 +183,15 @@ struct Index {
     snapshots: BTreeSet<u64>,
     by_camera: BTreeMap<Arc<str>, BTreeSet<u64>>,
     seqs: HashMap<String, u64>,
+    /// Cameras whose `seq` high-water mark moved without a commit (a lost message).
+    unsaved_seqs: BTreeSet<String>,
     next_key: u64,
     bytes: u64,
     evicted_events: u64,
     evicted_snapshots: u64,
     evicted_bytes: u64,
+    lost_events: u64,
+    quarantined: u64,
 }
 
 impl Index {
@@ -139,283 +225,255 @@ impl Index {
             .cloned()
             .unwrap_or_else(|| Arc::from(name))
     }
+    /// After a reopen: the disk is the truth for the records; counters and
+    /// `seq` marks keep whatever is higher (in memory: not yet committed).
+    fn merge_memory(&mut self, mem: &Index) {
+        for (cam, &s) in &mem.seqs {
+            let e = self.seqs.entry(cam.clone()).or_insert(0);
+            *e = (*e).max(s);
+        }
+        self.unsaved_seqs.clone_from(&mem.unsaved_seqs);
+        self.next_key = self.next_key.max(mem.next_key);
+        self.evicted_events = self.evicted_events.max(mem.evicted_events);
+        self.evicted_snapshots = self.evicted_snapshots.max(mem.evicted_snapshots);
+        self.evicted_bytes = self.evicted_bytes.max(mem.evicted_bytes);
+        self.lost_events = self.lost_events.max(mem.lost_events);
+        self.quarantined = self.quarantined.max(mem.quarantined);
+    }
+}
+
+#[derive(Debug)]
+struct Health {
+    failing: Option<Failure>,
+    next_try: Instant,
+    backoff: Duration,
+}
+
+/// What an append will write: its records, and what it evicts to stay
+/// within the quota.
+struct Plan {
+    recs: Vec<(Class, Vec<u8>)>,
+    victims: Vec<u64>,
+    evicted_events: u64,
+    evicted_snapshots: u64,
+    evicted_bytes: u64,
 }
 
 /// The store. Share it with `Arc`; every method takes `&self`.
 pub struct Outbox {
-    db: Database,
+    /// `None` while closed after a storage fault.
+    db: RwLock<Option<Database>>,
     path: PathBuf,
     quota_bytes: u64,
     index: Mutex<Index>,
+    health: Mutex<Health>,
 }
 
-// ------------------------------------------------------------------ record codec
-//
-// [format u8][class u8][has_fallback u8][camera u16+bytes][topic u16+bytes]
-// [payload u32+bytes][fallback u32+bytes]
-
-fn encode(
-    class: Class,
-    camera: &str,
-    topic: &str,
-    payload: &[u8],
-    fallback: Option<&[u8]>,
-) -> Vec<u8> {
-    let mut v = Vec::with_capacity(
-        15 + camera.len() + topic.len() + payload.len() + fallback.map_or(0, <[u8]>::len),
-    );
-    v.push(FORMAT);
-    v.push(match class {
-        Class::Event => 0,
-        Class::Snapshot => 1,
-    });
-    v.push(u8::from(fallback.is_some()));
-    for s in [camera, topic] {
-        v.extend_from_slice(&(s.len().min(u16::MAX as usize) as u16).to_le_bytes());
-        v.extend_from_slice(&s.as_bytes()[..s.len().min(u16::MAX as usize)]);
-    }
-    for b in [payload, fallback.unwrap_or_default()] {
-        v.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        v.extend_from_slice(b);
-    }
-    v
-}
-
-struct Decoded<'a> {
-    class: Class,
-    camera: &'a str,
-    topic: &'a str,
-    payload: &'a [u8],
-    fallback: Option<&'a [u8]>,
-}
-
-/// A length-prefixed field (`width` bytes, little endian) off the front of `b`.
-fn take<'a>(b: &mut &'a [u8], width: usize) -> Option<&'a [u8]> {
-    let mut n = [0u8; 8];
-    n[..width].copy_from_slice(b.get(..width)?);
-    let n = u64::from_le_bytes(n) as usize;
-    let s = b.get(width..width.checked_add(n)?)?;
-    *b = &b[width + n..];
-    Some(s)
-}
-
-fn decode(b: &[u8]) -> Option<Decoded<'_>> {
-    let (&fmt, b) = b.split_first()?;
-    let (&class, b) = b.split_first()?;
-    let (&has_fb, mut b) = b.split_first()?;
-    if fmt != FORMAT {
-        return None;
-    }
-    let camera = std::str::from_utf8(take(&mut b, 2)?).ok()?;
-    let topic = std::str::from_utf8(take(&mut b, 2)?).ok()?;
-    let payload = take(&mut b, 4)?;
-    let fallback = take(&mut b, 4)?;
-    Some(Decoded {
-        class: match class {
-            0 => Class::Event,
-            1 => Class::Snapshot,
-            _ => return None,
-        },
-        camera,
-        topic,
-        payload,
-        fallback: (has_fb == 1).then_some(fallback),
-    })
-}
+type Res<T> = Result<T, OutboxError>;
 
 impl Outbox {
     /// Open (or create) `dir/outbox.redb` and rebuild the in-memory index.
-    pub fn open(dir: &Path, quota_bytes: u64) -> Result<Outbox, OutboxError> {
+    pub fn open(dir: &Path, quota_bytes: u64) -> Res<Outbox> {
         std::fs::create_dir_all(dir).map_err(|source| OutboxError::Dir {
             path: dir.display().to_string(),
             source,
         })?;
         let path = dir.join("outbox.redb");
-        let db = Database::create(&path).map_err(|e| store_err(&path, e))?;
-        let ob = Outbox {
-            db,
+        let db = open_db(&path)?;
+        let ix = read_index(&path, &db)?;
+        Ok(Outbox {
+            db: RwLock::new(Some(db)),
             path,
             quota_bytes: quota_bytes.max(1),
-            index: Mutex::new(Index::default()),
-        };
-        ob.load()?;
-        Ok(ob)
+            index: Mutex::new(ix),
+            health: Mutex::new(Health {
+                failing: None,
+                next_try: Instant::now(),
+                backoff: RETRY_MIN,
+            }),
+        })
     }
 
     fn err(&self, e: impl Into<redb::Error>) -> OutboxError {
         store_err(&self.path, e)
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Index>, OutboxError> {
+    fn lock(&self) -> Res<MutexGuard<'_, Index>> {
         self.index.lock().map_err(|_| OutboxError::Poisoned)
     }
 
-    fn load(&self) -> Result<(), OutboxError> {
-        // Create both tables so that read transactions find them.
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        {
-            tx.open_table(MSGS).map_err(|e| self.err(e))?;
-            tx.open_table(META).map_err(|e| self.err(e))?;
+    fn unavailable(&self) -> OutboxError {
+        let reason = self
+            .health()
+            .map_or_else(|| "closed".to_string(), |f| f.reason);
+        OutboxError::Unavailable {
+            path: self.path.display().to_string(),
+            reason,
         }
-        tx.commit().map_err(|e| self.err(e))?;
-
-        let mut ix = Index::default();
-        let rx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let meta = rx.open_table(META).map_err(|e| self.err(e))?;
-        for row in meta.iter().map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            let (k, v) = (k.value(), v.value());
-            match k {
-                "next_key" => ix.next_key = v,
-                "evicted_events" => ix.evicted_events = v,
-                "evicted_snapshots" => ix.evicted_snapshots = v,
-                "evicted_bytes" => ix.evicted_bytes = v,
-                _ => {
-                    if let Some(cam) = k.strip_prefix(SEQ_PREFIX) {
-                        ix.seqs.insert(cam.to_string(), v);
-                    }
-                }
-            }
-        }
-        let msgs = rx.open_table(MSGS).map_err(|e| self.err(e))?;
-        for row in msgs.iter().map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            let key = k.value();
-            let bytes = v.value();
-            let d = decode(bytes).ok_or(OutboxError::Corrupt { key })?;
-            let camera = ix.camera(d.camera);
-            ix.insert(
-                key,
-                Meta {
-                    camera,
-                    class: d.class,
-                    size: bytes.len() as u64,
-                },
-            );
-            ix.next_key = ix.next_key.max(key + 1);
-        }
-        *self.lock()? = ix;
-        Ok(())
     }
 
-    /// Commit one event (and its snapshot) durably, evicting older records
-    /// when the quota would be exceeded. Returns the event's key.
-    #[allow(
-        clippy::too_many_lines,
-        reason = "encoding, choosing victims under the quota and the write, in order under one lock"
-    )]
-    pub fn append(&self, a: &Append<'_>) -> Result<u64, OutboxError> {
-        let mut ix = self.lock()?;
-        let mut recs: Vec<(Class, Vec<u8>)> = Vec::with_capacity(2);
-        if let Some((topic, jpeg, fallback)) = a.snapshot {
-            recs.push((
-                Class::Snapshot,
-                encode(Class::Snapshot, a.camera, topic, jpeg, None),
-            ));
-            recs.push((
-                Class::Event,
-                encode(
-                    Class::Event,
-                    a.camera,
-                    a.event_topic,
-                    a.event,
-                    Some(fallback),
-                ),
-            ));
-        } else {
-            recs.push((
-                Class::Event,
-                encode(Class::Event, a.camera, a.event_topic, a.event, None),
-            ));
+    /// Reopen the store if it was closed by a fault and the backoff allows.
+    fn ensure_open(&self, ix: &mut Index) -> Res<()> {
+        if self.db.read().map_err(|_| OutboxError::Poisoned)?.is_some() {
+            return Ok(());
         }
-        let mut incoming: u64 = recs.iter().map(|(_, r)| r.len() as u64).sum();
-
-        // Choose victims: snapshots oldest first (the stored ones, then the
-        // incoming one), and only then events, oldest first. An event is never
-        // evicted to make room for a picture.
-        let mut victims: Vec<u64> = Vec::new();
-        let mut freed = 0u64;
-        let quota = self.quota_bytes;
-        let total = ix.bytes;
-        let over = |freed: u64, incoming: u64| total - freed + incoming > quota;
-        for &k in &ix.snapshots {
-            if !over(freed, incoming) {
-                break;
-            }
-            victims.push(k);
-            freed += ix.all[&k].size;
-        }
-        let (mut ev_ev, mut ev_snap, mut ev_bytes) = (0u64, 0u64, 0u64);
-        if over(freed, incoming)
-            && let Some((_, jpeg, fallback)) = a.snapshot
         {
-            // Keep the event, without its snapshot.
-            recs = vec![(
-                Class::Event,
-                encode(Class::Event, a.camera, a.event_topic, fallback, None),
-            )];
-            incoming = recs.iter().map(|(_, r)| r.len() as u64).sum();
-            ev_snap += 1;
-            ev_bytes += jpeg.len() as u64;
-        }
-        if over(freed, incoming) {
-            for (&k, m) in &ix.all {
-                if !over(freed, incoming) {
-                    break;
-                }
-                if m.class == Class::Event {
-                    victims.push(k);
-                    freed += m.size;
-                }
+            let h = self.health.lock().map_err(|_| OutboxError::Poisoned)?;
+            if Instant::now() < h.next_try {
+                drop(h);
+                return Err(self.unavailable());
             }
         }
+        let reopened = open_db(&self.path).and_then(|db| {
+            let fresh = read_index(&self.path, &db)?;
+            Ok((db, fresh))
+        });
+        match reopened {
+            Ok((db, mut fresh)) => {
+                fresh.merge_memory(ix);
+                *ix = fresh;
+                *self.db.write().map_err(|_| OutboxError::Poisoned)? = Some(db);
+                tracing::info!(path = %self.path.display(), "outbox store reopened");
+                Ok(())
+            }
+            Err(e) => {
+                self.failed(&e);
+                Err(e)
+            }
+        }
+    }
 
+    /// A write failed with `e`: on a storage fault, close the store (redb
+    /// refuses every later write until it is reopened) and back off.
+    fn failed(&self, e: &OutboxError) {
+        let reason = e.fault().unwrap_or_else(|| e.to_string());
+        if matches!(e, OutboxError::Store { .. })
+            && let Ok(mut db) = self.db.write()
+        {
+            *db = None;
+        }
+        let Ok(mut h) = self.health.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        h.next_try = now + h.backoff;
+        h.backoff = (h.backoff * 2).min(RETRY_MAX);
+        match &mut h.failing {
+            Some(f) => {
+                f.failed_writes += 1;
+                f.reason = reason;
+            }
+            None => {
+                tracing::error!(path = %self.path.display(), reason = %reason, error = %e,
+                    "outbox store failing: messages cannot be stored until it recovers");
+                h.failing = Some(Failure {
+                    reason,
+                    since: SystemTime::now(),
+                    failed_writes: 1,
+                });
+            }
+        }
+    }
+
+    fn succeeded(&self) {
+        let Ok(mut h) = self.health.lock() else {
+            return;
+        };
+        h.backoff = RETRY_MIN;
+        if let Some(f) = h.failing.take() {
+            let secs = f.since.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0);
+            tracing::info!(path = %self.path.display(), failed_writes = f.failed_writes,
+                failing_s = secs, "outbox store recovered");
+        }
+    }
+
+    /// Run one write against the open store, reopening it first if a fault
+    /// closed it; a storage fault closes it again.
+    fn write<T>(&self, ix: &mut Index, f: impl FnOnce(&Database, &mut Index) -> Res<T>) -> Res<T> {
+        self.ensure_open(ix)?;
+        let r = {
+            let g = self.db.read().map_err(|_| OutboxError::Poisoned)?;
+            match g.as_ref() {
+                Some(db) => f(db, ix),
+                None => Err(self.unavailable()),
+            }
+        };
+        match &r {
+            Ok(_) => self.succeeded(),
+            Err(e) if e.fault().is_some() => self.failed(e),
+            Err(_) => {}
+        }
+        r
+    }
+
+    /// The store is failing (and why), or `None` when it is healthy.
+    pub fn health(&self) -> Option<Failure> {
+        self.health.lock().ok().and_then(|h| h.failing.clone())
+    }
+
+    /// Commit one event (with its snapshot, its alerts copy and its open
+    /// state) durably, evicting older records when the quota would be
+    /// exceeded. Returns the event's key.
+    pub fn append(&self, a: &Append<'_>) -> Res<u64> {
+        let mut ix = self.lock()?;
+        let plan = plan(&ix, a, self.quota_bytes);
+        self.write(&mut ix, |db, ix| self.commit(db, ix, a, &plan))
+    }
+
+    fn commit(&self, db: &Database, ix: &mut Index, a: &Append<'_>, plan: &Plan) -> Res<u64> {
         let first = ix.next_key;
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let next = first + plan.recs.len() as u64;
+        let seq = a
+            .seq
+            .map(|s| ix.seqs.get(a.camera).copied().unwrap_or(0).max(s));
+        let tx = db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = tx.open_table(MSGS).map_err(|e| self.err(e))?;
-            for &k in &victims {
-                let class = ix.all[&k].class;
-                let size = ix.all[&k].size;
+            for &k in &plan.victims {
                 t.remove(k).map_err(|e| self.err(e))?;
-                ev_bytes += size;
-                match class {
-                    Class::Snapshot => {
-                        ev_snap += 1;
-                        self.use_fallback(&mut t, k + 1, &victims)?;
-                    }
-                    Class::Event => ev_ev += 1,
+                if ix.all[&k].class == Class::Snapshot {
+                    self.use_fallback(&mut t, k, &plan.victims)?;
                 }
             }
-            for (i, (_, rec)) in recs.iter().enumerate() {
+            for (i, (_, rec)) in plan.recs.iter().enumerate() {
                 t.insert(first + i as u64, rec.as_slice())
                     .map_err(|e| self.err(e))?;
             }
             let mut m = tx.open_table(META).map_err(|e| self.err(e))?;
-            let next = first + recs.len() as u64;
-            let seq_key = format!("{SEQ_PREFIX}{}", a.camera);
-            let seq = ix.seqs.get(a.camera).copied().unwrap_or(0).max(a.seq);
-            for (k, v) in [
+            let counters = [
                 ("next_key", next),
-                ("evicted_events", ix.evicted_events + ev_ev),
-                ("evicted_snapshots", ix.evicted_snapshots + ev_snap),
-                ("evicted_bytes", ix.evicted_bytes + ev_bytes),
-                (seq_key.as_str(), seq),
-            ] {
+                ("evicted_events", ix.evicted_events + plan.evicted_events),
+                (
+                    "evicted_snapshots",
+                    ix.evicted_snapshots + plan.evicted_snapshots,
+                ),
+                ("evicted_bytes", ix.evicted_bytes + plan.evicted_bytes),
+                ("lost_events", ix.lost_events),
+            ];
+            for (k, v) in counters {
                 m.insert(k, v).map_err(|e| self.err(e))?;
+            }
+            self.save_seqs(&mut m, ix, a.camera, seq)?;
+            if let Some(o) = a.open {
+                let mut t = tx.open_table(OPEN).map_err(|e| self.err(e))?;
+                match o {
+                    OpenObject::Set { id, last } => t.insert(id, last).map(|_| ()),
+                    OpenObject::Clear { id } => t.remove(id).map(|_| ()),
+                }
+                .map_err(|e| self.err(e))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))?;
 
         // The commit is durable: now mirror it in memory.
-        for &k in &victims {
+        for &k in &plan.victims {
             ix.remove(k);
         }
-        ix.evicted_events += ev_ev;
-        ix.evicted_snapshots += ev_snap;
-        ix.evicted_bytes += ev_bytes;
+        ix.evicted_events += plan.evicted_events;
+        ix.evicted_snapshots += plan.evicted_snapshots;
+        ix.evicted_bytes += plan.evicted_bytes;
         let camera = ix.camera(a.camera);
-        for (i, (class, rec)) in recs.iter().enumerate() {
+        for (i, (class, rec)) in plan.recs.iter().enumerate() {
             ix.insert(
                 first + i as u64,
                 Meta {
@@ -425,51 +483,101 @@ impl Outbox {
                 },
             );
         }
-        ix.next_key = first + recs.len() as u64;
-        let s = ix.seqs.entry(a.camera.to_string()).or_insert(0);
-        *s = (*s).max(a.seq);
-        if ev_ev + ev_snap > 0 {
+        ix.next_key = next;
+        ix.unsaved_seqs.clear();
+        if let Some(s) = seq {
+            ix.seqs.insert(a.camera.to_string(), s);
+        }
+        if plan.evicted_events + plan.evicted_snapshots > 0 {
             tracing::warn!(
-                evicted_snapshots = ev_snap,
-                evicted_events = ev_ev,
-                bytes = ev_bytes,
+                evicted_snapshots = plan.evicted_snapshots,
+                evicted_events = plan.evicted_events,
+                bytes = plan.evicted_bytes,
                 quota_bytes = self.quota_bytes,
                 "outbox over quota: evicted"
             );
         }
-        Ok(first + recs.len() as u64 - 1)
+        Ok(next - 1)
     }
 
-    /// The snapshot before `event_key` was evicted: rewrite that event with
-    /// its fallback payload (no snapshot reference), unless it is evicted too.
-    fn use_fallback(
+    /// Write the `seq` high-water marks: `camera`'s (this commit) and every
+    /// one a lost message moved.
+    fn save_seqs(
         &self,
-        t: &mut redb::Table<'_, u64, &'static [u8]>,
-        event_key: u64,
-        victims: &[u64],
-    ) -> Result<(), OutboxError> {
-        if victims.contains(&event_key) {
-            return Ok(());
+        m: &mut redb::Table<'_, &'static str, u64>,
+        ix: &Index,
+        camera: &str,
+        seq: Option<u64>,
+    ) -> Res<()> {
+        for cam in &ix.unsaved_seqs {
+            if let Some(&s) = ix.seqs.get(cam) {
+                m.insert(format!("{SEQ_PREFIX}{cam}").as_str(), s)
+                    .map_err(|e| self.err(e))?;
+            }
         }
-        let rewritten = match t.get(event_key).map_err(|e| self.err(e))? {
-            Some(v) => match decode(v.value()) {
-                Some(d) if d.class == Class::Event => d
-                    .fallback
-                    .map(|fb| encode(Class::Event, d.camera, d.topic, fb, None)),
-                Some(_) => None,
-                None => return Err(OutboxError::Corrupt { key: event_key }),
-            },
-            None => None,
-        };
-        if let Some(r) = rewritten {
-            t.insert(event_key, r.as_slice()).map_err(|e| self.err(e))?;
+        if let Some(s) = seq {
+            m.insert(format!("{SEQ_PREFIX}{camera}").as_str(), s)
+                .map_err(|e| self.err(e))?;
         }
         Ok(())
     }
 
+    /// The snapshot at `snap_key` was evicted: rewrite its event and the
+    /// event's alerts copy (the next keys, written in the same transaction)
+    /// with their fallback payload (no snapshot reference), unless they are
+    /// evicted too.
+    fn use_fallback(
+        &self,
+        t: &mut redb::Table<'_, u64, &'static [u8]>,
+        snap_key: u64,
+        victims: &[u64],
+    ) -> Res<()> {
+        for key in [snap_key + 1, snap_key + 2] {
+            if victims.contains(&key) {
+                continue;
+            }
+            let rewritten = match t.get(key).map_err(|e| self.err(e))? {
+                Some(v) => match decode(v.value()) {
+                    Some(d) if d.class == Class::Event => d
+                        .fallback
+                        .map(|fb| encode(Class::Event, d.camera, d.topic, fb, None)),
+                    Some(_) => return Ok(()), // the next message's snapshot
+                    None => return Err(OutboxError::Corrupt { key }),
+                },
+                None => None,
+            };
+            if let Some(r) = rewritten {
+                t.insert(key, r.as_slice()).map_err(|e| self.err(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A message of `camera` could not be stored: count it as lost and keep
+    /// its `seq` consumed (the centre sees the gap). Both reach the disk with
+    /// the next commit that succeeds.
+    pub fn lost(&self, camera: &str, seq: Option<u64>) {
+        let Ok(mut ix) = self.lock() else {
+            return;
+        };
+        ix.lost_events += 1;
+        if let Some(s) = seq {
+            let e = ix.seqs.entry(camera.to_string()).or_insert(0);
+            if s > *e {
+                *e = s;
+                ix.unsaved_seqs.insert(camera.to_string());
+            }
+        }
+    }
+
     /// Read one stored message.
-    pub fn get(&self, key: u64) -> Result<Option<Message>, OutboxError> {
-        let rx = self.db.begin_read().map_err(|e| self.err(e))?;
+    pub fn get(&self, key: u64) -> Res<Option<Message>> {
+        let g = self.db.read().map_err(|_| OutboxError::Poisoned)?;
+        let Some(db) = g.as_ref() else {
+            drop(g);
+            return Err(self.unavailable());
+        };
+        let rx = db.begin_read().map_err(|e| self.err(e))?;
         let t = rx.open_table(MSGS).map_err(|e| self.err(e))?;
         let Some(v) = t.get(key).map_err(|e| self.err(e))? else {
             return Ok(None);
@@ -486,28 +594,101 @@ impl Outbox {
 
     /// Remove acknowledged messages, in one transaction. Unknown keys (already
     /// evicted or removed) are ignored. Returns how many were removed.
-    pub fn remove(&self, keys: &[u64]) -> Result<usize, OutboxError> {
+    pub fn remove(&self, keys: &[u64]) -> Res<usize> {
         let mut ix = self.lock()?;
         let present: Vec<u64> = keys
             .iter()
             .copied()
             .filter(|k| ix.all.contains_key(k))
             .collect();
-        if present.is_empty() {
+        if present.is_empty() && ix.unsaved_seqs.is_empty() {
             return Ok(0);
         }
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        {
-            let mut t = tx.open_table(MSGS).map_err(|e| self.err(e))?;
-            for &k in &present {
-                t.remove(k).map_err(|e| self.err(e))?;
+        self.write(&mut ix, |db, ix| {
+            let tx = db.begin_write().map_err(|e| self.err(e))?;
+            {
+                let mut t = tx.open_table(MSGS).map_err(|e| self.err(e))?;
+                for &k in &present {
+                    t.remove(k).map_err(|e| self.err(e))?;
+                }
+                let mut m = tx.open_table(META).map_err(|e| self.err(e))?;
+                m.insert("lost_events", ix.lost_events)
+                    .map_err(|e| self.err(e))?;
+                self.save_seqs(&mut m, ix, "", None)?;
             }
+            tx.commit().map_err(|e| self.err(e))?;
+            ix.unsaved_seqs.clear();
+            for &k in &present {
+                ix.remove(k);
+            }
+            Ok(present.len())
+        })
+    }
+
+    /// Take record `key` out of the queue for good: it can never be
+    /// delivered (larger than a packet limit). It is kept in the quarantine
+    /// table and counted; a quarantined snapshot's event goes without it.
+    /// Returns whether the record was there.
+    pub fn quarantine(&self, key: u64) -> Res<bool> {
+        let mut ix = self.lock()?;
+        let Some(class) = ix.all.get(&key).map(|m| m.class) else {
+            return Ok(false);
+        };
+        self.write(&mut ix, |db, ix| {
+            let tx = db.begin_write().map_err(|e| self.err(e))?;
+            {
+                let mut t = tx.open_table(MSGS).map_err(|e| self.err(e))?;
+                let rec = t
+                    .remove(key)
+                    .map_err(|e| self.err(e))?
+                    .map(|v| v.value().to_vec());
+                if let Some(rec) = rec {
+                    let mut q = tx.open_table(QUARANTINE).map_err(|e| self.err(e))?;
+                    q.insert(key, rec.as_slice()).map_err(|e| self.err(e))?;
+                }
+                if class == Class::Snapshot {
+                    self.use_fallback(&mut t, key, &[])?;
+                }
+                let mut m = tx.open_table(META).map_err(|e| self.err(e))?;
+                m.insert("quarantined", ix.quarantined + 1)
+                    .map_err(|e| self.err(e))?;
+            }
+            tx.commit().map_err(|e| self.err(e))?;
+            ix.remove(key);
+            ix.quarantined += 1;
+            Ok(true)
+        })
+    }
+
+    /// The latest message of every object that has a `new` and no `end`
+    /// (after a crash: the objects the previous run left open), oldest id first.
+    pub fn open_objects(&self) -> Res<Vec<(String, Vec<u8>)>> {
+        let g = self.db.read().map_err(|_| OutboxError::Poisoned)?;
+        let Some(db) = g.as_ref() else {
+            drop(g);
+            return Err(self.unavailable());
+        };
+        let rx = db.begin_read().map_err(|e| self.err(e))?;
+        let t = rx.open_table(OPEN).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            out.push((k.value().to_string(), v.value().to_vec()));
         }
-        tx.commit().map_err(|e| self.err(e))?;
-        for &k in &present {
-            ix.remove(k);
-        }
-        Ok(present.len())
+        Ok(out)
+    }
+
+    /// Forget an open object without a message (its stored message is unreadable).
+    pub fn forget_open(&self, id: &str) -> Res<()> {
+        let mut ix = self.lock()?;
+        self.write(&mut ix, |db, _| {
+            let tx = db.begin_write().map_err(|e| self.err(e))?;
+            {
+                let mut t = tx.open_table(OPEN).map_err(|e| self.err(e))?;
+                t.remove(id).map_err(|e| self.err(e))?;
+            }
+            tx.commit().map_err(|e| self.err(e))
+        })
     }
 
     /// Cameras with stored messages.
@@ -527,7 +708,8 @@ impl Outbox {
         }
     }
 
-    /// The highest `seq` ever stored for `camera` (0 if none).
+    /// The highest `seq` ever handed out for `camera` (0 if none): stored, or
+    /// consumed by a lost message.
     pub fn last_seq(&self, camera: &str) -> u64 {
         self.lock()
             .ok()
@@ -547,6 +729,8 @@ impl Outbox {
             evicted_events: ix.evicted_events,
             evicted_snapshots: ix.evicted_snapshots,
             evicted_bytes: ix.evicted_bytes,
+            lost_events: ix.lost_events,
+            quarantined: ix.quarantined,
         }
     }
 
@@ -564,6 +748,144 @@ impl Outbox {
     }
 }
 
+/// Open (or create) the database with a bounded cache, and make sure every
+/// table exists so that read transactions find them.
+fn open_db(path: &Path) -> Res<Database> {
+    let db = redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|e| store_err(path, e))?;
+    let tx = db.begin_write().map_err(|e| store_err(path, e))?;
+    {
+        tx.open_table(MSGS).map_err(|e| store_err(path, e))?;
+        tx.open_table(META).map_err(|e| store_err(path, e))?;
+        tx.open_table(OPEN).map_err(|e| store_err(path, e))?;
+        tx.open_table(QUARANTINE).map_err(|e| store_err(path, e))?;
+    }
+    tx.commit().map_err(|e| store_err(path, e))?;
+    Ok(db)
+}
+
+/// The in-memory index, from the store.
+fn read_index(path: &Path, db: &Database) -> Res<Index> {
+    let err = |e: redb::Error| store_err(path, e);
+    let mut ix = Index::default();
+    let rx = db.begin_read().map_err(|e| err(e.into()))?;
+    let meta = rx.open_table(META).map_err(|e| err(e.into()))?;
+    for row in meta.iter().map_err(|e| err(e.into()))? {
+        let (k, v) = row.map_err(|e| err(e.into()))?;
+        let (k, v) = (k.value(), v.value());
+        match k {
+            "next_key" => ix.next_key = v,
+            "evicted_events" => ix.evicted_events = v,
+            "evicted_snapshots" => ix.evicted_snapshots = v,
+            "evicted_bytes" => ix.evicted_bytes = v,
+            "lost_events" => ix.lost_events = v,
+            "quarantined" => ix.quarantined = v,
+            _ => {
+                if let Some(cam) = k.strip_prefix(SEQ_PREFIX) {
+                    ix.seqs.insert(cam.to_string(), v);
+                }
+            }
+        }
+    }
+    let msgs = rx.open_table(MSGS).map_err(|e| err(e.into()))?;
+    for row in msgs.iter().map_err(|e| err(e.into()))? {
+        let (k, v) = row.map_err(|e| err(e.into()))?;
+        let key = k.value();
+        let bytes = v.value();
+        let d = decode(bytes).ok_or(OutboxError::Corrupt { key })?;
+        let camera = ix.camera(d.camera);
+        ix.insert(
+            key,
+            Meta {
+                camera,
+                class: d.class,
+                size: bytes.len() as u64,
+            },
+        );
+        ix.next_key = ix.next_key.max(key + 1);
+    }
+    Ok(ix)
+}
+
+/// Choose what an append writes and evicts: snapshots oldest first (the
+/// stored ones, then the incoming one), and only then events, oldest first.
+/// An event is never evicted to make room for a picture.
+fn plan(ix: &Index, a: &Append<'_>, quota: u64) -> Plan {
+    let records = |with_snapshot: bool| {
+        let mut recs = Vec::with_capacity(3);
+        let (event, fallback) = match a.snapshot {
+            Some((topic, jpeg, fb)) if with_snapshot => {
+                recs.push((
+                    Class::Snapshot,
+                    encode(Class::Snapshot, a.camera, topic, jpeg, None),
+                ));
+                (a.event, Some(fb))
+            }
+            Some((_, _, fb)) => (fb, None),
+            None => (a.event, None),
+        };
+        for topic in std::iter::once(a.event_topic).chain(a.copy_topic) {
+            recs.push((
+                Class::Event,
+                encode(Class::Event, a.camera, topic, event, fallback),
+            ));
+        }
+        recs
+    };
+    let size = |recs: &[(Class, Vec<u8>)]| recs.iter().map(|(_, r)| r.len() as u64).sum::<u64>();
+    let mut recs = records(true);
+    let mut incoming = size(&recs);
+    let total = ix.bytes;
+    let over = |freed: u64, incoming: u64| total - freed + incoming > quota;
+    let mut p = Plan {
+        recs: Vec::new(),
+        victims: Vec::new(),
+        evicted_events: 0,
+        evicted_snapshots: 0,
+        evicted_bytes: 0,
+    };
+    let mut freed = 0u64;
+    for &k in &ix.snapshots {
+        if !over(freed, incoming) {
+            break;
+        }
+        p.victims.push(k);
+        freed += ix.all[&k].size;
+    }
+    if over(freed, incoming)
+        && let Some((_, jpeg, _)) = a.snapshot
+    {
+        // Keep the event, without its snapshot.
+        recs = records(false);
+        incoming = size(&recs);
+        p.evicted_snapshots += 1;
+        p.evicted_bytes += jpeg.len() as u64;
+    }
+    if over(freed, incoming) {
+        for (&k, m) in &ix.all {
+            if !over(freed, incoming) {
+                break;
+            }
+            if m.class == Class::Event {
+                p.victims.push(k);
+                freed += m.size;
+            }
+        }
+    }
+    for k in &p.victims {
+        let m = &ix.all[k];
+        p.evicted_bytes += m.size;
+        match m.class {
+            Class::Snapshot => p.evicted_snapshots += 1,
+            Class::Event => p.evicted_events += 1,
+        }
+    }
+    p.recs = recs;
+    p
+}
+
 fn store_err(path: &Path, e: impl Into<redb::Error>) -> OutboxError {
     OutboxError::Store {
         path: path.display().to_string(),
@@ -578,23 +900,13 @@ mod tests {
     fn ev<'a>(cam: &'a str, seq: u64, body: &'a [u8]) -> Append<'a> {
         Append {
             camera: cam,
-            seq,
+            seq: Some(seq),
             event_topic: "t/e",
             event: body,
             snapshot: None,
+            copy_topic: None,
+            open: None,
         }
-    }
-
-    #[test]
-    fn codec_round_trip() {
-        let r = encode(Class::Event, "cam", "a/b", b"xyz", Some(b"fb"));
-        let d = decode(&r).unwrap();
-        assert_eq!(
-            (d.class, d.camera, d.topic, d.payload, d.fallback),
-            (Class::Event, "cam", "a/b", &b"xyz"[..], Some(&b"fb"[..]))
-        );
-        assert!(decode(&r[..r.len() - 1]).is_none());
-        assert!(decode(&[]).is_none());
     }
 
     #[test]
@@ -629,10 +941,12 @@ mod tests {
         for seq in 1..=3 {
             o.append(&Append {
                 camera: "a",
-                seq,
+                seq: Some(seq),
                 event_topic: "t/e",
                 event: b"with-snapshot",
                 snapshot: Some(("t/s", &jpeg, b"no-snapshot")),
+                copy_topic: None,
+                open: None,
             })
             .unwrap();
         }
@@ -640,10 +954,12 @@ mod tests {
         // The 4th snapshot does not fit: the oldest snapshot goes, no event does.
         o.append(&Append {
             camera: "a",
-            seq: 4,
+            seq: Some(4),
             event_topic: "t/e",
             event: b"with-snapshot",
             snapshot: Some(("t/s", &jpeg, b"no-snapshot")),
+            copy_topic: None,
+            open: None,
         })
         .unwrap();
         let c = o.counters();
@@ -687,10 +1003,12 @@ mod tests {
         let jpeg = vec![0u8; 2_500];
         o.append(&Append {
             camera: "a",
-            seq: 11,
+            seq: Some(11),
             event_topic: "t/e",
             event: b"with-snapshot",
             snapshot: Some(("t/s", &jpeg, b"no-snapshot")),
+            copy_topic: None,
+            open: None,
         })
         .unwrap();
         let c = o.counters();

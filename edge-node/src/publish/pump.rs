@@ -1,15 +1,22 @@
 //! The outbox pump: the task that drains the durable outbox to the client
 //! at a bounded rate (round robin over cameras, each camera in key order,
-//! a bounded window of unacknowledged messages) and deletes acknowledged
-//! records in batches. See `docs/outbox.md`.
+//! a bounded window of unacknowledged messages), skips cameras whose queue
+//! waits after a refusal, quarantines records larger than a packet limit,
+//! deletes acknowledged records in batches, and re-announces the node status
+//! when the outbox's health changes. See `docs/outbox.md`.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::client::Sent;
 use super::{PublishError, Publisher};
 
 /// At most this many outbox messages are in flight (handed out, not acked).
 const WINDOW: usize = 64;
+
+/// Bytes an MQTT 5 PUBLISH adds to its topic and payload (fixed header,
+/// remaining length, topic length, packet id, empty properties).
+pub(super) const PUBLISH_OVERHEAD: usize = 10;
 
 impl Publisher {
     /// Hand the next outbox messages to the client: round robin over cameras,
@@ -33,6 +40,10 @@ impl Publisher {
                 }
                 let cam = cameras[link.turn % cameras.len()].clone();
                 link.turn = link.turn.wrapping_add(1);
+                if link.is_held(&cam, Instant::now()) {
+                    idle_rounds += 1;
+                    continue;
+                }
                 let after = link.cursors.get(&cam).copied();
                 (cam, after)
             };
@@ -44,7 +55,20 @@ impl Publisher {
             let Some(m) = ob.get(key)? else {
                 continue; // evicted meanwhile
             };
-            if !self.push(Some(key), m.topic, m.payload, false) {
+            let size = m.topic.len() + m.payload.len() + PUBLISH_OVERHEAD;
+            if let Some((limit, whose)) = self.packet_limit().filter(|l| size > l.0) {
+                self.quarantine(
+                    key,
+                    &format!("its {size}-byte packet exceeds {whose} ({limit} bytes)"),
+                );
+                continue;
+            }
+            let tag = Sent {
+                key,
+                camera: cam.clone(),
+                topic: m.topic.clone(),
+            };
+            if !self.push(Some(tag), m.topic, m.payload, false) {
                 return Ok(sent);
             }
             let Ok(mut link) = self.shared.link.lock() else {
@@ -58,6 +82,53 @@ impl Publisher {
         }
         Ok(sent)
     }
+
+    /// Take record `key` out of the queue for good (kept in the outbox's
+    /// quarantine table and counted), saying which record and why.
+    pub(super) fn quarantine(&self, key: u64, why: &str) {
+        let ob = &self.shared.outbox;
+        let (camera, topic) = match ob.get(key) {
+            Ok(Some(m)) => (m.camera, m.topic),
+            _ => (String::new(), String::new()),
+        };
+        match ob.quarantine(key) {
+            Ok(true) => {
+                tracing::error!(key, camera = %camera, topic = %topic, reason = %why,
+                    "outbox: record quarantined, it can never be delivered; it is kept on the node and counted");
+                self.announce_node();
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(key, error = %e, "outbox: cannot quarantine a record"),
+        }
+    }
+}
+
+/// Delete acknowledged records; what cannot be deleted now (the store is
+/// failing) is kept and deleted later.
+async fn remove_acked(p: &Publisher, pending: &mut Vec<u64>) {
+    if let Ok(mut l) = p.shared.link.lock() {
+        pending.append(&mut l.acked);
+    }
+    let ob = p.shared.outbox.clone();
+    let keys = std::mem::take(pending);
+    let (keys, r) = match tokio::task::spawn_blocking(move || {
+        let r = ob.remove(&keys);
+        (keys, r)
+    })
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(error = %e, "outbox: remove task failed");
+            return;
+        }
+    };
+    if let Err(e) = r {
+        if e.fault().is_none() {
+            tracing::error!(error = %e, "outbox: cannot remove acknowledged messages");
+        }
+        *pending = keys;
+    }
 }
 
 /// Drain the outbox to the client at no more than `replay_rate` messages per
@@ -69,42 +140,41 @@ pub(super) async fn pump(p: Publisher) {
     let burst = (rate / 2.0).max(1.0);
     let mut tokens = burst;
     let mut last = tokio::time::Instant::now();
+    let mut unremoved: Vec<u64> = Vec::new();
+    let mut health = None;
+    let mut reported_replayed = 0;
     loop {
-        let acked: Vec<u64> = p
-            .shared
-            .link
-            .lock()
-            .map(|mut l| std::mem::take(&mut l.acked))
-            .unwrap_or_default();
-        if !acked.is_empty() {
-            let ob = p.shared.outbox.clone();
-            match tokio::task::spawn_blocking(move || ob.remove(&acked)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "outbox: cannot remove acknowledged messages");
-                }
-                Err(e) => tracing::error!(error = %e, "outbox: remove task failed"),
-            }
-        }
+        remove_acked(&p, &mut unremoved).await;
         let now = tokio::time::Instant::now();
         tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(burst);
         last = now;
         if tokens >= 1.0 {
             match p.pump_once(tokens as usize) {
                 Ok(n) => tokens -= n as f64,
+                // A storage fault is logged once by the outbox, and shown in the status.
+                Err(PublishError::Outbox(e)) if e.fault().is_some() => {}
                 Err(e) => tracing::error!(error = %e, "outbox: cannot read a message"),
             }
+        }
+        let now_health = p.shared.outbox.health().map(|f| f.reason);
+        if now_health != health {
+            health = now_health;
+            p.announce_node();
+            p.publish_stats();
         }
         if p.shared.outbox.is_empty()
             && let Ok(mut l) = p.shared.link.lock()
             && l.replaying
             && l.handed == 0
+            && l.connected
         {
             l.replaying = false;
-            tracing::info!(
-                replayed = p.shared.stats.replayed.load(Ordering::Relaxed),
-                "outbox drained"
-            );
+            let total = p.shared.stats.replayed.load(Ordering::Relaxed);
+            let replayed = total - reported_replayed;
+            reported_replayed = total;
+            if replayed > 0 {
+                tracing::info!(replayed, "outbox drained");
+            }
         }
         if p.client_closed() {
             return;

@@ -12,6 +12,9 @@ use crate::frame::BBox;
 /// What `node` hands over for one lifecycle message (internal form).
 #[derive(Clone, Debug)]
 pub struct EventRecord {
+    /// The camera's run ([`crate::publish::Publisher::camera_run`]): with
+    /// the track id it makes the object's id unique across restarts.
+    pub run: u64,
     pub kind: EventType,
     pub track_id: u64,
     pub class_id: u32,
@@ -28,6 +31,21 @@ pub struct EventRecord {
     pub entered_zones: Vec<String>,
     pub stationary: bool,
     pub alert: Option<AlertDetail>,
+}
+
+/// What `node` hands over for one zone-level alert (crowding).
+#[derive(Clone, Debug)]
+pub struct ZoneAlertRecord {
+    /// The camera's run (as in [`EventRecord`]).
+    pub run: u64,
+    /// Counts this camera run's zone alerts.
+    pub seq: u64,
+    pub zone: String,
+    /// `crowding` or `crowding_cleared`.
+    pub kind: String,
+    pub occupancy: u32,
+    pub dwell_s: Option<f64>,
+    pub time: SystemTime,
 }
 
 /// A JPEG ready to send.
@@ -59,10 +77,12 @@ pub enum OmitReason {
     Budget,
     /// Rendering failed.
     Error,
+    /// Larger than the MQTT packet limit.
+    TooLarge,
 }
 
 impl SnapshotOutcome {
-    /// The rung it was sent at, or why it was not (what `edge-stats/2` counts).
+    /// The rung it was sent at, or why it was not (what `edge-stats/3` counts).
     pub fn result(&self) -> Result<Step, OmitReason> {
         match self {
             SnapshotOutcome::Sent(s) => Ok(s.step),

@@ -1,4 +1,4 @@
-//! Byte and snapshot statistics: what `edge-stats/2` reports per class of
+//! Byte and snapshot statistics: what `edge-stats/3` reports per class of
 //! traffic and per camera, the publisher's counters, and the task that
 //! publishes the retained stats message.
 
@@ -14,7 +14,7 @@ use super::topics::TopicClass;
 use super::wire::{BudgetStats, OutboxStats, STATS_SCHEMA, SentStats, StatsMessage, rfc3339};
 use crate::budget::Step;
 
-/// Payload bytes sent per class of traffic (`edge-stats/2`).
+/// Payload bytes sent per class of traffic (`edge-stats/3`).
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClassBytes {
     pub events: u64,
@@ -43,7 +43,7 @@ impl ClassBytes {
     }
 }
 
-/// Snapshots of one camera by what the budget made of them (`edge-stats/2`).
+/// Snapshots of one camera by what the budget made of them (`edge-stats/3`).
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SnapshotCounts {
     /// Sent at the configured quality.
@@ -56,6 +56,9 @@ pub struct SnapshotCounts {
     pub omitted_budget: u64,
     /// Due but withheld for privacy (face model unusable).
     pub omitted_privacy: u64,
+    /// Due but larger than the MQTT packet limit.
+    #[serde(default)]
+    pub omitted_too_large: u64,
 }
 
 impl SnapshotCounts {
@@ -68,12 +71,13 @@ impl SnapshotCounts {
             Ok(Step::Crop) => self.crop += 1,
             Err(OmitReason::Budget) => self.omitted_budget += 1,
             Err(OmitReason::Privacy) => self.omitted_privacy += 1,
+            Err(OmitReason::TooLarge) => self.omitted_too_large += 1,
             Err(OmitReason::Error) => {}
         }
     }
 }
 
-/// Per-camera part of `edge-stats/2`.
+/// Per-camera part of `edge-stats/3`.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CameraStats {
     /// Payload bytes handed to the broker, per class.
@@ -98,6 +102,10 @@ pub struct PublishStats {
     /// Outbox messages handed to the client after a (re)connect or a restart
     /// while a backlog existed.
     pub replayed: AtomicU64,
+    /// PUBACKs with a failure reason code.
+    pub refused: AtomicU64,
+    /// Connections dropped because the broker stopped acknowledging.
+    pub puback_timeouts: AtomicU64,
 }
 
 /// Bytes per class (node-wide) and per camera, counted in `Publisher::push`.
@@ -122,7 +130,7 @@ impl Traffic {
 }
 
 impl Publisher {
-    /// Count what became of a snapshot that was due (`edge-stats/2`).
+    /// Count what became of a snapshot that was due (`edge-stats/3`).
     pub(super) fn count_snapshot(&self, camera: &str, outcome: Option<Result<Step, OmitReason>>) {
         let Some(outcome) = outcome else {
             return;
@@ -174,6 +182,10 @@ impl Publisher {
                 evicted_events: c.evicted_events,
                 evicted_snapshots: c.evicted_snapshots,
                 evicted_bytes: c.evicted_bytes,
+                lost_events: c.lost_events,
+                quarantined: c.quarantined,
+                store_error: self.shared.outbox.health().map(|f| f.reason),
+                delivery_error: self.delivery_error(),
             },
             sent: SentStats {
                 messages: s.sent.load(Ordering::Relaxed),
@@ -181,6 +193,8 @@ impl Publisher {
                 bytes: s.bytes.load(Ordering::Relaxed),
                 replayed: s.replayed.load(Ordering::Relaxed),
                 reconnects: s.reconnects.load(Ordering::Relaxed),
+                refused: s.refused.load(Ordering::Relaxed),
+                puback_timeouts: s.puback_timeouts.load(Ordering::Relaxed),
             },
             bytes,
             cameras,

@@ -1,6 +1,6 @@
 //! The MQTT topic tree: every topic name of the node, built from
 //! `{prefix}/{district}/{node}`, and the reverse mapping from a topic to its
-//! camera and class of traffic (for the byte counters of `edge-stats/2`).
+//! camera and class of traffic (for the byte counters of `edge-stats/3`).
 
 /// Builds every topic from `{prefix}/{district}/{node}`.
 #[derive(Clone, Debug)]
@@ -65,7 +65,7 @@ impl Topics {
     }
 }
 
-/// Classes of traffic counted in `edge-stats/2`.
+/// Classes of traffic counted in `edge-stats/3`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TopicClass {
     Events,

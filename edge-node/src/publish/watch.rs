@@ -1,12 +1,14 @@
 //! A subscriber for people, not machines: prints each alert as one readable
 //! line and writes snapshots to a folder. Used by `edge-node demo` and
-//! `edge-node watch`.
+//! `edge-node watch`. Speaks MQTT 5, like the node.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 
 use super::{CameraStatusMessage, EventMessage, NodeState, NodeStatusMessage, PublishError};
 
@@ -83,7 +85,7 @@ pub async fn watch(
 ) -> Result<WatchSummary, PublishError> {
     let id = format!("edge-node-watch-{}", std::process::id());
     let mut mo = MqttOptions::new(id, opts.host.clone(), opts.port);
-    mo.set_max_packet_size(64 << 20, 64 << 20);
+    mo.set_max_packet_size(Some(64 << 20));
     mo.set_keep_alive(Duration::from_secs(30));
     let (client, mut el) = AsyncClient::new(mo, 64);
     client
@@ -102,7 +104,8 @@ pub async fn watch(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 failures = 0;
                 sum.bytes += p.payload.len() as u64;
-                let topic = p.topic.as_str();
+                let topic = String::from_utf8_lossy(&p.topic);
+                let topic = topic.as_ref();
                 if topic.ends_with("/events") {
                     match serde_json::from_slice::<EventMessage>(&p.payload) {
                         Ok(e) => {

@@ -1,6 +1,6 @@
 //! The JSON wire schema: schema ids, every message type as serialised
-//! (`edge-event/3`, `edge-zone-alert/2`, `edge-counts/1`, `edge-node-status/2`,
-//! `edge-camera-status/1`, `edge-stats/2`; see `docs/schemas/`), and the
+//! (`edge-event/4`, `edge-zone-alert/3`, `edge-counts/1`, `edge-node-status/3`,
+//! `edge-camera-status/1`, `edge-stats/3`; see `docs/schemas/`), and the
 //! conversions from the node's internal forms ([`EventRecord`],
 //! `SnapshotOutcome`, [`CountsReport`]) into them. Wire strings are written
 //! here only, by serde, from typed values.
@@ -15,12 +15,12 @@ use super::stats::{CameraStats, ClassBytes};
 use crate::budget::Step;
 use crate::rules::{Counter, CountsReport};
 
-pub const EVENT_SCHEMA: &str = "edge-event/3";
+pub const EVENT_SCHEMA: &str = "edge-event/4";
 pub const COUNTS_SCHEMA: &str = "edge-counts/1";
-pub const ZONE_ALERT_SCHEMA: &str = "edge-zone-alert/2";
-pub const NODE_STATUS_SCHEMA: &str = "edge-node-status/2";
+pub const ZONE_ALERT_SCHEMA: &str = "edge-zone-alert/3";
+pub const NODE_STATUS_SCHEMA: &str = "edge-node-status/3";
 pub const CAMERA_STATUS_SCHEMA: &str = "edge-camera-status/1";
-pub const STATS_SCHEMA: &str = "edge-stats/2";
+pub const STATS_SCHEMA: &str = "edge-stats/3";
 
 /// RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(t: SystemTime) -> String {
@@ -60,7 +60,7 @@ pub struct SnapshotRef {
     pub degraded: Option<Degraded>,
 }
 
-/// Detail of the alert an `edge-event/3` message carries.
+/// Detail of the alert an `edge-event/4` message carries.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AlertDetail {
     /// `loitering` or `wrong_way`.
@@ -104,6 +104,19 @@ pub enum SnapshotOmitted {
     /// Dropped from a full outbox (written by the outbox's fallback copy).
     Evicted,
     Error,
+    /// Larger than the MQTT packet limit (the node's `max_packet_bytes` or
+    /// the broker's maximum packet size).
+    #[serde(rename = "too_large")]
+    TooLarge,
+}
+
+/// `end_reason`: why an `end` was sent other than by the tracker.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EndReason {
+    /// The object was still open when the node's previous run died (a crash,
+    /// `kill -9`, power loss): the node ends it when it starts again.
+    Restart,
 }
 
 impl From<OmitReason> for SnapshotOmitted {
@@ -112,11 +125,17 @@ impl From<OmitReason> for SnapshotOmitted {
             OmitReason::Privacy => SnapshotOmitted::Privacy,
             OmitReason::Budget => SnapshotOmitted::Budget,
             OmitReason::Error => SnapshotOmitted::Error,
+            OmitReason::TooLarge => SnapshotOmitted::TooLarge,
         }
     }
 }
 
-/// `edge-event/3`: one message of an object's lifecycle.
+/// `edge-event/4`: one message of an object's lifecycle.
+///
+/// `id` is `{node}.{camera}.{run}.{track}`, `run` being the camera's start
+/// (ms since the epoch, hex; strictly increasing per camera): unique across
+/// camera and node restarts. The centre deduplicates by node, camera and
+/// `seq`; `id` names the object for its lifecycle.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EventMessage {
     pub schema: String,
@@ -153,9 +172,12 @@ pub struct EventMessage {
     /// Alert names this message raises (empty for plain lifecycle messages).
     pub alerts: Vec<String>,
     pub alert: Option<AlertDetail>,
+    /// Set on an `end` the tracker did not send (`restart`: the object was
+    /// left open by a crash); `None` otherwise.
+    pub end_reason: Option<EndReason>,
 }
 
-/// `edge-zone-alert/2`: a zone-level alert (crowding), on the alerts topic.
+/// `edge-zone-alert/3`: a zone-level alert (crowding), on the alerts topic.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ZoneAlertMessage {
     pub schema: String,
@@ -173,7 +195,7 @@ pub struct ZoneAlertMessage {
     pub time: String,
     /// Whole-frame snapshot (crowding only).
     pub snapshot: Option<SnapshotRef>,
-    /// Why the crowding snapshot is missing (as in `edge-event/3`).
+    /// Why the crowding snapshot is missing (as in `edge-event/4`).
     pub snapshot_omitted: Option<SnapshotOmitted>,
 }
 
@@ -226,7 +248,7 @@ pub enum NodeState {
     Stopped,
 }
 
-/// `edge-node-status/2`, retained on `{base}/status`; the broker publishes the
+/// `edge-node-status/3`, retained on `{base}/status`; the broker publishes the
 /// `offline` form as our last will.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct NodeStatusMessage {
@@ -242,7 +264,7 @@ pub struct NodeStatusMessage {
     pub outbox: Option<NodeOutbox>,
 }
 
-/// The outbox part of `edge-node-status/2`.
+/// The outbox part of `edge-node-status/3`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NodeOutbox {
     /// Events and snapshots waiting for a PUBACK.
@@ -251,6 +273,16 @@ pub struct NodeOutbox {
     /// Evicted by the disk quota since the outbox was created (snapshots first).
     pub evicted_events: u64,
     pub evicted_snapshots: u64,
+    /// Messages that could not be stored (storage fault); each left a `seq` gap.
+    pub lost_events: u64,
+    /// Records taken out of the queue because they can never be delivered
+    /// (larger than a packet limit); kept on the node.
+    pub quarantined: u64,
+    /// Why the store is failing (`disk full`, `I/O error: …`); `None` when healthy.
+    pub store_error: Option<String>,
+    /// Why delivery is held up: the broker refused a message (PUBACK reason
+    /// code, topic) or stopped acknowledging; `None` once it acknowledges again.
+    pub delivery_error: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -276,7 +308,7 @@ pub struct CameraStatusMessage {
     pub frames_dropped: u64,
 }
 
-/// `edge-stats/2`, retained on `{base}/stats`: outbox depth and evictions,
+/// `edge-stats/3`, retained on `{base}/stats`: outbox depth and evictions,
 /// what was sent, bytes per class of traffic and per camera, and the budget.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct StatsMessage {
@@ -305,6 +337,11 @@ pub struct OutboxStats {
     pub evicted_events: u64,
     pub evicted_snapshots: u64,
     pub evicted_bytes: u64,
+    /// As in `edge-node-status/3`.
+    pub lost_events: u64,
+    pub quarantined: u64,
+    pub store_error: Option<String>,
+    pub delivery_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -314,9 +351,13 @@ pub struct SentStats {
     pub bytes: u64,
     pub replayed: u64,
     pub reconnects: u64,
+    /// PUBACKs with a failure reason code (the message stays in the outbox).
+    pub refused: u64,
+    /// Connections dropped because the broker stopped acknowledging.
+    pub puback_timeouts: u64,
 }
 
-/// The snapshot budget as `edge-stats/2` reports it.
+/// The snapshot budget as `edge-stats/3` reports it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct BudgetStats {
     pub snapshot_bytes_per_s: f64,
@@ -348,7 +389,7 @@ impl SnapshotRef {
     }
 }
 
-/// `edge-event/3` for one lifecycle record: the box clamped to the frame and
+/// `edge-event/4` for one lifecycle record: the box clamped to the frame and
 /// normalised, scores rounded to 4 decimals.
 pub(super) fn event_message(
     o: Origin<'_>,
@@ -395,6 +436,7 @@ pub(super) fn event_message(
         stationary: rec.stationary,
         alerts: rec.alert.iter().map(|a| a.kind.clone()).collect(),
         alert: rec.alert.clone(),
+        end_reason: None,
     }
 }
 
@@ -488,6 +530,7 @@ mod tests {
             (OmitReason::Privacy, "privacy"),
             (OmitReason::Budget, "budget"),
             (OmitReason::Error, "error"),
+            (OmitReason::TooLarge, "too_large"),
         ];
         for (why, name) in omitted {
             let v = serde_json::to_value(SnapshotOmitted::from(why)).unwrap();

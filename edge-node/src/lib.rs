@@ -10,6 +10,7 @@ pub mod events;
 pub mod frame;
 pub mod node;
 pub mod publish;
+pub mod redact;
 pub mod rules;
 pub mod sched;
 pub mod snapshot;

@@ -388,7 +388,8 @@ fn check(path: &Path, json: bool) -> Result<ExitCode> {
         .iter()
         .map(|plan| CameraPlan {
             id: plan.id.clone(),
-            url: plan.source.url.clone(),
+            // Never a camera password on the screen.
+            url: edge_node::redact::userinfo(&plan.source.url).into_owned(),
             kind: if config::is_file_url(&plan.source.url) {
                 "file"
             } else {
@@ -408,7 +409,7 @@ fn check(path: &Path, json: bool) -> Result<ExitCode> {
         println!(
             "{}",
             serde_json::json!({"pipeline": p.file, "node": p.raw.node.id, "district": p.raw.node.district,
-                "mqtt": p.raw.mqtt.url, "topics": topics.all(), "cameras": cams, "models": models,
+                "mqtt": edge_node::redact::userinfo(&p.raw.mqtt.url), "topics": topics.all(), "cameras": cams, "models": models,
                 "warnings": p.warnings})
         );
     } else {
@@ -417,7 +418,7 @@ fn check(path: &Path, json: bool) -> Result<ExitCode> {
             "node {} in district {}, MQTT {} under {}",
             p.raw.node.id,
             p.raw.node.district,
-            p.raw.mqtt.url,
+            edge_node::redact::userinfo(&p.raw.mqtt.url),
             topics.all()
         );
         for (m, spec) in &models {

@@ -636,7 +636,8 @@ impl Publisher {
             camera: camera.into(),
             state,
             since: rfc3339(SystemTime::now()),
-            last_error,
+            // Library errors quote camera URLs, passwords and all.
+            last_error: last_error.map(|e| crate::redact::userinfo(&e).into_owned()),
             frames,
             frames_dropped,
         };

@@ -42,6 +42,7 @@ pub use self::rtsp_server::{RtspServer, serve_rtsp_blocking};
 use self::url::Target;
 pub use self::url::{SourceKind, classify, validate_url};
 use crate::frame::Frame;
+use crate::redact;
 
 /// Receives every sampled frame, on a GStreamer streaming thread. Must not block.
 pub type FrameCallback = Box<dyn Fn(Frame) + Send + Sync>;
@@ -412,7 +413,7 @@ impl Supervisor {
     fn describe(&self) -> String {
         match &self.target {
             Target::File(p) => p.display().to_string(),
-            Target::Uri(u) | Target::V4l2(u) => u.clone(),
+            Target::Uri(u) | Target::V4l2(u) => redact::userinfo(u).into_owned(),
         }
     }
 
@@ -482,7 +483,9 @@ impl Supervisor {
             match msg.view() {
                 gst::MessageView::Error(err) => return Outcome::Error(pipeline::error_text(err)),
                 gst::MessageView::Warning(w) => {
-                    tracing::warn!(camera = %self.shared.camera, warning = %w.error(), debug = ?w.debug(), "gstreamer warning");
+                    let detail = w.debug().map(|d| redact::userinfo(&d).into_owned());
+                    let warning = w.error().to_string();
+                    tracing::warn!(camera = %self.shared.camera, warning = %redact::userinfo(&warning), debug = ?detail, "gstreamer warning");
                 }
                 gst::MessageView::Eos(_) => {
                     let frames = stats.frames.load(Ordering::Relaxed);

@@ -147,6 +147,7 @@ impl NodeRun {
 
     /// Records a camera that cannot run and says so on its status topic.
     async fn camera_failed(&mut self, id: &str, span: &Span, error: String) {
+        let error = crate::redact::userinfo(&error).into_owned();
         span.in_scope(|| warn!(error = %error, "camera failed"));
         let _ = self
             .publisher

@@ -47,7 +47,9 @@ pub(super) fn spawn_camera_status(
                     failed = Some(camera.clone());
                 }
                 let (state, err) = camera_state(&s);
-                let err = err.or_else(|| note.clone());
+                let err = err
+                    .or_else(|| note.clone())
+                    .map(|e| crate::redact::userinfo(&e).into_owned());
                 let c = pool.counters(idx);
                 match &err {
                     Some(e) => warn!(state = ?state, error = %e, "camera state"),

@@ -354,8 +354,10 @@ pub(crate) fn error_text(err: &gst::message::Error) -> String {
             d.rsplit_once("):\n")
                 .map_or(d.clone(), |(_, tail)| tail.to_string())
         });
-    match detail {
+    let text = match detail {
         Some(d) if !d.is_empty() && d != msg && !d.starts_with("../") => format!("{msg} ({d})"),
         _ => msg,
-    }
+    };
+    // GStreamer quotes the camera URL, password and all.
+    crate::redact::userinfo(&text).into_owned()
 }

@@ -61,7 +61,7 @@ pub fn classify(url: &str) -> SourceKind {
 
 fn invalid(url: &str, reason: impl Into<String>) -> SourceError {
     SourceError::InvalidUrl {
-        url: url.to_string(),
+        url: crate::redact::userinfo(url).into_owned(),
         reason: reason.into(),
     }
 }

@@ -353,6 +353,18 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 eprintln!("heartbeat {} is {} s old", f.display(), age.as_secs());
                 return Ok(ExitCode::from(1));
             }
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            if text.trim().is_empty() {
+                eprintln!(
+                    "heartbeat {} is empty: the node cannot write its state folder (disk full?)",
+                    f.display()
+                );
+                return Ok(ExitCode::from(1));
+            }
+            if let Some(line) = text.lines().find(|l| l.starts_with("outbox failing")) {
+                eprintln!("unhealthy: {line}");
+                return Ok(ExitCode::from(1));
+            }
             println!("healthy: heartbeat {} s old", age.as_secs());
             Ok(ExitCode::SUCCESS)
         }

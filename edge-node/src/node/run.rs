@@ -92,7 +92,7 @@ pub(super) async fn run(
         warn!(warning = %w, "config");
     }
     let (publisher, mqtt_task) = start_publisher(&p)?;
-    let hb_task = status::spawn_heartbeat(p.state_dir().join("heartbeat"));
+    let hb_task = status::spawn_heartbeat(p.state_dir().join("heartbeat"), publisher.clone());
     let mut node = start_node(p, publisher.clone());
     wait(&mut node, stop, reloads).await;
     let mut report = shutdown::stop(&mut node, mqtt_task).await;
@@ -242,9 +242,21 @@ async fn reload(node: &mut NodeRun) {
             kept = ?o.kept, restarted = ?o.restarted, started = ?o.started,
             stopped = ?o.stopped, "config reloaded"
         ),
+        // One log line: a TOML parse error spans several lines (a caret
+        // under the bad spot); they are joined with " | ".
         Err(e) => warn!(
-            error = %e,
+            error = %one_line(&e),
             "config reload refused; the running config stays in force"
         ),
     }
+}
+
+/// A multi-line message on one line: trimmed lines joined with " | ".
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }

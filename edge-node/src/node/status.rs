@@ -68,14 +68,26 @@ pub(super) fn spawn_camera_status(
     )
 }
 
-/// Writes the current time to `path` every 5 s, for the container health check.
-pub(super) fn spawn_heartbeat(path: PathBuf) -> JoinHandle<()> {
+/// Writes the current time to `path` every 5 s, for the container health
+/// check, and a second line `outbox failing: <reason>` while the outbox
+/// store cannot store messages (`edge-node healthcheck` then fails).
+pub(super) fn spawn_heartbeat(path: PathBuf, publisher: Publisher) -> JoinHandle<()> {
     tokio::spawn(async move {
         if let Some(d) = path.parent() {
             let _ = std::fs::create_dir_all(d);
         }
         loop {
-            let _ = std::fs::write(&path, publish::rfc3339(SystemTime::now()));
+            let mut text = publish::rfc3339(SystemTime::now());
+            if let Some(f) = publisher.outbox_failure() {
+                text.push_str(&format!(
+                    "\noutbox failing: {} (since {}, {} failed writes)",
+                    f.reason,
+                    publish::rfc3339(f.since),
+                    f.failed_writes
+                ));
+            }
+            text.push('\n');
+            let _ = std::fs::write(&path, text);
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     })

@@ -11,6 +11,12 @@
 //! `cargo bench -p edge-node --bench soak` runs 30 minutes (warm-up 5 min,
 //! a sample every 5 s); `-- --duration-s N` or `SOAK_DURATION_S=N` sets the
 //! length (warm-up: a sixth of it, at least 10 s; `SOAK_WARMUP_S` overrides).
+//!
+//! `-- --outage-s N` (or `SOAK_OUTAGE_S=N`) stops the broker for N seconds
+//! right after warm-up: the outbox fills on disk meanwhile, then drains. The
+//! node's RSS must stay bounded through the outage (peak − warm-up level
+//! within `outage_mb`) and the leak limits then apply to the samples from
+//! one minute after the broker came back.
 //! Without `--bench` (i.e. under `cargo test --all-targets`) it runs a short
 //! CI version: 40 s, warm-up 15 s, a sample every second, loose limits that
 //! only catch a gross leak. `scripts/soak.sh [seconds]` wraps it. Samples go
@@ -43,6 +49,10 @@ struct Limits {
 struct Plan {
     duration: Duration,
     warmup: Duration,
+    /// The broker is down for this long right after warm-up (zero: never).
+    outage: Duration,
+    /// RSS may rise this much above its warm-up level during the outage.
+    outage_mb: f64,
     every: Duration,
     limits: Limits,
     full: bool,
@@ -70,9 +80,14 @@ fn plan() -> Plan {
     } else {
         15.0
     });
+    let outage = arg_secs("--outage-s")
+        .or_else(|| env_secs("SOAK_OUTAGE_S"))
+        .unwrap_or(0.0);
     Plan {
         duration: Duration::from_secs_f64(duration),
         warmup: Duration::from_secs_f64(warmup.min(duration * 0.8)),
+        outage: Duration::from_secs_f64(outage),
+        outage_mb: 48.0,
         every: Duration::from_secs(if full && duration >= 300.0 { 5 } else { 1 }),
         limits: if full {
             Limits {
@@ -145,9 +160,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Counts events arriving under `t/#` without keeping them.
+/// Counts events arriving under `t/#` without keeping them. A persistent
+/// session, so that it keeps its subscription across a broker restart.
 fn counting_subscriber(port: u16) -> (Client, Arc<AtomicU64>, Arc<AtomicU64>) {
     let mut o = MqttOptions::new(format!("soak-sub-{}", free_port()), "127.0.0.1", port);
+    o.set_clean_session(false);
     o.set_max_packet_size(16 << 20, 16 << 20);
     o.set_keep_alive(Duration::from_secs(30));
     let (client, mut conn) = Client::new(o, 100);
@@ -172,6 +189,44 @@ fn counting_subscriber(port: u16) -> (Client, Arc<AtomicU64>, Arc<AtomicU64>) {
     (client, events, bytes)
 }
 
+/// RSS and outbox size around a broker outage.
+struct Outage {
+    outbox_before: f64,
+    rss_before: f64,
+    rss_peak: f64,
+    rss_after: f64,
+    outbox_peak: f64,
+}
+
+fn outage_figures(plan: &Plan, samples: &[Sample]) -> Option<Outage> {
+    if plan.outage.is_zero() {
+        return None;
+    }
+    let (down, up) = (
+        plan.warmup.as_secs_f64(),
+        (plan.warmup + plan.outage).as_secs_f64(),
+    );
+    let during: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.t_s >= down && s.t_s < up + 60.0)
+        .collect();
+    let before = samples.iter().filter(|s| s.t_s < down).map(|s| s.rss_mb);
+    Some(Outage {
+        outbox_before: samples
+            .iter()
+            .filter(|s| s.t_s < down)
+            .map(|s| s.outbox_mb)
+            .fold(0.0, f64::max),
+        rss_before: median(before.collect()),
+        rss_peak: during.iter().map(|s| s.rss_mb).fold(0.0, f64::max),
+        rss_after: samples
+            .iter()
+            .find(|s| s.t_s >= up + 60.0)
+            .map_or(f64::NAN, |s| s.rss_mb),
+        outbox_peak: during.iter().map(|s| s.outbox_mb).fold(0.0, f64::max),
+    })
+}
+
 fn out_path(var: &str, name: &str) -> PathBuf {
     std::env::var(var)
         .map(PathBuf::from)
@@ -184,7 +239,7 @@ fn out_path(var: &str, name: &str) -> PathBuf {
 )]
 fn main() {
     let plan = plan();
-    let broker = mosquitto();
+    let mut broker = PersistentBroker::start();
     let (_client, events, bytes) = counting_subscriber(broker.port);
     let dir = tempfile::tempdir().unwrap();
     let cam = |id: &str, clip: &str| {
@@ -221,7 +276,25 @@ fn main() {
     let t0 = Instant::now();
     let mut samples: Vec<Sample> = Vec::new();
     let mut next = t0;
+    let (down_at, up_at) = (plan.warmup, plan.warmup + plan.outage);
+    let mut broker_down = false;
     while t0.elapsed() < plan.duration {
+        if !plan.outage.is_zero() {
+            let t = t0.elapsed();
+            if !broker_down && t >= down_at && t < up_at {
+                println!(
+                    "  t={:>6.0} s  broker down for {:.0} s",
+                    t.as_secs_f64(),
+                    plan.outage.as_secs_f64()
+                );
+                broker.stop();
+                broker_down = true;
+            } else if broker_down && t >= up_at {
+                println!("  t={:>6.0} s  broker up again", t.as_secs_f64());
+                broker.restart();
+                broker_down = false;
+            }
+        }
         if let Ok(Some(status)) = node.0.try_wait() {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             panic!("the node exited during the soak: {status:?}\n{text}");
@@ -255,10 +328,17 @@ fn main() {
 
     // Figures.
     let warm_s = plan.warmup.as_secs_f64();
+    let outage = outage_figures(&plan, &samples);
+    // With an outage, the leak limits apply from a minute after it ended.
+    let steady_from = if plan.outage.is_zero() {
+        warm_s
+    } else {
+        (up_at.as_secs_f64() + 60.0).min(plan.duration.as_secs_f64() * 0.9)
+    };
     let after: Vec<Sample> = samples
         .iter()
         .copied()
-        .filter(|s| s.t_s >= warm_s)
+        .filter(|s| s.t_s >= steady_from)
         .collect();
     assert!(after.len() >= 3, "too few samples after warm-up");
     let xs: Vec<f64> = after.iter().map(|s| s.t_s / 60.0).collect();
@@ -311,6 +391,9 @@ fn main() {
         "fds": {"start": first.fds, "warm": fd_warm, "end": fd_end, "slope_per_min": fd_slope},
         "events": last.events,
         "outbox_file_mb": {"warm": after[0].outbox_mb, "end": last.outbox_mb},
+        "outage": outage.as_ref().map(|o| json!({"seconds": plan.outage.as_secs_f64(),
+            "rss_before_mb": o.rss_before, "rss_peak_mb": o.rss_peak, "rss_after_mb": o.rss_after,
+            "outbox_peak_mb": o.outbox_peak, "limit_mb": plan.outage_mb})),
         "limits": {"mb_per_min": plan.limits.mb_per_min, "mb_growth": plan.limits.mb_growth,
                    "fds_per_min": plan.limits.fds_per_min, "fd_growth": plan.limits.fd_growth},
     });
@@ -326,6 +409,28 @@ fn main() {
     );
     println!("samples: {}, summary: {}", csv.display(), jpath.display());
 
+    if let Some(o) = &outage {
+        println!(
+            "outage {:.0} s: RSS {:.1} MB before, peak {:.1} MB during, {:.1} MB a minute after; outbox file peak {:.2} MB",
+            plan.outage.as_secs_f64(),
+            o.rss_before,
+            o.rss_peak,
+            o.rss_after,
+            o.outbox_peak
+        );
+        assert!(
+            o.outbox_peak > o.outbox_before + 0.1,
+            "the outbox file did not grow during the outage ({:.2} → {:.2} MB): was the broker really down?",
+            o.outbox_before,
+            o.outbox_peak
+        );
+        assert!(
+            o.rss_peak - o.rss_before <= plan.outage_mb,
+            "RSS rose {:.1} MB during the outage (limit {})",
+            o.rss_peak - o.rss_before,
+            plan.outage_mb
+        );
+    }
     let l = &plan.limits;
     assert!(
         events_after_warmup > 0,

@@ -421,3 +421,43 @@ fn demo_runs_unattended() {
     let jpegs = std::fs::read_dir(&snaps).unwrap().count();
     assert!(jpegs >= 3, "snapshots written: {jpegs}");
 }
+
+/// `edge-node healthcheck` reads the daemon's heartbeat file: fresh and
+/// plain is healthy; empty (the state folder could not be written), an
+/// `outbox failing` line or a `delivery failing` line is not, and the
+/// output says why.
+#[test]
+fn healthcheck_reports_what_the_heartbeat_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("heartbeat");
+    let check = |text: &str| {
+        std::fs::write(&f, text).unwrap();
+        let out = edge_node()
+            .args(["healthcheck", "--file"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), said)
+    };
+    let (code, said) = check("2026-12-07T05:00:00.000Z\n");
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("healthy"), "{said}");
+    let (code, said) = check("");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("empty"), "{said}");
+    let (code, said) = check(
+        "2026-12-07T05:00:00.000Z\noutbox failing: disk full (since 2026-12-07T04:59:00.000Z, 3 failed writes)\n",
+    );
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("outbox failing: disk full"), "{said}");
+    let (code, said) = check(
+        "2026-12-07T05:00:00.000Z\ndelivery failing: the broker refused t/d/n/cam/events (PUBACK reason code 0x87 NotAuthorized); kept in the outbox\n",
+    );
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("0x87"), "{said}");
+}

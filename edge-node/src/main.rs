@@ -361,7 +361,10 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(1));
             }
-            if let Some(line) = text.lines().find(|l| l.starts_with("outbox failing")) {
+            if let Some(line) = text
+                .lines()
+                .find(|l| l.starts_with("outbox failing") || l.starts_with("delivery failing"))
+            {
                 eprintln!("unhealthy: {line}");
                 return Ok(ExitCode::from(1));
             }

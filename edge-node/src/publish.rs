@@ -333,7 +333,9 @@ impl Publisher {
         }
     }
 
-    pub(super) fn delivery_error(&self) -> Option<String> {
+    /// Why delivery is held up (a refusal by the broker, no PUBACK in
+    /// time), until the broker acknowledges again; `None` otherwise.
+    pub fn delivery_error(&self) -> Option<String> {
         self.shared
             .delivery_error
             .lock()

@@ -69,8 +69,10 @@ pub(super) fn spawn_camera_status(
 }
 
 /// Writes the current time to `path` every 5 s, for the container health
-/// check, and a second line `outbox failing: <reason>` while the outbox
-/// store cannot store messages (`edge-node healthcheck` then fails).
+/// check, and a line `outbox failing: <reason>` while the outbox store
+/// cannot store messages, `delivery failing: <reason>` while the broker
+/// refuses messages or stops acknowledging (`edge-node healthcheck` then
+/// fails).
 pub(super) fn spawn_heartbeat(path: PathBuf, publisher: Publisher) -> JoinHandle<()> {
     tokio::spawn(async move {
         if let Some(d) = path.parent() {
@@ -85,6 +87,9 @@ pub(super) fn spawn_heartbeat(path: PathBuf, publisher: Publisher) -> JoinHandle
                     publish::rfc3339(f.since),
                     f.failed_writes
                 ));
+            }
+            if let Some(e) = publisher.delivery_error() {
+                text.push_str(&format!("\ndelivery failing: {e}"));
             }
             text.push('\n');
             let _ = std::fs::write(&path, text);

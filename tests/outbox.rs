@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -52,17 +51,6 @@ fn looped_camera_id(id: &str) -> String {
         "[[cameras]]\nid = \"{id}\"\nurl = \"{}\"\ndetect_fps = 5\nrealtime = true\nloop = true\n",
         fixture("vtest_10s_h264.mp4").display()
     )
-}
-
-/// Per camera, the seqs received (with duplicates).
-fn seqs(msgs: &[Msg]) -> BTreeMap<String, Vec<u64>> {
-    let mut m: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for e in events(msgs) {
-        m.entry(e["camera"].as_str().unwrap().to_string())
-            .or_default()
-            .push(e["seq"].as_u64().unwrap());
-    }
-    m
 }
 
 fn max_seq(msgs: &[Msg]) -> u64 {

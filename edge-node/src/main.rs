@@ -337,41 +337,45 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Cmd::Healthcheck { file, max_age } => {
-            let f = file.unwrap_or_else(|| {
-                std::env::var_os("EDGE_NODE_STATE_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("/tmp/edge-node"))
-                    .join("heartbeat")
-            });
-            let age = std::fs::metadata(&f)
-                .and_then(|m| m.modified())
-                .with_context(|| format!("no heartbeat at {}", f.display()))?
-                .elapsed()
-                .unwrap_or_default();
-            if age > Duration::from_secs(max_age) {
-                eprintln!("heartbeat {} is {} s old", f.display(), age.as_secs());
-                return Ok(ExitCode::from(1));
-            }
-            let text = std::fs::read_to_string(&f).unwrap_or_default();
-            if text.trim().is_empty() {
-                eprintln!(
-                    "heartbeat {} is empty: the node cannot write its state folder (disk full?)",
-                    f.display()
-                );
-                return Ok(ExitCode::from(1));
-            }
-            if let Some(line) = text
-                .lines()
-                .find(|l| l.starts_with("outbox failing") || l.starts_with("delivery failing"))
-            {
-                eprintln!("unhealthy: {line}");
-                return Ok(ExitCode::from(1));
-            }
-            println!("healthy: heartbeat {} s old", age.as_secs());
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Healthcheck { file, max_age } => healthcheck(file, max_age),
     }
+}
+
+/// `edge-node healthcheck`: the daemon's heartbeat file is fresh, not empty,
+/// and names no failing outbox store or held-up delivery.
+fn healthcheck(file: Option<PathBuf>, max_age: u64) -> Result<ExitCode> {
+    let f = file.unwrap_or_else(|| {
+        std::env::var_os("EDGE_NODE_STATE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp/edge-node"))
+            .join("heartbeat")
+    });
+    let age = std::fs::metadata(&f)
+        .and_then(|m| m.modified())
+        .with_context(|| format!("no heartbeat at {}", f.display()))?
+        .elapsed()
+        .unwrap_or_default();
+    if age > Duration::from_secs(max_age) {
+        eprintln!("heartbeat {} is {} s old", f.display(), age.as_secs());
+        return Ok(ExitCode::from(1));
+    }
+    let text = std::fs::read_to_string(&f).unwrap_or_default();
+    if text.trim().is_empty() {
+        eprintln!(
+            "heartbeat {} is empty: the node cannot write its state folder (disk full?)",
+            f.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if let Some(line) = text
+        .lines()
+        .find(|l| l.starts_with("outbox failing") || l.starts_with("delivery failing"))
+    {
+        eprintln!("unhealthy: {line}");
+        return Ok(ExitCode::from(1));
+    }
+    println!("healthy: heartbeat {} s old", age.as_secs());
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Serialize)]

@@ -299,6 +299,18 @@ impl Schemas {
     /// Validate every JSON message against its schema; check every snapshot
     /// decodes as a JPEG of the size its event states.
     pub fn validate_all(&self, msgs: &[Msg]) {
+        self.validate(msgs, true);
+    }
+
+    /// As [`Schemas::validate_all`], without matching each event to the
+    /// latest picture on its snapshot topic: for runs where the broker
+    /// refused events but not their snapshots, so that an object's later
+    /// pictures arrived before its earlier events.
+    pub fn validate_schemas(&self, msgs: &[Msg]) {
+        self.validate(msgs, false);
+    }
+
+    fn validate(&self, msgs: &[Msg], match_snapshots: bool) {
         let mut snaps = std::collections::HashMap::new();
         for m in msgs {
             if m.topic.contains("/snapshot/") {
@@ -343,6 +355,7 @@ impl Schemas {
                 m.topic
             );
             if kind == "event"
+                && match_snapshots
                 && let Some(s) = v.get("snapshot").filter(|s| !s.is_null())
             {
                 let topic = s["topic"].as_str().unwrap();
@@ -364,6 +377,17 @@ impl Schemas {
             }
         }
     }
+}
+
+/// Per camera, the event seqs received (with duplicates), in arrival order.
+pub fn seqs(msgs: &[Msg]) -> std::collections::BTreeMap<String, Vec<u64>> {
+    let mut m: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for e in events(msgs) {
+        m.entry(e["camera"].as_str().unwrap().to_string())
+            .or_default()
+            .push(e["seq"].as_u64().unwrap());
+    }
+    m
 }
 
 pub fn events(msgs: &[Msg]) -> Vec<serde_json::Value> {

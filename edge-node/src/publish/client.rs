@@ -145,7 +145,8 @@ pub(super) struct Link {
     pub acks_this_connection: u64,
     /// Per camera: its queue waits until then (the broker refused a record).
     pub held: HashMap<String, Instant>,
-    /// Per camera: refusals in a row (the wait doubles with each).
+    /// Per refused topic: retry rounds refused in a row (the wait doubles
+    /// with each); cleared when a record on that topic is delivered.
     pub refusals: HashMap<String, u32>,
     /// Per outbox key: connections that dropped before any PUBACK while it
     /// was the oldest unacknowledged record.
@@ -158,7 +159,8 @@ pub(super) enum Acked {
     /// Not from the outbox (a retained status), or unknown.
     Other,
     /// The outbox record is delivered; its key is queued for deletion.
-    Delivered(u64),
+    /// `cleared`: no topic is refused any more (delivery is healthy again).
+    Delivered { key: u64, cleared: bool },
     /// The broker refused the record: it stays, and its camera's queue
     /// waits `wait` before it is sent again.
     Refused(Sent, Duration),
@@ -192,16 +194,27 @@ impl Link {
         self.handed = self.handed.saturating_sub(1);
         self.strikes.remove(&sent.key);
         if ok {
-            self.refusals.remove(&sent.camera);
+            self.refusals.remove(&sent.topic);
             self.acked.push(sent.key);
-            return Acked::Delivered(sent.key);
+            return Acked::Delivered {
+                key: sent.key,
+                cleared: self.refusals.is_empty(),
+            };
         }
-        let n = self.refusals.entry(sent.camera.clone()).or_insert(0);
-        let wait = REFUSED_WAIT_MIN
-            .saturating_mul(1 << (*n).min(6))
-            .min(REFUSED_WAIT_MAX);
-        *n += 1;
-        self.held.insert(sent.camera.clone(), Instant::now() + wait);
+        let now = Instant::now();
+        let wait = match self.held.get(&sent.camera) {
+            // Another refusal of the round already holding this camera: keep its wait.
+            Some(&until) if until > now => until - now,
+            _ => {
+                let n = self.refusals.entry(sent.topic.clone()).or_insert(0);
+                let wait = REFUSED_WAIT_MIN
+                    .saturating_mul(1 << (*n).min(6))
+                    .min(REFUSED_WAIT_MAX);
+                *n += 1;
+                self.held.insert(sent.camera.clone(), now + wait);
+                wait
+            }
+        };
         // Send the camera's queue again from the refused record on.
         match sent.key.checked_sub(1) {
             Some(before) => {
@@ -379,7 +392,7 @@ impl Publisher {
             Err(_) => Acked::Other,
         };
         match acked {
-            Acked::Delivered(_) => self.set_delivery_error(None),
+            Acked::Delivered { cleared: true, .. } => self.set_delivery_error(None),
             Acked::Refused(sent, wait) => {
                 let why = ack
                     .properties
@@ -400,7 +413,7 @@ impl Publisher {
                 tracing::warn!(pkid = ack.pkid, reason_code = code, reason = ?ack.reason,
                     "mqtt: the broker refused a status message");
             }
-            Acked::Other => {}
+            Acked::Delivered { cleared: false, .. } | Acked::Other => {}
         }
         self.shared.wake.notify_one();
     }
@@ -422,6 +435,14 @@ impl Publisher {
     /// oldest unacknowledged one of [`STRIKES`] connections in a row that
     /// dropped before any PUBACK is quarantined: it would block the queue.
     fn drop_link(&self, eventloop: &mut EventLoop) {
+        // PUBACKs read before the link dropped are still queued in rumqttc:
+        // they belong to this connection, so they count before it is forgotten.
+        let queued: Vec<Event> = eventloop.state.events.drain(..).collect();
+        for ev in queued {
+            if let Event::Incoming(Packet::PubAck(ack)) = ev {
+                self.on_puback(&ack);
+            }
+        }
         let Ok(mut l) = self.shared.link.lock() else {
             return;
         };
@@ -464,27 +485,29 @@ pub(super) async fn drive(mut eventloop: EventLoop, p: Publisher) {
     let mut backoff = Duration::from_millis(200);
     let mut connects = 0u64;
     let timeout = p.shared.opts.puback_timeout;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
-        let ev = tokio::select! {
-            ev = eventloop.poll() => ev,
-            _ = tick.tick() => {
-                if p.puback_overdue(timeout) {
-                    p.shared.stats.puback_timeouts.fetch_add(1, Ordering::Relaxed);
-                    let msg = format!(
-                        "the broker stopped acknowledging: no PUBACK for {} s; reconnecting",
-                        timeout.as_secs()
-                    );
-                    tracing::warn!(broker = %p.shared.broker, timeout_s = timeout.as_secs(),
-                        "mqtt: no PUBACK in time; dropping the connection, the outbox replays");
-                    p.set_delivery_error(Some(msg));
-                    p.drop_link(&mut eventloop);
-                    p.shared.stats.connected.store(false, Ordering::Relaxed);
-                }
-                continue;
-            }
-        };
-        match ev {
+        // `poll` is never raced with a timer: cancelling it mid-connect
+        // would drop the half-made connection (a broker slower than the
+        // timer to answer CONNECT would never be reached). The PUBACK timeout
+        // is checked between events instead: a connected link yields one
+        // at least every keep-alive interval (PINGREQ / PINGRESP), and a
+        // broker that stops answering pings fails the link in rumqttc.
+        if p.puback_overdue(timeout) {
+            p.shared
+                .stats
+                .puback_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            let msg = format!(
+                "the broker stopped acknowledging: no PUBACK for {} s; reconnecting",
+                timeout.as_secs()
+            );
+            tracing::warn!(broker = %p.shared.broker, timeout_s = timeout.as_secs(),
+                "mqtt: no PUBACK in time; dropping the connection, the outbox replays");
+            p.set_delivery_error(Some(msg));
+            p.drop_link(&mut eventloop);
+            p.shared.stats.connected.store(false, Ordering::Relaxed);
+        }
+        match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 let broker_max = ack.properties.as_ref().and_then(|p| p.max_packet_size);
                 tracing::info!(broker = %p.shared.broker, code = ?ack.code,
@@ -669,7 +692,7 @@ mod tests {
                 }
                 Event::Incoming(Packet::PubAck(ack)) => {
                     resolved.push(match link.on_puback(ack.pkid, true) {
-                        Acked::Delivered(k) => Some(k),
+                        Acked::Delivered { key, .. } => Some(key),
                         _ => None,
                     });
                 }
@@ -698,9 +721,9 @@ mod tests {
         );
     }
 
-    /// A refused record stays: its camera's queue waits (doubling per
-    /// refusal in a row) and is sent again from that record; a delivery
-    /// clears the refusals.
+    /// A refused record stays: its camera's queue waits (doubling per retry
+    /// round refused in a row, not per refused message) and is sent again
+    /// from that record; only a delivery on the refused topic clears it.
     #[test]
     fn refusal_keeps_the_record_and_holds_its_camera() {
         let mut link = Link {
@@ -729,11 +752,41 @@ mod tests {
         );
         let now = Instant::now();
         assert!(link.is_held("a", now) && !link.is_held("b", now));
+        // The same round: the wait does not grow.
         let Acked::Refused(_, wait) = link.on_puback(2, false) else {
             panic!("a refusal");
         };
+        assert!(wait <= REFUSED_WAIT_MIN);
+        // A delivery on another topic (the event's snapshot) clears nothing.
+        let snap = Sent {
+            key: 13,
+            camera: "a".into(),
+            topic: "t/a/snapshot/x".into(),
+        };
+        link.queue(Some(snap));
+        link.on_outgoing(4);
+        assert_eq!(
+            link.on_puback(4, true),
+            Acked::Delivered {
+                key: 13,
+                cleared: false
+            }
+        );
+        // The next round, refused again: the wait doubles.
+        link.held.insert("a".into(), Instant::now());
+        let Acked::Refused(_, wait) = link.on_puback(3, false) else {
+            panic!("a refusal");
+        };
         assert_eq!(wait, REFUSED_WAIT_MIN * 2);
-        assert_eq!(link.on_puback(3, true), Acked::Delivered(12));
+        link.queue(Some(sent(10)));
+        link.on_outgoing(5);
+        assert_eq!(
+            link.on_puback(5, true),
+            Acked::Delivered {
+                key: 10,
+                cleared: true
+            }
+        );
         assert!(link.refusals.is_empty());
         assert!(link.waiting_since.is_none() && link.handed == 0);
         assert!(!link.is_held("a", now + REFUSED_WAIT_MAX));

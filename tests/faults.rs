@@ -334,6 +334,19 @@ url = "rtsp://127.0.0.1:{gone_port}/cam"
     assert_eq!(gone_last["state"], "reconnecting", "{gone_last}");
     assert!(gone_last["last_error"].is_string(), "{gone_last}");
     assert!(gone_retries >= 2, "gone retried {gone_retries} times");
+    // `since` is when the outage began, not the latest retry (issue 14, 3).
+    let gone_since: BTreeSet<String> = m[faults_at..]
+        .iter()
+        .filter(|x| x.topic.ends_with("/gone/status") && !x.payload.is_empty())
+        .map(Msg::json)
+        .filter(|s| s["state"] == "reconnecting")
+        .map(|s| s["since"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        gone_since.len(),
+        1,
+        "every retry of one outage keeps its since: {gone_since:?}"
+    );
     assert!(
         node.0.try_wait().unwrap().is_none(),
         "the node keeps running"

@@ -632,12 +632,25 @@ impl Publisher {
         frames: u64,
         frames_dropped: u64,
     ) -> Result<(), PublishError> {
+        // `since` is when the current state began: a retry that stays
+        // `reconnecting` keeps it, so an outage's length is never lost.
+        let since = self
+            .shared
+            .camera_status
+            .lock()
+            .ok()
+            .and_then(|m| {
+                m.get(camera)
+                    .filter(|s| s.state == state)
+                    .map(|s| s.since.clone())
+            })
+            .unwrap_or_else(|| rfc3339(SystemTime::now()));
         let msg = CameraStatusMessage {
             schema: CAMERA_STATUS_SCHEMA.into(),
             node: self.shared.node.clone(),
             camera: camera.into(),
             state,
-            since: rfc3339(SystemTime::now()),
+            since,
             // Library errors quote camera URLs, passwords and all.
             last_error: last_error.map(|e| crate::redact::userinfo(&e).into_owned()),
             frames,

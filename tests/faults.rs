@@ -383,10 +383,14 @@ url = "rtsp://127.0.0.1:{gone_port}/cam"
         );
     }
     let good = st("good");
+    let (last, before) = good.split_last().unwrap();
     assert!(
-        good.iter().all(|s| s == "starting" || s == "streaming"),
+        before.iter().all(|s| s == "starting" || s == "streaming"),
         "good is unaffected: {good:?}"
     );
+    // A clean stop leaves no live camera saying it streams (issue 14, 1).
+    assert_eq!(last, "stopped", "{good:?}");
+    assert_eq!(st("gone").last().unwrap(), "stopped");
     assert!(has_sequence(
         &st("restart"),
         &["streaming", "reconnecting", "streaming"]

@@ -226,3 +226,74 @@ fn sighup_reloads_changed_cameras_only_and_refuses_a_bad_config() {
         );
     }
 }
+
+/// No ghost cameras (issue 14, item 1): a clean stop leaves every live
+/// camera's retained status `stopped` (it used to stay `streaming` for
+/// ever), and a camera removed from the config while the node was down has
+/// its retained status cleared when the node starts again.
+#[test]
+fn no_camera_is_left_streaming_after_a_stop_or_a_removal_while_down() {
+    let broker = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let status_of = |c: &str| format!("t/test-district/test-box/{c}/status");
+    let p = write(
+        d,
+        "p.toml",
+        &pipeline(broker.port, "t", &[camera("a", 5), camera("b", 5)]),
+    );
+    let sub = Subscriber::start(broker.port, "t/#");
+    let mut node = run_node(&p, &d.join("node1.log"));
+    let live = |m: &[Msg], c: &str, state: &str| {
+        m.iter()
+            .rfind(|x| x.topic == status_of(c))
+            .is_some_and(|x| !x.payload.is_empty() && x.json()["state"] == state)
+    };
+    sub.wait_for("both cameras streaming", Duration::from_secs(60), |m| {
+        live(m, "a", "streaming") && live(m, "b", "streaming")
+    });
+    node.terminate(Duration::from_secs(30))
+        .expect("the node exits on SIGTERM");
+    sub.wait_for("both cameras stopped", Duration::from_secs(20), |m| {
+        live(m, "a", "stopped") && live(m, "b", "stopped")
+    });
+    // A newcomer reads the same from the retained messages.
+    let fresh = Subscriber::start(broker.port, "t/test-district/test-box/+/status");
+    fresh.wait_for("the retained statuses", Duration::from_secs(10), |m| {
+        live(m, "a", "stopped") && live(m, "b", "stopped")
+    });
+    drop(fresh);
+
+    // Camera b is removed while the node is down.
+    write(d, "p.toml", &pipeline(broker.port, "t", &[camera("a", 5)]));
+    let restarted = Instant::now();
+    let mut node = run_node(&p, &d.join("node2.log"));
+    let msgs = sub.wait_for(
+        "b's retained status cleared, a streaming",
+        Duration::from_secs(60),
+        |m| {
+            m.iter()
+                .any(|x| x.at > restarted && x.topic == status_of("b") && x.payload.is_empty())
+                && live(m, "a", "streaming")
+        },
+    );
+    node.terminate(Duration::from_secs(30))
+        .expect("the node exits on SIGTERM");
+    let log2 = std::fs::read_to_string(d.join("node2.log")).unwrap();
+    assert!(
+        log2.contains("clearing the retained status of a camera no longer configured"),
+        "{log2}"
+    );
+    let fresh = Subscriber::start(broker.port, "t/test-district/test-box/+/status");
+    let m = fresh.wait_for("a's retained status", Duration::from_secs(10), |m| {
+        live(m, "a", "stopped")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let m = [m, fresh.snapshot()].concat();
+    assert!(
+        !m.iter()
+            .any(|x| x.topic == status_of("b") && !x.payload.is_empty()),
+        "b's status is still retained"
+    );
+    schemas().validate_all(&msgs);
+}

@@ -710,11 +710,42 @@ impl Publisher {
         }
     }
 
-    /// Clean stop: flush the outbox, publish `stopped` and the final stats
-    /// (retained), wait for their acks, disconnect.
+    /// Clean stop: flush the outbox, publish `stopped` for every live camera
+    /// and the node, and the final stats (retained), wait for their acks,
+    /// disconnect.
     pub async fn shutdown(&self, timeout: Duration) -> bool {
         let ok = self.flush(timeout).await;
         self.shared.stopping.store(true, Ordering::Relaxed);
+        // No camera is left saying `streaming` after the node stopped.
+        let live: Vec<CameraStatusMessage> = self
+            .shared
+            .camera_status
+            .lock()
+            .map(|m| {
+                m.values()
+                    .filter(|s| {
+                        matches!(
+                            s.state,
+                            CameraState::Starting
+                                | CameraState::Streaming
+                                | CameraState::Reconnecting
+                        )
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for s in live {
+            let _ = self
+                .camera_status(
+                    &s.camera,
+                    CameraState::Stopped,
+                    None,
+                    s.frames,
+                    s.frames_dropped,
+                )
+                .await;
+        }
         let msg = node_status(&self.shared, NodeState::Stopped, Some(SystemTime::now()));
         if let Ok(body) = serde_json::to_vec(&msg) {
             let _ = self

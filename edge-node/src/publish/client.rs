@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::Transport;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, PubAck, PubAckReason};
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAck, PubAckReason, Publish};
 use rumqttc::v5::{ConnectionError, Event, EventLoop, MqttOptions};
 
 use super::wire::{CameraStatusMessage, NodeState};
@@ -105,6 +105,9 @@ pub fn mqtt_options(
 /// How many times in a row a record may be the oldest unacknowledged one of
 /// a connection that dropped before any PUBACK, before it is quarantined.
 const STRIKES: u32 = 5;
+/// How long after each connect the node listens to its retained camera
+/// statuses, to clear those of cameras it no longer has.
+const GHOST_SWEEP: Duration = Duration::from_secs(3);
 /// A refused camera queue waits this long, doubling per refusal in a row.
 const REFUSED_WAIT_MIN: Duration = Duration::from_secs(1);
 const REFUSED_WAIT_MAX: Duration = Duration::from_secs(60);
@@ -376,7 +379,52 @@ impl Publisher {
             l.connected = true;
         }
         self.announce();
+        self.sweep_ghosts();
         self.shared.wake.notify_one();
+    }
+
+    /// Listen for a few seconds to the retained camera statuses under this
+    /// node: those of cameras no longer in the config (removed while the
+    /// node was down) are cleared, so no ghost camera stays `streaming`.
+    fn sweep_ghosts(&self) {
+        let filter = self.shared.topics.camera_statuses();
+        if self
+            .client
+            .try_subscribe(filter.clone(), QoS::AtMostOnce)
+            .is_err()
+        {
+            return;
+        }
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(GHOST_SWEEP).await;
+            let _ = client.unsubscribe(filter).await;
+        });
+    }
+
+    /// A message on a subscribed topic: a retained status of a camera that
+    /// is not configured (any more) is cleared with an empty retained message.
+    fn on_publish(&self, p: &Publish) {
+        if !p.retain || p.payload.is_empty() {
+            return;
+        }
+        let topic = String::from_utf8_lossy(&p.topic);
+        let Some(camera) = self.shared.topics.status_camera(&topic) else {
+            return;
+        };
+        let configured = self
+            .shared
+            .cameras
+            .lock()
+            .map(|c| c.iter().any(|x| x == camera))
+            .unwrap_or(true);
+        if !configured {
+            tracing::info!(
+                camera,
+                "clearing the retained status of a camera no longer configured"
+            );
+            let _ = self.push(None, topic.to_string(), Vec::new(), true);
+        }
     }
 
     fn on_puback(&self, ack: &PubAck) {
@@ -522,6 +570,7 @@ pub(super) async fn drive(mut eventloop: EventLoop, p: Publisher) {
                 }
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => p.on_puback(&ack),
+            Ok(Event::Incoming(Packet::Publish(msg))) => p.on_publish(&msg),
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                 tracing::debug!("mqtt disconnect sent");
                 // Let the final DISCONNECT flush, then stop driving.

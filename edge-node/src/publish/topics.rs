@@ -38,6 +38,16 @@ impl Topics {
     pub fn snapshot(&self, camera: &str, event_id: &str) -> String {
         format!("{}/{camera}/snapshot/{event_id}", self.base)
     }
+    /// Every camera's status topic of this node (a filter).
+    pub fn camera_statuses(&self) -> String {
+        format!("{}/+/status", self.base)
+    }
+    /// The camera whose status topic `topic` is, if it is one.
+    pub fn status_camera<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        let rest = topic.strip_prefix(self.base.as_str())?.strip_prefix('/')?;
+        let camera = rest.strip_suffix("/status")?;
+        (!camera.is_empty() && !camera.contains('/')).then_some(camera)
+    }
     /// Every topic of this node.
     pub fn all(&self) -> String {
         format!("{}/#", self.base)
@@ -93,5 +103,22 @@ mod tests {
             t.snapshot("cam-1", "e1"),
             "hanoi/hoan-kiem/box-1/cam-1/snapshot/e1"
         );
+        assert_eq!(t.camera_statuses(), "hanoi/hoan-kiem/box-1/+/status");
+    }
+
+    /// Only a camera's status topic of this node names a camera.
+    #[test]
+    fn status_camera_reads_back_the_camera() {
+        let t = Topics::new("hanoi", "hoan-kiem", "box-1");
+        assert_eq!(t.status_camera(&t.camera_status("cam-1")), Some("cam-1"));
+        for other in [
+            t.node_status(),
+            t.events("cam-1"),
+            "hanoi/hoan-kiem/box-2/cam-1/status".to_string(),
+            "hanoi/hoan-kiem/box-1/a/b/status".to_string(),
+            "hanoi/hoan-kiem/box-1//status".to_string(),
+        ] {
+            assert_eq!(t.status_camera(&other), None, "{other}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The JSON wire schema: schema ids, every message type as serialised
 //! (`edge-event/4`, `edge-zone-alert/3`, `edge-counts/1`, `edge-node-status/3`,
-//! `edge-camera-status/1`, `edge-stats/3`; see `docs/schemas/`), and the
+//! `edge-camera-status/2`, `edge-stats/3`; see `docs/schemas/`), and the
 //! conversions from the node's internal forms ([`EventRecord`],
 //! `SnapshotOutcome`, [`CountsReport`]) into them. Wire strings are written
 //! here only, by serde, from typed values.
@@ -19,7 +19,7 @@ pub const EVENT_SCHEMA: &str = "edge-event/4";
 pub const COUNTS_SCHEMA: &str = "edge-counts/1";
 pub const ZONE_ALERT_SCHEMA: &str = "edge-zone-alert/3";
 pub const NODE_STATUS_SCHEMA: &str = "edge-node-status/3";
-pub const CAMERA_STATUS_SCHEMA: &str = "edge-camera-status/1";
+pub const CAMERA_STATUS_SCHEMA: &str = "edge-camera-status/2";
 pub const STATS_SCHEMA: &str = "edge-stats/3";
 
 /// RFC 3339 with milliseconds, UTC.
@@ -293,9 +293,11 @@ pub enum CameraState {
     Reconnecting,
     Failed,
     Ended,
+    /// The node stopped cleanly while the camera was live (its final status).
+    Stopped,
 }
 
-/// `edge-camera-status/1`, retained on `{base}/{camera}/status`.
+/// `edge-camera-status/2`, retained on `{base}/{camera}/status`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct CameraStatusMessage {
     pub schema: String,

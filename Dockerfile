@@ -82,8 +82,11 @@ USER 10001:10001
 WORKDIR /var/lib/edge-node
 
 # Healthy = the daemon's heartbeat file ($EDGE_NODE_STATE_DIR/heartbeat,
-# touched every 5 s by the running node) is younger than 30 s. A wedged
-# pipeline stops the heartbeat even though the process is still alive.
+# rewritten every 5 s by the running node) is younger than 30 s and lists no
+# problem: the broker unreachable past [node] broker_unhealthy_s while the
+# outbox grows, a streaming camera with no analysed frame past its watchdog,
+# inference making no progress while frames wait, the outbox store or
+# delivery failing (README, "Health"). Exit 1 names which.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["edge-node", "healthcheck", "--max-age", "30"]
 

@@ -64,7 +64,7 @@ fn decode_clip(path: &Path) -> Vec<Frame> {
     loop {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(SourceState::Ended) | Err(RecvTimeoutError::Disconnected) => break,
-            Ok(SourceState::Failed { error }) => panic!("{}: {error}", path.display()),
+            Ok(SourceState::Failed { error, .. }) => panic!("{}: {error}", path.display()),
             Ok(_) => {}
             Err(RecvTimeoutError::Timeout) => panic!("{}: decode timed out", path.display()),
         }

@@ -297,7 +297,7 @@ fn run_detector(
                 }
             }
             Err(_) => match srx.try_recv() {
-                Ok(SourceState::Failed { error }) => panic!("decode failed: {error}"),
+                Ok(SourceState::Failed { error, .. }) => panic!("decode failed: {error}"),
                 Ok(SourceState::Ended) | Err(TryRecvError::Disconnected) => {
                     // Drain what is left.
                     while let Ok(f) = frx.try_recv() {

@@ -37,6 +37,8 @@ packages=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   mosquitto mosquitto-clients openssl pkg-config libssl-dev
 )
+# systemd-analyze checks packaging/edge-node.service (tests/health.rs).
+packages+=(systemd)
 
 # A C linker: rustup does not bring one, and build scripts compile C.
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)

@@ -217,3 +217,29 @@ fn preview_with_far_off_coordinates_is_clipped() {
     let jpeg = preview(&rgb, w, h, &ov, 70).unwrap();
     assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
 }
+
+/// A missing model is said once (issue 14, problem 6): the error used to
+/// end in "No such file or directory (os error 2): No such file or
+/// directory (os error 2)", its cause printed twice.
+#[test]
+fn missing_model_error_says_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.onnx");
+    let out = edge_node()
+        .args(["bench", "model", "--model"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in {err}"));
+    assert!(line.contains(&missing.display().to_string()), "{line}");
+    assert_eq!(
+        line.matches("No such file or directory").count(),
+        1,
+        "the cause is said once: {line}"
+    );
+}

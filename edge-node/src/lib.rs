@@ -13,6 +13,7 @@ pub mod publish;
 pub mod redact;
 pub mod rules;
 pub mod sched;
+pub mod sdnotify;
 pub mod snapshot;
 pub mod source;
 pub mod track;

@@ -131,7 +131,12 @@ enum Cmd {
         #[command(subcommand)]
         what: ModelCmd,
     },
-    /// Exit 0 when the daemon's heartbeat is fresh (container HEALTHCHECK).
+    /// Exit 0 when the node is healthy, 1 when not, naming why (container HEALTHCHECK).
+    ///
+    /// Unhealthy: no heartbeat file, a heartbeat older than --max-age (the
+    /// node is gone or wedged), an empty one (its state folder cannot be
+    /// written), or one that lists problems: outbox failing, delivery
+    /// failing, broker unreachable, camera stalled, inference stalled.
     Healthcheck {
         /// Heartbeat file; default $EDGE_NODE_STATE_DIR/heartbeat or /tmp/edge-node/heartbeat.
         #[arg(long)]
@@ -242,10 +247,28 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", said_once(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, each said once. Many of our errors quote their
+/// cause in their own words already; anyhow's `{:#}` would repeat it
+/// ("cannot read model m.onnx: No such file …: No such file …").
+fn said_once(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -342,7 +365,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
 }
 
 /// `edge-node healthcheck`: the daemon's heartbeat file is fresh, not empty,
-/// and names no failing outbox store or held-up delivery.
+/// and lists no problem (one line each after the time; see `node::health`).
 fn healthcheck(file: Option<PathBuf>, max_age: u64) -> Result<ExitCode> {
     let f = file.unwrap_or_else(|| {
         std::env::var_os("EDGE_NODE_STATE_DIR")
@@ -367,11 +390,17 @@ fn healthcheck(file: Option<PathBuf>, max_age: u64) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     }
-    if let Some(line) = text
+    // The first line is the time; every further line is one health problem.
+    let problems: Vec<&str> = text
         .lines()
-        .find(|l| l.starts_with("outbox failing") || l.starts_with("delivery failing"))
-    {
-        eprintln!("unhealthy: {line}");
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("unhealthy: {p}");
+        }
         return Ok(ExitCode::from(1));
     }
     println!("healthy: heartbeat {} s old", age.as_secs());
@@ -582,7 +611,7 @@ fn preview(
         if let Ok(f) = rx.recv_timeout(Duration::from_millis(100)) {
             break f;
         }
-        if let Ok(source::SourceState::Failed { error }) = srx.try_recv() {
+        if let Ok(source::SourceState::Failed { error, .. }) = srx.try_recv() {
             handle.stop();
             bail!("camera {camera}: {error}");
         }
@@ -824,5 +853,28 @@ fn bench(what: BenchCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::said_once;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read model m.onnx: {source}")]
+    struct Quoting {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_quoted_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(Quoting { source: io }).context("model m.onnx");
+        assert_eq!(
+            said_once(&e),
+            "model m.onnx: cannot read model m.onnx: No such file"
+        );
+        let plain = anyhow::anyhow!("disk full").context("cannot write outbox");
+        assert_eq!(said_once(&plain), "cannot write outbox: disk full");
     }
 }

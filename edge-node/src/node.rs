@@ -23,6 +23,7 @@
 
 mod camera;
 mod emit;
+mod health;
 mod lifecycle;
 mod pictures;
 mod report;

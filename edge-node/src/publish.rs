@@ -59,11 +59,12 @@ pub use record::{EventRecord, OmitReason, SnapshotOutcome, SnapshotPayload, Zone
 pub use stats::{CameraStats, ClassBytes, PublishStats, SnapshotCounts};
 pub use topics::{TopicClass, Topics};
 pub use wire::{
-    AlertDetail, BudgetStats, CAMERA_STATUS_SCHEMA, COUNTS_SCHEMA, CameraState,
-    CameraStatusMessage, CountsMessage, Degraded, EVENT_SCHEMA, EndReason, EventMessage, EventType,
-    FrameSize, LineCountsWire, NODE_STATUS_SCHEMA, NodeOutbox, NodeState, NodeStatusMessage,
-    OutboxStats, STATS_SCHEMA, SentStats, SnapshotOmitted, SnapshotRef, StatsMessage, WireBox,
-    WireCounter, ZONE_ALERT_SCHEMA, ZoneAlertMessage, ZoneCountsWire, rfc3339,
+    AlertDetail, BudgetStats, CAMERA_STATUS_SCHEMA, COUNTS_SCHEMA, CameraLive, CameraState,
+    CameraStatusMessage, CountsMessage, Degraded, DropCounts, EVENT_SCHEMA, EndReason,
+    EventMessage, EventType, FrameSize, LineCountsWire, NODE_STATUS_SCHEMA, NodeOutbox, NodeState,
+    NodeStatusMessage, OutboxStats, STATS_SCHEMA, SentStats, SnapshotOmitted, SnapshotRef,
+    StatsMessage, StreamDesc, WireBox, WireCounter, ZONE_ALERT_SCHEMA, ZoneAlertMessage,
+    ZoneCountsWire, rfc3339,
 };
 
 use client::{Link, drive};
@@ -141,6 +142,8 @@ struct Shared {
     delivery_error: Mutex<Option<String>>,
     /// The broker's address, for logs.
     broker: String,
+    /// Since when the broker cannot be reached, and why (`None` while connected).
+    broker_down: Mutex<Option<BrokerDown>>,
     outbox: Arc<outbox::Outbox>,
     opts: OutboxOptions,
     link: Mutex<Link>,
@@ -150,6 +153,27 @@ struct Shared {
     traffic: Mutex<Traffic>,
     /// The node's snapshot budget, for the stats message only (the node spends it).
     budget: Mutex<Option<Arc<Mutex<crate::budget::ByteBudget>>>>,
+}
+
+/// The broker cannot be reached: since when, why, and the outbox's size then.
+#[derive(Clone, Debug)]
+pub struct BrokerDown {
+    pub since: SystemTime,
+    /// Monotonic twin of `since`, for durations.
+    pub since_instant: Instant,
+    /// The last connection error, worded (names the broker URL).
+    pub error: String,
+    /// Messages in the outbox when the outage began.
+    pub outbox_at_start: u64,
+}
+
+/// A camera error as the status carries it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CameraError {
+    /// Worded for people.
+    pub summary: String,
+    /// The library's text.
+    pub detail: Option<String>,
 }
 
 /// The node's MQTT publisher. Cheap to clone.
@@ -203,7 +227,15 @@ impl Publisher {
             runs: Mutex::new(HashMap::new()),
             broker_max_packet: AtomicU32::new(0),
             delivery_error: Mutex::new(None),
-            broker: format!("{host}:{port}"),
+            broker: format!(
+                "{}://{host}:{port}",
+                if matches!(opts.transport(), rumqttc::Transport::Tls(_)) {
+                    "mqtts"
+                } else {
+                    "mqtt"
+                }
+            ),
+            broker_down: Mutex::new(None),
             link: Mutex::new(Link {
                 replaying: !ob.is_empty(),
                 ..Link::default()
@@ -623,14 +655,13 @@ impl Publisher {
         .await?;
         Ok(n)
     }
-    /// Record and publish (retained) a camera's state.
+    /// Record and publish (retained) a camera's state and live figures.
     pub async fn camera_status(
         &self,
         camera: &str,
         state: CameraState,
-        last_error: Option<String>,
-        frames: u64,
-        frames_dropped: u64,
+        error: Option<CameraError>,
+        live: CameraLive,
     ) -> Result<(), PublishError> {
         // `since` is when the current state began: a retry that stays
         // `reconnecting` keeps it, so an outage's length is never lost.
@@ -645,16 +676,22 @@ impl Publisher {
                     .map(|s| s.since.clone())
             })
             .unwrap_or_else(|| rfc3339(SystemTime::now()));
+        // Library errors quote camera URLs, passwords and all.
+        let mask = |e: String| crate::redact::userinfo(&e).into_owned();
+        let (last_error, detail) = match error {
+            Some(e) => (Some(mask(e.summary)), e.detail.map(mask)),
+            None => (None, None),
+        };
         let msg = CameraStatusMessage {
             schema: CAMERA_STATUS_SCHEMA.into(),
             node: self.shared.node.clone(),
             camera: camera.into(),
             state,
             since,
-            // Library errors quote camera URLs, passwords and all.
-            last_error: last_error.map(|e| crate::redact::userinfo(&e).into_owned()),
-            frames,
-            frames_dropped,
+            time: rfc3339(SystemTime::now()),
+            last_error,
+            detail,
+            live,
         };
         if let Ok(mut m) = self.shared.camera_status.lock() {
             m.insert(camera.to_string(), msg.clone());
@@ -662,6 +699,16 @@ impl Publisher {
         let body = json(&msg)?;
         self.send(self.shared.topics.camera_status(camera), body, true)
             .await
+    }
+
+    /// Since when the broker cannot be reached, and why (`None` while connected).
+    pub fn broker_down(&self) -> Option<BrokerDown> {
+        self.shared.broker_down.lock().ok().and_then(|b| b.clone())
+    }
+
+    /// Messages waiting in the outbox.
+    pub fn outbox_len(&self) -> u64 {
+        self.shared.outbox.len() as u64
     }
 
     /// The camera list changed (config reload): re-announce the node status.
@@ -737,13 +784,7 @@ impl Publisher {
             .unwrap_or_default();
         for s in live {
             let _ = self
-                .camera_status(
-                    &s.camera,
-                    CameraState::Stopped,
-                    None,
-                    s.frames,
-                    s.frames_dropped,
-                )
+                .camera_status(&s.camera, CameraState::Stopped, None, s.live)
                 .await;
         }
         let msg = node_status(&self.shared, NodeState::Stopped, Some(SystemTime::now()));

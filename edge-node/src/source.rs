@@ -23,6 +23,7 @@
 //! live sources it is seconds since the camera started (a monotonic clock,
 //! read at arrival), so reconnects never move time backwards.
 
+mod fault;
 mod pipeline;
 mod rtsp_server;
 mod url;
@@ -36,6 +37,8 @@ use std::time::{Duration, Instant, SystemTime};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
+pub use self::fault::Fault;
+use self::fault::LibError;
 use self::pipeline::ConnStats;
 pub use self::pipeline::MAX_FRAME_WIDTH;
 pub use self::rtsp_server::{RtspServer, serve_rtsp_blocking};
@@ -116,10 +119,39 @@ impl Default for SourceOptions {
 #[derive(Clone, Debug, PartialEq)]
 pub enum SourceState {
     Starting,
-    Streaming,
-    Reconnecting { error: String, retry_in_s: f64 },
-    Failed { error: String },
+    /// Frames arrive; `info` says what is being decoded, and how.
+    Streaming {
+        info: StreamInfo,
+    },
+    /// Lost; the next attempt is in `retry_in_s`. `error` is worded for
+    /// people (URL masked, host and port, what failed), `detail` is the
+    /// library's text. `attempt` counts the tries of this outage (1, 2, …).
+    Reconnecting {
+        error: String,
+        detail: Option<String>,
+        retry_in_s: f64,
+        attempt: u32,
+    },
+    Failed {
+        error: String,
+        detail: Option<String>,
+    },
     Ended,
+}
+
+/// What a streaming camera sends, read from its decoder when the first
+/// frame of a connection arrives (each field `None` when GStreamer does not say).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StreamInfo {
+    /// Codec of the compressed stream (`h264`, `h265`, `jpeg`, `raw`…).
+    pub codec: Option<String>,
+    /// The GStreamer decoder element in use (`avdec_h264`, `vah264dec`…).
+    pub decoder: Option<String>,
+    /// Decoded size, before the node scales it down.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// The stream's declared frame rate.
+    pub fps: Option<f64>,
 }
 
 #[derive(thiserror::Error, Debug)]
@@ -343,7 +375,7 @@ pub fn spawn_camera(
 enum Outcome {
     Stopped,
     Eos,
-    Error(String),
+    Error(Fault),
 }
 
 struct Supervisor {
@@ -365,6 +397,7 @@ impl Supervisor {
         let initial = secs(self.opts.backoff_initial_s, 1.0);
         let max = secs(self.opts.backoff_max_s, 30.0).max(initial);
         let mut backoff = initial;
+        let mut attempt = 0u32;
         loop {
             if self.stop.is_stopped() {
                 return;
@@ -379,33 +412,63 @@ impl Supervisor {
                 (SourceKind::File, Outcome::Eos) if frames == 0 => {
                     return self.report(SourceState::Failed {
                         error: format!("{}: no video stream", self.describe()),
+                        detail: None,
                     });
                 }
                 (SourceKind::File, Outcome::Eos) => return self.report(SourceState::Ended),
-                (SourceKind::File, Outcome::Error(e)) => {
+                (SourceKind::File, Outcome::Error(f)) => {
                     let path = self.describe();
-                    let error = if e.contains(&path) {
-                        e
+                    let error = if f.summary.contains(&path) {
+                        f.summary
                     } else {
-                        format!("{path}: {e}")
+                        format!("{path}: {}", f.summary)
                     };
-                    return self.report(SourceState::Failed { error });
+                    return self.report(SourceState::Failed {
+                        error,
+                        detail: f.detail,
+                    });
                 }
-                (SourceKind::Live, Outcome::Eos) => "end of stream".to_string(),
-                (SourceKind::Live, Outcome::Error(e)) => e,
+                (SourceKind::Live, Outcome::Eos) => Fault::plain(format!(
+                    "{}: end of stream (the camera closed it)",
+                    self.describe()
+                )),
+                (SourceKind::Live, Outcome::Error(f)) => f,
             };
+            if frames > 0 {
+                attempt = 0;
+            }
             if frames > 0 && streamed_for.as_secs_f64() >= self.opts.backoff_reset_s {
                 backoff = initial;
             }
-            tracing::warn!(camera = %self.shared.camera, error = %error, retry_in_s = backoff.as_secs_f64(), "camera lost");
+            attempt = attempt.saturating_add(1);
+            tracing::warn!(camera = %self.shared.camera, error = %error.summary, detail = ?error.detail, attempt, retry_in_s = backoff.as_secs_f64(), "camera lost");
             self.report(SourceState::Reconnecting {
-                error,
+                error: error.summary,
+                detail: error.detail,
                 retry_in_s: backoff.as_secs_f64(),
+                attempt,
             });
             if self.stop.wait(backoff) {
                 return;
             }
             backoff = (backoff * 2).min(max);
+        }
+    }
+
+    /// Words a GStreamer error for people; for a connection that failed,
+    /// asks the network (DNS, one TCP connect) what went wrong.
+    fn lib_fault(&self, lib: &LibError) -> Fault {
+        match &self.target {
+            Target::Uri(url) => {
+                let reach = if fault::is_connection_failure(lib) {
+                    fault::endpoint(url)
+                        .map(|ep| fault::probe_endpoint(&ep, Duration::from_secs(2)))
+                } else {
+                    None
+                };
+                fault::describe(url, lib, reach.as_ref())
+            }
+            Target::File(_) | Target::V4l2(_) => fault::describe(&self.describe(), lib, None),
         }
     }
 
@@ -423,11 +486,11 @@ impl Supervisor {
         if let Target::File(path) = &self.target
             && let Err(e) = check_file(path)
         {
-            return Outcome::Error(e);
+            return Outcome::Error(Fault::plain(e));
         }
         let pipeline = match pipeline::build(&self.target, &self.opts, &self.shared, stats) {
             Ok(p) => p,
-            Err(e) => return Outcome::Error(e),
+            Err(e) => return Outcome::Error(Fault::plain(e)),
         };
         let outcome = self.play(&pipeline, stats);
         if let Err(err) = pipeline.set_state(gst::State::Null) {
@@ -438,12 +501,13 @@ impl Supervisor {
 
     fn play(&self, pipeline: &gst::Pipeline, stats: &ConnStats) -> Outcome {
         let Some(bus) = pipeline.bus() else {
-            return Outcome::Error("pipeline has no bus".into());
+            return Outcome::Error(Fault::plain("pipeline has no bus"));
         };
         if pipeline.set_state(gst::State::Playing).is_err() {
-            return Outcome::Error(
-                first_error(&bus).unwrap_or_else(|| "cannot start pipeline".into()),
-            );
+            return Outcome::Error(match first_error(&bus) {
+                Some(lib) => self.lib_fault(&lib),
+                None => Fault::plain(format!("{}: cannot start the pipeline", self.describe())),
+            });
         }
         let live = self.shared.kind == SourceKind::Live;
         let watchdog = Duration::from_secs_f64(self.opts.watchdog_s.max(0.1));
@@ -455,7 +519,8 @@ impl Supervisor {
             }
             if !streaming && stats.frames.load(Ordering::Relaxed) > 0 {
                 streaming = true;
-                self.report(SourceState::Streaming);
+                let info = pipeline::stream_info(pipeline);
+                self.report(SourceState::Streaming { info });
             }
             if live && self.opts.watchdog_s > 0.0 {
                 let last = stats
@@ -464,10 +529,11 @@ impl Supervisor {
                     .max(conn_start_ms);
                 let idle = elapsed_ms(self.shared.started).saturating_sub(last);
                 if idle as u128 >= watchdog.as_millis() {
-                    return Outcome::Error(format!(
-                        "no frame for {:.1} s (watchdog)",
+                    return Outcome::Error(Fault::plain(format!(
+                        "{}: no frame for {:.1} s (watchdog): the camera stopped sending",
+                        self.describe(),
                         idle as f64 / 1000.0
-                    ));
+                    )));
                 }
             }
             let Some(msg) = bus.timed_pop_filtered(
@@ -481,7 +547,9 @@ impl Supervisor {
                 continue;
             };
             match msg.view() {
-                gst::MessageView::Error(err) => return Outcome::Error(pipeline::error_text(err)),
+                gst::MessageView::Error(err) => {
+                    return Outcome::Error(self.lib_fault(&pipeline::lib_error(err)));
+                }
                 gst::MessageView::Warning(w) => {
                     let detail = w.debug().map(|d| redact::userinfo(&d).into_owned());
                     let warning = w.error().to_string();
@@ -493,13 +561,13 @@ impl Supervisor {
                         && frames > 0
                         && let Some(e) = self.truncated(pipeline)
                     {
-                        return Outcome::Error(e);
+                        return Outcome::Error(Fault::plain(e));
                     }
                     if live || !self.opts.loop_file || frames == 0 {
                         return Outcome::Eos;
                     }
                     if let Err(e) = self.rewind(pipeline) {
-                        return Outcome::Error(e);
+                        return Outcome::Error(Fault::plain(e));
                     }
                 }
                 _ => {}
@@ -578,13 +646,13 @@ fn check_file(path: &Path) -> Result<(), String> {
 }
 
 /// The first error already posted on the bus (after a failed state change).
-fn first_error(bus: &gst::Bus) -> Option<String> {
+fn first_error(bus: &gst::Bus) -> Option<LibError> {
     let msg = bus.timed_pop_filtered(
         gst::ClockTime::from_mseconds(500),
         &[gst::MessageType::Error],
     )?;
     match msg.view() {
-        gst::MessageView::Error(err) => Some(pipeline::error_text(err)),
+        gst::MessageView::Error(err) => Some(pipeline::lib_error(err)),
         _ => None,
     }
 }

@@ -183,7 +183,7 @@ fn read_video(path: &Path, max: usize, max_height: u32) -> Result<Vec<Rgb>, Benc
     let on_state: source::StateCallback = Box::new(move |s| {
         let msg = match s {
             SourceState::Ended => Some(None),
-            SourceState::Failed { error } => Some(Some(error)),
+            SourceState::Failed { error, .. } => Some(Some(error)),
             _ => None,
         };
         if let Some(m) = msg {

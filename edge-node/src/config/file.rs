@@ -207,6 +207,27 @@ pub struct NodeSection {
     /// Folder for the heartbeat file the container health check reads.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// Seconds between refreshes of each camera's retained status (live figures).
+    #[serde(default = "d_status_interval_s")]
+    pub status_interval_s: f64,
+    /// The node is unhealthy once its broker has been unreachable this long
+    /// while its outbox grows.
+    #[serde(default = "d_broker_unhealthy_s")]
+    pub broker_unhealthy_s: f64,
+    /// The node is unhealthy once frames have waited this long with no
+    /// inference worker finishing any.
+    #[serde(default = "d_stall_unhealthy_s")]
+    pub stall_unhealthy_s: f64,
+}
+
+fn d_status_interval_s() -> f64 {
+    30.0
+}
+fn d_broker_unhealthy_s() -> f64 {
+    300.0
+}
+fn d_stall_unhealthy_s() -> f64 {
+    60.0
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -430,6 +430,19 @@ fn check_node_wide(ck: &mut Checks, p: &PipelineFile) {
     );
     ck.range("rules.handoff_s", r.handoff_s, 0.0, 60.0);
     ck.range("rules.handoff_speed", r.handoff_speed, 0.0, 100.0);
+    for (field, v) in [
+        ("node.status_interval_s", p.node.status_interval_s),
+        ("node.broker_unhealthy_s", p.node.broker_unhealthy_s),
+        ("node.stall_unhealthy_s", p.node.stall_unhealthy_s),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            ck.err(
+                field,
+                format!("{v} is not a positive number"),
+                "use a positive number of seconds (see the README's health rules)",
+            );
+        }
+    }
     let o = &p.outbox;
     for (field, v) in [
         ("outbox.quota_mb", o.quota_mb),

@@ -16,16 +16,17 @@ use tracing::{Instrument, Span, info_span, warn};
 
 use super::camera::CameraAnalytics;
 use super::emit::{self, Emitter};
+use super::health::Board;
 use super::pictures::{FacePolicy, Painter, SharedBudget};
 use super::report::{CameraReport, Samples};
 use super::restart_only_changes;
 use super::slots::{Pool, WhenFull};
-use super::status;
+use super::status::{self, StatusTask};
 use super::workers;
 use crate::config::{CameraPlan, FacePlan, Pipeline};
 use crate::detect::{self, DetectorOptions};
 use crate::events::EventEngine;
-use crate::publish::{CameraState, Publisher};
+use crate::publish::{CameraError, CameraLive, CameraState, Publisher};
 use crate::source::{self, SourceState};
 use crate::track::Tracker;
 
@@ -99,6 +100,8 @@ pub(super) struct NodeRun {
     /// Reports of cameras stopped by a reload.
     pub stopped: Vec<CameraReport>,
     pub failed: Vec<String>,
+    /// What the health rules read about each running camera.
+    pub board: Arc<Board>,
 }
 
 /// What a camera's behaviour depends on, as a comparable string: its own
@@ -149,9 +152,13 @@ impl NodeRun {
     async fn camera_failed(&mut self, id: &str, span: &Span, error: String) {
         let error = crate::redact::userinfo(&error).into_owned();
         span.in_scope(|| warn!(error = %error, "camera failed"));
+        let error = CameraError {
+            summary: error,
+            detail: None,
+        };
         let _ = self
             .publisher
-            .camera_status(id, CameraState::Failed, Some(error), 0, 0)
+            .camera_status(id, CameraState::Failed, Some(error), CameraLive::default())
             .await;
         self.failed.push(id.to_string());
     }
@@ -202,15 +209,28 @@ impl NodeRun {
 
         // Source state → retained camera status (latest state wins: a watch channel).
         let (st_tx, st_rx) = watch::channel(SourceState::Starting);
-        let status_task = status::spawn_camera_status(
-            plan.id.clone(),
-            st_rx,
-            self.publisher.clone(),
+        let model = plan.model.file_stem().map_or_else(
+            || plan.model.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        self.board.register(
+            &plan.id,
+            model,
             pool.clone(),
             idx,
-            privacy_note,
-            span.clone(),
+            Duration::from_secs_f64(plan.source.watchdog_s.max(1.0)),
         );
+        let status_task = status::spawn_camera_status(StatusTask {
+            camera: plan.id.clone(),
+            states: st_rx,
+            publisher: self.publisher.clone(),
+            pool: pool.clone(),
+            idx,
+            note: privacy_note,
+            interval: Duration::from_secs_f64(self.p.raw.node.status_interval_s.max(0.1)),
+            board: self.board.clone(),
+            span: span.clone(),
+        });
         let (pool_f, pool_s) = (pool.clone(), pool.clone());
         let on_frame: source::FrameCallback = Box::new(move |f| pool_f.push(idx, f));
         let on_state: source::StateCallback = Box::new(move |s| {

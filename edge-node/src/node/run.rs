@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::health::{Board, Limits};
 use super::lifecycle::NodeRun;
 use super::pictures::SharedBudget;
 use super::report::RunReport;
@@ -20,6 +21,7 @@ use crate::budget::ByteBudget;
 use crate::config::Pipeline;
 use crate::detect::{self, RuntimeOptions};
 use crate::publish::{self, NodeIdentity, Publisher};
+use crate::sdnotify::{self, Notifier};
 use crate::source;
 
 /// SIGHUPs as reload requests (at most one pending).
@@ -92,9 +94,42 @@ pub(super) async fn run(
         warn!(warning = %w, "config");
     }
     let (publisher, mqtt_task) = start_publisher(&p)?;
-    let hb_task = status::spawn_heartbeat(p.state_dir().join("heartbeat"), publisher.clone());
-    let mut node = start_node(p, publisher.clone());
+    let notifier = match Notifier::from_env() {
+        Ok(n) => n.map(Arc::new),
+        Err(e) => {
+            warn!(error = %e, "systemd notification disabled");
+            None
+        }
+    };
+    let board = Arc::new(Board::default());
+    let limits = Limits {
+        broker_down: Duration::from_secs_f64(p.raw.node.broker_unhealthy_s),
+        stall: Duration::from_secs_f64(p.raw.node.stall_unhealthy_s),
+    };
+    let mut node = start_node(p, publisher.clone(), board.clone());
+    let hb_task = status::spawn_heartbeat(
+        node.p.state_dir().join("heartbeat"),
+        publisher.clone(),
+        board,
+        limits,
+        notifier.clone(),
+    );
+    for i in 0..node.p.raw.cameras.len() {
+        node.start_camera(i).await;
+    }
+    if node.cams.is_empty() {
+        warn!("no camera could start");
+    }
+    if let Some(n) = &notifier {
+        let _ = n.send(&format!(
+            "READY=1\n{}",
+            sdnotify::status_line(&format!("{} cameras started", node.cams.len()))
+        ));
+    }
     wait(&mut node, stop, reloads).await;
+    if let Some(n) = &notifier {
+        let _ = n.send("STOPPING=1");
+    }
     let mut report = shutdown::stop(&mut node, mqtt_task).await;
     hb_task.abort();
     let st = publisher.stats();
@@ -151,7 +186,7 @@ fn start_publisher(p: &Pipeline) -> Result<(Publisher, JoinHandle<()>), NodeErro
 }
 
 /// ONNX Runtime, GStreamer and the snapshot budget, then every camera.
-fn start_node(p: Pipeline, publisher: Publisher) -> NodeRun {
+fn start_node(p: Pipeline, publisher: Publisher, board: Arc<Board>) -> NodeRun {
     let runtime_err = detect::init_runtime(&RuntimeOptions {
         dylib: p.onnxruntime.clone(),
     })
@@ -175,18 +210,13 @@ fn start_node(p: Pipeline, publisher: Publisher) -> NodeRun {
         cams: Vec::new(),
         stopped: Vec::new(),
         failed: Vec::new(),
+        board,
     }
 }
 
-/// Starts every camera, then waits: all-file pipelines end by themselves;
+/// Waits (the cameras are started): all-file pipelines end by themselves;
 /// otherwise until `stop`. SIGHUP reloads in between.
 async fn wait(node: &mut NodeRun, stop: impl Future<Output = ()>, mut reloads: mpsc::Receiver<()>) {
-    for i in 0..node.p.raw.cameras.len() {
-        node.start_camera(i).await;
-    }
-    if node.cams.is_empty() {
-        warn!("no camera could start");
-    }
     tokio::pin!(stop);
     enum Wake {
         Done,

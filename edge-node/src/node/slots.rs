@@ -78,7 +78,11 @@ struct Slot {
     frames_in: u64,
     dropped: u64,
     analysed: u64,
+    /// Frames the detector failed on (counted in `analysed` too).
+    failed: u64,
     first_arrival: Option<Instant>,
+    last_arrival: Option<Instant>,
+    last_analysed: Option<Instant>,
     detect_latency_ms: Samples,
 }
 
@@ -99,6 +103,11 @@ struct PoolState {
     pre_ms: Samples,
     infer_ms: Samples,
     post_ms: Samples,
+    /// When a worker last finished a frame.
+    last_done: Option<Instant>,
+    /// Since when frames have been waiting with no worker finishing one
+    /// (`None` while nothing waits or workers progress).
+    waiting_since: Option<Instant>,
 }
 
 /// The frames waiting for one model's workers, one slot per camera.
@@ -112,8 +121,14 @@ pub(super) struct Pool {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct SlotCounters {
     pub frames_in: u64,
+    /// Shed because the slot was full.
     pub dropped: u64,
+    /// Finished by a worker (including `failed`).
     pub analysed: u64,
+    /// The detector failed on the frame.
+    pub failed: u64,
+    pub last_arrival: Option<Instant>,
+    pub last_analysed: Option<Instant>,
 }
 
 /// What a slot knows for the camera's report.
@@ -129,6 +144,17 @@ pub(super) struct StageSamples {
     pub pre_ms: Vec<f64>,
     pub infer_ms: Vec<f64>,
     pub post_ms: Vec<f64>,
+}
+
+fn slot_counters(slot: &Slot) -> SlotCounters {
+    SlotCounters {
+        frames_in: slot.frames_in,
+        dropped: slot.dropped,
+        analysed: slot.analysed,
+        failed: slot.failed,
+        last_arrival: slot.last_arrival,
+        last_analysed: slot.last_analysed,
+    }
 }
 
 impl Pool {
@@ -152,6 +178,9 @@ impl Pool {
             dropped: 0,
             analysed: 0,
             first_arrival: None,
+            last_arrival: None,
+            last_analysed: None,
+            failed: 0,
             detect_latency_ms: Samples::default(),
         });
         (s.slots.len() - 1, rx)
@@ -178,7 +207,9 @@ impl Pool {
         }
         let now = Instant::now();
         slot.first_arrival.get_or_insert(now);
+        slot.last_arrival = Some(now);
         slot.queue.push_back((frame, now));
+        s.waiting_since.get_or_insert(now);
         drop(s);
         self.cv.notify_all();
     }
@@ -210,23 +241,23 @@ impl Pool {
 
     pub fn counters(&self, idx: usize) -> SlotCounters {
         let s = self.lock();
-        let slot = &s.slots[idx];
-        SlotCounters {
-            frames_in: slot.frames_in,
-            dropped: slot.dropped,
-            analysed: slot.analysed,
-        }
+        slot_counters(&s.slots[idx])
+    }
+
+    /// How long frames have waited with no worker finishing any (a wedged
+    /// worker or analytics), and how many wait; `None` while workers progress.
+    pub fn stalled(&self) -> Option<(Duration, usize)> {
+        let s = self.lock();
+        let waiting: usize = s.slots.iter().map(|x| x.queue.len()).sum();
+        let since = s.waiting_since?;
+        (waiting > 0).then(|| (since.elapsed(), waiting))
     }
 
     pub fn report(&self, idx: usize) -> SlotReport {
         let s = self.lock();
         let slot = &s.slots[idx];
         SlotReport {
-            counters: SlotCounters {
-                frames_in: slot.frames_in,
-                dropped: slot.dropped,
-                analysed: slot.analysed,
-            },
+            counters: slot_counters(slot),
             first_arrival: slot.first_arrival,
             detect_latency_ms: slot.detect_latency_ms.as_slice().to_vec(),
         }
@@ -335,11 +366,19 @@ impl Pool {
             s.infer_ms.push(t.infer.as_secs_f64() * 1e3);
             s.post_ms.push(t.post.as_secs_f64() * 1e3);
         }
+        let now = Instant::now();
+        s.last_done = Some(now);
+        // Progress: the stall clock restarts if frames still wait.
+        let waiting = s.slots.iter().any(|x| !x.queue.is_empty());
+        s.waiting_since = waiting.then_some(now);
         let slot = &mut s.slots[idx];
         slot.busy = false;
         slot.analysed += 1;
+        slot.last_analysed = Some(now);
         if times.is_some() {
             slot.detect_latency_ms.push(latency_ms);
+        } else {
+            slot.failed += 1;
         }
         slot.release_if_drained();
         drop(s);

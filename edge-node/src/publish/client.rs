@@ -102,6 +102,37 @@ pub fn mqtt_options(
     Ok(o)
 }
 
+/// A broker connection error worded for people: the broker's URL and what
+/// failed (refused, timeout, DNS, TLS, authentication).
+pub(super) fn broker_error(broker: &str, e: &ConnectionError) -> String {
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Code;
+    let what = match e {
+        ConnectionError::Io(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => {
+                "connection refused: is the broker running, and is the port right?".to_string()
+            }
+            std::io::ErrorKind::TimedOut => "no answer (timeout)".to_string(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof => {
+                "the broker closed the connection".to_string()
+            }
+            _ if io.to_string().contains("lookup") => format!("host name not found (DNS: {io})"),
+            _ => format!("network error: {io}"),
+        },
+        ConnectionError::Timeout(_) => "no answer to CONNECT (timeout)".to_string(),
+        ConnectionError::Tls(t) => {
+            format!("TLS failed: {t} (check ca_file, client_cert, client_key and the host name)")
+        }
+        ConnectionError::ConnectionRefused(Code::NotAuthorized | Code::BadUserNamePassword) => {
+            "the broker refused the credentials (check the user name and password)".to_string()
+        }
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection ({code:?})")
+        }
+        other => other.to_string(),
+    };
+    format!("broker {broker}: {what}")
+}
+
 /// How many times in a row a record may be the oldest unacknowledged one of
 /// a connection that dropped before any PUBACK, before it is quarantined.
 const STRIKES: u32 = 5;
@@ -375,6 +406,11 @@ impl Publisher {
             .broker_max_packet
             .store(broker_max.unwrap_or(0), Ordering::Relaxed);
         s.connected.store(true, Ordering::Relaxed);
+        if let Ok(mut d) = self.shared.broker_down.lock()
+            && let Some(down) = d.take()
+        {
+            tracing::info!(broker = %self.shared.broker, down_s = down.since_instant.elapsed().as_secs(), "mqtt broker reachable again");
+        }
         if let Ok(mut l) = self.shared.link.lock() {
             l.connected = true;
         }
@@ -469,10 +505,24 @@ impl Publisher {
     /// The connection is lost (or could not be made).
     fn on_error(&self, eventloop: &mut EventLoop, e: &ConnectionError, backoff: Duration) {
         self.drop_link(eventloop);
+        let worded = broker_error(&self.shared.broker, e);
+        if let Ok(mut d) = self.shared.broker_down.lock() {
+            match d.as_mut() {
+                Some(d) => d.error.clone_from(&worded),
+                None => {
+                    *d = Some(super::BrokerDown {
+                        since: std::time::SystemTime::now(),
+                        since_instant: Instant::now(),
+                        error: worded.clone(),
+                        outbox_at_start: self.shared.outbox.len() as u64,
+                    });
+                }
+            }
+        }
         if self.shared.stats.connected.swap(false, Ordering::Relaxed) {
-            tracing::warn!(broker = %self.shared.broker, error = %e, "mqtt connection lost; reconnecting");
+            tracing::warn!(broker = %self.shared.broker, error = %worded, detail = %e, "mqtt connection lost; reconnecting");
         } else {
-            tracing::warn!(broker = %self.shared.broker, error = %e,
+            tracing::warn!(broker = %self.shared.broker, error = %worded, detail = %e,
                 retry_in_ms = backoff.as_millis() as u64, "mqtt connect failed");
         }
     }

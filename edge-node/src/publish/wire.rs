@@ -1,6 +1,6 @@
 //! The JSON wire schema: schema ids, every message type as serialised
 //! (`edge-event/4`, `edge-zone-alert/3`, `edge-counts/1`, `edge-node-status/3`,
-//! `edge-camera-status/2`, `edge-stats/3`; see `docs/schemas/`), and the
+//! `edge-camera-status/3`, `edge-stats/3`; see `docs/schemas/`), and the
 //! conversions from the node's internal forms ([`EventRecord`],
 //! `SnapshotOutcome`, [`CountsReport`]) into them. Wire strings are written
 //! here only, by serde, from typed values.
@@ -19,7 +19,7 @@ pub const EVENT_SCHEMA: &str = "edge-event/4";
 pub const COUNTS_SCHEMA: &str = "edge-counts/1";
 pub const ZONE_ALERT_SCHEMA: &str = "edge-zone-alert/3";
 pub const NODE_STATUS_SCHEMA: &str = "edge-node-status/3";
-pub const CAMERA_STATUS_SCHEMA: &str = "edge-camera-status/2";
+pub const CAMERA_STATUS_SCHEMA: &str = "edge-camera-status/3";
 pub const STATS_SCHEMA: &str = "edge-stats/3";
 
 /// RFC 3339 with milliseconds, UTC.
@@ -297,17 +297,74 @@ pub enum CameraState {
     Stopped,
 }
 
-/// `edge-camera-status/2`, retained on `{base}/{camera}/status`.
+/// `edge-camera-status/3`, retained on `{base}/{camera}/status`: published
+/// on every state change and refreshed every `[node] status_interval_s`
+/// with the live figures.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct CameraStatusMessage {
     pub schema: String,
     pub node: String,
     pub camera: String,
     pub state: CameraState,
+    /// When the current state began (retries within one outage keep it).
     pub since: String,
+    /// When this status was written.
+    pub time: String,
+    /// What went wrong, worded for people (URL with the password masked,
+    /// host and port, what failed); `None` while fine.
     pub last_error: Option<String>,
+    /// The library's own text behind `last_error`, if any.
+    pub detail: Option<String>,
+    #[serde(flatten)]
+    pub live: CameraLive,
+}
+
+/// The live figures of a camera's status.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CameraLive {
+    /// Frames received from the source since the camera started.
     pub frames: u64,
+    /// Frames the detector analysed.
+    pub frames_analysed: u64,
+    /// Frames not analysed, all causes (the sum of `drops`).
     pub frames_dropped: u64,
+    pub drops: DropCounts,
+    /// Frames per second received and analysed over the last interval.
+    pub fps_in: f64,
+    pub fps_analysed: f64,
+    /// Seconds since the last frame arrived (`None`: none yet).
+    pub last_frame_age_s: Option<f64>,
+    /// Connections lost since the camera started.
+    pub reconnects: u64,
+    /// Tries so far in the current outage (0 while streaming).
+    pub retry_attempt: u32,
+    /// When the current outage began and how long it has lasted (`None` while streaming).
+    pub outage_since: Option<String>,
+    pub outage_s: Option<f64>,
+    /// What the camera sends and which decoder reads it (from the last connection).
+    pub stream: Option<StreamDesc>,
+    /// Active picture-quality conditions (tamper alarms), empty when fine.
+    #[serde(default)]
+    pub health: Vec<String>,
+}
+
+/// Frames not analysed, by cause.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DropCounts {
+    /// Shed because the detector was busy (the camera's queue was full).
+    pub queue_full: u64,
+    /// The detector failed on the frame.
+    pub inference_failed: u64,
+}
+
+/// The stream a camera sends, as its decoder sees it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct StreamDesc {
+    pub codec: Option<String>,
+    pub decoder: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<f64>,
 }
 
 /// `edge-stats/3`, retained on `{base}/stats`: outbox depth and evictions,

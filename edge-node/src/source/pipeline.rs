@@ -39,8 +39,9 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
+use super::fault::LibError;
 use super::url::Target;
-use super::{Shared, SourceKind, SourceOptions};
+use super::{Shared, SourceKind, SourceOptions, StreamInfo};
 use crate::frame::Frame;
 
 /// Widest frame handed on (8K UHD width). With `max_height` at most 4320
@@ -336,28 +337,80 @@ pub(crate) fn copy_rgb(sample: &gst::Sample) -> Result<(u32, u32, Vec<u8>), Stri
     Ok((width, height, out))
 }
 
-/// A one-line description of a bus error: the message plus the last line of
+/// A bus error as the library words it: the message, plus the last line of
 /// the debug text, which is where GStreamer puts the useful detail
 /// ("Failed to connect. (Generic error)"), without the source-file prefix.
-pub(crate) fn error_text(err: &gst::message::Error) -> String {
-    let msg = err.error().to_string();
-    let detail = err
-        .debug()
-        .and_then(|d| {
-            d.lines()
-                .rev()
-                .map(str::trim)
-                .find(|l| !l.is_empty())
-                .map(str::to_string)
-        })
-        .map(|d| {
-            d.rsplit_once("):\n")
-                .map_or(d.clone(), |(_, tail)| tail.to_string())
-        });
-    let text = match detail {
-        Some(d) if !d.is_empty() && d != msg && !d.starts_with("../") => format!("{msg} ({d})"),
-        _ => msg,
-    };
-    // GStreamer quotes the camera URL, password and all.
-    crate::redact::userinfo(&text).into_owned()
+/// `source::fault` words it for people.
+pub(crate) fn lib_error(err: &gst::message::Error) -> LibError {
+    let message = err.error().to_string();
+    let missing_plugin = err.error().matches(gst::CoreError::MissingPlugin);
+    let full = err.debug().map(|d| d.to_string());
+    // A missing decoder is named on its own line, not always the last.
+    let missing = full.as_deref().and_then(|d| {
+        d.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("Missing decoder"))
+            .map(str::to_string)
+    });
+    let debug = missing.or_else(|| {
+        full.as_deref()
+            .and_then(|d| {
+                d.lines()
+                    .rev()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .map(str::to_string)
+            })
+            .map(|d| {
+                d.rsplit_once("):\n")
+                    .map_or(d.clone(), |(_, tail)| tail.to_string())
+            })
+            .filter(|d| !d.starts_with("../"))
+    });
+    LibError {
+        message,
+        debug,
+        missing_plugin,
+    }
+}
+
+/// What the decoder of a streaming pipeline is: the first video decoder
+/// inside it, its input codec and its output size and rate.
+pub(crate) fn stream_info(pipeline: &gst::Pipeline) -> StreamInfo {
+    let mut info = StreamInfo::default();
+    let mut it = pipeline.iterate_recurse();
+    while let Ok(Some(e)) = it.next() {
+        let Some(f) = e.factory() else { continue };
+        let klass = f.metadata(gst::ELEMENT_METADATA_KLASS).unwrap_or("");
+        if !(klass.contains("Decoder") && klass.contains("Video")) {
+            continue;
+        }
+        info.decoder = Some(f.name().to_string());
+        let caps_of = |pad: &str| e.static_pad(pad).and_then(|p| p.current_caps());
+        if let Some(caps) = caps_of("sink")
+            && let Some(s) = caps.structure(0)
+        {
+            let name = s.name().as_str();
+            info.codec = Some(name.strip_prefix("video/x-").unwrap_or(name).to_string());
+        }
+        if let Some(caps) = caps_of("src")
+            && let Some(s) = caps.structure(0)
+        {
+            info.width = s
+                .get::<i32>("width")
+                .ok()
+                .and_then(|w| u32::try_from(w).ok());
+            info.height = s
+                .get::<i32>("height")
+                .ok()
+                .and_then(|h| u32::try_from(h).ok());
+            info.fps = s
+                .get::<gst::Fraction>("framerate")
+                .ok()
+                .filter(|f| f.numer() > 0 && f.denom() > 0)
+                .map(|f| f64::from(f.numer()) / f64::from(f.denom()));
+        }
+        break;
+    }
+    info
 }

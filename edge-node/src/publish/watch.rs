@@ -190,12 +190,28 @@ pub fn broker_display(b: &BrokerUrl) -> String {
     }
 }
 
+/// The password as the node reads it: the first line of `password_file`,
+/// else `password_env`'s value. Never printed.
+fn password(cfg: &MqttSection) -> Result<Option<String>, PublishError> {
+    match &cfg.password_file {
+        Some(f) => std::fs::read_to_string(f)
+            .map(|t| Some(t.lines().next().unwrap_or("").to_string()))
+            .map_err(|source| PublishError::ReadPem {
+                what: "password file",
+                path: f.display().to_string(),
+                source,
+            }),
+        None => Ok(std::env::var(&cfg.password_env).ok()),
+    }
+}
+
 fn connect(opts: &WatchOptions) -> Result<(AsyncClient, EventLoop), PublishError> {
     let id = format!("edge-node-watch-{}", std::process::id());
     let mut mo = super::mqtt_options(&opts.mqtt, &opts.broker, &id)?;
     if let Some(user) = &opts.username {
-        let pass = mo.credentials().map(|l| l.password).unwrap_or_default();
-        mo.set_credentials(user.clone(), pass);
+        // `mqtt_options` sets a password only with a user name from the
+        // config, so it is read here too, by the same rule.
+        mo.set_credentials(user.clone(), password(&opts.mqtt)?.unwrap_or_default());
     }
     mo.set_max_packet_size(Some(64 << 20));
     Ok(AsyncClient::new(mo, 64))

@@ -121,7 +121,7 @@ fn preview_draws_rules_and_detections_on_a_real_frame() {
         String::from_utf8_lossy(&res.stderr)
     );
     assert!(
-        stdout.contains("1 lines") && stdout.contains("1 zones"),
+        stdout.contains("1 lines") && stdout.contains("2 zones"),
         "{stdout}"
     );
     let img = image::open(&out).unwrap().to_rgb8();

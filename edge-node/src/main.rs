@@ -79,21 +79,14 @@ enum Cmd {
         #[arg(long)]
         fast: bool,
     },
-    /// Subscribe to a broker and print alerts as readable lines.
-    Watch {
-        /// Broker, mqtt://host:port.
-        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-        url: String,
-        /// Topic filter.
-        #[arg(long, default_value = "#")]
-        filter: String,
-        /// Save snapshots into this folder.
-        #[arg(long)]
-        snapshots: Option<PathBuf>,
-        /// Exit when a node reports `stopped`.
-        #[arg(long)]
-        until_stopped: bool,
-    },
+    /// Subscribe to a broker and print alerts, events, counts and statuses
+    /// as readable lines (one per message).
+    ///
+    /// Connects like the node: `mqtts://` with --ca-file (and --client-cert /
+    /// --client-key for mutual TLS), the password from --password-file or
+    /// $EDGE_NODE_MQTT_PASSWORD; or take all of that from a pipeline's `[mqtt]`
+    /// table with --config. Reconnects forever.
+    Watch(WatchArgs),
     /// Serve an H.264 MP4 over RTSP on 127.0.0.1 (a stand-in camera for tests and benchmarks).
     ServeRtsp {
         file: PathBuf,
@@ -146,6 +139,50 @@ enum Cmd {
         max_age: u64,
     },
 }
+
+/// The broker and connection options of `edge-node watch`.
+#[derive(clap::Args)]
+struct WatchArgs {
+    /// Broker, mqtt://host[:port] or mqtts://host[:port]; default: the --config
+    /// pipeline's, else the demo's broker.
+    #[arg(long)]
+    url: Option<String>,
+    /// Take the broker URL, TLS files and credentials from this pipeline's
+    /// `[mqtt]` table (as the node would); the default filter becomes its
+    /// `{topic_prefix}/#`. The flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// CA bundle (PEM) the broker's certificate is verified against; needed for mqtts://.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs --client-key.
+    #[arg(long)]
+    client_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long)]
+    client_key: Option<PathBuf>,
+    /// User name (default: $EDGE_NODE_MQTT_USERNAME).
+    #[arg(long)]
+    username: Option<String>,
+    /// File whose first line is the password (default: $EDGE_NODE_MQTT_PASSWORD).
+    /// Never printed.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Topic filter; operators who want alerts only: 'PREFIX/+/+/+/alerts'.
+    /// Default: '#', or '{topic_prefix}/#' with --config.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Save snapshots into this folder.
+    #[arg(long)]
+    snapshots: Option<PathBuf>,
+    /// Exit when a node reports `stopped`.
+    #[arg(long)]
+    until_stopped: bool,
+}
+
+/// The broker `watch` uses by default: the demo's (`pipelines/demo.toml`,
+/// the embedded broker on its default port).
+const DEMO_BROKER: &str = "mqtt://127.0.0.1:18830";
 
 #[derive(Subcommand)]
 enum ModelCmd {
@@ -307,30 +344,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             out,
             fast,
         } => demo(pipeline, &out, fast),
-        Cmd::Watch {
-            url,
-            filter,
-            snapshots,
-            until_stopped,
-        } => {
-            let (host, port) =
-                match config::parse_broker_url(&url, 0).map_err(anyhow::Error::msg)? {
-                    BrokerUrl::Tcp { host, port } => (host, port),
-                    _ => bail!("watch supports mqtt://host:port only"),
-                };
-            let sum = runtime()?.block_on(watch::watch(
-                WatchOptions {
-                    host,
-                    port,
-                    filter,
-                    snapshot_dir: snapshots,
-                    until_stopped,
-                },
-                None,
-            ))?;
-            eprintln!("{} events, {} snapshots", sum.events, sum.snapshots);
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Watch(args) => watch_cmd(args),
         Cmd::ServeRtsp { file, port, mount } => {
             source::serve_rtsp_blocking(&file, port, &mount)?;
             Ok(ExitCode::SUCCESS)
@@ -666,6 +680,95 @@ fn preview(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `edge-node watch`: the connection options resolved like the node's, then
+/// the watcher until it is stopped (or sees a node stop, with --until-stopped).
+fn watch_cmd(a: WatchArgs) -> Result<ExitCode> {
+    let (mut mqtt, default_filter) = match &a.config {
+        Some(path) => {
+            let p = Pipeline::load(path)?;
+            for w in p.warnings.iter().filter(|w| w.starts_with("mqtt.")) {
+                eprintln!("warning: {w}");
+            }
+            let filter = format!("{}/#", p.raw.mqtt.topic_prefix.trim_end_matches('/'));
+            (p.raw.mqtt, filter)
+        }
+        None => (
+            // Every other `[mqtt]` setting at its default, as the node has it.
+            toml::Table::from_iter([
+                ("url".to_string(), toml::Value::from(DEMO_BROKER)),
+                ("topic_prefix".to_string(), toml::Value::from("")),
+            ])
+            .try_into::<config::MqttSection>()
+            .context("the default [mqtt] settings")?,
+            "#".to_string(),
+        ),
+    };
+    if let Some(u) = a.url {
+        mqtt.url = u;
+    }
+    let flags = [
+        (&mut mqtt.ca_file, a.ca_file),
+        (&mut mqtt.client_cert, a.client_cert),
+        (&mut mqtt.client_key, a.client_key),
+        (&mut mqtt.password_file, a.password_file),
+    ];
+    for (field, flag) in flags {
+        if flag.is_some() {
+            *field = flag;
+        }
+    }
+    let broker = watch_broker(&mqtt)?;
+    if let Some(w) = mqtt
+        .password_file
+        .as_deref()
+        .and_then(|f| config::secret_file_warning("--password-file", f))
+    {
+        eprintln!("warning: {w}");
+    }
+    let sum = runtime()?.block_on(watch::watch(
+        WatchOptions {
+            broker,
+            mqtt,
+            username: a.username,
+            filter: a.filter.unwrap_or(default_filter),
+            snapshot_dir: a.snapshots,
+            until_stopped: a.until_stopped,
+        },
+        None,
+    ))?;
+    eprintln!(
+        "{} events, {} object alerts, {} zone alerts, {} camera alerts, {} snapshots",
+        sum.events, sum.object_alerts, sum.zone_alerts, sum.camera_alerts, sum.snapshots
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The broker of `watch`, with the node's rule: TLS files need `mqtts://`
+/// (never a silent plaintext connection), `mqtts://` needs a CA.
+fn watch_broker(mqtt: &config::MqttSection) -> Result<BrokerUrl> {
+    let broker =
+        config::parse_broker_url(&mqtt.url, mqtt.embedded_port).map_err(anyhow::Error::msg)?;
+    let tls_files =
+        mqtt.ca_file.is_some() || mqtt.client_cert.is_some() || mqtt.client_key.is_some();
+    match &broker {
+        BrokerUrl::Tls { .. } if mqtt.ca_file.is_none() => {
+            bail!(
+                "{} needs --ca-file: the broker's certificate is always verified",
+                mqtt.url
+            )
+        }
+        BrokerUrl::Tcp { .. } | BrokerUrl::Embedded { .. } if tls_files => bail!(
+            "--ca-file, --client-cert and --client-key need an mqtts:// URL, not {} (no plaintext fallback)",
+            mqtt.url
+        ),
+        _ => {}
+    }
+    if mqtt.client_cert.is_some() != mqtt.client_key.is_some() {
+        bail!("--client-cert and --client-key go together (mutual TLS needs both)");
+    }
+    Ok(broker)
+}
+
 #[cfg(not(feature = "embedded-broker"))]
 fn demo(_pipeline: Option<PathBuf>, _out: &Path, _fast: bool) -> Result<ExitCode> {
     bail!("this build has no embedded broker (cargo feature `embedded-broker`)")
@@ -703,8 +806,9 @@ fn demo(pipeline: Option<PathBuf>, out: &Path, fast: bool) -> Result<ExitCode> {
         let filter = format!("{}/#", p.raw.mqtt.topic_prefix);
         let w = tokio::spawn(watch::watch(
             WatchOptions {
-                host: "127.0.0.1".into(),
-                port,
+                broker: p.broker.clone(),
+                mqtt: p.raw.mqtt.clone(),
+                username: None,
                 filter,
                 snapshot_dir: Some(snap_dir),
                 until_stopped: true,
@@ -723,11 +827,14 @@ fn demo(pipeline: Option<PathBuf>, out: &Path, fast: bool) -> Result<ExitCode> {
     println!("demo finished in {:.1} s", wall.as_secs_f64());
     println!("node: {}", report.summary());
     println!(
-        "subscriber: {} events ({} new, {} update, {} end), {} snapshots ({} B) saved in {}",
+        "subscriber: {} events ({} new, {} update, {} end), {} alerts ({} object, {} zone), {} snapshots ({} B) saved in {}",
         seen.events,
         seen.new,
         seen.updates,
         seen.ends,
+        seen.object_alerts + seen.zone_alerts + seen.camera_alerts,
+        seen.object_alerts,
+        seen.zone_alerts,
         seen.snapshots,
         seen.snapshot_bytes,
         out.display()

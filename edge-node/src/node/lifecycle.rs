@@ -168,6 +168,14 @@ impl NodeRun {
                 return self.camera_failed(&plan.id, &span, msg).await;
             }
         };
+        // A rule class the model does not know would never match: refused,
+        // like an unknown `detector.classes` (`check` names the field).
+        let unknown = plan.unknown_classes(&labels);
+        if !unknown.is_empty() {
+            let list: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+            let msg = format!("model {}: {}", plan.model.display(), list.join("; "));
+            return self.camera_failed(&plan.id, &span, msg).await;
+        }
         let when_full = if plan.lossless {
             WhenFull::WaitForRoom
         } else {
@@ -353,11 +361,7 @@ fn face_policy(faces: Option<&FacePlan>, span: &Span) -> FacePolicy {
     let Some(f) = faces else {
         return FacePolicy::Off;
     };
-    match detect::FaceDetector::load(&f.model, 1).and_then(|mut d| {
-        d.set_threshold(f.threshold)?;
-        d.set_max_side(f.max_side)?;
-        Ok(d)
-    }) {
+    match detect::FaceDetector::load_with(&f.model, 1, f.threshold, f.max_side) {
         Ok(d) => FacePolicy::On(Arc::new(Mutex::new(d))),
         Err(e) => {
             let why = format!(

@@ -203,6 +203,40 @@ fn cam_leaked(text: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// `check` without the camera variables names them (and nothing secret);
+/// with them it passes, says where the credentials come from, and shows no
+/// password (text and JSON).
+fn check_names_the_sources_and_no_secret(p: &std::path::Path, env: &[(&str, &str)]) {
+    // Without the variables, check names them (and nothing secret).
+    let out = edge_node().arg("check").arg(p).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("field `cameras[2].username_env`")
+            && stderr.contains("EDGE_TEST_CAM_USER is not set"),
+        "{stderr}"
+    );
+    for json in [false, true] {
+        let mut cmd = edge_node();
+        cmd.envs(env.iter().copied()).arg("check").arg(p);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "check failed: {text}");
+        assert!(cam_leaked(&text).is_empty(), "check leaks: {text}");
+        assert!(
+            text.contains("files") && text.contains("environment"),
+            "check says where the credentials come from: {text}"
+        );
+    }
+}
+
 /// Per-camera credentials (issue 14, item 7): one camera's user name and
 /// password from files, another's from environment variables. Both reach
 /// the camera (its server sees the right Basic credentials), and neither
@@ -252,34 +286,7 @@ password_env = "EDGE_TEST_CAM_PASS"
         ("EDGE_TEST_CAM_PASS", CAM_SECRETS[1]),
     ];
 
-    // Without the variables, check names them (and nothing secret).
-    let out = edge_node().arg("check").arg(&p).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("field `cameras[2].username_env`")
-            && stderr.contains("EDGE_TEST_CAM_USER is not set"),
-        "{stderr}"
-    );
-    for json in [false, true] {
-        let mut cmd = edge_node();
-        cmd.envs(env).arg("check").arg(&p);
-        if json {
-            cmd.arg("--json");
-        }
-        let out = cmd.output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "check failed: {text}");
-        assert!(cam_leaked(&text).is_empty(), "check leaks: {text}");
-        assert!(
-            text.contains("files") && text.contains("environment"),
-            "check says where the credentials come from: {text}"
-        );
-    }
+    check_names_the_sources_and_no_secret(&p, &env);
 
     let sub = Subscriber::start(broker.port, "t/#");
     let log = dir.path().join("node.log");

@@ -150,6 +150,89 @@ fn tls_files_that_run_cannot_use_are_errors() {
     assert!(line.contains("PEM private key"), "{line}");
 }
 
+/// Files that exist but that `run` could not use: a face model that is not
+/// ONNX, a client certificate that is not PEM, a state folder that is a
+/// file and an outbox folder under a file. All reported at once.
+#[test]
+fn files_that_exist_but_cannot_be_used_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let face = write(dir.path(), "face.onnx", "not an onnx model\n");
+    let ca_cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let ca = write(dir.path(), "ca.pem", &ca_cert.cert.pem());
+    let cert = write(dir.path(), "client.pem", "not a certificate\n");
+    let key = write(dir.path(), "client.key", &ca_cert.key_pair.serialize_pem());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let state = write(dir.path(), "state", "a file, not a folder\n");
+    let blocker = write(dir.path(), "blocker", "a file\n");
+    let toml = format!(
+        r#"[node]
+id = "box"
+district = "d"
+state_dir = "{state}"
+[mqtt]
+url = "mqtts://127.0.0.1:{port}"
+topic_prefix = "t"
+ca_file = "{ca}"
+client_cert = "{cert}"
+client_key = "{key}"
+[detector]
+model = "{model}"
+[privacy]
+face_model = "{face}"
+[outbox]
+dir = "{outbox}"
+
+[[cameras]]
+id = "a"
+url = "{clip}"
+blur_faces = true
+"#,
+        state = state.display(),
+        port = free_port(),
+        ca = ca.display(),
+        cert = cert.display(),
+        key = key.display(),
+        model = repo().join("models/nanodet_g_coco_416.onnx").display(),
+        face = face.display(),
+        outbox = blocker.join("outbox").display(),
+        clip = fixture("vtest_10s_h264.mp4").display(),
+    );
+    let path = write(dir.path(), "p.toml", &toml);
+    let out = check(&path, &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    for (field, words) in [
+        (
+            "privacy.face_model",
+            &["faces must be blurred", "unusable"][..],
+        ),
+        ("mqtt.client_cert", &["client certificate"]),
+        ("node.state_dir", &["is not a folder"]),
+        ("outbox.dir", &["cannot be made", "blocker is not a folder"]),
+    ] {
+        let line = line_of(&stderr, field).unwrap_or_else(|| panic!("no {field}: {stderr}"));
+        for w in words {
+            assert!(line.contains(w), "{field}: {w:?} not in {line}");
+        }
+    }
+
+    // A key that is PEM but not the client certificate's.
+    let other = rcgen::generate_simple_self_signed(vec!["other".into()]).unwrap();
+    std::fs::write(&cert, other.cert.pem()).unwrap();
+    let out = check(&path, &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let line = line_of(&stderr, "mqtt.client_key").expect(&stderr);
+    assert!(
+        line.contains("does not fit the client certificate"),
+        "{line}"
+    );
+}
+
 /// `run` refuses what `check` refuses: the scheme typo is a config error
 /// (exit 2, no camera silently missing), and a zone class the model does
 /// not know fails the camera (exit 1), as an unknown `detector.classes` does.

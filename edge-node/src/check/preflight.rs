@@ -318,15 +318,77 @@ fn tls(p: &Pipeline, errors: &mut Vec<FieldError>) {
     }
 }
 
-/// The state folder, if it exists, is a folder.
+/// The state folder and the outbox folder can be made and written, as
+/// `run` makes them (`create_dir_all`, then files inside): what exists of
+/// each path is a folder, and the deepest existing folder takes a file.
 fn state_dir(p: &Pipeline, errors: &mut Vec<FieldError>) {
-    let dir = p.state_dir();
-    if dir.exists() && !dir.is_dir() {
+    let state = p.state_dir();
+    let outbox = p.raw.outbox.dir.clone();
+    for (field, dir) in [
+        ("node.state_dir", Some(state.clone())),
+        ("outbox.dir", outbox.clone()),
+    ] {
+        let Some(dir) = dir else { continue };
+        if let Err(problem) = writable_dir(&dir) {
+            let hint = if field == "node.state_dir" {
+                "give a folder the node's user can write (or set EDGE_NODE_STATE_DIR)"
+            } else {
+                "give a folder the node's user can write, or leave outbox.dir out ({state_dir}/outbox)"
+            };
+            add_error(errors, field, problem, hint);
+        }
+    }
+    if outbox.is_none()
+        && !errors.iter().any(|e| e.field == "node.state_dir")
+        && let Err(problem) = writable_dir(&state.join("outbox"))
+    {
         add_error(
             errors,
             "node.state_dir",
-            format!("{} exists and is not a folder", dir.display()),
-            "give a writable folder (or set EDGE_NODE_STATE_DIR)",
+            problem,
+            "the outbox goes to {state_dir}/outbox: make it a writable folder, or set outbox.dir",
         );
+    }
+}
+
+/// `dir` is a folder or can be made, and files can be written in it (or in
+/// its deepest existing ancestor); a probe file is made and removed.
+fn writable_dir(dir: &Path) -> Result<(), String> {
+    let shown = normalise(dir);
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(up) if !up.as_os_str().is_empty() => existing = up,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !existing.is_dir() {
+        return Err(if existing == dir {
+            format!("{shown} exists and is not a folder")
+        } else {
+            format!(
+                "{shown} cannot be made: {} is not a folder",
+                normalise(existing)
+            )
+        });
+    }
+    let probe = existing.join(format!(".edge-node-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) if existing == dir => Err(format!("{shown} is not writable: {e}")),
+        Err(e) => Err(format!(
+            "{shown} cannot be made: {} is not writable: {e}",
+            normalise(existing)
+        )),
     }
 }

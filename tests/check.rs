@@ -435,7 +435,7 @@ fn probe_connects_to_cameras_and_broker() {
     );
     let head = PipelineToml::new(broker.port).build();
     let path = write(dir.path(), "p.toml", &format!("{head}{cams}"));
-    let out = check(&path, &["--json", "--probe", "20"]);
+    let out = check(&path, &["--json", "--probe=20"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     let report: CheckReport = serde_json::from_str(&stdout).expect(&stdout);
@@ -451,7 +451,7 @@ fn probe_connects_to_cameras_and_broker() {
     assert_eq!(b.addr, format!("127.0.0.1:{}", broker.port));
 
     // The text form says the same.
-    let out = check(&path, &["--probe", "20"]);
+    let out = check(&path, &["--probe"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     let want = format!("probe: h264 {}×{} at ", rtsp.width, rtsp.height);
@@ -466,7 +466,7 @@ fn probe_connects_to_cameras_and_broker() {
         "bad.toml",
         &format!("{head}[[cameras]]\nid = \"rtsp\"\nurl = \"rtsp://127.0.0.1:{dead}/cam\"\n"),
     );
-    let out = check(&bad, &["--probe", "5"]);
+    let out = check(&bad, &["--probe=5"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
     let cam = line_of(&stderr, "cameras[0].url").expect(&stderr);

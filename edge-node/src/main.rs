@@ -46,8 +46,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
         /// Also connect: open each camera and the broker (credentials, TLS),
-        /// waiting at most this many seconds for each (default 10).
-        #[arg(long, num_args = 0..=1, default_missing_value = "10", value_name = "SECONDS")]
+        /// waiting at most this many seconds for each (`--probe=SECONDS`, default 10).
+        #[arg(
+            long,
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "10",
+            value_name = "SECONDS"
+        )]
         probe: Option<u64>,
     },
     /// Run the detector on one image and print what it sees.

@@ -252,6 +252,33 @@ fn run_refuses_the_same_problems() {
     assert_eq!(status.and_then(|s| s.code()), Some(2), "{log_text}");
     assert!(log_text.contains("unsupported scheme"), "{log_text}");
 
+    // A CA file that is not PEM stops `run` at start (it used to retry the
+    // TLS handshake forever).
+    let ca = write(dir.path(), "ca.pem", "not a certificate\n");
+    let tls_head = PipelineToml::new(free_port())
+        .mqtts()
+        .mqtt(&format!("ca_file = \"{}\"", ca.display()))
+        .build();
+    let tls = write(
+        dir.path(),
+        "tls.toml",
+        &format!(
+            "{tls_head}[[cameras]]\nid = \"a\"\nurl = \"{}\"\n",
+            fixture("vtest_10s_h264.mp4").display()
+        ),
+    );
+    let log = dir.path().join("tls.log");
+    let status = run_node(&tls, &log).wait(Duration::from_secs(60));
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        status.and_then(|s| s.code()).is_some_and(|c| c != 0),
+        "{log_text}"
+    );
+    assert!(
+        log_text.contains("CA file") && log_text.contains("PEM"),
+        "{log_text}"
+    );
+
     let zone = write(
         dir.path(),
         "zone.toml",

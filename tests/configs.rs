@@ -47,7 +47,7 @@ fn check_json_describes_the_plan() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["cameras"][0]["id"], "vtest");
     assert_eq!(v["cameras"][0]["kind"], "file");
-    assert_eq!(v["topics"], "edge/demo/demo-box/#");
+    assert_eq!(v["mqtt"]["topics"], "edge/demo/demo-box/#");
 }
 
 #[test]

@@ -16,8 +16,9 @@ mod validate;
 
 pub use file::*;
 pub use plan::{
-    CameraPlan, DEFAULT_STATE_DIR, FacePlan, STATE_DIR_ENV, camera_rules, detector_options,
-    event_config, face_plan, rules_config, snapshot_options, source_options, tracker_config,
+    CameraPlan, DEFAULT_STATE_DIR, FacePlan, STATE_DIR_ENV, UnknownClass, camera_auth,
+    camera_rules, detector_options, event_config, face_plan, rules_config, snapshot_options,
+    source_options, tracker_config, unknown_rule_classes,
 };
 use validate::Checks;
 pub use validate::{FieldError, valid_id, validate};
@@ -75,6 +76,27 @@ fn invalid_lines(file: &Path, errors: &[FieldError]) -> String {
 }
 
 impl ConfigError {
+    /// `None` for no problem; one as [`ConfigError::Invalid`], several as
+    /// [`ConfigError::InvalidList`] (in the order given).
+    pub fn from_fields(file: &Path, mut errors: Vec<FieldError>) -> Option<ConfigError> {
+        match errors.len() {
+            0 => None,
+            1 => {
+                let e = errors.remove(0);
+                Some(ConfigError::Invalid {
+                    file: file.to_path_buf(),
+                    field: e.field,
+                    problem: e.problem,
+                    hint: e.hint,
+                })
+            }
+            _ => Some(ConfigError::InvalidList {
+                file: file.to_path_buf(),
+                errors,
+            }),
+        }
+    }
+
     /// The invalid values this error reports (none for read and parse errors).
     pub fn field_errors(&self) -> Vec<FieldError> {
         match self {
@@ -156,6 +178,31 @@ impl Pipeline {
         let warnings = check_files(&mut ck, &raw, &dir);
         ck.finish()?;
         build(path, raw, warnings)
+    }
+
+    /// Like [`Pipeline::load`], but past invalid values: the pipeline built
+    /// as far as it can be, with every field error (empty when valid). For
+    /// `check`, which adds its pre-flight findings to the same list so a file
+    /// shows all its problems at once. Read and parse errors, and a broker
+    /// URL too broken to build anything from, are still errors.
+    pub fn load_lenient(path: &Path) -> Result<(Pipeline, Vec<FieldError>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let raw: PipelineFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut ck = Checks::new(path);
+        validate::check_file(&mut ck, &raw);
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let warnings = check_files(&mut ck, &raw, &dir);
+        let errors = ck.into_errors();
+        match build(path, raw, warnings) {
+            Ok(p) => Ok((p, errors)),
+            Err(e) => Err(ConfigError::from_fields(path, errors).unwrap_or(e)),
+        }
     }
 
     /// True when every camera is a file (the run ends when they have all ended).
@@ -286,19 +333,34 @@ fn check_files(ck: &mut Checks, raw: &PipelineFile, dir: &Path) -> Vec<String> {
         ("mqtt.password_file", &raw.mqtt.password_file, true),
     ] {
         if let Some(p) = p {
-            let r = resolve(dir, p);
-            if !r.is_file() {
-                ck.err(
-                    field,
-                    format!("{} does not exist or is not a file", r.display()),
-                    "give the path of an existing file (relative paths are resolved against the config's folder)",
-                );
-            } else if secret && let Some(w) = secret_file_warning(field, &r) {
-                warnings.push(w);
+            check_file(ck, &mut warnings, field, &resolve(dir, p), secret);
+        }
+    }
+    for (i, c) in raw.cameras.iter().enumerate() {
+        for (name, p, secret) in [
+            ("username_file", &c.username_file, false),
+            ("password_file", &c.password_file, true),
+        ] {
+            if let Some(p) = p {
+                let field = format!("cameras[{i}].{name}");
+                check_file(ck, &mut warnings, &field, &resolve(dir, p), secret);
             }
         }
     }
     warnings
+}
+
+/// `r` (field `field`) must be a file; a `secret` one others can read is warned about.
+fn check_file(ck: &mut Checks, warnings: &mut Vec<String>, field: &str, r: &Path, secret: bool) {
+    if !r.is_file() {
+        ck.err(
+            field,
+            format!("{} does not exist or is not a file", r.display()),
+            "give the path of an existing file (relative paths are resolved against the config's folder)",
+        );
+    } else if secret && let Some(w) = secret_file_warning(field, r) {
+        warnings.push(w);
+    }
 }
 
 /// The validated file with its paths resolved.
@@ -347,6 +409,14 @@ fn build(file: &Path, raw: PipelineFile, warnings: Vec<String>) -> Result<Pipeli
     .flatten()
     {
         *p = resolve(&dir, p);
+    }
+    for c in &mut raw.cameras {
+        for p in [&mut c.username_file, &mut c.password_file]
+            .into_iter()
+            .flatten()
+        {
+            *p = resolve(&dir, p);
+        }
     }
     let face_model = match &raw.privacy.face_model {
         Some(m) => resolve(&dir, m),

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod budget;
+pub mod check;
 pub mod config;
 pub mod detect;
 pub mod events;

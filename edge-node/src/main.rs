@@ -36,11 +36,25 @@ enum Cmd {
         pipeline: PathBuf,
     },
     /// Validate a pipeline config, load its models, and print what would run.
+    ///
+    /// Reports every problem `run` would refuse or quietly degrade on (all at
+    /// once, each naming the field and the fix), exit 2; warnings are printed
+    /// with the plan. Exit 0 when the pipeline would run as written.
     Check {
         pipeline: PathBuf,
-        /// Print the plan as JSON.
+        /// Print the plan as JSON (shape in the README).
         #[arg(long)]
         json: bool,
+        /// Also connect: open each camera and the broker (credentials, TLS),
+        /// waiting at most this many seconds for each (`--probe=SECONDS`, default 10).
+        #[arg(
+            long,
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "10",
+            value_name = "SECONDS"
+        )]
+        probe: Option<u64>,
     },
     /// Run the detector on one image and print what it sees.
     ///
@@ -329,7 +343,11 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         }
-        Cmd::Check { pipeline, json } => check(&pipeline, json),
+        Cmd::Check {
+            pipeline,
+            json,
+            probe,
+        } => check(&pipeline, json, probe),
         Cmd::Detect {
             model,
             threshold,
@@ -421,82 +439,26 @@ fn healthcheck(file: Option<PathBuf>, max_age: u64) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(Serialize)]
-struct CameraPlan {
-    id: String,
-    url: String,
-    kind: &'static str,
-    detect_fps: f64,
-    max_height: u32,
-    model: String,
-}
-
-fn check(path: &Path, json: bool) -> Result<ExitCode> {
-    let p = Pipeline::load(path)?;
-    detect::init_runtime(&RuntimeOptions {
-        dylib: p.onnxruntime.clone(),
-    })?;
-    let plans = p.plans();
-    let mut models = std::collections::BTreeMap::new();
-    for plan in &plans {
-        if models.contains_key(&plan.model) {
-            continue;
-        }
-        let d = Detector::load(&plan.detector)
-            .with_context(|| format!("model {}", plan.model.display()))?;
-        models.insert(plan.model.clone(), format!("{:?}", d.spec()));
-    }
-    let cams: Vec<CameraPlan> = plans
-        .iter()
-        .map(|plan| CameraPlan {
-            id: plan.id.clone(),
-            // Never a camera password on the screen.
-            url: edge_node::redact::userinfo(&plan.source.url).into_owned(),
-            kind: if config::is_file_url(&plan.source.url) {
-                "file"
+/// `edge-node check`: the plan as text or JSON on stdout; every problem
+/// (and the warnings) on stderr, exit 2.
+fn check(path: &Path, json: bool, probe: Option<u64>) -> Result<ExitCode> {
+    let opts = edge_node::check::CheckOptions {
+        probe: probe.map(Duration::from_secs),
+    };
+    match edge_node::check::check(path, &opts) {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                "live"
-            },
-            detect_fps: plan.source.detect_fps,
-            max_height: plan.source.max_height,
-            model: plan.model.display().to_string(),
-        })
-        .collect();
-    let topics = edge_node::publish::Topics::new(
-        &p.raw.mqtt.topic_prefix,
-        &p.raw.node.district,
-        &p.raw.node.id,
-    );
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"pipeline": p.file, "node": p.raw.node.id, "district": p.raw.node.district,
-                "mqtt": edge_node::redact::userinfo(&p.raw.mqtt.url), "topics": topics.all(), "cameras": cams, "models": models,
-                "warnings": p.warnings})
-        );
-    } else {
-        println!("{}: OK", p.file.display());
-        println!(
-            "node {} in district {}, MQTT {} under {}",
-            p.raw.node.id,
-            p.raw.node.district,
-            edge_node::redact::userinfo(&p.raw.mqtt.url),
-            topics.all()
-        );
-        for (m, spec) in &models {
-            println!("model {}: {spec}", m.display());
+                print!("{report}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
-        for c in &cams {
-            println!(
-                "camera {} ({}) {} at {} fps, frames ≤ {} px high",
-                c.id, c.kind, c.url, c.detect_fps, c.max_height
-            );
-        }
-        for w in &p.warnings {
-            println!("warning: {w}");
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(2))
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Serialize)]

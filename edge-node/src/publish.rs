@@ -54,7 +54,7 @@ use tokio::task::JoinHandle;
 
 use crate::rules::CountsReport;
 
-pub use client::mqtt_options;
+pub use client::{BrokerProbe, mqtt_options, probe_broker, tls_config};
 pub use record::{EventRecord, OmitReason, SnapshotOutcome, SnapshotPayload, ZoneAlertRecord};
 pub use stats::{CameraStats, ClassBytes, PublishStats, SnapshotCounts};
 pub use topics::{TopicClass, Topics};
@@ -85,6 +85,14 @@ pub enum PublishError {
         path: String,
         #[source]
         source: std::io::Error,
+    },
+    /// A TLS file that reads but does not parse (not PEM, no certificate, a
+    /// key that does not fit the certificate).
+    #[error("{what} {path}: {problem}")]
+    Tls {
+        what: &'static str,
+        path: String,
+        problem: String,
     },
     #[error("the MQTT client stopped: {0}")]
     ClientGone(String),

@@ -23,8 +23,10 @@
 //! live sources it is seconds since the camera started (a monotonic clock,
 //! read at arrival), so reconnects never move time backwards.
 
+mod auth;
 mod fault;
 mod pipeline;
+mod probe;
 mod rtsp_server;
 mod url;
 
@@ -37,13 +39,15 @@ use std::time::{Duration, Instant, SystemTime};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
+pub use self::auth::{CameraAuth, Credentials};
 pub use self::fault::Fault;
 use self::fault::LibError;
 use self::pipeline::ConnStats;
 pub use self::pipeline::MAX_FRAME_WIDTH;
+pub use self::probe::{ProbeReport, probe};
 pub use self::rtsp_server::{RtspServer, serve_rtsp_blocking};
 use self::url::Target;
-pub use self::url::{SourceKind, classify, validate_url};
+pub use self::url::{SourceKind, classify, local_path, validate_url};
 use crate::frame::Frame;
 use crate::redact;
 
@@ -80,6 +84,9 @@ pub struct SourceOptions {
     pub backoff_reset_s: f64,
     /// RTSP over TCP (interleaved) instead of UDP: for NAT/firewalls and lossy links.
     pub rtsp_tcp: bool,
+    /// Where the camera's user name and password come from; read at each
+    /// connection and handed to the source element, never put into the URL.
+    pub auth: CameraAuth,
 }
 
 impl SourceOptions {
@@ -107,6 +114,7 @@ impl Default for SourceOptions {
             backoff_max_s: 30.0,
             backoff_reset_s: 30.0,
             rtsp_tcp: false,
+            auth: CameraAuth::default(),
         }
     }
 }
@@ -166,6 +174,9 @@ pub enum SourceError {
     Thread(#[from] std::io::Error),
     #[error("RTSP server: {0}")]
     Rtsp(String),
+    /// `check --probe` could not get a frame; the URL's user info is masked.
+    #[error("camera {url}: {reason}")]
+    Probe { url: String, reason: String },
 }
 
 /// Initialises GStreamer once per process; later calls return the first result.

@@ -393,6 +393,21 @@ pub struct CameraSection {
     /// events still go) and its status says why.
     #[serde(default)]
     pub blur_faces: bool,
+    /// File holding the camera's user name (one line; surrounding whitespace
+    /// trimmed). Handed to the RTSP/HTTP source, never put into a printed URL.
+    #[serde(default)]
+    pub username_file: Option<PathBuf>,
+    /// File holding the camera's password (one line; a trailing newline is
+    /// dropped), e.g. a Docker or systemd secret. The loader warns when group
+    /// or others can read it. A URL that carries a password too is refused.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the camera's user name (`username_file` wins).
+    #[serde(default)]
+    pub username_env: Option<String>,
+    /// Environment variable holding the camera's password (`password_file` wins).
+    #[serde(default)]
+    pub password_env: Option<String>,
 }
 
 fn d_counts_interval() -> f64 {

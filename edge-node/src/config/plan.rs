@@ -13,7 +13,7 @@ use crate::detect::{self, DetectorOptions};
 use crate::events::EventConfig;
 use crate::rules::{LineRule, RulesConfig, ZoneRule};
 use crate::snapshot::SnapshotOptions;
-use crate::source::SourceOptions;
+use crate::source::{CameraAuth, SourceOptions};
 use crate::track::TrackerConfig;
 
 use super::{
@@ -81,6 +81,62 @@ impl CameraPlan {
     pub fn rules(&self, labels: &[String]) -> (RulesConfig, Vec<String>) {
         rules_config(&self.rule_defaults, &self.zones, &self.lines, labels)
     }
+
+    /// The zone and line classes the model (`labels`) does not know; the
+    /// node refuses such a camera, as it refuses an unknown `detector.classes`.
+    pub fn unknown_classes(&self, labels: &[String]) -> Vec<UnknownClass> {
+        unknown_rule_classes(&self.zones, &self.lines, labels)
+    }
+}
+
+/// A zone or line class name the camera's model does not know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnknownClass {
+    /// The field within the camera, e.g. `zones[0].classes`.
+    pub field: String,
+    /// The zone or line name.
+    pub rule: String,
+    /// The class name as written.
+    pub class: String,
+}
+
+impl std::fmt::Display for UnknownClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {:?}: {:?} is not a class of the model",
+            self.field, self.rule, self.class
+        )
+    }
+}
+
+/// Every class name of `zones` and `lines` that is not in `labels`.
+pub fn unknown_rule_classes(
+    zones: &[ZoneSection],
+    lines: &[LineSection],
+    labels: &[String],
+) -> Vec<UnknownClass> {
+    let rules = zones
+        .iter()
+        .enumerate()
+        .map(|(k, z)| (format!("zones[{k}].classes"), &z.name, &z.classes))
+        .chain(
+            lines
+                .iter()
+                .enumerate()
+                .map(|(k, l)| (format!("lines[{k}].classes"), &l.name, &l.classes)),
+        );
+    let mut out = Vec::new();
+    for (field, rule, classes) in rules {
+        for c in classes.iter().filter(|c| !labels.contains(c)) {
+            out.push(UnknownClass {
+                field: field.clone(),
+                rule: rule.clone(),
+                class: c.clone(),
+            });
+        }
+    }
+    out
 }
 
 impl Pipeline {
@@ -205,6 +261,18 @@ pub fn source_options(c: &CameraSection, url: &str) -> SourceOptions {
         backoff_max_s: c.backoff_max_s,
         backoff_reset_s: base.backoff_reset_s,
         rtsp_tcp: base.rtsp_tcp,
+        auth: camera_auth(c),
+    }
+}
+
+/// `[[cameras]] username_file` / `password_file` / `username_env` /
+/// `password_env` → where the source reads the camera's credentials.
+pub fn camera_auth(c: &CameraSection) -> CameraAuth {
+    CameraAuth {
+        username_file: c.username_file.clone(),
+        password_file: c.password_file.clone(),
+        username_env: c.username_env.clone(),
+        password_env: c.password_env.clone(),
     }
 }
 

@@ -94,24 +94,17 @@ impl Checks {
         );
     }
 
+    /// The problems found, in the order found.
+    pub(super) fn into_errors(self) -> Vec<FieldError> {
+        self.errors
+    }
+
     /// `Ok` when nothing was found; one problem as [`ConfigError::Invalid`],
     /// several as [`ConfigError::InvalidList`].
-    pub(super) fn finish(mut self) -> Result<(), ConfigError> {
-        match self.errors.len() {
-            0 => Ok(()),
-            1 => {
-                let e = self.errors.remove(0);
-                Err(ConfigError::Invalid {
-                    file: self.file,
-                    field: e.field,
-                    problem: e.problem,
-                    hint: e.hint,
-                })
-            }
-            _ => Err(ConfigError::InvalidList {
-                file: self.file,
-                errors: self.errors,
-            }),
+    pub(super) fn finish(self) -> Result<(), ConfigError> {
+        match ConfigError::from_fields(&self.file, self.errors) {
+            None => Ok(()),
+            Some(e) => Err(e),
         }
     }
 }
@@ -372,6 +365,7 @@ fn check_camera(ck: &mut Checks, i: usize, c: &CameraSection) {
             "give an rtsp://, http(s)://, file:// URL, a path or /dev/videoN",
         );
     }
+    check_camera_url(ck, i, c);
     ck.range(&f("detect_fps"), c.detect_fps, 0.1, 60.0);
     ck.range(&f("max_height"), c.max_height, 64, 4320);
     ck.range(&f("watchdog_s"), c.watchdog_s, 1.0, 3600.0);
@@ -404,6 +398,71 @@ fn check_camera(ck: &mut Checks, i: usize, c: &CameraSection) {
                 "coordinates are fractions of the frame width and height, from 0 to 1",
             );
         }
+    }
+}
+
+/// The URL's syntax and scheme (the same parser the source opens it with),
+/// and the camera's credentials: from the URL or from files/variables, not both.
+fn check_camera_url(ck: &mut Checks, i: usize, c: &CameraSection) {
+    let f = |name: &str| format!("cameras[{i}].{name}");
+    if c.url.trim().is_empty() {
+        return;
+    }
+    if let Err(e) = crate::source::validate_url(&c.url) {
+        ck.err(
+            f("url"),
+            e.to_string(),
+            "use rtsp://host/path, http(s)://host/path, file:///abs/path, a path, /dev/videoN or v4l2:///dev/videoN",
+        );
+        return;
+    }
+    let from_fields =
+        |file: &Option<std::path::PathBuf>, env: &Option<String>| file.is_some() || env.is_some();
+    let has_user = from_fields(&c.username_file, &c.username_env);
+    let has_pass = from_fields(&c.password_file, &c.password_env);
+    if !(has_user || has_pass) {
+        return;
+    }
+    let field = if has_pass {
+        if c.password_file.is_some() {
+            f("password_file")
+        } else {
+            f("password_env")
+        }
+    } else if c.username_file.is_some() {
+        f("username_file")
+    } else {
+        f("username_env")
+    };
+    let live = crate::source::classify(&c.url) == crate::source::SourceKind::Live;
+    let userinfo = c
+        .url
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
+        .and_then(|auth| auth.rsplit_once('@').map(|(u, _)| u));
+    if !live || c.url.starts_with("/dev/") || c.url.starts_with("v4l2:") {
+        ck.err(
+            field,
+            "credentials are configured for a camera that is not an rtsp:// or http(s):// stream",
+            "remove the credential fields, or give the camera's network URL",
+        );
+    } else if let Some(u) = userinfo {
+        let what = if u.contains(':') {
+            "a user name and password"
+        } else {
+            "a user name"
+        };
+        ck.err(
+            field,
+            format!("the camera URL already carries {what} (user info before '@') and the credential fields give them again"),
+            "remove the user info from the URL and keep the secret in username_file/password_file (or the variables)",
+        );
+    } else if has_pass && !has_user {
+        ck.err(
+            field,
+            "a password is configured but no user name",
+            "set username_file or username_env too",
+        );
     }
 }
 

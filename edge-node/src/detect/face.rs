@@ -98,6 +98,21 @@ impl FaceDetector {
     /// [`DetectError::ModelInvalid`], and a valid ONNX model that is not
     /// CenterFace [`DetectError::SpecMismatch`] with the expected and found
     /// inputs and outputs; each names the file.
+    /// [`FaceDetector::load`] with a camera's `[privacy]` settings applied:
+    /// what the node does for a camera with `blur_faces`, and what `check`
+    /// tries, so the two agree on which face models are usable.
+    pub fn load_with(
+        path: &Path,
+        intra_threads: usize,
+        threshold: f32,
+        max_side: u32,
+    ) -> Result<FaceDetector, DetectError> {
+        let mut d = Self::load(path, intra_threads)?;
+        d.set_threshold(threshold)?;
+        d.set_max_side(max_side)?;
+        Ok(d)
+    }
+
     pub fn load(path: &Path, intra_threads: usize) -> Result<FaceDetector, DetectError> {
         init_runtime(&RuntimeOptions::default())?;
         let rt = RUNTIME

@@ -163,17 +163,34 @@ impl NodeRun {
         self.failed.push(id.to_string());
     }
 
+    /// The inference pool and labels of a camera's model, or why the camera
+    /// cannot start: the model does not load, or a rule class the model does
+    /// not know would never match (refused, like an unknown
+    /// `detector.classes`; `check` names the field).
+    fn checked_pool(&mut self, plan: &CameraPlan) -> ModelPool {
+        let (pool, labels) = self
+            .pool(&plan.model, &plan.detector)
+            .map_err(|e| format!("model {}: {e}", plan.model.display()))?;
+        let unknown = plan.unknown_classes(&labels);
+        if !unknown.is_empty() {
+            let list: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+            return Err(format!(
+                "model {}: {}",
+                plan.model.display(),
+                list.join("; ")
+            ));
+        }
+        Ok((pool, labels))
+    }
+
     /// Start camera `i` of the config in force. A camera that cannot start is
     /// reported `failed` on its status topic and recorded; the others go on.
     pub async fn start_camera(&mut self, i: usize) {
         let plan = self.p.camera_plan(i);
         let span = info_span!("camera", camera = %plan.id);
-        let (pool, labels) = match self.pool(&plan.model, &plan.detector) {
+        let (pool, labels) = match self.checked_pool(&plan) {
             Ok(x) => x,
-            Err(e) => {
-                let msg = format!("model {}: {e}", plan.model.display());
-                return self.camera_failed(&plan.id, &span, msg).await;
-            }
+            Err(msg) => return self.camera_failed(&plan.id, &span, msg).await,
         };
         let when_full = if plan.lossless {
             WhenFull::WaitForRoom
@@ -373,11 +390,7 @@ fn face_policy(faces: Option<&FacePlan>, span: &Span) -> FacePolicy {
     let Some(f) = faces else {
         return FacePolicy::Off;
     };
-    match detect::FaceDetector::load(&f.model, 1).and_then(|mut d| {
-        d.set_threshold(f.threshold)?;
-        d.set_max_side(f.max_side)?;
-        Ok(d)
-    }) {
+    match detect::FaceDetector::load_with(&f.model, 1, f.threshold, f.max_side) {
         Ok(d) => FacePolicy::On(Arc::new(Mutex::new(d))),
         Err(e) => {
             let why = format!(

@@ -7,6 +7,7 @@
 //! every connect.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,8 @@ use rumqttc::Transport;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAck, PubAckReason, Publish};
 use rumqttc::v5::{ConnectionError, Event, EventLoop, MqttOptions};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::wire::{CameraStatusMessage, NodeState};
 use super::{PublishError, Publisher, node_status};
@@ -78,25 +81,8 @@ pub fn mqtt_options(
         _ => &mut o,
     };
     if tls {
-        // ring is the only rustls provider compiled in; installing it is idempotent.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca = match &cfg.ca_file {
-            Some(p) => read_pem("CA file", p)?,
-            None => Vec::new(),
-        };
-        let client_auth = match (&cfg.client_cert, &cfg.client_key) {
-            (Some(c), Some(k)) => Some((
-                read_pem("client certificate", c)?,
-                read_pem("client key", k)?,
-            )),
-            _ => None,
-        };
         o.set_transport(Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Simple {
-                ca,
-                alpn: None,
-                client_auth,
-            },
+            rumqttc::TlsConfiguration::Rustls(tls_config(cfg)?),
         ));
     }
     Ok(o)
@@ -131,6 +117,132 @@ pub(super) fn broker_error(broker: &str, e: &ConnectionError) -> String {
         other => other.to_string(),
     };
     format!("broker {broker}: {what}")
+}
+
+fn tls_error(what: &'static str, p: &std::path::Path, problem: impl Into<String>) -> PublishError {
+    PublishError::Tls {
+        what,
+        path: p.display().to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// The PEM certificates in file `p`; at least one.
+fn pem_certs(
+    what: &'static str,
+    p: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, PublishError> {
+    let pem = read_pem(what, p)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error(what, p, format!("not valid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(tls_error(
+            what,
+            p,
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+        ));
+    }
+    Ok(certs)
+}
+
+/// The TLS settings of an `mqtts://` broker: the CA file's certificates as
+/// the only roots, and the client certificate and key for mutual TLS.
+/// Parsed once, here, so a file that is not PEM (or a key that does not
+/// match its certificate) stops `run` at start and is reported by `check`,
+/// instead of failing every connection attempt.
+pub fn tls_config(cfg: &MqttSection) -> Result<Arc<rustls::ClientConfig>, PublishError> {
+    // ring is the only rustls provider compiled in; installing it is idempotent.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(p) = &cfg.ca_file {
+        let (added, _ignored) = roots.add_parsable_certificates(pem_certs("CA file", p)?);
+        if added == 0 {
+            return Err(tls_error("CA file", p, "holds no usable CA certificate"));
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PublishError::Connect {
+            addr: "tls".into(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots);
+    let config = match (&cfg.client_cert, &cfg.client_key) {
+        (Some(c), Some(k)) => {
+            let certs = pem_certs("client certificate", c)?;
+            let key = PrivateKeyDer::from_pem_slice(&read_pem("client key", k)?).map_err(|e| {
+                tls_error("client key", k, format!("holds no PEM private key: {e}"))
+            })?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                tls_error(
+                    "client key",
+                    k,
+                    format!("does not fit the client certificate: {e}"),
+                )
+            })?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// What `check --probe` learnt from the broker.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerProbe {
+    /// `host:port` connected to.
+    pub addr: String,
+    /// TLS was used (`mqtts://`).
+    pub tls: bool,
+    /// The broker's largest packet, when it says (CONNACK property).
+    pub max_packet_bytes: Option<u32>,
+}
+
+/// Connects once with the node's options (credentials, TLS) under a client
+/// id of its own (so a running node is not disconnected), waits for the
+/// CONNACK and disconnects. A refusal, a TLS failure or no answer within
+/// `timeout` is an error that says which.
+pub async fn probe_broker(
+    cfg: &MqttSection,
+    broker: &BrokerUrl,
+    client_id: &str,
+    timeout: Duration,
+) -> Result<BrokerProbe, PublishError> {
+    let id = format!("{client_id}-check-{}", std::process::id());
+    let opts = mqtt_options(cfg, broker, &id)?;
+    let (host, port) = opts.broker_address();
+    let addr = format!("{host}:{port}");
+    let tls = matches!(broker, BrokerUrl::Tls { .. });
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(opts, 10);
+    let fail = |reason: String| PublishError::Connect {
+        addr: addr.clone(),
+        reason,
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+            Err(_) => {
+                return Err(fail(format!(
+                    "no CONNACK within {} s",
+                    timeout.as_secs_f64()
+                )));
+            }
+            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                let max_packet_bytes = ack.properties.as_ref().and_then(|p| p.max_packet_size);
+                let _ = client.disconnect().await;
+                let _ = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
+                return Ok(BrokerProbe {
+                    addr,
+                    tls,
+                    max_packet_bytes,
+                });
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
 }
 
 /// How many times in a row a record may be the oldest unacknowledged one of

@@ -41,7 +41,7 @@ use gstreamer_video::prelude::*;
 
 use super::fault::LibError;
 use super::url::Target;
-use super::{Shared, SourceKind, SourceOptions, StreamInfo};
+use super::{Credentials, Shared, SourceKind, SourceOptions, StreamInfo};
 use crate::frame::Frame;
 
 /// Widest frame handed on (8K UHD width). With `max_height` at most 4320
@@ -107,13 +107,15 @@ pub(crate) fn build(
     gst::Element::link_many([&scale, &scale_filter, &convert, appsink.upcast_ref()])
         .map_err(|e| format!("cannot link pipeline: {e}"))?;
 
+    // Read at each connection; a secret never goes into the URI.
+    let creds = opts.auth.resolve()?;
     let decoder = match target {
         Target::File(path) => {
             let uri = gstreamer::glib::filename_to_uri(path, None)
                 .map_err(|e| format!("cannot make a URI of {}: {e}", path.display()))?;
-            uridecodebin(uri.as_str(), opts.rtsp_tcp)?
+            uridecodebin(uri.as_str(), opts.rtsp_tcp, creds)?
         }
-        Target::Uri(uri) => uridecodebin(uri, opts.rtsp_tcp)?,
+        Target::Uri(uri) => uridecodebin(uri, opts.rtsp_tcp, creds)?,
         Target::V4l2(device) => {
             let src = gst::ElementFactory::make("v4l2src")
                 .property("device", device)
@@ -176,7 +178,13 @@ fn make(factory: &str) -> Result<gst::Element, String> {
         .map_err(|e| format!("cannot create {factory} (missing GStreamer plugin?): {e}"))
 }
 
-fn uridecodebin(uri: &str, rtsp_tcp: bool) -> Result<gst::Element, String> {
+/// `uridecodebin` for raw video; `creds` become the RTSP/HTTP source's
+/// `user-id` / `user-pw` (also used by `source::probe`).
+pub(super) fn uridecodebin(
+    uri: &str,
+    rtsp_tcp: bool,
+    creds: Option<Credentials>,
+) -> Result<gst::Element, String> {
     // Only raw video is wanted: with these two properties audio and subtitle
     // streams are never exposed, so nothing needs a fakesink.
     let video_only: gst::Caps = "video/x-raw(ANY)"
@@ -198,6 +206,13 @@ fn uridecodebin(uri: &str, rtsp_tcp: bool) -> Result<gst::Element, String> {
             if rtsp_tcp {
                 source.set_property_from_str("protocols", "tcp");
             }
+        }
+        if let Some(c) = &creds
+            && source.find_property("user-id").is_some()
+            && source.find_property("user-pw").is_some()
+        {
+            source.set_property("user-id", c.user.as_str());
+            source.set_property("user-pw", c.password.as_str());
         }
         None
     });

@@ -74,6 +74,15 @@ pub fn validate_url(url: &str) -> Result<(), SourceError> {
     parse(url).map(|_| ())
 }
 
+/// The local file a camera URL names (a path or `file://`), absolute; `None`
+/// for network streams and devices. Pure: the file may not exist.
+pub fn local_path(url: &str) -> Result<Option<PathBuf>, SourceError> {
+    Ok(match parse(url)? {
+        Target::File(p) => Some(p),
+        Target::Uri(_) | Target::V4l2(_) => None,
+    })
+}
+
 /// Parses a URL into the way the pipeline opens it. Relative paths are made
 /// absolute against the current directory, so `file://` URIs built from them
 /// are valid.

@@ -19,7 +19,7 @@ use super::emit::{self, Emitter};
 use super::pictures::{FacePolicy, Painter, SharedBudget};
 use super::report::{CameraReport, Samples};
 use super::restart_only_changes;
-use super::slots::{Pool, WhenFull};
+use super::slots::{Pool, SlotView, WhenFull};
 use super::status;
 use super::workers;
 use crate::config::{CameraPlan, FacePlan, Pipeline};
@@ -99,6 +99,8 @@ pub(super) struct NodeRun {
     /// Reports of cameras stopped by a reload.
     pub stopped: Vec<CameraReport>,
     pub failed: Vec<String>,
+    /// The node's figures for `/metrics` (kept whether or not it is served).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What a camera's behaviour depends on, as a comparable string: its own
@@ -130,7 +132,8 @@ impl NodeRun {
             Some(e) => Err(e.clone()),
             None => {
                 let d = &self.p.raw.detector;
-                workers::spawn(opts, d.workers, d.threads)
+                let m = self.metrics.model(&crate::metrics::model_name(model));
+                workers::spawn(opts, d.workers, d.threads, m)
                     .map(|w| {
                         self.workers.extend(w.threads);
                         (w.pool, w.labels)
@@ -174,6 +177,11 @@ impl NodeRun {
             WhenFull::DropOldest
         };
         let (idx, handover) = pool.add(plan.queue, when_full);
+        let metrics = self.metrics.camera(&plan.id);
+        metrics.attach(Box::new(SlotView {
+            pool: pool.clone(),
+            idx,
+        }));
         let analytics = camera_analytics(&plan, &labels, &span);
         let faces = face_policy(plan.faces.as_ref(), &span);
         let privacy_note = match &faces {
@@ -196,6 +204,7 @@ impl NodeRun {
             counts_seq: 0,
             zone_alert_seq: 0,
             publish_latency_ms: publish_latency_ms.clone(),
+            metrics: metrics.clone(),
         };
         let analytics_task =
             tokio::spawn(emit::run(analytics, handover, emitter).instrument(span.clone()));
@@ -214,6 +223,9 @@ impl NodeRun {
         let (pool_f, pool_s) = (pool.clone(), pool.clone());
         let on_frame: source::FrameCallback = Box::new(move |f| pool_f.push(idx, f));
         let on_state: source::StateCallback = Box::new(move |s| {
+            if matches!(s, SourceState::Reconnecting { .. }) {
+                metrics.reconnect();
+            }
             // The end of the camera: its slot drains, then its analytics ends.
             if matches!(s, SourceState::Ended | SourceState::Failed { .. }) {
                 pool_s.close(idx);

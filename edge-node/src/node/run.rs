@@ -19,6 +19,7 @@ use super::{NodeError, SHUTDOWN_DEADLINE, shutdown, status};
 use crate::budget::ByteBudget;
 use crate::config::Pipeline;
 use crate::detect::{self, RuntimeOptions};
+use crate::metrics::Metrics;
 use crate::publish::{self, NodeIdentity, Publisher};
 use crate::source;
 
@@ -92,11 +93,20 @@ pub(super) async fn run(
         warn!(warning = %w, "config");
     }
     let (publisher, mqtt_task) = start_publisher(&p)?;
+    let metrics = Metrics::new();
+    metrics.set_publisher(publisher.clone());
+    let metrics_task = match p.metrics_listen() {
+        Some(addr) => Some(crate::metrics::start(addr, metrics.clone()).await?),
+        None => None,
+    };
     let hb_task = status::spawn_heartbeat(p.state_dir().join("heartbeat"), publisher.clone());
-    let mut node = start_node(p, publisher.clone());
+    let mut node = start_node(p, publisher.clone(), metrics);
     wait(&mut node, stop, reloads).await;
     let mut report = shutdown::stop(&mut node, mqtt_task).await;
     hb_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     let st = publisher.stats();
     report.events = st.events.load(Ordering::Relaxed);
     report.snapshots = st.snapshots.load(Ordering::Relaxed);
@@ -151,7 +161,7 @@ fn start_publisher(p: &Pipeline) -> Result<(Publisher, JoinHandle<()>), NodeErro
 }
 
 /// ONNX Runtime, GStreamer and the snapshot budget, then every camera.
-fn start_node(p: Pipeline, publisher: Publisher) -> NodeRun {
+fn start_node(p: Pipeline, publisher: Publisher, metrics: Arc<Metrics>) -> NodeRun {
     let runtime_err = detect::init_runtime(&RuntimeOptions {
         dylib: p.onnxruntime.clone(),
     })
@@ -175,6 +185,7 @@ fn start_node(p: Pipeline, publisher: Publisher) -> NodeRun {
         cams: Vec::new(),
         stopped: Vec::new(),
         failed: Vec::new(),
+        metrics,
     }
 }
 

@@ -25,6 +25,7 @@ use tokio::sync::mpsc::{self, OwnedPermit, error::TrySendError};
 use super::report::Samples;
 use crate::detect::StageTimes;
 use crate::frame::{Detection, Frame};
+use crate::metrics::{FrameCounts, FrameSource, ModelMetrics};
 
 /// Results a camera's hand-over holds before its frames wait in the slot.
 pub(super) const HANDOVER: usize = 8;
@@ -78,6 +79,8 @@ struct Slot {
     frames_in: u64,
     dropped: u64,
     analysed: u64,
+    /// Frames whose inference or pre-processing failed.
+    failed: u64,
     first_arrival: Option<Instant>,
     detect_latency_ms: Samples,
 }
@@ -106,6 +109,8 @@ struct PoolState {
 pub(super) struct Pool {
     state: Mutex<PoolState>,
     cv: Condvar,
+    /// The model's stage histograms (`/metrics`), when the node keeps them.
+    metrics: Option<Arc<ModelMetrics>>,
 }
 
 /// Frame counters of one camera's slot.
@@ -114,6 +119,7 @@ pub(super) struct SlotCounters {
     pub frames_in: u64,
     pub dropped: u64,
     pub analysed: u64,
+    pub failed: u64,
 }
 
 /// What a slot knows for the camera's report.
@@ -132,6 +138,14 @@ pub(super) struct StageSamples {
 }
 
 impl Pool {
+    /// A pool whose stage timings also go to the model's histograms.
+    pub fn with_metrics(metrics: Arc<ModelMetrics>) -> Pool {
+        Pool {
+            metrics: Some(metrics),
+            ..Pool::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, PoolState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -151,6 +165,7 @@ impl Pool {
             frames_in: 0,
             dropped: 0,
             analysed: 0,
+            failed: 0,
             first_arrival: None,
             detect_latency_ms: Samples::default(),
         });
@@ -215,6 +230,7 @@ impl Pool {
             frames_in: slot.frames_in,
             dropped: slot.dropped,
             analysed: slot.analysed,
+            failed: slot.failed,
         }
     }
 
@@ -226,6 +242,7 @@ impl Pool {
                 frames_in: slot.frames_in,
                 dropped: slot.dropped,
                 analysed: slot.analysed,
+                failed: slot.failed,
             },
             first_arrival: slot.first_arrival,
             detect_latency_ms: slot.detect_latency_ms.as_slice().to_vec(),
@@ -329,6 +346,9 @@ impl Pool {
     /// Frees the camera's slot after a frame, recording its timings.
     fn done(&self, idx: usize, times: Option<StageTimes>, arrived: Instant) {
         let latency_ms = arrived.elapsed().as_secs_f64() * 1e3;
+        if let (Some(m), Some(t)) = (&self.metrics, &times) {
+            m.observe(t.pre, t.infer, t.post);
+        }
         let mut s = self.lock();
         if let Some(t) = times {
             s.pre_ms.push(t.pre.as_secs_f64() * 1e3);
@@ -338,12 +358,33 @@ impl Pool {
         let slot = &mut s.slots[idx];
         slot.busy = false;
         slot.analysed += 1;
+        if times.is_none() {
+            slot.failed += 1;
+        }
         if times.is_some() {
             slot.detect_latency_ms.push(latency_ms);
         }
         slot.release_if_drained();
         drop(s);
         self.cv.notify_all();
+    }
+}
+
+/// A camera's slot as the metrics endpoint reads it.
+pub(super) struct SlotView {
+    pub pool: Arc<Pool>,
+    pub idx: usize,
+}
+
+impl FrameSource for SlotView {
+    fn frame_counts(&self) -> FrameCounts {
+        let c = self.pool.counters(self.idx);
+        FrameCounts {
+            received: c.frames_in,
+            analysed: c.analysed,
+            dropped_queue_full: c.dropped,
+            failed: c.failed,
+        }
     }
 }
 

@@ -251,7 +251,8 @@ impl Metrics {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        families::render(&cameras, &models, self.publisher.get().map(Publisher::view))
+        let view = self.publisher.get().map(Publisher::view);
+        families::render(&cameras, &models, view.as_ref())
     }
 
     /// `/readyz`: ready when the broker is connected and every configured

@@ -44,16 +44,16 @@ pub const METRIC_NAMES: &[&str] = &[
 pub(super) fn render(
     cameras: &[(String, Arc<CameraMetrics>)],
     models: &[(String, Arc<ModelMetrics>)],
-    publisher: Option<PublisherView>,
+    publisher: Option<&PublisherView>,
 ) -> String {
     let mut t = Text::default();
     frames(&mut t, cameras);
     events(&mut t, cameras);
     latency(&mut t, cameras, models);
     if let Some(v) = publisher {
-        camera_states(&mut t, &v);
-        delivery(&mut t, &v);
-        outbox(&mut t, &v);
+        camera_states(&mut t, v);
+        delivery(&mut t, v);
+        outbox(&mut t, v);
     }
     process(&mut t);
     t.finish()

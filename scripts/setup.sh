@@ -3,6 +3,7 @@
 # Debian 12 / Ubuntu 24.04:
 #
 #   1. installs the missing apt packages (GStreamer dev + plugins, mosquitto,
+#      prometheus (tests/metrics.rs scrapes the node with it),
 #      pkg-config, libssl-dev; python3-venv only when `python3 -m venv` fails),
 #   2. checks for cargo and GStreamer >= 1.22,
 #   3. fetches libonnxruntime into third_party/onnxruntime (scripts/fetch-onnxruntime.sh),
@@ -35,7 +36,7 @@ packages=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
-  mosquitto mosquitto-clients openssl pkg-config libssl-dev
+  mosquitto mosquitto-clients prometheus openssl pkg-config libssl-dev
 )
 # systemd-analyze checks packaging/edge-node.service (tests/health.rs).
 packages+=(systemd)

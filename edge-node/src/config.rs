@@ -669,6 +669,23 @@ detect_fps = 5
         assert!(!is_file_url("/dev/video0"));
     }
 
+    #[test]
+    fn metrics_listen_is_optional_and_must_be_an_address() {
+        let cfg = Path::new("p.toml");
+        let p = Pipeline::from_str(cfg, MIN).unwrap();
+        assert_eq!(p.metrics_listen(), None, "no [metrics]: not served");
+        let with = |l: &str| format!("{MIN}\n[metrics]\nlisten = \"{l}\"\n");
+        let p = Pipeline::from_str(cfg, &with("127.0.0.1:9464")).unwrap();
+        assert_eq!(p.metrics_listen(), Some("127.0.0.1:9464".parse().unwrap()));
+        for bad in ["localhost:9464", "127.0.0.1", ":9464"] {
+            let e = Pipeline::from_str(cfg, &with(bad)).unwrap_err().to_string();
+            assert!(
+                e.contains("metrics.listen") && e.contains("127.0.0.1:9464"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
     #[cfg(unix)]
     #[test]
     fn password_file_is_checked_and_a_readable_one_warned_about() {

@@ -52,6 +52,8 @@ pub enum NodeError {
     Publish(#[from] publish::PublishError),
     #[error(transparent)]
     Source(#[from] source::SourceError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("no camera could start: {0}")]
     NothingToRun(String),
 }

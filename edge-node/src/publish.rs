@@ -56,7 +56,7 @@ use crate::rules::CountsReport;
 
 pub use client::{BrokerProbe, mqtt_options, probe_broker, tls_config};
 pub use record::{EventRecord, OmitReason, SnapshotOutcome, SnapshotPayload, ZoneAlertRecord};
-pub use stats::{CameraStats, ClassBytes, PublishStats, SnapshotCounts};
+pub use stats::{BudgetView, CameraStats, ClassBytes, PublishStats, PublisherView, SnapshotCounts};
 pub use topics::{TopicClass, Topics};
 pub use wire::{
     AlertDetail, BudgetStats, CAMERA_STATUS_SCHEMA, COUNTS_SCHEMA, CameraLive, CameraState,

@@ -51,6 +51,19 @@ pub struct PipelineFile {
     pub privacy: PrivacySection,
     #[serde(default)]
     pub budget: BudgetSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`: the Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`).
+/// Absent: not served.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `address:port` to listen on, e.g. `127.0.0.1:9464`; a non-loopback
+    /// address is served but warned about.
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 /// `[budget]`: the node's byte budget for snapshots, shared by its cameras

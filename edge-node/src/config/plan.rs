@@ -140,6 +140,11 @@ pub fn unknown_rule_classes(
 }
 
 impl Pipeline {
+    /// `[metrics] listen`, parsed (validated at load); `None`: not served.
+    pub fn metrics_listen(&self) -> Option<std::net::SocketAddr> {
+        self.raw.metrics.listen.as_deref()?.parse().ok()
+    }
+
     /// The plan of camera `i` (order of `raw.cameras`), built from the
     /// current `raw`, `camera_urls` and `camera_models` (so callers that edit
     /// those, like `bench`, get plans that follow).

@@ -466,7 +466,7 @@ fn check_camera_url(ck: &mut Checks, i: usize, c: &CameraSection) {
     }
 }
 
-/// `[privacy]`, `[rules]`, `[outbox]`, `[budget]`.
+/// `[privacy]`, `[rules]`, `[outbox]`, `[budget]`, `[metrics]`.
 fn check_node_wide(ck: &mut Checks, p: &PipelineFile) {
     if let Some(t) = p.privacy.face_threshold {
         ck.range("privacy.face_threshold", t, 0.01, 1.0);
@@ -530,6 +530,15 @@ fn check_node_wide(ck: &mut Checks, p: &PipelineFile) {
                 "use a positive number (e.g. 20000 for 20 kB/s), or remove [budget] for no limit",
             );
         }
+    }
+    if let Some(l) = &p.metrics.listen
+        && l.parse::<std::net::SocketAddr>().is_err()
+    {
+        ck.err(
+            "metrics.listen",
+            format!("{l:?} is not an IP address and port"),
+            "use e.g. \"127.0.0.1:9464\" (loopback: only this box can scrape), or remove [metrics]",
+        );
     }
     if b.burst_bytes.is_some() && b.snapshot_bytes_per_s.is_none() {
         ck.err(

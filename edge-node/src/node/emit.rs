@@ -15,6 +15,7 @@ use super::report::Samples;
 use super::slots::Handover;
 use crate::events::{EventAction, EventKind};
 use crate::frame::Frame;
+use crate::metrics::CameraMetrics;
 use crate::publish::{
     AlertDetail, EventRecord, EventType, PublishError, Publisher, ZoneAlertRecord,
 };
@@ -34,6 +35,8 @@ pub(super) struct Emitter {
     pub zone_alert_seq: u64,
     /// Frame arrival → event handed to the MQTT client, ms (see `CameraReport`).
     pub publish_latency_ms: Arc<Mutex<Samples>>,
+    /// The camera's figures for `/metrics`.
+    pub metrics: Arc<CameraMetrics>,
 }
 
 /// The camera's analytics task: runs until the camera's hand-over ends
@@ -109,6 +112,7 @@ impl Emitter {
         alert: Option<AlertDetail>,
     ) {
         let label = self.label(act.class_id);
+        let kind = act.kind;
         let snapshot = match act.snapshot {
             Some(choice) => Some(
                 self.painter
@@ -146,6 +150,13 @@ impl Emitter {
             .await
         {
             Ok(m) => {
+                self.metrics.event(kind, &rec.label);
+                if let Some(a) = &rec.alert {
+                    self.metrics.alert(&a.kind);
+                }
+                if arrived.is_some() {
+                    self.metrics.published_frame(anchor.wall);
+                }
                 if let Some(a) = arrived {
                     let mut v = self
                         .publish_latency_ms
@@ -177,6 +188,7 @@ impl Emitter {
         };
         match self.publisher.zone_alert(&self.id, &rec, snapshot).await {
             Ok(m) => {
+                self.metrics.alert(al.kind.name());
                 info!(zone = %m.zone, alert = %al.kind.name(), occupancy = m.occupancy, "zone alert");
             }
             Err(e) => publish_failed(&e),

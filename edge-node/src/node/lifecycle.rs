@@ -20,7 +20,7 @@ use super::health::Board;
 use super::pictures::{FacePolicy, Painter, SharedBudget};
 use super::report::{CameraReport, Samples};
 use super::restart_only_changes;
-use super::slots::{Pool, WhenFull};
+use super::slots::{Pool, SlotView, WhenFull};
 use super::status::{self, StatusTask};
 use super::workers;
 use crate::config::{CameraPlan, FacePlan, Pipeline};
@@ -102,6 +102,8 @@ pub(super) struct NodeRun {
     pub failed: Vec<String>,
     /// What the health rules read about each running camera.
     pub board: Arc<Board>,
+    /// The node's figures for `/metrics` (kept whether or not it is served).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What a camera's behaviour depends on, as a comparable string: its own
@@ -133,7 +135,8 @@ impl NodeRun {
             Some(e) => Err(e.clone()),
             None => {
                 let d = &self.p.raw.detector;
-                workers::spawn(opts, d.workers, d.threads)
+                let m = self.metrics.model(&crate::metrics::model_name(model));
+                workers::spawn(opts, d.workers, d.threads, m)
                     .map(|w| {
                         self.workers.extend(w.threads);
                         (w.pool, w.labels)
@@ -183,6 +186,43 @@ impl NodeRun {
         Ok((pool, labels))
     }
 
+    /// The camera's retained status: a task fed the source's states (latest
+    /// wins: a watch channel), refreshed every `status_interval_s`; the
+    /// camera registered with the health board.
+    fn camera_status(
+        &self,
+        plan: &CameraPlan,
+        pool: &Arc<Pool>,
+        idx: usize,
+        note: Option<String>,
+        span: &Span,
+    ) -> (watch::Sender<SourceState>, JoinHandle<Option<String>>) {
+        let (st_tx, st_rx) = watch::channel(SourceState::Starting);
+        let model = plan.model.file_stem().map_or_else(
+            || plan.model.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        self.board.register(
+            &plan.id,
+            model,
+            pool.clone(),
+            idx,
+            Duration::from_secs_f64(plan.source.watchdog_s.max(1.0)),
+        );
+        let status_task = status::spawn_camera_status(StatusTask {
+            camera: plan.id.clone(),
+            states: st_rx,
+            publisher: self.publisher.clone(),
+            pool: pool.clone(),
+            idx,
+            note,
+            interval: Duration::from_secs_f64(self.p.raw.node.status_interval_s.max(0.1)),
+            board: self.board.clone(),
+            span: span.clone(),
+        });
+        (st_tx, status_task)
+    }
+
     /// Start camera `i` of the config in force. A camera that cannot start is
     /// reported `failed` on its status topic and recorded; the others go on.
     pub async fn start_camera(&mut self, i: usize) {
@@ -198,6 +238,11 @@ impl NodeRun {
             WhenFull::DropOldest
         };
         let (idx, handover) = pool.add(plan.queue, when_full);
+        let metrics = self.metrics.camera(&plan.id);
+        metrics.attach(Box::new(SlotView {
+            pool: pool.clone(),
+            idx,
+        }));
         let analytics = camera_analytics(&plan, &labels, &span);
         let faces = face_policy(plan.faces.as_ref(), &span);
         let privacy_note = match &faces {
@@ -220,37 +265,21 @@ impl NodeRun {
             counts_seq: 0,
             zone_alert_seq: 0,
             publish_latency_ms: publish_latency_ms.clone(),
+            metrics: metrics.clone(),
         };
         let analytics_task =
             tokio::spawn(emit::run(analytics, handover, emitter).instrument(span.clone()));
 
-        // Source state → retained camera status (latest state wins: a watch channel).
-        let (st_tx, st_rx) = watch::channel(SourceState::Starting);
-        let model = plan.model.file_stem().map_or_else(
-            || plan.model.display().to_string(),
-            |s| s.to_string_lossy().into_owned(),
-        );
-        self.board.register(
-            &plan.id,
-            model,
-            pool.clone(),
-            idx,
-            Duration::from_secs_f64(plan.source.watchdog_s.max(1.0)),
-        );
-        let status_task = status::spawn_camera_status(StatusTask {
-            camera: plan.id.clone(),
-            states: st_rx,
-            publisher: self.publisher.clone(),
-            pool: pool.clone(),
-            idx,
-            note: privacy_note,
-            interval: Duration::from_secs_f64(self.p.raw.node.status_interval_s.max(0.1)),
-            board: self.board.clone(),
-            span: span.clone(),
-        });
+        let (st_tx, status_task) = self.camera_status(&plan, &pool, idx, privacy_note, &span);
         let (pool_f, pool_s) = (pool.clone(), pool.clone());
         let on_frame: source::FrameCallback = Box::new(move |f| pool_f.push(idx, f));
         let on_state: source::StateCallback = Box::new(move |s| {
+            // A connection lost (not each retry), as the status counts it.
+            if matches!(s, SourceState::Reconnecting { .. })
+                && matches!(*st_tx.borrow(), SourceState::Streaming { .. })
+            {
+                metrics.reconnect();
+            }
             // The end of the camera: its slot drains, then its analytics ends.
             if matches!(s, SourceState::Ended | SourceState::Failed { .. }) {
                 pool_s.close(idx);

@@ -20,6 +20,7 @@ use super::{NodeError, SHUTDOWN_DEADLINE, shutdown, status};
 use crate::budget::ByteBudget;
 use crate::config::Pipeline;
 use crate::detect::{self, RuntimeOptions};
+use crate::metrics::Metrics;
 use crate::publish::{self, NodeIdentity, Publisher};
 use crate::sdnotify::{self, Notifier};
 use crate::source;
@@ -106,7 +107,13 @@ pub(super) async fn run(
         broker_down: Duration::from_secs_f64(p.raw.node.broker_unhealthy_s),
         stall: Duration::from_secs_f64(p.raw.node.stall_unhealthy_s),
     };
-    let mut node = start_node(p, publisher.clone(), board.clone());
+    let metrics = Metrics::new();
+    metrics.set_publisher(publisher.clone());
+    let metrics_task = match p.metrics_listen() {
+        Some(addr) => Some(crate::metrics::start(addr, metrics.clone()).await?),
+        None => None,
+    };
+    let mut node = start_node(p, publisher.clone(), board.clone(), metrics);
     let hb_task = status::spawn_heartbeat(
         node.p.state_dir().join("heartbeat"),
         publisher.clone(),
@@ -132,6 +139,9 @@ pub(super) async fn run(
     }
     let mut report = shutdown::stop(&mut node, mqtt_task).await;
     hb_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     let st = publisher.stats();
     report.events = st.events.load(Ordering::Relaxed);
     report.snapshots = st.snapshots.load(Ordering::Relaxed);
@@ -186,7 +196,12 @@ fn start_publisher(p: &Pipeline) -> Result<(Publisher, JoinHandle<()>), NodeErro
 }
 
 /// ONNX Runtime, GStreamer and the snapshot budget, then every camera.
-fn start_node(p: Pipeline, publisher: Publisher, board: Arc<Board>) -> NodeRun {
+fn start_node(
+    p: Pipeline,
+    publisher: Publisher,
+    board: Arc<Board>,
+    metrics: Arc<Metrics>,
+) -> NodeRun {
     let runtime_err = detect::init_runtime(&RuntimeOptions {
         dylib: p.onnxruntime.clone(),
     })
@@ -211,6 +226,7 @@ fn start_node(p: Pipeline, publisher: Publisher, board: Arc<Board>) -> NodeRun {
         stopped: Vec::new(),
         failed: Vec::new(),
         board,
+        metrics,
     }
 }
 

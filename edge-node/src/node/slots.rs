@@ -25,6 +25,7 @@ use tokio::sync::mpsc::{self, OwnedPermit, error::TrySendError};
 use super::report::Samples;
 use crate::detect::StageTimes;
 use crate::frame::{Detection, Frame};
+use crate::metrics::{FrameCounts, FrameSource, ModelMetrics};
 
 /// Results a camera's hand-over holds before its frames wait in the slot.
 pub(super) const HANDOVER: usize = 8;
@@ -115,6 +116,8 @@ struct PoolState {
 pub(super) struct Pool {
     state: Mutex<PoolState>,
     cv: Condvar,
+    /// The model's stage histograms (`/metrics`), when the node keeps them.
+    metrics: Option<Arc<ModelMetrics>>,
 }
 
 /// Frame counters of one camera's slot.
@@ -158,6 +161,14 @@ fn slot_counters(slot: &Slot) -> SlotCounters {
 }
 
 impl Pool {
+    /// A pool whose stage timings also go to the model's histograms.
+    pub fn with_metrics(metrics: Arc<ModelMetrics>) -> Pool {
+        Pool {
+            metrics: Some(metrics),
+            ..Pool::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, PoolState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -360,6 +371,9 @@ impl Pool {
     /// Frees the camera's slot after a frame, recording its timings.
     fn done(&self, idx: usize, times: Option<StageTimes>, arrived: Instant) {
         let latency_ms = arrived.elapsed().as_secs_f64() * 1e3;
+        if let (Some(m), Some(t)) = (&self.metrics, &times) {
+            m.observe(t.pre, t.infer, t.post);
+        }
         let mut s = self.lock();
         if let Some(t) = times {
             s.pre_ms.push(t.pre.as_secs_f64() * 1e3);
@@ -383,6 +397,24 @@ impl Pool {
         slot.release_if_drained();
         drop(s);
         self.cv.notify_all();
+    }
+}
+
+/// A camera's slot as the metrics endpoint reads it.
+pub(super) struct SlotView {
+    pub pool: Arc<Pool>,
+    pub idx: usize,
+}
+
+impl FrameSource for SlotView {
+    fn frame_counts(&self) -> FrameCounts {
+        let c = self.pool.counters(self.idx);
+        FrameCounts {
+            received: c.frames_in,
+            analysed: c.analysed,
+            dropped_queue_full: c.dropped,
+            failed: c.failed,
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use super::slots::{Job, Pool};
 use crate::detect::{self, Detector, DetectorOptions};
 use crate::frame::Detection;
+use crate::metrics::ModelMetrics;
 use crate::sched::{self, PrepMode};
 
 /// A model's workers: the frame pool they serve, the model's class names
@@ -31,11 +32,13 @@ pub(super) struct ModelWorkers {
 
 /// Loads `workers` sessions of the model in `opts` and starts one
 /// `detect-…` thread (and, per [`sched::prep_mode`], one `prep-…`
-/// companion) for each. Fails when the model cannot be loaded.
+/// companion) for each. Fails when the model cannot be loaded. Stage
+/// timings also go to `metrics`.
 pub(super) fn spawn(
     opts: &DetectorOptions,
     workers: usize,
     threads: usize,
+    metrics: Arc<ModelMetrics>,
 ) -> Result<ModelWorkers, detect::DetectError> {
     let mut dets = Vec::new();
     for _ in 0..workers {
@@ -46,7 +49,7 @@ pub(super) fn spawn(
             .map(|d| d.labels().to_vec())
             .unwrap_or_default(),
     );
-    let pool = Arc::new(Pool::default());
+    let pool = Arc::new(Pool::with_metrics(metrics));
     let mode = sched::prep_mode(threads, workers);
     info!(
         model = %opts.model.display(),

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::Publisher;
 use super::record::OmitReason;
 use super::topics::TopicClass;
-use super::wire::{BudgetStats, OutboxStats, STATS_SCHEMA, SentStats, StatsMessage, rfc3339};
+use super::wire::{
+    BudgetStats, CameraState, OutboxStats, STATS_SCHEMA, SentStats, StatsMessage, rfc3339,
+};
 use crate::budget::Step;
 
 /// Payload bytes sent per class of traffic (`edge-stats/3`).
@@ -206,6 +208,94 @@ impl Publisher {
     pub(super) fn publish_stats(&self) {
         if let Ok(body) = serde_json::to_vec(&self.stats_message()) {
             let _ = self.push(None, self.shared.topics.stats(), body, true);
+        }
+    }
+}
+
+/// The snapshot budget as the metrics endpoint reads it, bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BudgetView {
+    pub rate_bytes_per_s: f64,
+    pub burst_bytes: f64,
+    pub available_bytes: f64,
+}
+
+/// What the publisher knows, read by the metrics endpoint at each scrape
+/// (`crate::metrics`); internal figures, not the wire schema.
+#[derive(Clone, Debug, Default)]
+pub struct PublisherView {
+    pub connected: bool,
+    /// Broker reconnections.
+    pub reconnects: u64,
+    /// QoS-1 publishes handed to the client, PUBACKs, refusals.
+    pub sent: u64,
+    pub acked: u64,
+    pub refused: u64,
+    /// Payload bytes handed to the client per class, node-wide.
+    pub bytes: ClassBytes,
+    /// The configured cameras, in config order, with their last published state.
+    pub cameras: Vec<(String, Option<CameraState>)>,
+    /// Snapshot outcomes per camera.
+    pub snapshots: BTreeMap<String, SnapshotCounts>,
+    pub outbox: super::outbox::Counters,
+    pub budget: Option<BudgetView>,
+}
+
+impl Publisher {
+    /// The figures the metrics endpoint exports.
+    pub fn view(&self) -> PublisherView {
+        let sh = &self.shared;
+        let states = sh
+            .camera_status
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.state))
+                    .collect::<BTreeMap<_, _>>()
+            })
+            .unwrap_or_default();
+        let cameras = sh
+            .cameras
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .map(|id| (id.clone(), states.get(id).copied()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (bytes, snapshots) = sh
+            .traffic
+            .lock()
+            .map(|t| {
+                (
+                    t.node,
+                    t.cameras
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.snapshots))
+                        .collect(),
+                )
+            })
+            .unwrap_or_default();
+        let budget = sh.budget.lock().ok().and_then(|b| b.clone()).and_then(|b| {
+            let mut b = b.lock().ok()?;
+            Some(BudgetView {
+                rate_bytes_per_s: b.rate(),
+                burst_bytes: b.burst(),
+                available_bytes: b.available(std::time::Instant::now()) as f64,
+            })
+        });
+        let s = &sh.stats;
+        PublisherView {
+            connected: s.connected.load(Ordering::Relaxed),
+            reconnects: s.reconnects.load(Ordering::Relaxed),
+            sent: s.sent.load(Ordering::Relaxed),
+            acked: s.acked.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
+            bytes,
+            cameras,
+            snapshots,
+            outbox: sh.outbox.counters(),
+            budget,
         }
     }
 }

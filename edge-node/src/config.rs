@@ -17,7 +17,8 @@ mod validate;
 pub use file::*;
 pub use plan::{
     CameraPlan, DEFAULT_STATE_DIR, FacePlan, STATE_DIR_ENV, camera_rules, detector_options,
-    event_config, face_plan, rules_config, snapshot_options, source_options, tracker_config,
+    event_config, face_plan, rules_config, snapshot_options, source_options, tamper_config,
+    tracker_config,
 };
 use validate::Checks;
 pub use validate::{FieldError, valid_id, validate};

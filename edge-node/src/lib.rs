@@ -15,4 +15,5 @@ pub mod rules;
 pub mod sched;
 pub mod snapshot;
 pub mod source;
+pub mod tamper;
 pub mod track;

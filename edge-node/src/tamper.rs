@@ -281,9 +281,8 @@ impl Hysteresis {
                     return Some((false, lasted));
                 }
             }
-            Some(false) => self.bad_since = None,
             None if self.active => self.good_since = None,
-            None => self.bad_since = None,
+            Some(false) | None => self.bad_since = None,
         }
         None
     }
@@ -313,8 +312,8 @@ fn cell_of(x: usize, y: usize, w: usize, r0: usize, r1: usize) -> usize {
 fn gradients(t: &Thumbnail, r0: usize, r1: usize) -> Gradients {
     let w = t.width;
     let mut g = vec![(0.0, 0.0); w * t.height];
-    let mut sum = vec![0.0f32; GRID_COLS * GRID_ROWS];
-    let mut n = vec![0u32; GRID_COLS * GRID_ROWS];
+    let mut sum = [0.0f32; GRID_COLS * GRID_ROWS];
+    let mut n = [0u32; GRID_COLS * GRID_ROWS];
     if w >= 3 {
         for y in r0 + 1..r1 - 1 {
             for x in 1..w - 1 {

@@ -13,51 +13,28 @@ use std::time::Duration;
 
 use common::*;
 
-/// Frames per second of the generated clips, and the length of each part.
+/// The generated clips: the bundled vtest clip (10 s at 10 frames per
+/// second) scaled to `W` × `H`, frames `BAD` of it turned bad.
 const FPS: u32 = 10;
-const GOOD_FRAMES: u32 = 36;
-const BAD_FRAMES: u32 = 36;
-const TAIL_FRAMES: u32 = 31;
+const W: u32 = 384;
+const H: u32 = 288;
+const FRAMES: usize = 100;
+const BAD: std::ops::Range<usize> = 30..70;
 /// The bad part starts and ends here (media seconds).
-const BAD_FROM: f64 = GOOD_FRAMES as f64 / FPS as f64;
-const BAD_TO: f64 = (GOOD_FRAMES + BAD_FRAMES) as f64 / FPS as f64;
+const BAD_FROM: f64 = BAD.start as f64 / FPS as f64;
+const BAD_TO: f64 = BAD.end as f64 / FPS as f64;
 
 /// Checks twice a second, a short learning time and short durations, so a
 /// 10 s clip holds good, bad and good again.
 const TAMPER: &str = r#"[cameras.tamper]
 interval_s = 0.5
-learn_s = 2.0
-raise_after_s = 1.5
-frozen_after_s = 1.5
+learn_s = 1.5
+raise_after_s = 2.0
+frozen_after_s = 2.0
 clear_after_s = 1.5
 "#;
 
-/// The decoded vtest clip at a fixed size and rate, as a gst-launch branch.
-fn vtest_branch() -> String {
-    format!(
-        "filesrc location={} ! decodebin ! videoconvert ! videoscale ! videorate ! {}",
-        fixture("vtest_10s_h264.mp4").display(),
-        caps()
-    )
-}
-
-fn caps() -> String {
-    format!("video/x-raw,format=I420,width=768,height=576,framerate={FPS}/1,pixel-aspect-ratio=1/1")
-}
-
-/// Writes `out`: the clip good for `GOOD_FRAMES`, through `bad` (gst-launch
-/// elements between the decoded clip and its caps) for `BAD_FRAMES`, then
-/// good again for `TAIL_FRAMES` (the clip from its start once more).
-fn make_clip(out: &Path, bad: &str) {
-    let src = vtest_branch();
-    let caps = caps();
-    let line = format!(
-        "concat name=c ! videoconvert ! x264enc speed-preset=ultrafast ! mp4mux ! filesink location={out} \
-         {src} ! identity eos-after={GOOD_FRAMES} ! c. \
-         {src} ! {bad} ! {caps} ! identity eos-after={BAD_FRAMES} ! c. \
-         {src} ! identity eos-after={TAIL_FRAMES} ! c.",
-        out = out.display()
-    );
+fn gst(line: &str) {
     let args: Vec<&str> = line.split_whitespace().collect();
     let st = Command::new("gst-launch-1.0")
         .arg("-q")
@@ -65,26 +42,83 @@ fn make_clip(out: &Path, bad: &str) {
         .status()
         .expect("gst-launch-1.0 runs");
     assert!(st.success(), "gst-launch-1.0 {line}");
-    assert!(out.metadata().map(|m| m.len() > 10_000).unwrap_or(false));
+}
+
+/// Decodes the vtest clip through `effect` (gst-launch elements on the
+/// decoded full-size picture) into raw I420 frames at `W` × `H`.
+fn raw_frames(out: &Path, effect: &str) -> Vec<u8> {
+    gst(&format!(
+        "filesrc location={} ! decodebin ! videoconvert ! {effect} ! videoconvert ! videoscale ! \
+         video/x-raw,format=I420,width={W},height={H},framerate={FPS}/1,pixel-aspect-ratio=1/1 ! \
+         filesink location={}",
+        fixture("vtest_10s_h264.mp4").display(),
+        out.display()
+    ));
+    let data = std::fs::read(out).unwrap();
+    assert!(
+        data.len() >= FRAMES * frame_len(),
+        "{}: {} bytes",
+        out.display(),
+        data.len()
+    );
+    data
+}
+
+fn frame_len() -> usize {
+    (W * H * 3 / 2) as usize
+}
+
+/// Writes `out`: the vtest clip with frames `BAD` taken from it as turned
+/// bad by `bad`, encoded again (H.264 in MP4, timestamps from the frame
+/// rate, so the parts join exactly).
+fn make_clip(dir: &Path, id: &str, bad: &str) -> PathBuf {
+    let n = frame_len();
+    let good = raw_frames(&dir.join(format!("{id}-good.raw")), "identity");
+    let worse = raw_frames(&dir.join(format!("{id}-bad.raw")), bad);
+    let mut all = good[..BAD.start * n].to_vec();
+    all.extend_from_slice(&worse[BAD.start * n..BAD.end * n]);
+    all.extend_from_slice(&good[BAD.end * n..FRAMES * n]);
+    let raw = write_bytes(dir, &format!("{id}.raw"), &all);
+    let out = dir.join(format!("{id}.mp4"));
+    gst(&format!(
+        "filesrc location={} blocksize={n} ! rawvideoparse format=i420 width={W} height={H} framerate={FPS}/1 ! \
+         x264enc speed-preset=ultrafast key-int-max=20 ! mp4mux ! filesink location={}",
+        raw.display(),
+        out.display()
+    ));
+    for f in [
+        format!("{id}-good.raw"),
+        format!("{id}-bad.raw"),
+        format!("{id}.raw"),
+    ] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    out
+}
+
+fn write_bytes(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
 }
 
 /// The bad parts, by camera id: what GStreamer does to the picture.
 fn bad_parts() -> Vec<(&'static str, &'static str)> {
     vec![
-        // A still frame held (the stream keeps coming, the picture does not change).
+        // The first frame held (the stream keeps coming, the picture does not change).
         (
             "frozen",
-            "videorate ! video/x-raw,framerate=1/20 ! videorate",
+            "identity eos-after=1 ! imagefreeze num-buffers=100",
         ),
         // Blacked out.
         ("black", "videobalance brightness=-1"),
-        // Defocused.
+        // Defocused (sigma 12 at the clip's full 768 px width).
         (
             "blurred",
-            "videoconvert ! gaussianblur sigma=6 ! videoconvert",
+            "videoscale ! video/x-raw,width=384,height=288 ! gaussianblur sigma=6",
         ),
         // Turned and zoomed: a crop scaled back to the full size.
-        ("moved", "videocrop left=150 top=20 bottom=90 ! videoscale"),
+        ("moved", "videocrop left=150 top=20 bottom=90"),
         // Lighting: a brightness step, then a gamma change (no alarm).
         ("lighting", "videobalance brightness=0.15 ! gamma gamma=1.5"),
     ]
@@ -148,11 +182,8 @@ fn each_bad_picture_raises_its_alarm_and_clears_and_good_footage_raises_none() {
         let jobs: Vec<_> = bad_parts()
             .into_iter()
             .map(|(id, bad)| {
-                let out = dir.path().join(format!("{id}.mp4"));
-                s.spawn(move || {
-                    make_clip(&out, bad);
-                    (id.to_string(), out)
-                })
+                let dir = dir.path();
+                s.spawn(move || (id.to_string(), make_clip(dir, id, bad)))
             })
             .collect();
         jobs.into_iter().map(|j| j.join().unwrap()).collect()

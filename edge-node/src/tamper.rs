@@ -16,7 +16,7 @@
 //!   `frozen_change` (decoded frames of a frozen stream are identical; a
 //!   live scene changes somewhere).
 //! - `blurred`: per cell of a [`GRID_COLS`] × [`GRID_ROWS`] grid, the mean
-//!   gradient magnitude divided by the picture's contrast (standard
+//!   absolute Laplacian (fine detail) divided by the picture's contrast (standard
 //!   deviation: a brightness or gain change cancels out), against the same
 //!   figure learned during the first `learn_s`; the median ratio over the
 //!   textured cells under `blur_ratio`.
@@ -27,6 +27,11 @@
 //!   that no longer match (correlation under [`MOVED_CORRELATION`]) at or
 //!   over `moved_fraction`. Gradients, not brightness, so lighting changes
 //!   do not count; a share of cells, so traffic covering a few does not.
+//!   The new view must also hold still: each check while it builds up is
+//!   compared the same way with the picture of its first check, and a
+//!   share of cells at or over [`SETTLED_MISMATCH`] starts it over (a
+//!   camera on a moving vehicle, or a patrolling PTZ, sees an ever-changing
+//!   scene; a turned or knocked camera sees a new steady one).
 //!
 //! A condition raises once it has been seen at every check for
 //! `raise_after_s` (`frozen_after_s` for `frozen`) and clears once it has
@@ -44,6 +49,9 @@ pub const GRID_ROWS: usize = 6;
 pub const CHANGE_LEVEL: f32 = 3.0;
 /// A cell matches the reference scene when its gradient correlation is at least this.
 pub const MOVED_CORRELATION: f32 = 0.35;
+/// `moved` builds up only while the share of cells that differ from the
+/// first picture of the new view stays under this (the view holds still).
+pub const SETTLED_MISMATCH: f32 = 0.3;
 
 /// A small grey picture: row-major grey levels 0..255.
 #[derive(Clone, Debug, PartialEq)]
@@ -296,11 +304,13 @@ fn rows(cfg: &TamperConfig, height: usize) -> (usize, usize) {
     if r1 > r0 + 2 { (r0, r1) } else { (0, height) }
 }
 
-/// Per-cell gradient sums of one picture (central differences inside the rows kept).
+/// Gradients of one picture (central differences inside the rows kept)
+/// and its per-cell fine detail.
 struct Gradients {
     /// Per pixel `(gx, gy)`, zero outside the interior.
     g: Vec<(f32, f32)>,
-    /// Per cell: mean `|gx| + |gy|`.
+    /// Per cell: mean absolute Laplacian (4-neighbour), the finest detail,
+    /// which a defocus takes away first.
     cell_mag: Vec<f32>,
 }
 
@@ -321,8 +331,10 @@ fn gradients(t: &Thumbnail, r0: usize, r1: usize) -> Gradients {
                 let gx = (t.grey[i + 1] - t.grey[i - 1]) * 0.5;
                 let gy = (t.grey[i + w] - t.grey[i - w]) * 0.5;
                 g[i] = (gx, gy);
+                let lap =
+                    4.0 * t.grey[i] - t.grey[i - 1] - t.grey[i + 1] - t.grey[i - w] - t.grey[i + w];
                 let c = cell_of(x, y, w, r0, r1);
-                sum[c] += gx.abs() + gy.abs();
+                sum[c] += lap.abs();
                 n[c] += 1;
             }
         }
@@ -368,6 +380,27 @@ struct Baseline {
     textured: Vec<usize>,
 }
 
+impl Baseline {
+    /// The same geometry with `g` as the reference scene: the first
+    /// picture of a possible new view, to check that it holds still.
+    fn with_reference(&self, g: Gradients) -> Baseline {
+        let mut ref_energy = vec![0.0f32; GRID_COLS * GRID_ROWS];
+        for_interior(self.width, self.r0, self.r1, |i, c| {
+            let (gx, gy) = g.g[i];
+            ref_energy[c] += gx * gx + gy * gy;
+        });
+        Baseline {
+            width: self.width,
+            r0: self.r0,
+            r1: self.r1,
+            reference: g.g,
+            ref_energy,
+            sharp: self.sharp.clone(),
+            textured: self.textured.clone(),
+        }
+    }
+}
+
 /// The tamper state of one camera.
 pub struct TamperMonitor {
     cfg: TamperConfig,
@@ -376,6 +409,8 @@ pub struct TamperMonitor {
     prev: Option<Thumbnail>,
     learning: Option<Learning>,
     baseline: Option<Baseline>,
+    /// `moved` building up: the first picture of the new view.
+    new_view: Option<Baseline>,
     conds: [Hysteresis; 4],
 }
 
@@ -388,6 +423,7 @@ impl TamperMonitor {
             prev: None,
             learning: None,
             baseline: None,
+            new_view: None,
             conds: Default::default(),
         }
     }
@@ -429,6 +465,7 @@ impl TamperMonitor {
             self.prev = None;
             self.learning = None;
             self.baseline = None;
+            self.new_view = None;
             self.first_t = None;
         }
         let first = *self.first_t.get_or_insert(t);
@@ -449,12 +486,13 @@ impl TamperMonitor {
                 // A blurred picture cannot be matched: `blurred` says it.
                 if s.sharpness.is_some_and(|v| v >= self.cfg.blur_ratio) {
                     let smooth = gradients(&smoothed(thumb), r0, r1);
-                    s.mismatch = Some(mismatch(b, &smooth));
+                    s.mismatch = Some(mismatch_of(b, &smooth));
                 }
             } else {
                 self.learn(thumb, &sharp, t - first >= self.cfg.learn_s, r0, r1);
             }
         }
+        let moved = self.moved(s.mismatch, thumb, r0, r1);
         let cfg = &self.cfg;
         let judged = [
             (
@@ -474,7 +512,7 @@ impl TamperMonitor {
                 cfg.raise_after_s,
             ),
             (
-                s.mismatch.map(|m| m >= cfg.moved_fraction),
+                moved,
                 s.mismatch.unwrap_or(0.0),
                 cfg.moved_fraction,
                 cfg.raise_after_s,
@@ -497,6 +535,38 @@ impl TamperMonitor {
         }
         self.prev = Some(thumb.clone());
         (out, s)
+    }
+
+    /// `moved` at this check, from the mismatch with the reference scene:
+    /// while it builds up (not raised yet) the new view must hold still
+    /// against its first picture, or it starts over from this one.
+    fn moved(
+        &mut self,
+        mismatch: Option<f32>,
+        thumb: &Thumbnail,
+        r0: usize,
+        r1: usize,
+    ) -> Option<bool> {
+        let Some(m) = mismatch else {
+            self.new_view = None;
+            return None;
+        };
+        let cond = &mut self.conds[3];
+        if m < self.cfg.moved_fraction || cond.active {
+            self.new_view = None;
+            return Some(m >= self.cfg.moved_fraction);
+        }
+        let smooth = gradients(&smoothed(thumb), r0, r1);
+        let settled = self
+            .new_view
+            .as_ref()
+            .is_some_and(|v| mismatch_of(v, &smooth) < SETTLED_MISMATCH);
+        if !settled {
+            // A new view begins here (or the last one did not hold still).
+            cond.bad_since = None;
+            self.new_view = self.baseline.as_ref().map(|b| b.with_reference(smooth));
+        }
+        Some(true)
     }
 
     /// Adds a thumbnail to the learning; `done`: the learning time is over,
@@ -614,7 +684,7 @@ fn sharpness(b: &Baseline, sharp: &[f32]) -> f32 {
 }
 
 /// Share of the textured cells whose gradients no longer match the reference.
-fn mismatch(b: &Baseline, g: &Gradients) -> f32 {
+fn mismatch_of(b: &Baseline, g: &Gradients) -> f32 {
     let cells = GRID_COLS * GRID_ROWS;
     let mut dot = vec![0.0f32; cells];
     let mut energy = vec![0.0f32; cells];

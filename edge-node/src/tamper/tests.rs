@@ -173,6 +173,20 @@ fn a_moved_camera_is_moved_not_blurred() {
 }
 
 #[test]
+fn a_camera_that_keeps_panning_is_not_moved() {
+    // From the cable car: the view drifts on all the time and never settles.
+    let out = run(40, |t| {
+        let shift = if t < 8.0 {
+            0
+        } else {
+            ((t - 8.0) * 4.0) as usize
+        };
+        scene(t, shift, 1.0, 0.0)
+    });
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
 fn a_condition_that_comes_and_goes_within_its_duration_never_raises() {
     let black = Thumbnail {
         width: W,

@@ -18,7 +18,7 @@ pub use file::*;
 pub use plan::{
     CameraPlan, DEFAULT_STATE_DIR, FacePlan, STATE_DIR_ENV, UnknownClass, camera_auth,
     camera_rules, detector_options, event_config, face_plan, rules_config, snapshot_options,
-    source_options, tracker_config, unknown_rule_classes,
+    source_options, tamper_config, tracker_config, unknown_rule_classes,
 };
 use validate::Checks;
 pub use validate::{FieldError, valid_id, validate};

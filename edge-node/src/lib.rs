@@ -18,4 +18,5 @@ pub mod sched;
 pub mod sdnotify;
 pub mod snapshot;
 pub mod source;
+pub mod tamper;
 pub mod track;

@@ -11,7 +11,8 @@
 //! {prefix}/{district}/{node}/{camera}/status               retained camera state
 //! {prefix}/{district}/{node}/{camera}/events               QoS 1, edge-event/4 JSON
 //! {prefix}/{district}/{node}/{camera}/alerts               QoS 1, alerts only: edge-event/4
-//!                                                          (per object) or edge-zone-alert/3 (crowding)
+//!                                                          (per object), edge-zone-alert/3 (crowding)
+//!                                                          or edge-camera-alert/1 (tamper)
 //! {prefix}/{district}/{node}/{camera}/counts               QoS 1, edge-counts/1 every counts interval
 //! {prefix}/{district}/{node}/{camera}/snapshot/{id}        QoS 1, JPEG bytes, not retained
 //! {prefix}/{district}/{node}/stats                         retained, edge-stats/3 (outbox, bytes, budget)
@@ -55,16 +56,18 @@ use tokio::task::JoinHandle;
 use crate::rules::CountsReport;
 
 pub use client::{BrokerProbe, mqtt_options, probe_broker, tls_config};
-pub use record::{EventRecord, OmitReason, SnapshotOutcome, SnapshotPayload, ZoneAlertRecord};
+pub use record::{
+    CameraAlertRecord, EventRecord, OmitReason, SnapshotOutcome, SnapshotPayload, ZoneAlertRecord,
+};
 pub use stats::{BudgetView, CameraStats, ClassBytes, PublishStats, PublisherView, SnapshotCounts};
 pub use topics::{TopicClass, Topics};
 pub use wire::{
-    AlertDetail, BudgetStats, CAMERA_STATUS_SCHEMA, COUNTS_SCHEMA, CameraLive, CameraState,
-    CameraStatusMessage, CountsMessage, Degraded, DropCounts, EVENT_SCHEMA, EndReason,
-    EventMessage, EventType, FrameSize, LineCountsWire, NODE_STATUS_SCHEMA, NodeOutbox, NodeState,
-    NodeStatusMessage, OutboxStats, STATS_SCHEMA, SentStats, SnapshotOmitted, SnapshotRef,
-    StatsMessage, StreamDesc, WireBox, WireCounter, ZONE_ALERT_SCHEMA, ZoneAlertMessage,
-    ZoneCountsWire, rfc3339,
+    AlertDetail, BudgetStats, CAMERA_ALERT_SCHEMA, CAMERA_STATUS_SCHEMA, COUNTS_SCHEMA,
+    CameraAlertMessage, CameraLive, CameraState, CameraStatusMessage, CountsMessage, Degraded,
+    DropCounts, EVENT_SCHEMA, EndReason, EventMessage, EventType, FrameSize, LineCountsWire,
+    NODE_STATUS_SCHEMA, NodeOutbox, NodeState, NodeStatusMessage, OutboxStats, STATS_SCHEMA,
+    SentStats, SnapshotOmitted, SnapshotRef, StatsMessage, StreamDesc, WireBox, WireCounter,
+    ZONE_ALERT_SCHEMA, ZoneAlertMessage, ZoneCountsWire, rfc3339,
 };
 
 use client::{Link, drive};
@@ -141,6 +144,8 @@ struct Shared {
     started: SystemTime,
     /// Latest retained camera status, re-sent after every reconnect.
     camera_status: Mutex<BTreeMap<String, CameraStatusMessage>>,
+    /// Per camera: its active tamper conditions (the status's `health`).
+    health: Mutex<HashMap<String, Vec<String>>>,
     stats: PublishStats,
     /// Per camera: its latest run stamp (see [`Publisher::camera_run`]).
     runs: Mutex<HashMap<String, u64>>,
@@ -229,6 +234,7 @@ impl Publisher {
             cameras: Mutex::new(ident.cameras),
             started: SystemTime::now(),
             camera_status: Mutex::new(BTreeMap::new()),
+            health: Mutex::new(HashMap::new()),
             stats: PublishStats::default(),
             traffic: Mutex::new(Traffic::default()),
             budget: Mutex::new(None),
@@ -699,7 +705,10 @@ impl Publisher {
             time: rfc3339(SystemTime::now()),
             last_error,
             detail,
-            live,
+            live: CameraLive {
+                health: self.health(camera),
+                ..live
+            },
         };
         if let Ok(mut m) = self.shared.camera_status.lock() {
             m.insert(camera.to_string(), msg.clone());
@@ -717,6 +726,74 @@ impl Publisher {
     /// Messages waiting in the outbox.
     pub fn outbox_len(&self) -> u64 {
         self.shared.outbox.len() as u64
+    }
+
+    /// A camera's active tamper conditions.
+    fn health(&self, camera: &str) -> Vec<String> {
+        self.shared
+            .health
+            .lock()
+            .ok()
+            .and_then(|h| h.get(camera).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Set a camera's active tamper conditions; when they changed, its
+    /// retained status is published again with the new `health` (same
+    /// state and `since`).
+    pub async fn set_camera_health(
+        &self,
+        camera: &str,
+        health: Vec<String>,
+    ) -> Result<(), PublishError> {
+        let changed = match self.shared.health.lock() {
+            Ok(mut h) if h.get(camera).map_or(!health.is_empty(), |v| *v != health) => {
+                h.insert(camera.to_string(), health.clone());
+                true
+            }
+            _ => false,
+        };
+        if !changed {
+            return Ok(());
+        }
+        let msg = self.shared.camera_status.lock().ok().and_then(|mut m| {
+            let s = m.get_mut(camera)?;
+            s.live.health = health;
+            s.time = rfc3339(SystemTime::now());
+            Some(s.clone())
+        });
+        match msg {
+            Some(msg) => {
+                let body = json(&msg)?;
+                self.send(self.shared.topics.camera_status(camera), body, true)
+                    .await
+            }
+            // No status yet: the first one carries it.
+            None => Ok(()),
+        }
+    }
+
+    /// Commit a camera tamper alert (raised or cleared) for the alerts
+    /// topic: through the outbox, as zone alerts go.
+    pub async fn camera_alert(
+        &self,
+        camera: &str,
+        rec: &CameraAlertRecord,
+    ) -> Result<CameraAlertMessage, PublishError> {
+        let id = format!("{}.{camera}.{:x}.c{}", self.shared.node, rec.run, rec.seq);
+        let msg = wire::camera_alert_message(self.origin(camera), id, rec);
+        let body = json(&msg)?;
+        self.store(Arc::new(Record {
+            camera: camera.to_string(),
+            seq: None,
+            topic: self.shared.topics.alerts(camera),
+            body,
+            snapshot: None,
+            copy_topic: None,
+            open: None,
+        }))
+        .await?;
+        Ok(msg)
     }
 
     /// The camera list changed (config reload): re-announce the node status.

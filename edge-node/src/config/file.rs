@@ -13,6 +13,7 @@ use crate::events::EventConfig;
 use crate::rules::RulesConfig;
 use crate::snapshot::SnapshotOptions;
 use crate::source::SourceOptions;
+use crate::tamper::TamperConfig;
 use crate::track::TrackerConfig;
 
 /// `[rules] counts_interval_s`: seconds between two counts messages.
@@ -27,6 +28,8 @@ pub const DEFAULT_LINE_HYSTERESIS: f32 = 0.02;
 pub const DEFAULT_WORKERS: usize = 1;
 /// `[[cameras]] queue`: frames waiting for the detector.
 pub const DEFAULT_QUEUE: usize = 2;
+/// `[cameras.tamper] enabled`: the tamper checks run unless switched off.
+pub const DEFAULT_TAMPER_ENABLED: bool = true;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -421,6 +424,114 @@ pub struct CameraSection {
     /// Environment variable holding the camera's password (`password_file` wins).
     #[serde(default)]
     pub password_env: Option<String>,
+    /// Camera tamper and picture-quality alarms (frozen, black, blurred, moved).
+    #[serde(default)]
+    pub tamper: TamperSection,
+}
+
+/// `[cameras.tamper]`: the camera's tamper checks (see `tamper.rs`);
+/// defaults from [`TamperConfig::default`].
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TamperSection {
+    #[serde(default = "d_tamper_enabled")]
+    pub enabled: bool,
+    /// Seconds of media time between two checks (one thumbnail each).
+    #[serde(default = "d_tamper_interval")]
+    pub interval_s: f64,
+    /// Seconds from the start during which the sharpness and the scene are learned.
+    #[serde(default = "d_tamper_learn")]
+    pub learn_s: f64,
+    /// Seconds `black`, `blurred` or `moved` must last before it is raised.
+    #[serde(default = "d_tamper_raise")]
+    pub raise_after_s: f64,
+    /// Seconds `frozen` must last before it is raised.
+    #[serde(default = "d_tamper_frozen")]
+    pub frozen_after_s: f64,
+    /// Seconds a raised condition must be gone before it clears.
+    #[serde(default = "d_tamper_clear")]
+    pub clear_after_s: f64,
+    /// Fraction of the picture height ignored at the top (a clock overlay).
+    #[serde(default = "d_tamper_top")]
+    pub ignore_top: f32,
+    /// Fraction of the picture height ignored at the bottom.
+    #[serde(default = "d_tamper_bottom")]
+    pub ignore_bottom: f32,
+    /// Share of pixels that changed between two checks under which the picture is frozen.
+    #[serde(default = "d_tamper_frozen_change")]
+    pub frozen_change: f32,
+    /// Grey-level standard deviation under which the picture is uniform (covered).
+    #[serde(default = "d_tamper_black_std")]
+    pub black_std: f32,
+    /// Mean grey level under which the picture is black.
+    #[serde(default = "d_tamper_black_level")]
+    pub black_level: f32,
+    /// Sharpness against the learned baseline under which the picture is blurred.
+    #[serde(default = "d_tamper_blur_ratio")]
+    pub blur_ratio: f32,
+    /// Share of textured cells no longer matching the learned scene: moved.
+    #[serde(default = "d_tamper_moved_fraction")]
+    pub moved_fraction: f32,
+}
+
+impl Default for TamperSection {
+    fn default() -> Self {
+        Self {
+            enabled: d_tamper_enabled(),
+            interval_s: d_tamper_interval(),
+            learn_s: d_tamper_learn(),
+            raise_after_s: d_tamper_raise(),
+            frozen_after_s: d_tamper_frozen(),
+            clear_after_s: d_tamper_clear(),
+            ignore_top: d_tamper_top(),
+            ignore_bottom: d_tamper_bottom(),
+            frozen_change: d_tamper_frozen_change(),
+            black_std: d_tamper_black_std(),
+            black_level: d_tamper_black_level(),
+            blur_ratio: d_tamper_blur_ratio(),
+            moved_fraction: d_tamper_moved_fraction(),
+        }
+    }
+}
+
+fn d_tamper_enabled() -> bool {
+    DEFAULT_TAMPER_ENABLED
+}
+fn d_tamper_interval() -> f64 {
+    TamperConfig::default().interval_s
+}
+fn d_tamper_learn() -> f64 {
+    TamperConfig::default().learn_s
+}
+fn d_tamper_raise() -> f64 {
+    TamperConfig::default().raise_after_s
+}
+fn d_tamper_frozen() -> f64 {
+    TamperConfig::default().frozen_after_s
+}
+fn d_tamper_clear() -> f64 {
+    TamperConfig::default().clear_after_s
+}
+fn d_tamper_top() -> f32 {
+    TamperConfig::default().ignore_top
+}
+fn d_tamper_bottom() -> f32 {
+    TamperConfig::default().ignore_bottom
+}
+fn d_tamper_frozen_change() -> f32 {
+    TamperConfig::default().frozen_change
+}
+fn d_tamper_black_std() -> f32 {
+    TamperConfig::default().black_std
+}
+fn d_tamper_black_level() -> f32 {
+    TamperConfig::default().black_level
+}
+fn d_tamper_blur_ratio() -> f32 {
+    TamperConfig::default().blur_ratio
+}
+fn d_tamper_moved_fraction() -> f32 {
+    TamperConfig::default().moved_fraction
 }
 
 fn d_counts_interval() -> f64 {

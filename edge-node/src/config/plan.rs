@@ -14,11 +14,12 @@ use crate::events::EventConfig;
 use crate::rules::{LineRule, RulesConfig, ZoneRule};
 use crate::snapshot::SnapshotOptions;
 use crate::source::{CameraAuth, SourceOptions};
+use crate::tamper::TamperConfig;
 use crate::track::TrackerConfig;
 
 use super::{
     CameraSection, DetectorSection, EventsSection, LineSection, Pipeline, PrivacySection,
-    RulesSection, SnapshotSection, TrackerSection, ZoneSection, is_file_url,
+    RulesSection, SnapshotSection, TamperSection, TrackerSection, ZoneSection, is_file_url,
 };
 
 /// Where the node keeps its state when neither `[node] state_dir` nor
@@ -60,6 +61,8 @@ pub struct CameraPlan {
     pub counts_interval_s: f64,
     /// `Some` when the camera blurs faces (`blur_faces = true`).
     pub faces: Option<FacePlan>,
+    /// `[cameras.tamper]`; `None` when `enabled = false`.
+    pub tamper: Option<TamperConfig>,
 }
 
 /// The face detector of a camera with `blur_faces = true` (`[privacy]`).
@@ -219,6 +222,25 @@ pub(super) fn camera_plan(
         faces: c
             .blur_faces
             .then(|| face_plan(&raw.privacy, face_model.to_path_buf())),
+        tamper: c.tamper.enabled.then(|| tamper_config(&c.tamper)),
+    }
+}
+
+/// `[cameras.tamper]` → the camera's tamper checks (whether enabled or not).
+pub fn tamper_config(t: &TamperSection) -> TamperConfig {
+    TamperConfig {
+        interval_s: t.interval_s,
+        learn_s: t.learn_s,
+        raise_after_s: t.raise_after_s,
+        frozen_after_s: t.frozen_after_s,
+        clear_after_s: t.clear_after_s,
+        ignore_top: t.ignore_top,
+        ignore_bottom: t.ignore_bottom,
+        frozen_change: t.frozen_change,
+        black_std: t.black_std,
+        black_level: t.black_level,
+        blur_ratio: t.blur_ratio,
+        moved_fraction: t.moved_fraction,
     }
 }
 

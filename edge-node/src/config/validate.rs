@@ -7,11 +7,12 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::plan::{camera_rules, event_config, snapshot_options, tracker_config};
+use super::plan::{camera_rules, event_config, snapshot_options, tamper_config, tracker_config};
 use super::{BrokerUrl, CameraSection, ConfigError, MAX_CAMERAS, PipelineFile, parse_broker_url};
 use crate::events::EventConfigError;
 use crate::rules::RulesError;
 use crate::snapshot::SnapshotError;
+use crate::tamper::TamperError;
 use crate::track::TrackConfigError;
 
 /// One problem of a config file: the field, what is wrong, and the fix.
@@ -173,6 +174,18 @@ fn check_modules(ck: &mut Checks, p: &PipelineFile) {
         );
     }
     for (i, c) in p.cameras.iter().enumerate() {
+        if let Err(e) = tamper_config(&c.tamper).validate() {
+            let field = match &e {
+                TamperError::OutOfRange { name, .. } => format!("cameras[{i}].tamper.{name}"),
+                TamperError::Bands(_) => format!("cameras[{i}].tamper.ignore_bottom"),
+            };
+            ck.module(
+                &[&format!("cameras[{i}].tamper.")],
+                field,
+                e.to_string(),
+                "use a value the tamper checks accept (see the README's [cameras.tamper] row)",
+            );
+        }
         let (rules, _) = camera_rules(&p.rules, c, &[]);
         if let Err(e) = rules.validate() {
             let RulesError::Invalid { rule, .. } = &e;
@@ -378,6 +391,7 @@ fn check_camera(ck: &mut Checks, i: usize, c: &CameraSection) {
     );
     ck.range(&f("queue"), c.queue, 1, 64);
     check_rules(ck, i, c);
+    check_tamper(ck, i, c);
     for (k, poly) in c.privacy_masks.iter().enumerate() {
         let field = format!("cameras[{i}].privacy_masks[{k}]");
         if poly.len() < 3 {
@@ -462,6 +476,25 @@ fn check_camera_url(ck: &mut Checks, i: usize, c: &CameraSection) {
             field,
             "a password is configured but no user name",
             "set username_file or username_env too",
+        );
+    }
+}
+
+/// `[cameras.tamper]`: every setting in its range (the ranges are the
+/// tamper module's own), and the ignored bands leave enough picture.
+fn check_tamper(ck: &mut Checks, i: usize, c: &CameraSection) {
+    let t = tamper_config(&c.tamper);
+    for (name, value, lo, hi) in t.ranges() {
+        // f32 settings are shown as written, not as their nearest f64.
+        let value = (value * 1e6).round() / 1e6;
+        ck.range(&format!("cameras[{i}].tamper.{name}"), value, lo, hi);
+    }
+    let bands = f64::from(c.tamper.ignore_top) + f64::from(c.tamper.ignore_bottom);
+    if bands > 0.8 {
+        ck.err(
+            format!("cameras[{i}].tamper.ignore_bottom"),
+            format!("ignore_top + ignore_bottom = {bands:.2} leaves too little of the picture"),
+            "keep the two ignored bands at 0.8 of the picture height or less together",
         );
     }
 }

@@ -9,13 +9,15 @@
 //!    update that announces a stationary object carries `stationary: true`);
 //! 2. event actions of the frame come before its alerts, so an alert on an
 //!    object whose event opens on this frame is sent as that event's update;
-//! 3. a counts report closes the frame's messages when its interval is over.
+//! 3. tamper alerts (on the frames the tamper checks look at) come next;
+//! 4. a counts report closes the frame's messages when its interval is over.
 
 use std::sync::Arc;
 
 use crate::events::{EventAction, EventEngine};
 use crate::frame::{Detection, Frame};
 use crate::rules::{Alert, AlertKind, CountsReport, ObjectRules, RulesConfig, RulesEngine};
+use crate::tamper::{TamperConfig, TamperKind, TamperMonitor, Thumbnail, Transition};
 use crate::track::Tracker;
 
 /// One message a frame (or the camera's end) causes, in sending order.
@@ -38,6 +40,11 @@ pub(super) enum Outgoing {
         alert: Alert,
         evidence: Option<Arc<Frame>>,
     },
+    /// A tamper condition raised or cleared, with the conditions active after it.
+    CameraAlert {
+        transition: Transition,
+        health: Vec<TamperKind>,
+    },
     /// The zone and line counts of one finished interval.
     Counts(CountsReport),
 }
@@ -51,6 +58,7 @@ pub(super) struct CameraAnalytics {
     rules: Option<RulesEngine>,
     counts_interval_s: f64,
     last: Option<Arc<Frame>>,
+    tamper: Option<TamperMonitor>,
 }
 
 impl CameraAnalytics {
@@ -67,7 +75,14 @@ impl CameraAnalytics {
             rules: None,
             counts_interval_s,
             last: None,
+            tamper: None,
         }
+    }
+
+    /// Runs the tamper checks on this camera's frames.
+    pub fn with_tamper(mut self, cfg: Option<TamperConfig>) -> Self {
+        self.tamper = cfg.map(TamperMonitor::new);
+        self
     }
 
     /// The latest frame seen (the time anchor of [`Self::finish`]'s messages).
@@ -102,12 +117,45 @@ impl CameraAnalytics {
         for alert in alerts {
             out.extend(alert_message(alert, rules, &mut self.events, f));
         }
-        // 3. Counts when the interval is over.
-        if !self.rules_cfg.is_empty() && f.t - rules.interval_start() >= self.counts_interval_s {
-            out.push(Outgoing::Counts(rules.take_counts(f.t)));
-        }
+        // 3. Counts when the interval is over (pushed after the tamper alerts).
+        let counts = (!self.rules_cfg.is_empty()
+            && f.t - rules.interval_start() >= self.counts_interval_s)
+            .then(|| Outgoing::Counts(rules.take_counts(f.t)));
+        // 4. Tamper checks on a frame every interval, before the counts.
+        out.extend(self.tamper_check(f));
+        out.extend(counts);
         self.last = Some(f.clone());
         out
+    }
+
+    /// The tamper checks of a frame, when one is due: a grey thumbnail of
+    /// it, checked; a message per transition.
+    fn tamper_check(&mut self, f: &Frame) -> Vec<Outgoing> {
+        let Some(m) = self.tamper.as_mut().filter(|m| m.due(f.t)) else {
+            return Vec::new();
+        };
+        let Some(thumb) = Thumbnail::from_rgb(f.width, f.height, &f.data) else {
+            return Vec::new();
+        };
+        let (transitions, s) = m.check(&thumb, f.t);
+        tracing::debug!(
+            t = f.t,
+            mean = s.mean,
+            std = s.std,
+            changed = s.changed,
+            sharpness = s.sharpness,
+            mismatch = s.mismatch,
+            learned = m.learned(),
+            "tamper check"
+        );
+        let health = m.active();
+        transitions
+            .into_iter()
+            .map(|transition| Outgoing::CameraAlert {
+                transition,
+                health: health.clone(),
+            })
+            .collect()
     }
 
     /// The camera has ended: every open event gets its `end`, and the last
@@ -245,6 +293,7 @@ mod tests {
                     }
                 }
                 Outgoing::ZoneAlert { .. } => "zone".into(),
+                Outgoing::CameraAlert { transition, .. } => transition.kind.name().into(),
                 Outgoing::Counts(_) => "counts".into(),
             })
             .collect()

@@ -17,9 +17,11 @@ use crate::events::{EventAction, EventKind};
 use crate::frame::Frame;
 use crate::metrics::CameraMetrics;
 use crate::publish::{
-    AlertDetail, EventRecord, EventType, PublishError, Publisher, ZoneAlertRecord,
+    AlertDetail, CameraAlertRecord, EventRecord, EventType, PublishError, Publisher,
+    ZoneAlertRecord,
 };
 use crate::rules::{Alert, CountsReport, ObjectRules};
+use crate::tamper::{TamperKind, Transition};
 
 /// Where one camera's messages go, and their numbering.
 pub(super) struct Emitter {
@@ -33,6 +35,7 @@ pub(super) struct Emitter {
     pub seq: u64,
     pub counts_seq: u64,
     pub zone_alert_seq: u64,
+    pub camera_alert_seq: u64,
     /// Frame arrival → event handed to the MQTT client, ms (see `CameraReport`).
     pub publish_latency_ms: Arc<Mutex<Samples>>,
     /// The camera's figures for `/metrics`.
@@ -42,6 +45,8 @@ pub(super) struct Emitter {
 /// The camera's analytics task: runs until the camera's hand-over ends
 /// (the slot is closed and drained), then ends every open event.
 pub(super) async fn run(mut analytics: CameraAnalytics, mut rx: Handover, mut emit: Emitter) {
+    // A new run learns its scene again: no condition is active yet.
+    let _ = emit.publisher.set_camera_health(&emit.id, Vec::new()).await;
     while let Some(a) = rx.recv().await {
         for o in analytics.on_frame(&a.frame, &a.detections) {
             emit.send(o, &a.frame, a.arrived).await;
@@ -90,7 +95,38 @@ impl Emitter {
             Outgoing::ZoneAlert { alert, evidence } => {
                 self.zone_alert(alert, evidence, anchor).await;
             }
+            Outgoing::CameraAlert { transition, health } => {
+                self.camera_alert(&transition, &health, anchor).await;
+            }
             Outgoing::Counts(report) => self.counts(&report, anchor).await,
+        }
+    }
+
+    /// A tamper condition raised or cleared on /alerts, then the camera's
+    /// status with its new `health`.
+    async fn camera_alert(&mut self, tr: &Transition, health: &[TamperKind], f: &Frame) {
+        self.camera_alert_seq += 1;
+        let health: Vec<String> = health.iter().map(|k| k.name().to_string()).collect();
+        let rec = CameraAlertRecord {
+            run: self.run,
+            seq: self.camera_alert_seq,
+            condition: tr.kind.name().to_string(),
+            raised: tr.raised,
+            t: tr.t,
+            time: wall_at(f, tr.t),
+            duration_s: tr.duration_s,
+            score: tr.score,
+            threshold: tr.threshold,
+            health: health.clone(),
+        };
+        match self.publisher.camera_alert(&self.id, &rec).await {
+            Ok(m) => {
+                warn!(kind = %m.kind, t = m.t, duration_s = m.duration_s, score = m.score, threshold = m.threshold, "camera alert");
+            }
+            Err(e) => publish_failed(&e),
+        }
+        if let Err(e) = self.publisher.set_camera_health(&self.id, health).await {
+            publish_failed(&e);
         }
     }
 

@@ -264,6 +264,7 @@ impl NodeRun {
             seq: self.publisher.last_seq(&plan.id),
             counts_seq: 0,
             zone_alert_seq: 0,
+            camera_alert_seq: 0,
             publish_latency_ms: publish_latency_ms.clone(),
             metrics: metrics.clone(),
         };
@@ -411,6 +412,7 @@ fn camera_analytics(plan: &CameraPlan, labels: &[String], span: &Span) -> Camera
         rules,
         plan.counts_interval_s,
     )
+    .with_tamper(plan.tamper.clone())
 }
 
 /// The camera's face blurring: off, on with its own CenterFace session, or

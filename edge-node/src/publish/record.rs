@@ -48,6 +48,29 @@ pub struct ZoneAlertRecord {
     pub time: SystemTime,
 }
 
+/// What `node` hands over for one camera tamper alert (raised or cleared).
+#[derive(Clone, Debug)]
+pub struct CameraAlertRecord {
+    /// The camera's run (as in [`EventRecord`]).
+    pub run: u64,
+    /// Counts this camera run's tamper alerts.
+    pub seq: u64,
+    /// The condition: `frozen`, `black`, `blurred` or `moved`.
+    pub condition: String,
+    /// Raised (`true`) or cleared.
+    pub raised: bool,
+    /// Media time of the check that decided it, seconds.
+    pub t: f64,
+    /// Wall-clock time of that check.
+    pub time: SystemTime,
+    /// Raised: how long it has been seen; cleared: how long it lasted.
+    pub duration_s: f64,
+    pub score: f64,
+    pub threshold: f64,
+    /// The conditions active after this alert.
+    pub health: Vec<String>,
+}
+
 /// A JPEG ready to send.
 #[derive(Clone, Debug)]
 pub struct SnapshotPayload {

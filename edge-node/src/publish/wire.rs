@@ -1,6 +1,7 @@
 //! The JSON wire schema: schema ids, every message type as serialised
-//! (`edge-event/4`, `edge-zone-alert/3`, `edge-counts/1`, `edge-node-status/3`,
-//! `edge-camera-status/3`, `edge-stats/3`; see `docs/schemas/`), and the
+//! (`edge-event/4`, `edge-zone-alert/3`, `edge-camera-alert/1`, `edge-counts/1`,
+//! `edge-node-status/3`, `edge-camera-status/3`, `edge-stats/3`; see
+//! `docs/schemas/`), and the
 //! conversions from the node's internal forms ([`EventRecord`],
 //! `SnapshotOutcome`, [`CountsReport`]) into them. Wire strings are written
 //! here only, by serde, from typed values.
@@ -10,7 +11,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::record::{EventRecord, OmitReason, SnapshotPayload};
+use super::record::{CameraAlertRecord, EventRecord, OmitReason, SnapshotPayload};
 use super::stats::{CameraStats, ClassBytes};
 use crate::budget::Step;
 use crate::rules::{Counter, CountsReport};
@@ -21,6 +22,7 @@ pub const ZONE_ALERT_SCHEMA: &str = "edge-zone-alert/3";
 pub const NODE_STATUS_SCHEMA: &str = "edge-node-status/3";
 pub const CAMERA_STATUS_SCHEMA: &str = "edge-camera-status/3";
 pub const STATS_SCHEMA: &str = "edge-stats/3";
+pub const CAMERA_ALERT_SCHEMA: &str = "edge-camera-alert/1";
 
 /// RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(t: SystemTime) -> String {
@@ -197,6 +199,64 @@ pub struct ZoneAlertMessage {
     pub snapshot: Option<SnapshotRef>,
     /// Why the crowding snapshot is missing (as in `edge-event/4`).
     pub snapshot_omitted: Option<SnapshotOmitted>,
+}
+
+/// `edge-camera-alert/1`: a camera tamper or picture-quality condition
+/// raised or cleared, on the alerts topic.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CameraAlertMessage {
+    pub schema: String,
+    /// `{node}.{camera}.{run}.c{seq}`.
+    pub id: String,
+    pub seq: u64,
+    pub node: String,
+    pub district: String,
+    pub camera: String,
+    /// `frozen`, `black`, `blurred`, `moved`, or one of them + `_cleared`.
+    pub kind: String,
+    /// Wall-clock time of the check that decided it.
+    pub time: String,
+    /// Media time of that check, seconds.
+    pub t: f64,
+    /// Raised: seconds the condition has been seen; cleared: seconds it lasted.
+    pub duration_s: f64,
+    /// The condition's measure at that check, and its threshold.
+    pub score: f64,
+    pub threshold: f64,
+    /// The camera's active conditions after this alert.
+    pub health: Vec<String>,
+}
+
+/// Three decimals on the wire.
+fn milli(v: f64) -> f64 {
+    (v * 1e3).round() / 1e3
+}
+
+/// A tamper alert as sent.
+pub(super) fn camera_alert_message(
+    o: Origin<'_>,
+    id: String,
+    rec: &CameraAlertRecord,
+) -> CameraAlertMessage {
+    CameraAlertMessage {
+        schema: CAMERA_ALERT_SCHEMA.into(),
+        id,
+        seq: rec.seq,
+        node: o.node.into(),
+        district: o.district.into(),
+        camera: o.camera.into(),
+        kind: if rec.raised {
+            rec.condition.clone()
+        } else {
+            format!("{}_cleared", rec.condition)
+        },
+        time: rfc3339(rec.time),
+        t: milli(rec.t),
+        duration_s: milli(rec.duration_s.max(0.0)),
+        score: (rec.score * 1e4).round() / 1e4,
+        threshold: (rec.threshold * 1e4).round() / 1e4,
+        health: rec.health.clone(),
+    }
 }
 
 /// One counter on the wire.

@@ -334,6 +334,8 @@ classes = ["car"]
 forward = "in"
 backward = "out"
 alert_direction = "in"
+[cameras.tamper]
+frozen_after_s = 20
 "#
     );
     write(dir, "plan.toml", &toml)
@@ -360,6 +362,7 @@ fn the_plan_reads_as_sentences() {
         "zone \"door\" (3 points): person; alerts: loitering after 30 s",
         "line \"kerb\": car; forward \"in\", backward \"out\"; alert on \"in\"",
         "privacy: 1 mask, faces blurred (",
+        "tamper: checked every 1 s; frozen after 20 s, black/blurred/moved after 10 s",
         "budget: snapshots 20000 B/s for the node, bursts up to 100000 B",
     ] {
         assert!(stdout.contains(want), "{want:?} not in:\n{stdout}");
@@ -410,6 +413,7 @@ fn json_is_the_documented_structure() {
     assert_eq!(c.lines[0].alert_direction.as_deref(), Some("in"));
     assert_eq!(c.privacy.masks, 1);
     assert!(c.privacy.blur_faces);
+    assert_eq!(c.tamper.as_ref().map(|t| t.frozen_after_s), Some(20.0));
     assert!(c.probe.is_none());
     assert_eq!(report.budget.snapshot_bytes_per_s, Some(20000.0));
     // The README's example has the same shape.

@@ -87,6 +87,8 @@ pub struct CameraReport {
     pub zones: Vec<ZonePlan>,
     pub lines: Vec<LinePlan>,
     pub privacy: PrivacyPlan,
+    /// The picture checks (`[cameras.tamper]`); `None` when switched off.
+    pub tamper: Option<TamperPlan>,
     /// Filled by `--probe`.
     pub probe: Option<ProbeReport>,
 }
@@ -122,6 +124,22 @@ pub struct PrivacyPlan {
     pub blur_faces: bool,
     /// The face model, when faces are blurred.
     pub face_model: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TamperPlan {
+    /// Seconds of media time between two checks.
+    pub interval_s: f64,
+    /// Seconds a still picture lasts before `frozen` is raised.
+    pub frozen_after_s: f64,
+    /// Seconds `black`, `blurred` or `moved` last before they are raised.
+    pub raise_after_s: f64,
+    /// Seconds a condition is gone before it clears.
+    pub clear_after_s: f64,
+    /// Fractions of the picture height left out at the top and bottom.
+    pub ignore_top: f32,
+    pub ignore_bottom: f32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -261,6 +279,14 @@ fn camera(p: &Pipeline, i: usize, c: &CameraSection, probe: Option<ProbeReport>)
             blur_faces: c.blur_faces,
             face_model: c.blur_faces.then(|| normalise(&p.face_model)),
         },
+        tamper: c.tamper.enabled.then_some(TamperPlan {
+            interval_s: c.tamper.interval_s,
+            frozen_after_s: c.tamper.frozen_after_s,
+            raise_after_s: c.tamper.raise_after_s,
+            clear_after_s: c.tamper.clear_after_s,
+            ignore_top: c.tamper.ignore_top,
+            ignore_bottom: c.tamper.ignore_bottom,
+        }),
         probe,
     }
 }
@@ -387,6 +413,19 @@ impl fmt::Display for CameraReport {
             n => format!("{n} masks"),
         };
         write!(f, "\n  privacy: {masks}, {faces}")?;
+        match &self.tamper {
+            Some(t) => write!(
+                f,
+                "\n  tamper: checked every {} s; frozen after {} s, black/blurred/moved after {} s, cleared after {} s; top {:.0} %, bottom {:.0} % ignored",
+                t.interval_s,
+                t.frozen_after_s,
+                t.raise_after_s,
+                t.clear_after_s,
+                t.ignore_top * 100.0,
+                t.ignore_bottom * 100.0
+            )?,
+            None => write!(f, "\n  tamper: off")?,
+        }
         if let Some(pr) = &self.probe {
             let fps = pr
                 .fps

@@ -434,7 +434,7 @@ fn prometheus_scrapes_figures_that_agree_with_mqtt() {
     assert_eq!(dropped, st["frames_dropped"].as_f64().unwrap(), "{st}");
     let analysed = prom.one("edge_node_frames_analysed_total{camera=\"cam-m\"}");
     assert_eq!(analysed + dropped, received);
-    let failed = prom.one("edge_node_frames_dropped_total{cause=\"inference_error\"}");
+    let failed = prom.one("edge_node_frames_dropped_total{cause=\"inference_failed\"}");
     for stage in ["pre", "infer", "post"] {
         let n = prom.one(&format!(
             "edge_node_inference_duration_seconds_count{{stage=\"{stage}\"}}"

@@ -399,7 +399,19 @@ struct Supervisor {
 
 impl Supervisor {
     fn report(&self, state: SourceState) {
-        tracing::info!(camera = %self.shared.camera, state = ?state, "camera state");
+        // The node's status task logs every change in words; here only what
+        // the stream is, once per connection.
+        match &state {
+            SourceState::Streaming { info } => tracing::info!(
+                camera = %self.shared.camera,
+                codec = info.codec.as_deref().unwrap_or("unknown"),
+                decoder = info.decoder.as_deref().unwrap_or("unknown"),
+                width = info.width.unwrap_or(0),
+                height = info.height.unwrap_or(0),
+                "stream opened"
+            ),
+            _ => tracing::debug!(camera = %self.shared.camera, state = ?state, "source state"),
+        }
         (self.on_state)(state);
     }
 

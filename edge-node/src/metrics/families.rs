@@ -86,7 +86,7 @@ fn frames(t: &mut Text, cameras: &[(String, Arc<CameraMetrics>)]) {
     t.family(
         n,
         Kind::Counter,
-        "Frames not analysed, by cause: queue_full (the slot dropped its oldest), inference_error.",
+        "Frames not analysed, by cause: queue_full (the slot dropped its oldest), inference_failed.",
     );
     for (id, c) in &counts {
         t.int(
@@ -94,7 +94,11 @@ fn frames(t: &mut Text, cameras: &[(String, Arc<CameraMetrics>)]) {
             &[("camera", id), ("cause", "queue_full")],
             c.dropped_queue_full,
         );
-        t.int(n, &[("camera", id), ("cause", "inference_error")], c.failed);
+        t.int(
+            n,
+            &[("camera", id), ("cause", "inference_failed")],
+            c.failed,
+        );
     }
     let n = "edge_node_camera_reconnects_total";
     t.family(

@@ -87,11 +87,13 @@ impl Live {
                     .get_or_insert((SystemTime::now(), Instant::now()));
             }
             SourceState::Starting => {}
-            SourceState::Failed { .. } | SourceState::Ended => {
+            SourceState::Failed { .. } => {
                 self.was_streaming = false;
                 self.outage_since
                     .get_or_insert((SystemTime::now(), Instant::now()));
             }
+            // A file that ended is done, not down.
+            SourceState::Ended => self.was_streaming = false,
         }
     }
 
@@ -295,5 +297,55 @@ fn observe(publisher: &Publisher, board: &Board) -> Observed {
         }),
         cameras,
         stalls,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::StreamInfo;
+
+    fn streaming() -> SourceState {
+        SourceState::Streaming {
+            info: StreamInfo::default(),
+        }
+    }
+
+    fn retry(attempt: u32) -> SourceState {
+        SourceState::Reconnecting {
+            error: "down".into(),
+            detail: None,
+            retry_in_s: 1.0,
+            attempt,
+        }
+    }
+
+    #[test]
+    fn one_outage_is_one_reconnect_and_keeps_its_start() {
+        let mut l = Live::new();
+        l.on_state(&streaming());
+        assert_eq!(l.outage_since, None);
+        l.on_state(&retry(1));
+        let began = l.outage_since;
+        assert!(began.is_some());
+        l.on_state(&retry(2));
+        l.on_state(&retry(3));
+        assert_eq!((l.reconnects, l.attempt), (1, 3));
+        assert_eq!(l.outage_since, began, "retries keep the outage's start");
+        l.on_state(&streaming());
+        assert_eq!((l.reconnects, l.attempt, l.outage_since), (1, 0, None));
+    }
+
+    #[test]
+    fn a_file_that_ended_is_not_down() {
+        let mut l = Live::new();
+        l.on_state(&streaming());
+        l.on_state(&SourceState::Ended);
+        assert_eq!(l.outage_since, None);
+        l.on_state(&SourceState::Failed {
+            error: "gone".into(),
+            detail: None,
+        });
+        assert!(l.outage_since.is_some());
     }
 }

@@ -100,7 +100,7 @@ pub(super) fn problems(o: &Observed, l: &Limits) -> Vec<Problem> {
         out.push(Problem {
             kind: "broker unreachable",
             text: format!(
-                "{} for {} s; {} messages waiting in the outbox since",
+                "{}; unreachable for {} s, the outbox grew by {} messages meanwhile",
                 b.error,
                 b.down_for.as_secs(),
                 b.outbox_growth

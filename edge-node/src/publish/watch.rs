@@ -93,6 +93,16 @@ impl WatchSummary {
     }
 }
 
+/// True when `change` differs from what `topic` said last (a camera's
+/// status refreshed with the same state, error and health is no news).
+fn is_news(news: &mut HashMap<String, String>, topic: &str, change: &str) -> bool {
+    if news.get(topic).is_some_and(|c| c == change) {
+        return false;
+    }
+    news.insert(topic.to_string(), change.to_string());
+    true
+}
+
 /// Remembers the last [`SEEN_KEYS`] message keys.
 #[derive(Default)]
 struct Seen {
@@ -288,6 +298,8 @@ struct Printer {
     until_stopped: bool,
     snap_seq: HashMap<String, u32>,
     seen: Seen,
+    /// Per topic, what the last printed refresh said (see [`Line::change`]).
+    news: HashMap<String, String>,
     sum: WatchSummary,
 }
 
@@ -298,6 +310,7 @@ impl Printer {
             until_stopped: opts.until_stopped,
             snap_seq: HashMap::new(),
             seen: Seen::default(),
+            news: HashMap::new(),
             sum: WatchSummary::default(),
         }
     }
@@ -309,6 +322,11 @@ impl Printer {
         let line = describe(&topic, &p.payload, &rfc3339(SystemTime::now()));
         if let Some(k) = &line.key
             && !self.seen.first(k)
+        {
+            return false;
+        }
+        if let Some(c) = &line.change
+            && !is_news(&mut self.news, &topic, c)
         {
             return false;
         }
@@ -342,6 +360,54 @@ impl Printer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refresh_with_the_same_news_is_not_printed_again() {
+        let mut news = HashMap::new();
+        let status = |state: &str, err: &str, health: &str| {
+            let body = format!(
+                r#"{{"schema":"edge-camera-status/3","node":"n","camera":"c","state":"{state}","since":"S","time":"T","last_error":"{err}","frames":1,"health":[{health}]}}"#
+            );
+            describe("p/d/n/c/status", body.as_bytes(), "NOW")
+                .change
+                .unwrap()
+        };
+        assert!(is_news(
+            &mut news,
+            "p/d/n/c/status",
+            &status("streaming", "", "")
+        ));
+        assert!(!is_news(
+            &mut news,
+            "p/d/n/c/status",
+            &status("streaming", "", "")
+        ));
+        assert!(is_news(
+            &mut news,
+            "p/d/n/c/status",
+            &status("streaming", "", r#""frozen""#)
+        ));
+        assert!(is_news(
+            &mut news,
+            "p/d/n/c/status",
+            &status("reconnecting", "refused", "")
+        ));
+        assert!(!is_news(
+            &mut news,
+            "p/d/n/c/status",
+            &status("reconnecting", "refused", "")
+        ));
+        assert!(is_news(
+            &mut news,
+            "p/d/n/c/status",
+            &status("reconnecting", "timeout", "")
+        ));
+        assert!(is_news(
+            &mut news,
+            "p/d/n/other/status",
+            &status("streaming", "", "")
+        ));
+    }
 
     #[test]
     fn seen_drops_second_copies_and_forgets_old_keys() {

@@ -49,6 +49,10 @@ pub struct Line {
     /// `/events` and on `/alerts`) and redeliveries: schema family, node,
     /// camera and `seq`. Only for messages that carry a `seq` per camera.
     pub key: Option<String>,
+    /// For messages refreshed with the same news (a camera's status every
+    /// `status_interval_s`): what a change is made of (state, error,
+    /// health). The printer shows a refresh only when this changed.
+    pub change: Option<String>,
 }
 
 impl Line {
@@ -57,6 +61,7 @@ impl Line {
             kind,
             text: Some(text),
             key: None,
+            change: None,
         }
     }
 }
@@ -69,6 +74,7 @@ pub fn describe(topic: &str, payload: &[u8], now: &str) -> Line {
             kind: Kind::Snapshot,
             text: None,
             key: None,
+            change: None,
         };
     }
     if payload.is_empty() {
@@ -107,7 +113,10 @@ pub fn describe(topic: &str, payload: &[u8], now: &str) -> Line {
             Err(e) => unreadable(topic, &schema, &e, now),
         },
         "edge-node-status" => node_status(&v, now),
-        "edge-camera-status" => Line::new(Kind::CameraStatus, camera_status(&v, now)),
+        "edge-camera-status" => Line {
+            change: Some(status_change(&v)),
+            ..Line::new(Kind::CameraStatus, camera_status(&v, now))
+        },
         "edge-stats" => Line::new(Kind::Stats, stats(&v, now)),
         _ => {
             let what = if schema.is_empty() { "JSON" } else { &schema };
@@ -184,6 +193,7 @@ fn event(topic: &str, schema: &str, v: Value, now: &str) -> Line {
                 kind,
                 text: Some(format_event(&e)),
                 key: k,
+                change: None,
             }
         }
         Err(err) => unreadable(topic, schema, &err, now),
@@ -242,6 +252,7 @@ fn zone_alert(topic: &str, schema: &str, v: Value, now: &str) -> Line {
             kind: Kind::ZoneAlert,
             text: Some(format_zone_alert(&z)),
             key: k,
+            change: None,
         },
         Err(err) => unreadable(topic, schema, &err, now),
     }
@@ -386,30 +397,68 @@ fn node_status(v: &Value, now: &str) -> Line {
     )
 }
 
+/// What makes a camera status news: its state, error and health.
+fn status_change(v: &Value) -> String {
+    format!(
+        "{}|{}|{}",
+        str_of(v, "state"),
+        str_of(v, "last_error"),
+        health(v).join(",")
+    )
+}
+
+fn health(v: &Value) -> Vec<&str> {
+    v.get("health")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
 /// Only the fields it prints are read, so a newer status with more fields
-/// (live figures) still prints.
+/// still prints. Shown at the message's `time` (`edge-camera-status/3`),
+/// else when its state began.
 fn camera_status(v: &Value, now: &str) -> String {
-    let time = Some(str_of(v, "since"))
-        .filter(|t| !t.is_empty())
+    let time = [str_of(v, "time"), str_of(v, "since")]
+        .into_iter()
+        .find(|t| !t.is_empty())
         .unwrap_or(now);
     let n = |k: &str| v.get(k).and_then(Value::as_u64);
-    let frames = match (n("frames"), n("frames_dropped")) {
-        (Some(f), Some(d)) => format!(" ({f} frames, {d} dropped)"),
-        (Some(f), None) => format!(" ({f} frames)"),
-        _ => String::new(),
-    };
-    let err = Some(str_of(v, "last_error"))
-        .filter(|e| !e.is_empty())
-        .map(|e| format!(": {e}"))
-        .unwrap_or_default();
+    let f = |k: &str| v.get(k).and_then(Value::as_f64);
+    let state = str_of(v, "state");
+    let mut what = String::new();
+    if state == "streaming"
+        && let Some(fps) = f("fps_analysed").filter(|x| *x > 0.0)
+    {
+        what += &format!(" {fps:.1} fps");
+    }
+    match (n("frames"), n("frames_dropped")) {
+        (Some(fr), Some(d)) => what += &format!(" ({fr} frames, {d} dropped)"),
+        (Some(fr), None) => what += &format!(" ({fr} frames)"),
+        _ => {}
+    }
+    if state != "streaming"
+        && let Some(s) = f("outage_s")
+    {
+        what += &format!(", down {s:.0} s");
+    }
+    if let Some(a) = n("retry_attempt").filter(|a| *a > 0) {
+        what += &format!(", attempt {a}");
+    }
+    let h = health(v);
+    if !h.is_empty() {
+        what += &format!(", picture: {}", h.join(", "));
+    }
+    let err = str_of(v, "last_error");
+    if !err.is_empty() {
+        what += &format!(": {err}");
+    }
     tagged(
         time,
         "STATUS",
         &format!(
-            "{}/{} {}{frames}{err}",
+            "{}/{} {state}{what}",
             str_of(v, "node"),
-            str_of(v, "camera"),
-            str_of(v, "state")
+            str_of(v, "camera")
         ),
     )
 }
@@ -567,6 +616,29 @@ mod tests {
             text(&l),
             "T STATUS n/cam1 reconnecting (50 frames, 1 dropped): no route"
         );
+        // A live status (edge-camera-status/3): at its own time, with its rate,
+        // outage, attempt and picture health.
+        let l = describe(
+            "p/d/n/cam1/status",
+            br#"{"schema":"edge-camera-status/3","node":"n","camera":"cam1","state":"streaming","since":"S","time":"T2",
+                "last_error":null,"frames":90,"frames_dropped":2,"fps_analysed":4.96,"retry_attempt":0,"outage_s":null,"health":["frozen"]}"#,
+            NOW,
+        );
+        assert_eq!(
+            text(&l),
+            "T2 STATUS n/cam1 streaming 5.0 fps (90 frames, 2 dropped), picture: frozen"
+        );
+        let l2 = describe(
+            "p/d/n/cam1/status",
+            br#"{"schema":"edge-camera-status/3","node":"n","camera":"cam1","state":"reconnecting","since":"S","time":"T3",
+                "last_error":"refused","frames":90,"frames_dropped":2,"fps_analysed":0.0,"retry_attempt":3,"outage_s":12.4,"health":[]}"#,
+            NOW,
+        );
+        assert_eq!(
+            text(&l2),
+            "T3 STATUS n/cam1 reconnecting (90 frames, 2 dropped), down 12 s, attempt 3: refused"
+        );
+        assert_ne!(l.change, l2.change);
         let l = describe("p/d/n/cam1/status", b"", NOW);
         assert_eq!(
             text(&l),

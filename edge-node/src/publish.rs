@@ -40,7 +40,6 @@ mod client;
 mod pump;
 mod record;
 mod stats;
-mod topics;
 mod wire;
 
 use std::collections::{BTreeMap, HashMap};
@@ -56,19 +55,19 @@ use tokio::task::JoinHandle;
 use crate::rules::CountsReport;
 
 pub use client::{BrokerProbe, mqtt_options, probe_broker, tls_config};
+pub use edge_wire::{
+    AlertDetail, BudgetStats, CAMERA_ALERT_SCHEMA, CAMERA_STATUS_SCHEMA, COUNTS_SCHEMA,
+    CameraAlertMessage, CameraLive, CameraState, CameraStats, CameraStatusMessage, ClassBytes,
+    CountsMessage, Degraded, DropCounts, EVENT_SCHEMA, EndReason, EventMessage, EventType,
+    FrameSize, LineCountsWire, NODE_STATUS_SCHEMA, NodeOutbox, NodeState, NodeStatusMessage,
+    OutboxStats, STATS_SCHEMA, SentStats, SnapshotCounts, SnapshotOmitted, SnapshotRef,
+    StatsMessage, StreamDesc, TopicClass, Topics, WireBox, WireCounter, ZONE_ALERT_SCHEMA,
+    ZoneAlertMessage, ZoneCountsWire, rfc3339,
+};
 pub use record::{
     CameraAlertRecord, EventRecord, OmitReason, SnapshotOutcome, SnapshotPayload, ZoneAlertRecord,
 };
-pub use stats::{BudgetView, CameraStats, ClassBytes, PublishStats, PublisherView, SnapshotCounts};
-pub use topics::{TopicClass, Topics};
-pub use wire::{
-    AlertDetail, BudgetStats, CAMERA_ALERT_SCHEMA, CAMERA_STATUS_SCHEMA, COUNTS_SCHEMA,
-    CameraAlertMessage, CameraLive, CameraState, CameraStatusMessage, CountsMessage, Degraded,
-    DropCounts, EVENT_SCHEMA, EndReason, EventMessage, EventType, FrameSize, LineCountsWire,
-    NODE_STATUS_SCHEMA, NodeOutbox, NodeState, NodeStatusMessage, OutboxStats, STATS_SCHEMA,
-    SentStats, SnapshotOmitted, SnapshotRef, StatsMessage, StreamDesc, WireBox, WireCounter,
-    ZONE_ALERT_SCHEMA, ZoneAlertMessage, ZoneCountsWire, rfc3339,
-};
+pub use stats::{BudgetView, PublishStats, PublisherView};
 
 use client::{Link, drive};
 use pump::{PUBLISH_OVERHEAD, pump};
@@ -473,7 +472,7 @@ impl Publisher {
         let snapshot = snapshot.map(|s| self.fit(camera, &snap_topic, s));
         let counted = snapshot.as_ref().map(SnapshotOutcome::result);
         let (picture, omitted) = snapshot.map(SnapshotOutcome::split).unwrap_or_default();
-        let snap_ref = picture.as_ref().map(|s| SnapshotRef::new(snap_topic, s));
+        let snap_ref = picture.as_ref().map(|s| wire::snapshot_ref(snap_topic, s));
         let o = self.origin(camera);
         let mut msg = wire::event_message(o, seq, id.clone(), rec, snap_ref, omitted);
         let body = json(&msg)?;
@@ -606,7 +605,7 @@ impl Publisher {
             time: rfc3339(rec.time),
             snapshot: picture
                 .as_ref()
-                .map(|s| SnapshotRef::new(snap_topic.clone(), s)),
+                .map(|s| wire::snapshot_ref(snap_topic.clone(), s)),
             snapshot_omitted: omitted.map(SnapshotOmitted::from),
         };
         let body = json(&msg)?;

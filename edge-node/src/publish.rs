@@ -1,8 +1,10 @@
 //! MQTT: the topic tree, the JSON wire schema and the client.
 //!
-//! This is the only module that knows topic names and wire types. Internal
-//! types (`events::EventAction`, `snapshot::Snapshot`) are converted here,
-//! explicitly, so the wire schema can be versioned on its own.
+//! This is the only module of the node that knows topic names and wire types;
+//! both are defined in the `edge_wire` crate (shared with the centre) and
+//! re-exported here. Internal types (`events::EventAction`,
+//! `snapshot::Snapshot`) are converted here, explicitly, so the wire schema can
+//! be versioned on its own.
 //!
 //! Topic tree (a public contract; see README "MQTT contract"):
 //!
@@ -23,8 +25,8 @@
 //! (see `docs/outbox.md`). Status messages are retained and re-announced after
 //! every connect instead.
 //!
-//! One job per file: `topics` (the tree above), `wire` (schema ids, message
-//! types, conversion from internal forms), `record` (what the node hands
+//! One job per file: `wire` (conversion from internal forms into the
+//! `edge_wire` message types), `record` (what the node hands
 //! over: [`EventRecord`], [`SnapshotOutcome`]), `client` (MQTT options, the
 //! event-loop task, pkid ↔ outbox key), `pump` (outbox → client), `stats`
 //! (byte and snapshot counters, `edge-stats/3`), [`outbox`] (the durable

@@ -66,3 +66,47 @@ fn every_test_and_bench_file_is_declared_in_the_manifest() {
     assert!(declared(&manifest, "test").contains("../tests/manifest.rs"));
     assert!(!declared(&manifest, "bench").is_empty());
 }
+
+/// The crates `edge-wire` may depend on: small and pure, so that a program
+/// that only reads the wire contract (the centre) does not pull in
+/// GStreamer, ONNX Runtime, tokio or an MQTT client.
+const WIRE_ALLOWED: [&str; 3] = ["serde", "serde_json", "humantime"];
+
+/// Every crate a dependent of the manifest builds: `[dependencies]` and
+/// `[build-dependencies]`, also per `[target.'cfg(..)']` (dev-dependencies are
+/// only built for the crate's own tests).
+fn built_dependencies(manifest: &toml::Table) -> BTreeSet<String> {
+    let tables = |t: &toml::Table| -> Vec<String> {
+        ["dependencies", "build-dependencies"]
+            .iter()
+            .filter_map(|k| t.get(*k).and_then(toml::Value::as_table))
+            .flat_map(|d| d.keys().cloned())
+            .collect()
+    };
+    let mut deps: BTreeSet<String> = tables(manifest).into_iter().collect();
+    let targets = manifest.get("target").and_then(toml::Value::as_table);
+    for t in targets.into_iter().flat_map(|t| t.values()) {
+        if let Some(t) = t.as_table() {
+            deps.extend(tables(t));
+        }
+    }
+    deps
+}
+
+#[test]
+fn the_wire_crate_depends_only_on_small_pure_crates() {
+    let path = repo().join("edge-wire/Cargo.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let manifest: toml::Table = toml::from_str(&text).unwrap();
+    let deps = built_dependencies(&manifest);
+    assert!(deps.contains("serde"), "edge-wire without serde? {deps:?}");
+    let extra: Vec<&String> = deps
+        .iter()
+        .filter(|d| !WIRE_ALLOWED.contains(&d.as_str()))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "edge-wire/Cargo.toml depends on {extra:?}: the wire contract may use only \
+         {WIRE_ALLOWED:?}; move whatever needs more into edge-node (publish/wire.rs)"
+    );
+}

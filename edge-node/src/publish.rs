@@ -1,8 +1,10 @@
 //! MQTT: the topic tree, the JSON wire schema and the client.
 //!
-//! This is the only module that knows topic names and wire types. Internal
-//! types (`events::EventAction`, `snapshot::Snapshot`) are converted here,
-//! explicitly, so the wire schema can be versioned on its own.
+//! This is the only module of the node that knows topic names and wire types;
+//! both are defined in the `edge_wire` crate (shared with the centre) and
+//! re-exported here. Internal types (`events::EventAction`,
+//! `snapshot::Snapshot`) are converted here, explicitly, so the wire schema can
+//! be versioned on its own.
 //!
 //! Topic tree (a public contract; see README "MQTT contract"):
 //!
@@ -23,8 +25,8 @@
 //! (see `docs/outbox.md`). Status messages are retained and re-announced after
 //! every connect instead.
 //!
-//! One job per file: `topics` (the tree above), `wire` (schema ids, message
-//! types, conversion from internal forms), `record` (what the node hands
+//! One job per file: `wire` (conversion from internal forms into the
+//! `edge_wire` message types), `record` (what the node hands
 //! over: [`EventRecord`], [`SnapshotOutcome`]), `client` (MQTT options, the
 //! event-loop task, pkid ↔ outbox key), `pump` (outbox → client), `stats`
 //! (byte and snapshot counters, `edge-stats/3`), [`outbox`] (the durable
@@ -40,7 +42,6 @@ mod client;
 mod pump;
 mod record;
 mod stats;
-mod topics;
 mod wire;
 
 use std::collections::{BTreeMap, HashMap};
@@ -56,19 +57,19 @@ use tokio::task::JoinHandle;
 use crate::rules::CountsReport;
 
 pub use client::{BrokerProbe, mqtt_options, probe_broker, tls_config};
+pub use edge_wire::{
+    AlertDetail, BudgetStats, CAMERA_ALERT_SCHEMA, CAMERA_STATUS_SCHEMA, COUNTS_SCHEMA,
+    CameraAlertMessage, CameraLive, CameraState, CameraStats, CameraStatusMessage, ClassBytes,
+    CountsMessage, Degraded, DropCounts, EVENT_SCHEMA, EndReason, EventMessage, EventType,
+    FrameSize, LineCountsWire, NODE_STATUS_SCHEMA, NodeOutbox, NodeState, NodeStatusMessage,
+    OutboxStats, STATS_SCHEMA, SentStats, SnapshotCounts, SnapshotOmitted, SnapshotRef,
+    StatsMessage, StreamDesc, TopicClass, Topics, WireBox, WireCounter, ZONE_ALERT_SCHEMA,
+    ZoneAlertMessage, ZoneCountsWire, rfc3339,
+};
 pub use record::{
     CameraAlertRecord, EventRecord, OmitReason, SnapshotOutcome, SnapshotPayload, ZoneAlertRecord,
 };
-pub use stats::{BudgetView, CameraStats, ClassBytes, PublishStats, PublisherView, SnapshotCounts};
-pub use topics::{TopicClass, Topics};
-pub use wire::{
-    AlertDetail, BudgetStats, CAMERA_ALERT_SCHEMA, CAMERA_STATUS_SCHEMA, COUNTS_SCHEMA,
-    CameraAlertMessage, CameraLive, CameraState, CameraStatusMessage, CountsMessage, Degraded,
-    DropCounts, EVENT_SCHEMA, EndReason, EventMessage, EventType, FrameSize, LineCountsWire,
-    NODE_STATUS_SCHEMA, NodeOutbox, NodeState, NodeStatusMessage, OutboxStats, STATS_SCHEMA,
-    SentStats, SnapshotOmitted, SnapshotRef, StatsMessage, StreamDesc, WireBox, WireCounter,
-    ZONE_ALERT_SCHEMA, ZoneAlertMessage, ZoneCountsWire, rfc3339,
-};
+pub use stats::{BudgetView, PublishStats, PublisherView};
 
 use client::{Link, drive};
 use pump::{PUBLISH_OVERHEAD, pump};
@@ -473,7 +474,7 @@ impl Publisher {
         let snapshot = snapshot.map(|s| self.fit(camera, &snap_topic, s));
         let counted = snapshot.as_ref().map(SnapshotOutcome::result);
         let (picture, omitted) = snapshot.map(SnapshotOutcome::split).unwrap_or_default();
-        let snap_ref = picture.as_ref().map(|s| SnapshotRef::new(snap_topic, s));
+        let snap_ref = picture.as_ref().map(|s| wire::snapshot_ref(snap_topic, s));
         let o = self.origin(camera);
         let mut msg = wire::event_message(o, seq, id.clone(), rec, snap_ref, omitted);
         let body = json(&msg)?;
@@ -606,7 +607,7 @@ impl Publisher {
             time: rfc3339(rec.time),
             snapshot: picture
                 .as_ref()
-                .map(|s| SnapshotRef::new(snap_topic.clone(), s)),
+                .map(|s| wire::snapshot_ref(snap_topic.clone(), s)),
             snapshot_omitted: omitted.map(SnapshotOmitted::from),
         };
         let body = json(&msg)?;

@@ -18,9 +18,9 @@ use rumqttc::v5::{ConnectionError, Event, EventLoop, MqttOptions};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::wire::{CameraStatusMessage, NodeState};
 use super::{PublishError, Publisher, node_status};
 use crate::config::{BrokerUrl, MqttSection};
+use edge_wire::{CameraStatusMessage, NodeState};
 
 fn read_pem(what: &'static str, p: &std::path::Path) -> Result<Vec<u8>, PublishError> {
     std::fs::read(p).map_err(|source| PublishError::ReadPem {

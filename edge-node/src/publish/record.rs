@@ -5,9 +5,9 @@
 
 use std::time::SystemTime;
 
-use super::wire::{AlertDetail, EventType};
 use crate::budget::Step;
 use crate::frame::BBox;
+use edge_wire::{AlertDetail, EventType};
 
 /// What `node` hands over for one lifecycle message (internal form).
 #[derive(Clone, Debug)]

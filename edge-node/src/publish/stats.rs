@@ -6,85 +6,27 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+use edge_wire::{
+    BudgetStats, CameraState, CameraStats, ClassBytes, OutboxStats, STATS_SCHEMA, SentStats,
+    SnapshotCounts, StatsMessage, TopicClass, rfc3339,
+};
 
 use super::Publisher;
 use super::record::OmitReason;
-use super::topics::TopicClass;
-use super::wire::{
-    BudgetStats, CameraState, OutboxStats, STATS_SCHEMA, SentStats, StatsMessage, rfc3339,
-};
 use crate::budget::Step;
 
-/// Payload bytes sent per class of traffic (`edge-stats/3`).
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ClassBytes {
-    pub events: u64,
-    pub alerts: u64,
-    pub snapshots: u64,
-    pub counts: u64,
-    pub status: u64,
-    pub stats: u64,
-}
-
-impl ClassBytes {
-    pub(super) fn add(&mut self, class: TopicClass, n: u64) {
-        let slot = match class {
-            TopicClass::Events => &mut self.events,
-            TopicClass::Alerts => &mut self.alerts,
-            TopicClass::Snapshots => &mut self.snapshots,
-            TopicClass::Counts => &mut self.counts,
-            TopicClass::Status => &mut self.status,
-            TopicClass::Stats => &mut self.stats,
-        };
-        *slot += n;
+/// Count what became of a snapshot that was due.
+fn count_outcome(c: &mut SnapshotCounts, outcome: Result<Step, OmitReason>) {
+    match outcome {
+        Ok(Step::Full) => c.full += 1,
+        Ok(Step::Quality) => c.quality += 1,
+        Ok(Step::Height) => c.height += 1,
+        Ok(Step::Crop) => c.crop += 1,
+        Err(OmitReason::Budget) => c.omitted_budget += 1,
+        Err(OmitReason::Privacy) => c.omitted_privacy += 1,
+        Err(OmitReason::TooLarge) => c.omitted_too_large += 1,
+        Err(OmitReason::Error) => {}
     }
-
-    pub fn total(&self) -> u64 {
-        self.events + self.alerts + self.snapshots + self.counts + self.status + self.stats
-    }
-}
-
-/// Snapshots of one camera by what the budget made of them (`edge-stats/3`).
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SnapshotCounts {
-    /// Sent at the configured quality.
-    pub full: u64,
-    /// Sent degraded, per step.
-    pub quality: u64,
-    pub height: u64,
-    pub crop: u64,
-    /// Due but not sent because the budget was spent.
-    pub omitted_budget: u64,
-    /// Due but withheld for privacy (face model unusable).
-    pub omitted_privacy: u64,
-    /// Due but larger than the MQTT packet limit.
-    #[serde(default)]
-    pub omitted_too_large: u64,
-}
-
-impl SnapshotCounts {
-    /// Count what became of a snapshot that was due.
-    pub(super) fn count(&mut self, outcome: Result<Step, OmitReason>) {
-        match outcome {
-            Ok(Step::Full) => self.full += 1,
-            Ok(Step::Quality) => self.quality += 1,
-            Ok(Step::Height) => self.height += 1,
-            Ok(Step::Crop) => self.crop += 1,
-            Err(OmitReason::Budget) => self.omitted_budget += 1,
-            Err(OmitReason::Privacy) => self.omitted_privacy += 1,
-            Err(OmitReason::TooLarge) => self.omitted_too_large += 1,
-            Err(OmitReason::Error) => {}
-        }
-    }
-}
-
-/// Per-camera part of `edge-stats/3`.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CameraStats {
-    /// Payload bytes handed to the broker, per class.
-    pub bytes: ClassBytes,
-    pub snapshots: SnapshotCounts,
 }
 
 /// Counters shared with the event loop task.
@@ -140,11 +82,8 @@ impl Publisher {
         let Ok(mut t) = self.shared.traffic.lock() else {
             return;
         };
-        t.cameras
-            .entry(camera.to_string())
-            .or_default()
-            .snapshots
-            .count(outcome);
+        let camera = t.cameras.entry(camera.to_string()).or_default();
+        count_outcome(&mut camera.snapshots, outcome);
     }
 
     fn stats_message(&self) -> StatsMessage {

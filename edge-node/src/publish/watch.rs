@@ -17,7 +17,9 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop};
 
-use super::{EventType, PublishError, rfc3339};
+use edge_wire::{EventType, rfc3339};
+
+use super::PublishError;
 use crate::config::{BrokerUrl, MqttSection};
 pub use lines::{Kind, Line, describe, format_counts, format_event, format_zone_alert};
 

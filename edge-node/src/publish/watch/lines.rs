@@ -13,7 +13,7 @@
 
 use serde_json::Value;
 
-use super::super::{CountsMessage, EventMessage, EventType, SnapshotRef, ZoneAlertMessage};
+use edge_wire::{CountsMessage, EventMessage, EventType, SnapshotRef, ZoneAlertMessage};
 
 /// What a message was, for the watcher's summary and its stop condition.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -9,6 +9,8 @@ pub struct Topics {
 }
 
 impl Topics {
+    /// The tree of node `node` in `district`, under `prefix` (a trailing
+    /// `/` is ignored).
     pub fn new(prefix: &str, district: &str, node: &str) -> Self {
         Self {
             base: format!("{}/{district}/{node}", prefix.trim_end_matches('/')),

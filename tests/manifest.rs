@@ -110,3 +110,22 @@ fn the_wire_crate_depends_only_on_small_pure_crates() {
          {WIRE_ALLOWED:?}; move whatever needs more into edge-node (publish/wire.rs)"
     );
 }
+
+/// The centre speaks the wire contract only: it must not pull in GStreamer,
+/// ONNX Runtime or the node (a centre host needs neither a video stack nor
+/// an inference runtime).
+#[test]
+fn the_centre_does_not_depend_on_the_video_or_inference_stack() {
+    let path = repo().join("edge-centre/Cargo.toml");
+    let manifest: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let deps = built_dependencies(&manifest);
+    assert!(deps.contains("edge-wire"), "{deps:?}");
+    let banned: Vec<&String> = deps
+        .iter()
+        .filter(|d| d.starts_with("gstreamer") || d.starts_with("ort") || *d == "edge-node")
+        .collect();
+    assert!(
+        banned.is_empty(),
+        "edge-centre/Cargo.toml depends on {banned:?}: the centre must build without GStreamer and ONNX Runtime"
+    );
+}

@@ -11,4 +11,4 @@ mod messages;
 mod topics;
 
 pub use messages::*;
-pub use topics::{TopicClass, Topics};
+pub use topics::{Address, TopicClass, Topics, parse as parse_topic};

@@ -77,6 +77,62 @@ impl Topics {
     }
 }
 
+/// A topic of the tree read back: who published it and what it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Address<'a> {
+    pub district: &'a str,
+    pub node: &'a str,
+    /// `None` for the node's own topics (`status`, `stats`).
+    pub camera: Option<&'a str>,
+    pub class: TopicClass,
+    /// The object id of a snapshot topic (`…/snapshot/{id}`).
+    pub snapshot_of: Option<&'a str>,
+}
+
+/// Reads `topic` back into its district, node, camera and class, if it is a
+/// topic of the tree under `prefix` (a trailing `/` is ignored); `None` for
+/// anything else. The inverse of [`Topics`].
+pub fn parse<'a>(prefix: &str, topic: &'a str) -> Option<Address<'a>> {
+    let rest = topic
+        .strip_prefix(prefix.trim_end_matches('/'))?
+        .strip_prefix('/')?;
+    let mut parts = rest.splitn(4, '/');
+    let district = parts.next().filter(|s| !s.is_empty())?;
+    let node = parts.next().filter(|s| !s.is_empty())?;
+    let third = parts.next()?;
+    let addr = |camera, class, snapshot_of| {
+        Some(Address {
+            district,
+            node,
+            camera,
+            class,
+            snapshot_of,
+        })
+    };
+    let Some(fourth) = parts.next() else {
+        return match third {
+            "status" => addr(None, TopicClass::Status, None),
+            "stats" => addr(None, TopicClass::Stats, None),
+            _ => None,
+        };
+    };
+    if third.is_empty() {
+        return None;
+    }
+    let camera = Some(third);
+    match fourth {
+        "status" => addr(camera, TopicClass::Status, None),
+        "events" => addr(camera, TopicClass::Events, None),
+        "alerts" => addr(camera, TopicClass::Alerts, None),
+        "counts" => addr(camera, TopicClass::Counts, None),
+        s => {
+            let id = s.strip_prefix("snapshot/")?;
+            (!id.is_empty() && !id.contains('/'))
+                .then(|| addr(camera, TopicClass::Snapshots, Some(id)))?
+        }
+    }
+}
+
 /// Classes of traffic counted in `edge-stats/3`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TopicClass {
@@ -121,6 +177,51 @@ mod tests {
             "hanoi/hoan-kiem/box-1//status".to_string(),
         ] {
             assert_eq!(t.status_camera(&other), None, "{other}");
+        }
+    }
+    /// Every topic the tree builds reads back to its parts; others do not.
+    #[test]
+    fn parse_reads_back_every_topic() {
+        let t = Topics::new("hanoi", "hoan-kiem", "box-1");
+        let ev = t.events("cam-1");
+        let a = parse("hanoi/", &ev).unwrap();
+        assert_eq!(
+            (a.district, a.node, a.camera, a.class),
+            ("hoan-kiem", "box-1", Some("cam-1"), TopicClass::Events)
+        );
+        assert_eq!(
+            parse("hanoi", &t.alerts("c")).unwrap().class,
+            TopicClass::Alerts
+        );
+        assert_eq!(
+            parse("hanoi", &t.counts("c")).unwrap().class,
+            TopicClass::Counts
+        );
+        assert_eq!(
+            parse("hanoi", &t.camera_status("c")).unwrap().camera,
+            Some("c")
+        );
+        let ns = t.node_status();
+        let n = parse("hanoi", &ns).unwrap();
+        assert_eq!((n.camera, n.class), (None, TopicClass::Status));
+        assert_eq!(parse("hanoi", &t.stats()).unwrap().class, TopicClass::Stats);
+        let st = t.snapshot("c", "box-1.c.1a.7");
+        let s = parse("hanoi", &st).unwrap();
+        assert_eq!(
+            (s.class, s.snapshot_of),
+            (TopicClass::Snapshots, Some("box-1.c.1a.7"))
+        );
+        for bad in [
+            "other/hoan-kiem/box-1/c/events",
+            "hanoi/hoan-kiem/box-1/c/whatever",
+            "hanoi/hoan-kiem/box-1/c/events/x",
+            "hanoi/hoan-kiem/box-1/c/snapshot/",
+            "hanoi/hoan-kiem/box-1//events",
+            "hanoi//box-1/status",
+            "hanoi/hoan-kiem/box-1",
+            "hanoiX/hoan-kiem/box-1/status",
+        ] {
+            assert_eq!(parse("hanoi", bad), None, "{bad}");
         }
     }
 }

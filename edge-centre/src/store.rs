@@ -1,0 +1,255 @@
+//! Storage of ingested messages behind one trait ([`Store`]), so SQLite (the
+//! embedded default) and other databases pass the same tests.
+//!
+//! A batch is committed in one transaction; inserting the same message
+//! twice is a no-op (the keys are the node's own: node, camera and `seq`
+//! for events, the message id for alerts, the interval for counts).
+
+pub mod sqlite;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::decode::{Origin, Record, Rejected};
+
+/// One row to commit.
+#[derive(Clone, Debug)]
+pub enum Row {
+    /// Any decoded message but a snapshot.
+    Message(Box<Record>),
+    /// A snapshot whose file is already durable in the snapshot store.
+    Snapshot {
+        origin: Origin,
+        topic: String,
+        sha256: String,
+        bytes: u64,
+    },
+    /// A message skipped, and why.
+    Rejected {
+        topic: String,
+        reason: Rejected,
+        bytes: u64,
+    },
+}
+
+/// A row and when the centre received it.
+#[derive(Clone, Debug)]
+pub struct Item {
+    pub received: SystemTime,
+    pub row: Row,
+}
+
+/// What a commit did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Rows written.
+    pub inserted: u64,
+    /// Messages already stored (a redelivery).
+    pub duplicates: u64,
+}
+
+/// Row counts, for the tests and `edge-centre stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub events: u64,
+    pub alerts: u64,
+    pub counts: u64,
+    pub snapshots: u64,
+    pub cameras: u64,
+    pub nodes: u64,
+    pub rejected: u64,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {path}: {source}")]
+    Open {
+        path: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("database error: {0}")]
+    Db(Box<dyn std::error::Error + Send + Sync>),
+    #[error(
+        "the database schema is version {found}, newer than this edge-centre knows ({known}): upgrade edge-centre"
+    )]
+    TooNew { found: i64, known: i64 },
+}
+
+/// A database the centre stores into. Used from one writer thread.
+pub trait Store: Send {
+    /// Commits every row in one transaction, or none.
+    fn commit(&mut self, items: &[Item]) -> Result<Committed, StoreError>;
+    /// How many rows each table holds.
+    fn totals(&mut self) -> Result<Totals, StoreError>;
+    /// Every stored event's (node, camera, seq), in order.
+    fn event_keys(&mut self) -> Result<Vec<(String, String, u64)>, StoreError>;
+    /// The incident rows of the review queue as (alert id, kind, camera),
+    /// newest first.
+    fn alerts(&mut self) -> Result<Vec<(String, String, String)>, StoreError>;
+    /// Rejected messages as (topic, reason), oldest first.
+    fn rejected(&mut self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Every camera's current state as (node, camera, state).
+    fn camera_states(&mut self) -> Result<Vec<(String, String, String)>, StoreError>;
+}
+
+/// Milliseconds since the epoch.
+pub fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis()
+        .try_into()
+        .unwrap_or(i64::MAX)
+}
+
+/// An RFC 3339 time of the wire in milliseconds since the epoch (`None`
+/// when it does not parse).
+pub fn wire_millis(s: &str) -> Option<i64> {
+    humantime::parse_rfc3339_weak(s).ok().map(millis)
+}
+
+/// How urgent an alert kind is, for the review queue's colours and order.
+pub fn severity(kind: &str) -> &'static str {
+    match kind {
+        "wrong_way" | "crowding" | "black" | "moved" => "high",
+        "loitering" | "frozen" | "blurred" => "medium",
+        _ => "low",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_times_are_read_to_the_millisecond() {
+        assert_eq!(wire_millis("1970-01-01T00:00:01.250Z"), Some(1250));
+        assert_eq!(wire_millis("yesterday"), None);
+    }
+}
+
+/// The behaviour every [`Store`] must have: run against each backend by its
+/// own tests (`store::sqlite::tests`).
+#[cfg(test)]
+pub(crate) mod contract {
+    use super::*;
+    use crate::decode::decode;
+
+    const MAX: usize = 1 << 20;
+
+    fn item(topic: &str, json: &str) -> Item {
+        let row = match decode("edge", topic, json.as_bytes(), MAX) {
+            Ok(Some(r)) => Row::Message(Box::new(r)),
+            other => panic!("{topic}: {other:?}"),
+        };
+        Item {
+            received: SystemTime::now(),
+            row,
+        }
+    }
+
+    pub fn event(seq: u64, track: u64, kind: &str, alerts: &str) -> String {
+        format!(
+            r#"{{"schema":"edge-event/4","id":"box-1.cam-1.19a.{track}","seq":{seq},"type":"{kind}","node":"box-1","district":"d1","camera":"cam-1","label":"person","class_id":0,"track_id":{track},"score":0.8,"top_score":0.8,"start_time":"2026-12-07T08:00:00.000Z","end_time":null,"frame_time":"2026-12-07T08:00:0{seq}.000Z","box":{{"x1":0.1,"y1":0.1,"x2":0.2,"y2":0.3}},"frame_size":{{"width":640,"height":480}},"snapshot":null,"snapshot_omitted":null,"current_zones":[],"entered_zones":[],"stationary":false,"alerts":[{alerts}],"alert":null,"end_reason":null}}"#
+        )
+    }
+
+    fn camera_alert(seq: u64, kind: &str, time: &str) -> String {
+        format!(
+            r#"{{"schema":"edge-camera-alert/1","id":"box-1.cam-1.19a.c{seq}","seq":{seq},"node":"box-1","district":"d1","camera":"cam-1","kind":"{kind}","time":"{time}","t":1.0,"duration_s":10.0,"score":0.0,"threshold":8.0,"health":[]}}"#
+        )
+    }
+
+    fn camera_status(state: &str, time: &str) -> String {
+        format!(
+            r#"{{"schema":"edge-camera-status/3","node":"box-1","camera":"cam-1","state":"{state}","since":"{time}","time":"{time}","last_error":null,"detail":null,"frames":1,"frames_analysed":1,"frames_dropped":0,"drops":{{"queue_full":0,"inference_failed":0}},"fps_in":5.0,"fps_analysed":5.0,"last_frame_age_s":0.1,"reconnects":0,"retry_attempt":0,"outage_since":null,"outage_s":null,"stream":null,"health":[]}}"#
+        )
+    }
+
+    const EV: &str = "edge/d1/box-1/cam-1/events";
+    const AL: &str = "edge/d1/box-1/cam-1/alerts";
+    const ST: &str = "edge/d1/box-1/cam-1/status";
+
+    /// The same message twice (a redelivery, or an object alert's copy on
+    /// `/alerts`) is stored once, in the same batch or a later one.
+    pub fn redelivery_is_stored_once(s: &mut dyn Store) {
+        let a = item(EV, &event(1, 7, "new", ""));
+        let b = item(EV, &event(2, 7, "update", r#""loitering""#));
+        let b_copy = item(AL, &event(2, 7, "update", r#""loitering""#));
+        let c = s.commit(&[a.clone(), b, b_copy]).unwrap();
+        assert_eq!(
+            c,
+            Committed {
+                inserted: 2,
+                duplicates: 1
+            }
+        );
+        let c = s.commit(&[a]).unwrap();
+        assert_eq!(
+            c,
+            Committed {
+                inserted: 0,
+                duplicates: 1
+            }
+        );
+        let keys = s.event_keys().unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(
+            s.alerts().unwrap().len(),
+            1,
+            "one incident for the loitering object"
+        );
+    }
+
+    /// A tamper alarm is one incident from raised to cleared; raised again
+    /// it is a new one.
+    pub fn a_cleared_alarm_closes_its_incident(s: &mut dyn Store) {
+        s.commit(&[
+            item(AL, &camera_alert(1, "black", "2026-12-07T08:00:00.000Z")),
+            item(
+                AL,
+                &camera_alert(2, "black_cleared", "2026-12-07T08:01:00.000Z"),
+            ),
+            item(AL, &camera_alert(3, "black", "2026-12-07T08:02:00.000Z")),
+        ])
+        .unwrap();
+        let alerts = s.alerts().unwrap();
+        assert_eq!(alerts.len(), 2, "{alerts:?}");
+        assert!(alerts.iter().all(|(_, kind, _)| kind == "black"));
+    }
+
+    /// A camera status older than the stored one (a late redelivery of a
+    /// retained message) does not roll the camera's state back.
+    pub fn an_old_status_does_not_roll_back(s: &mut dyn Store) {
+        s.commit(&[item(
+            ST,
+            &camera_status("reconnecting", "2026-12-07T08:05:00.000Z"),
+        )])
+        .unwrap();
+        s.commit(&[item(
+            ST,
+            &camera_status("streaming", "2026-12-07T08:00:00.000Z"),
+        )])
+        .unwrap();
+        assert_eq!(
+            s.camera_states().unwrap(),
+            vec![("box-1".into(), "cam-1".into(), "reconnecting".into())]
+        );
+    }
+
+    /// A skipped message is kept with its topic and reason.
+    pub fn rejected_rows_are_kept_with_their_reason(s: &mut dyn Store) {
+        s.commit(&[Item {
+            received: SystemTime::now(),
+            row: Row::Rejected {
+                topic: "edge/x".into(),
+                reason: Rejected::OutsideTree,
+                bytes: 3,
+            },
+        }])
+        .unwrap();
+        assert_eq!(
+            s.rejected().unwrap(),
+            vec![("edge/x".to_string(), "outside_tree".to_string())]
+        );
+    }
+}

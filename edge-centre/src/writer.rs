@@ -1,0 +1,172 @@
+//! The writer thread: takes received messages off a bounded queue, decodes
+//! them, writes snapshot files, commits a batch in one transaction and only
+//! then hands the batch's acknowledgement tokens back to the ingest. A batch
+//! that cannot be committed is retried with backoff and never acknowledged,
+//! so a crash or a database outage loses nothing (the broker redelivers).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc::{Receiver, error::TryRecvError};
+use tracing::{debug, error, info, warn};
+
+use crate::decode::{self, Record};
+use crate::snapshots::Snapshots;
+use crate::store::{Item, Row, Store};
+
+/// A message as received, with the token that acknowledges it.
+pub struct Incoming<T> {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub received: SystemTime,
+    pub token: T,
+}
+
+/// Counters of the ingest (all since start).
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub received: AtomicU64,
+    pub stored: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub rejected: AtomicU64,
+    pub batches: AtomicU64,
+    pub commit_failures: AtomicU64,
+}
+
+pub struct Writer {
+    pub store: Box<dyn Store>,
+    pub snapshots: Snapshots,
+    pub prefix: String,
+    pub max_payload: usize,
+    pub batch_max: usize,
+    pub batch_wait: Duration,
+    pub stats: Arc<IngestStats>,
+    /// Set to stop retrying a failing commit (shutdown); the batch is then
+    /// left unacknowledged.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Writer {
+    /// Runs until the queue's senders are gone and it is drained (or `stop`
+    /// is set while a commit keeps failing).
+    pub fn run<T>(mut self, mut rx: Receiver<Incoming<T>>, mut ack: impl FnMut(Vec<T>)) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            let start = Instant::now();
+            while batch.len() < self.batch_max {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(TryRecvError::Empty) if start.elapsed() < self.batch_wait => {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(_) => break,
+                }
+            }
+            let (items, tokens) = self.rows(batch);
+            if !self.commit(&items) {
+                info!("writer stopped with a batch not committed (it will be redelivered)");
+                return;
+            }
+            ack(tokens);
+        }
+        debug!("writer queue closed and drained");
+    }
+
+    /// Decodes a batch into rows (snapshot files written and synced).
+    fn rows<T>(&mut self, batch: Vec<Incoming<T>>) -> (Vec<Item>, Vec<T>) {
+        let st = &self.stats;
+        st.received.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let mut items = Vec::with_capacity(batch.len());
+        let mut tokens = Vec::with_capacity(batch.len());
+        for m in batch {
+            tokens.push(m.token);
+            let bytes = m.payload.len() as u64;
+            let row = match decode::decode(&self.prefix, &m.topic, &m.payload, self.max_payload) {
+                Ok(None) => continue,
+                Ok(Some(Record::Snapshot {
+                    origin,
+                    topic,
+                    jpeg,
+                    ..
+                })) => match self.put_snapshot(&jpeg) {
+                    Some(sha256) => Row::Snapshot {
+                        origin,
+                        topic,
+                        sha256,
+                        bytes,
+                    },
+                    None => continue,
+                },
+                Ok(Some(r)) => Row::Message(Box::new(r)),
+                Err(reason) => {
+                    st.rejected.fetch_add(1, Ordering::Relaxed);
+                    warn!(topic = %m.topic, bytes, reason = reason.kind(), "message skipped: {reason}");
+                    Row::Rejected {
+                        topic: m.topic,
+                        reason,
+                        bytes,
+                    }
+                }
+            };
+            items.push(Item {
+                received: m.received,
+                row,
+            });
+        }
+        (items, tokens)
+    }
+
+    /// Writes a snapshot file, retrying with backoff until it works or the
+    /// writer stops (`None`).
+    fn put_snapshot(&self, jpeg: &[u8]) -> Option<String> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.snapshots.put(jpeg) {
+                Ok(sha) => return Some(sha),
+                Err(e) => {
+                    error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot write a snapshot");
+                    if self.stop.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Commits, retrying with backoff; `false` if stopped before it worked.
+    fn commit(&mut self, items: &[Item]) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        let mut failing = false;
+        loop {
+            match self.store.commit(items) {
+                Ok(c) => {
+                    let st = &self.stats;
+                    st.stored.fetch_add(c.inserted, Ordering::Relaxed);
+                    st.duplicates.fetch_add(c.duplicates, Ordering::Relaxed);
+                    st.batches.fetch_add(1, Ordering::Relaxed);
+                    if failing {
+                        info!(
+                            rows = items.len(),
+                            "database writable again; batch committed"
+                        );
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                    error!(error = %e, rows = items.len(), retry_in_ms = backoff.as_millis() as u64,
+                        "commit failed; nothing of this batch is acknowledged");
+                    failing = true;
+                    if self.stop.load(Ordering::Relaxed) {
+                        return false;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}

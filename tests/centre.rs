@@ -1,0 +1,352 @@
+//! edge-centre with real parts: a real mosquitto on 127.0.0.1, real
+//! `edge-node` processes on the bundled clip, and real `edge-centre`
+//! processes storing into SQLite. The centre's binary is the workspace's
+//! (`cargo test --workspace` builds it next to `edge-node`).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Mosquitto, Proc, Subscriber};
+use edge_centre::config::StorePlan;
+
+fn centre_bin() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_edge-node")).with_file_name("edge-centre");
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace (cargo test --workspace builds it)",
+        p.display()
+    );
+    p
+}
+
+/// A centre config for the broker on `port`, storing under `dir`.
+fn centre_conf(dir: &Path, id: &str, port: u16) -> PathBuf {
+    common::write(
+        dir,
+        &format!("{id}.toml"),
+        &format!(
+            "[centre]\nid = \"{id}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ntopic_prefix = \"edge\"\n\
+             [store]\npath = \"centre.db\"\nbatch_wait_ms = 20\n[snapshots]\ndir = \"snapshots\"\n"
+        ),
+    )
+}
+
+/// Starts `edge-centre run` and waits until it has subscribed.
+fn start_centre(conf: &Path, log: &Path) -> Proc {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let before = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("subscribed")
+        .count();
+    let child = Command::new(centre_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(conf)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(f)
+        .spawn()
+        .expect("start edge-centre");
+    let p = Proc(child);
+    wait_until("the centre subscribed", Duration::from_secs(20), || {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches("subscribed")
+            .count()
+            > before
+    });
+    p
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The demo's pipeline (its clip, detector and scene rules, which raise
+/// alerts within the clip) as node `id` of `district`, publishing to the
+/// broker on `port` under `edge`.
+fn node_pipeline(dir: &Path, id: &str, district: &str, port: u16) -> PathBuf {
+    let demo = std::fs::read_to_string(common::repo().join("pipelines/demo.toml")).unwrap();
+    let text = demo
+        .replace("id = \"demo-box\"", &format!("id = \"{id}\""))
+        .replace("district = \"demo\"", &format!("district = \"{district}\""))
+        .replace(
+            "url = \"embedded\"",
+            &format!("url = \"mqtt://127.0.0.1:{port}\""),
+        )
+        .replace(
+            "url = \"../tests/fixtures/vtest_10s_h264.mp4\"",
+            &format!(
+                "url = \"{}\"",
+                common::fixture("vtest_10s_h264.mp4").display()
+            ),
+        )
+        .replace(
+            "[detector]\n",
+            &format!(
+                "[detector]\nmodel = \"{}\"\n",
+                common::repo()
+                    .join("models/nanodet_g_coco_416.onnx")
+                    .display()
+            ),
+        );
+    assert!(
+        text.contains(&format!("mqtt://127.0.0.1:{port}")),
+        "demo.toml changed shape"
+    );
+    let d = dir.join(id);
+    std::fs::create_dir_all(&d).unwrap();
+    common::write(&d, "pipeline.toml", &text)
+}
+
+/// What the broker delivered: every (node, camera, seq) of `/events`.
+fn truth(sub: &Subscriber) -> BTreeSet<(String, String, u64)> {
+    sub.snapshot()
+        .iter()
+        .filter(|m| m.topic.ends_with("/events"))
+        .map(|m| {
+            let v = m.json();
+            (
+                v["node"].as_str().unwrap().to_string(),
+                v["camera"].as_str().unwrap().to_string(),
+                v["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn store(dir: &Path) -> Box<dyn edge_centre::store::Store> {
+    edge_centre::open_store(&StorePlan::Sqlite {
+        path: dir.join("centre.db"),
+    })
+    .unwrap()
+}
+
+fn stored_keys(dir: &Path) -> Vec<(String, String, u64)> {
+    store(dir).event_keys().unwrap()
+}
+
+/// Runs two nodes on the demo clip; returns when both have ended.
+fn run_two_nodes(dir: &Path, mq: &Mosquitto, during: impl FnOnce()) {
+    let a = node_pipeline(dir, "box-a", "d1", mq.port);
+    let b = node_pipeline(dir, "box-b", "d2", mq.port);
+    let mut na = common::run_node(&a, &dir.join("box-a.log"));
+    let mut nb = common::run_node(&b, &dir.join("box-b.log"));
+    during();
+    for (n, name) in [(&mut na, "box-a"), (&mut nb, "box-b")] {
+        let st = n
+            .wait(Duration::from_secs(90))
+            .unwrap_or_else(|| panic!("{name} did not end"));
+        assert!(
+            st.success(),
+            "{name} failed: see {}",
+            dir.join(format!("{name}.log")).display()
+        );
+    }
+}
+
+/// Fault 1: the centre is stopped for 30 s while two nodes publish, then
+/// restarted: every event reaches the database exactly once (the broker
+/// held them in the centre's persistent session).
+#[test]
+fn a_centre_stopped_for_30_s_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mq = common::mosquitto();
+    let sub = Subscriber::start(mq.port, "edge/+/+/+/events");
+    let conf = centre_conf(dir.path(), "centre-1", mq.port);
+    let log = dir.path().join("centre.log");
+    let mut centre = start_centre(&conf, &log);
+    let stopped_at = std::cell::Cell::new(None);
+    run_two_nodes(dir.path(), &mq, || {
+        std::thread::sleep(Duration::from_secs(3));
+        let st = centre
+            .terminate(Duration::from_secs(20))
+            .expect("the centre stops on SIGTERM");
+        assert!(st.success(), "centre exit: {st:?}");
+        stopped_at.set(Some(Instant::now()));
+    });
+    let before = stored_keys(dir.path()).len();
+    let want = truth(&sub);
+    assert!(
+        want.len() > 20,
+        "the nodes published only {} events",
+        want.len()
+    );
+    let rest = Duration::from_secs(30).saturating_sub(stopped_at.get().unwrap().elapsed());
+    std::thread::sleep(rest);
+    let _centre = start_centre(&conf, &log);
+    wait_until("every event stored", Duration::from_secs(60), || {
+        stored_keys(dir.path()).len() >= want.len()
+    });
+    let got = stored_keys(dir.path());
+    let unique: BTreeSet<_> = got.iter().cloned().collect();
+    assert_eq!(unique.len(), got.len(), "an event stored twice");
+    assert_eq!(
+        unique, want,
+        "stored events differ from what the broker delivered"
+    );
+    assert!(
+        before < want.len(),
+        "the outage did not hold anything back ({before} of {})",
+        want.len()
+    );
+    let t = store(dir.path()).totals().unwrap();
+    assert_eq!((t.nodes, t.cameras), (2, 2), "{t:?}");
+    assert!(
+        t.alerts >= 2,
+        "the demo rules raise alerts on both nodes: {t:?}"
+    );
+    assert!(t.snapshots > 0, "{t:?}");
+    assert_eq!(t.rejected, 0, "{t:?}");
+    let files = walk(&dir.path().join("snapshots"));
+    assert_eq!(files as u64, t.snapshots, "one file per stored snapshot");
+    eprintln!(
+        "fault 1: {} events published, {} stored before the outage, {} after, 0 duplicates; {t:?}",
+        want.len(),
+        before,
+        got.len()
+    );
+}
+
+fn walk(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk(&p)
+                    } else {
+                        usize::from(p.extension().is_some_and(|x| x == "jpg"))
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Fault 4: two centre instances share the subscription; one is killed
+/// with SIGKILL mid-run and restarted: nothing lost, nothing stored twice.
+#[test]
+fn killing_one_of_two_centres_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mq = common::mosquitto();
+    let sub = Subscriber::start(mq.port, "edge/+/+/+/events");
+    let conf_a = centre_conf(dir.path(), "centre-a", mq.port);
+    let conf_b = centre_conf(dir.path(), "centre-b", mq.port);
+    let log_a = dir.path().join("centre-a.log");
+    let mut a = start_centre(&conf_a, &log_a);
+    let _b = start_centre(&conf_b, &dir.path().join("centre-b.log"));
+    let mut a2 = None;
+    run_two_nodes(dir.path(), &mq, || {
+        std::thread::sleep(Duration::from_secs(5));
+        a.0.kill().unwrap();
+        a.0.wait().unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        a2 = Some(start_centre(&conf_a, &log_a));
+    });
+    let want = truth(&sub);
+    wait_until("every event stored", Duration::from_secs(60), || {
+        stored_keys(dir.path()).len() >= want.len()
+    });
+    let got = stored_keys(dir.path());
+    let unique: BTreeSet<_> = got.iter().cloned().collect();
+    assert_eq!(unique.len(), got.len(), "an event stored twice");
+    assert_eq!(unique, want);
+    let a_log = std::fs::read_to_string(&log_a).unwrap();
+    assert!(
+        a_log.contains("session_present=true"),
+        "the restarted instance resumed its session:\n{a_log}"
+    );
+    eprintln!(
+        "fault 4: {} events published, {} stored, 0 duplicates",
+        want.len(),
+        got.len()
+    );
+}
+
+/// Fault 6: bad input on the wire is counted, logged with its topic and
+/// skipped; the next good message is stored.
+#[test]
+fn bad_messages_are_recorded_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mq = common::mosquitto();
+    let conf = centre_conf(dir.path(), "centre-1", mq.port);
+    let log = dir.path().join("centre.log");
+    let _centre = start_centre(&conf, &log);
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![b'x'; 10_000_000]).unwrap();
+    let pubs: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "edge/d1/box-1/cam-1/events",
+            vec!["-m", "{\"schema\": \"edge-event/4\", \"seq\": "],
+        ),
+        (
+            "edge/d1/box-1/cam-1/events",
+            vec!["-m", "{\"schema\":\"edge-event/99\"}"],
+        ),
+        ("edge/d1/box-1/cam-1/weather", vec!["-m", "{}"]),
+        (
+            "edge/d1/box-1/cam-1/events",
+            vec!["-f", big.to_str().unwrap()],
+        ),
+        ("edge/d1/box-1/cam-1/events", vec!["-m", EXAMPLE_EVENT]),
+    ];
+    for (topic, args) in &pubs {
+        let st = Command::new("mosquitto_pub")
+            .args([
+                "-p",
+                &mq.port.to_string(),
+                "-q",
+                "1",
+                "-V",
+                "mqttv5",
+                "-t",
+                topic,
+            ])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mosquitto_pub {topic}");
+    }
+    wait_until("the good event stored", Duration::from_secs(20), || {
+        !stored_keys(dir.path()).is_empty()
+    });
+    let rejected = store(dir.path()).rejected().unwrap();
+    let reasons: Vec<(&str, &str)> = rejected
+        .iter()
+        .map(|(t, r)| (t.as_str(), r.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            ("edge/d1/box-1/cam-1/events", "not_json"),
+            ("edge/d1/box-1/cam-1/events", "unknown_schema"),
+            ("edge/d1/box-1/cam-1/weather", "outside_tree"),
+            ("edge/d1/box-1/cam-1/events", "too_large"),
+        ]
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    for needle in [
+        "message skipped: not JSON",
+        "unknown schema \"edge-event/99\"",
+        "topic=edge/d1/box-1/cam-1/weather",
+        "payload of 10000000 bytes is over the limit",
+    ] {
+        assert!(text.contains(needle), "log lacks {needle:?}:\n{text}");
+    }
+}
+
+const EXAMPLE_EVENT: &str = r#"{"schema":"edge-event/4","id":"box-1.cam-1.19a.7","seq":1,"type":"new","node":"box-1","district":"d1","camera":"cam-1","label":"person","class_id":0,"track_id":7,"score":0.8,"top_score":0.8,"start_time":"2026-12-07T08:00:00.000Z","end_time":null,"frame_time":"2026-12-07T08:00:00.000Z","box":{"x1":0.1,"y1":0.1,"x2":0.2,"y2":0.3},"frame_size":{"width":640,"height":480},"snapshot":null,"snapshot_omitted":null,"current_zones":[],"entered_zones":[],"stationary":false,"alerts":[],"alert":null,"end_reason":null}"#;

@@ -3,7 +3,8 @@
 # Debian 12 / Ubuntu 24.04:
 #
 #   1. installs the missing apt packages (GStreamer dev + plugins, mosquitto,
-#      prometheus (tests/metrics.rs scrapes the node with it),
+#      prometheus (tests/metrics.rs scrapes the node with it), postgresql
+#      (tests/centre.rs),
 #      pkg-config, libssl-dev; python3-venv only when `python3 -m venv` fails),
 #   2. checks for cargo and GStreamer >= 1.22,
 #   3. fetches libonnxruntime into third_party/onnxruntime (scripts/fetch-onnxruntime.sh),
@@ -40,6 +41,9 @@ packages=(
 )
 # systemd-analyze checks packaging/edge-node.service (tests/health.rs).
 packages+=(systemd)
+# The centre's PostgreSQL store: tests/centre.rs starts its own cluster
+# (initdb in a temporary folder, 127.0.0.1 only).
+packages+=(postgresql)
 
 # A C linker: rustup does not bring one, and build scripts compile C.
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)

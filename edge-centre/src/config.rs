@@ -103,6 +103,8 @@ impl Default for MqttSection {
 struct StoreSection {
     kind: String,
     path: PathBuf,
+    url: Option<String>,
+    password_env: String,
     batch_max: usize,
     batch_wait_ms: u64,
 }
@@ -112,6 +114,8 @@ impl Default for StoreSection {
         Self {
             kind: "sqlite".into(),
             path: "centre.db".into(),
+            url: None,
+            password_env: "EDGE_CENTRE_DB_PASSWORD".into(),
             batch_max: 500,
             batch_wait_ms: 20,
         }
@@ -156,7 +160,15 @@ pub struct MqttPlan {
 /// Where rows go.
 #[derive(Clone, Debug)]
 pub enum StorePlan {
-    Sqlite { path: PathBuf },
+    Sqlite {
+        path: PathBuf,
+    },
+    /// `url`: a `postgresql://` URL or libpq `key=value` string, without
+    /// the password; `password` from `[store] password_env`.
+    Postgres {
+        url: String,
+        password: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -228,8 +240,22 @@ pub fn parse(text: &str, base: &Path) -> Result<Plan, Invalid> {
         "sqlite" => StorePlan::Sqlite {
             path: base.join(&file.store.path),
         },
+        "postgres" => match &file.store.url {
+            Some(url) if !url.is_empty() => StorePlan::Postgres {
+                url: url.clone(),
+                password: std::env::var(&file.store.password_env).ok(),
+            },
+            _ => {
+                problems.push("store.url: kind = \"postgres\" needs the database, e.g. url = \"postgresql://edge@127.0.0.1:5432/edge\" (the password goes in $EDGE_CENTRE_DB_PASSWORD, not here)".into());
+                StorePlan::Sqlite {
+                    path: PathBuf::new(),
+                }
+            }
+        },
         other => {
-            problems.push(format!("store.kind {other:?}: unknown; use \"sqlite\""));
+            problems.push(format!(
+                "store.kind {other:?}: unknown; use \"sqlite\" (embedded) or \"postgres\""
+            ));
             StorePlan::Sqlite {
                 path: PathBuf::new(),
             }
@@ -348,7 +374,9 @@ mod tests {
         assert_eq!(p.mqtt.filter, "$share/edge-centre/edge/#");
         assert_eq!((p.mqtt.host.as_str(), p.mqtt.port), ("127.0.0.1", 1883));
         assert_eq!(p.mqtt.client_id, "edge-centre-centre-1");
-        let StorePlan::Sqlite { path } = &p.store;
+        let StorePlan::Sqlite { path } = &p.store else {
+            panic!("{:?}", p.store)
+        };
         assert_eq!(path, Path::new("/etc/centre/centre.db"));
     }
 

@@ -7,7 +7,7 @@
 //! - [`ingest`]: the broker (MQTT 5, shared subscription, manual acks).
 //! - [`decode`]: topic and payload to a typed record, or a named rejection.
 //! - [`writer`]: the thread that batches, commits and then acknowledges.
-//! - [`store`]: the database behind one trait (SQLite).
+//! - [`store`]: the database behind one trait (SQLite, PostgreSQL).
 //! - [`snapshots`]: the JPEG files, content-addressed.
 
 pub mod config;
@@ -41,6 +41,10 @@ pub enum StartError {
 pub fn open_store(plan: &StorePlan) -> Result<Box<dyn Store>, StoreError> {
     match plan {
         StorePlan::Sqlite { path } => Ok(Box::new(store::sqlite::Sqlite::open(path)?)),
+        StorePlan::Postgres { url, password } => Ok(Box::new(store::postgres::Postgres::open(
+            url,
+            password.as_deref(),
+        )?)),
     }
 }
 
@@ -50,32 +54,60 @@ pub async fn run(
     plan: &Plan,
     stop: impl Future<Output = ()>,
 ) -> Result<Arc<IngestStats>, StartError> {
-    let store = open_store(&plan.store)?;
     let snapshots = snapshots::Snapshots::open(&plan.snapshots.dir)?;
     let stats = Arc::new(IngestStats::default());
     let halt = Arc::new(AtomicBool::new(false));
-    let writer = Writer {
-        store,
-        snapshots,
-        prefix: plan.mqtt.topic_prefix.clone(),
-        max_payload: plan.mqtt.max_payload_bytes,
-        batch_max: plan.batch_max,
-        batch_wait: plan.batch_wait,
-        stats: stats.clone(),
-        stop: halt.clone(),
-    };
     // Bounded: at most two batches wait for the writer; beyond that the
     // ingest stops reading and the broker holds the messages.
     let (tx, rx) = tokio::sync::mpsc::channel(plan.batch_max * 2);
     let (mut ingest, acker) = ingest::Ingest::new(&plan.mqtt);
+    let (opened_tx, opened_rx) = tokio::sync::oneshot::channel::<Result<(), StoreError>>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (store_plan, prefix) = (plan.store.clone(), plan.mqtt.topic_prefix.clone());
+    let (max_payload, batch_max, batch_wait) =
+        (plan.mqtt.max_payload_bytes, plan.batch_max, plan.batch_wait);
+    let (st, halted) = (stats.clone(), halt.clone());
+    // The database is opened and used on the writer thread only: its
+    // clients may block (PostgreSQL's runs its own small runtime).
     let thread = std::thread::Builder::new()
         .name("edge-centre-writer".into())
         .spawn(move || {
+            let store = match open_store(&store_plan) {
+                Ok(s) => {
+                    let _ = opened_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                    return;
+                }
+            };
+            let writer = Writer {
+                store,
+                snapshots,
+                prefix,
+                max_payload,
+                batch_max,
+                batch_wait,
+                stats: st,
+                stop: halted,
+            };
             writer.run(rx, |tokens| acker.ack(tokens));
             let _ = done_tx.send(());
         })
         .map_err(StartError::Thread)?;
+    match opened_rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            return Err(e.into());
+        }
+        Err(_) => {
+            return Err(StartError::Thread(std::io::Error::other(
+                "the writer thread died",
+            )));
+        }
+    }
     info!(filter = %plan.mqtt.filter, "edge-centre ingest started");
     ingest.run(&tx, stop).await;
     drop(tx);

@@ -90,6 +90,15 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 config::StorePlan::Sqlite { path } => {
                     println!("  store   sqlite {}", path.display());
                 }
+                config::StorePlan::Postgres { url, password } => println!(
+                    "  store   postgres {} (password {})",
+                    edge_centre::store::postgres::redacted(url),
+                    if password.is_some() {
+                        "from the environment"
+                    } else {
+                        "none"
+                    }
+                ),
             }
             println!(
                 "  snapshots {} (kept {} days, at most {} MB)",

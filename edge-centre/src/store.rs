@@ -1,10 +1,12 @@
 //! Storage of ingested messages behind one trait ([`Store`]), so SQLite (the
-//! embedded default) and other databases pass the same tests.
+//! embedded default) and PostgreSQL pass the same tests (`contract`).
 //!
 //! A batch is committed in one transaction; inserting the same message
 //! twice is a no-op (the keys are the node's own: node, camera and `seq`
 //! for events, the message id for alerts, the interval for counts).
 
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -127,10 +129,11 @@ mod tests {
     }
 }
 
-/// The behaviour every [`Store`] must have: run against each backend by its
-/// own tests (`store::sqlite::tests`).
-#[cfg(test)]
-pub(crate) mod contract {
+/// The behaviour every [`Store`] must have (a conformance suite that
+/// panics on a violation): each backend runs it, SQLite in its unit tests,
+/// both SQLite and PostgreSQL in `tests/centre.rs`.
+#[doc(hidden)]
+pub mod contract {
     use super::*;
     use crate::decode::decode;
 
@@ -163,6 +166,14 @@ pub(crate) mod contract {
         format!(
             r#"{{"schema":"edge-camera-status/3","node":"box-1","camera":"cam-1","state":"{state}","since":"{time}","time":"{time}","last_error":null,"detail":null,"frames":1,"frames_analysed":1,"frames_dropped":0,"drops":{{"queue_full":0,"inference_failed":0}},"fps_in":5.0,"fps_analysed":5.0,"last_frame_age_s":0.1,"reconnects":0,"retry_attempt":0,"outage_since":null,"outage_s":null,"stream":null,"health":[]}}"#
         )
+    }
+
+    /// Every check, each on a fresh store from `fresh`.
+    pub fn all(mut fresh: impl FnMut() -> Box<dyn Store>) {
+        redelivery_is_stored_once(fresh().as_mut());
+        a_cleared_alarm_closes_its_incident(fresh().as_mut());
+        an_old_status_does_not_roll_back(fresh().as_mut());
+        rejected_rows_are_kept_with_their_reason(fresh().as_mut());
     }
 
     const EV: &str = "edge/d1/box-1/cam-1/events";

@@ -341,7 +341,7 @@ fn check_mqtt(m: &MqttSection, problems: &mut Vec<String>) {
 }
 
 /// `mqtt://host:port` → host and port.
-fn broker(url: &str) -> Result<(String, u16), String> {
+pub fn broker(url: &str) -> Result<(String, u16), String> {
     let fix = "use mqtt://host:port (e.g. \"mqtt://127.0.0.1:1883\")";
     let Some(rest) = url.strip_prefix("mqtt://") else {
         return Err(format!("mqtt.url {url:?}: unsupported scheme; {fix}"));

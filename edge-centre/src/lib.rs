@@ -9,10 +9,12 @@
 //! - [`writer`]: the thread that batches, commits and then acknowledges.
 //! - [`store`]: the database behind one trait (SQLite, PostgreSQL).
 //! - [`snapshots`]: the JPEG files, content-addressed.
+//! - [`simulate`]: a load generator playing many boxes' traffic.
 
 pub mod config;
 pub mod decode;
 pub mod ingest;
+pub mod simulate;
 pub mod snapshots;
 pub mod store;
 pub mod writer;
@@ -109,7 +111,9 @@ pub async fn run(
         }
     }
     info!(filter = %plan.mqtt.filter, "edge-centre ingest started");
+    let reporter = tokio::spawn(report(stats.clone()));
     ingest.run(&tx, stop).await;
+    reporter.abort();
     drop(tx);
     // The writer commits what it holds; its acknowledgements still go out.
     let drained = async {
@@ -119,4 +123,40 @@ pub async fn run(
     halt.store(true, Ordering::Relaxed);
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     Ok(stats)
+}
+
+/// Logs the ingest's rates every 10 s (only when something happened).
+async fn report(stats: Arc<IngestStats>) {
+    let mut last = (0, 0, 0);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = (
+            stats.received.load(Ordering::Relaxed),
+            stats.stored.load(Ordering::Relaxed),
+            stats.rejected.load(Ordering::Relaxed),
+        );
+        if now == last {
+            continue;
+        }
+        let (p50, p99) = {
+            let l = stats
+                .latency
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (l.quantile(0.5), l.quantile(0.99))
+        };
+        info!(
+            received_per_s = (now.0 - last.0) / 10,
+            stored_per_s = (now.1 - last.1) / 10,
+            rejected = now.2,
+            received = now.0,
+            stored = now.1,
+            commit_latency_p50_ms = p50,
+            commit_latency_p99_ms = p99,
+            "ingest"
+        );
+        last = now;
+    }
 }

@@ -4,8 +4,8 @@
 //! that cannot be committed is retried with backoff and never acknowledged,
 //! so a crash or a database outage loses nothing (the broker redelivers).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc::{Receiver, error::TryRecvError};
@@ -32,6 +32,54 @@ pub struct IngestStats {
     pub rejected: AtomicU64,
     pub batches: AtomicU64,
     pub commit_failures: AtomicU64,
+    /// Publish-to-commit latency of events (commit time minus the event's
+    /// `frame_time`, which a node sets when it sees the frame).
+    pub latency: Mutex<Latency>,
+}
+
+/// Latencies in milliseconds: a histogram since start (1 ms buckets up to
+/// 60 s, the last bucket holding everything longer).
+#[derive(Debug)]
+pub struct Latency {
+    buckets: Vec<u64>,
+    count: u64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self {
+            buckets: vec![0; 60_001],
+            count: 0,
+        }
+    }
+}
+
+impl Latency {
+    pub fn record(&mut self, ms: i64) {
+        let i = usize::try_from(ms.max(0))
+            .unwrap_or(usize::MAX)
+            .min(self.buckets.len() - 1);
+        self.buckets[i] += 1;
+        self.count += 1;
+    }
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+    /// The `q` quantile (0..1) in milliseconds; `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((self.count as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (ms, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(ms as u64);
+            }
+        }
+        Some(self.buckets.len() as u64 - 1)
+    }
 }
 
 pub struct Writer {
@@ -68,9 +116,28 @@ impl Writer {
                 info!("writer stopped with a batch not committed (it will be redelivered)");
                 return;
             }
+            self.measure(&items);
             ack(tokens);
         }
         debug!("writer queue closed and drained");
+    }
+
+    /// Records the publish-to-commit latency of the batch's events.
+    fn measure(&self, items: &[Item]) {
+        let now = crate::store::millis(SystemTime::now());
+        let mut lat = self
+            .stats
+            .latency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for item in items {
+            if let Row::Message(r) = &item.row
+                && let Record::Event(e) = r.as_ref()
+                && let Some(t) = crate::store::wire_millis(&e.frame_time)
+            {
+                lat.record(now - t);
+            }
+        }
     }
 
     /// Decodes a batch into rows (snapshot files written and synced).
@@ -168,5 +235,24 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles() {
+        let mut l = Latency::default();
+        assert_eq!(l.quantile(0.5), None);
+        for ms in 1..=100 {
+            l.record(ms);
+        }
+        l.record(1_000_000);
+        assert_eq!(l.quantile(0.5), Some(51));
+        assert_eq!(l.quantile(0.99), Some(100));
+        assert_eq!(l.quantile(1.0), Some(60_000));
+        assert_eq!(l.count(), 101);
     }
 }

@@ -7,7 +7,8 @@
 #
 #   scripts/centre-bench.sh [--rate 3400] [--duration 300] [--instances 1|2] [--pg URL]
 #
-# Release build first: cargo build --release -p edge-centre
+# Release build first: cargo build --release -p edge-centre. The logs are
+# left in target/centre-bench/.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bin="$repo/target/release/edge-centre"
@@ -25,7 +26,13 @@ done
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+logs="$repo/target/centre-bench"
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  mkdir -p "$logs" && cp "$work"/*.log "$logs"/ 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 cat > "$work/mosquitto.conf" <<CONF
 listener $port 127.0.0.1

@@ -69,6 +69,8 @@ pub async fn run(
     let (max_payload, batch_max, batch_wait) =
         (plan.mqtt.max_payload_bytes, plan.batch_max, plan.batch_wait);
     let (st, halted) = (stats.clone(), halt.clone());
+    let (keep, max_snapshot_bytes) = (plan.snapshots.keep, plan.snapshots.max_bytes);
+    let handle = tokio::runtime::Handle::current();
     // The database is opened and used on the writer thread only: its
     // clients may block (PostgreSQL's runs its own small runtime).
     let thread = std::thread::Builder::new()
@@ -93,6 +95,9 @@ pub async fn run(
                 batch_wait,
                 stats: st,
                 stop: halted,
+                keep,
+                max_snapshot_bytes,
+                handle,
             };
             writer.run(rx, |tokens| acker.ack(tokens));
             let _ = done_tx.send(());

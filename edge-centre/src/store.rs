@@ -92,6 +92,18 @@ pub trait Store: Send {
     fn rejected(&mut self) -> Result<Vec<(String, String)>, StoreError>;
     /// Every camera's current state as (node, camera, state).
     fn camera_states(&mut self) -> Result<Vec<(String, String, String)>, StoreError>;
+    /// Marks expired the snapshots received before `cutoff`, then the
+    /// oldest until the rest total at most `max_bytes`, in one transaction;
+    /// returns their SHA-256 so their files can be deleted. The rows stay
+    /// (events keep pointing at them, and the console says "expired").
+    fn expire_snapshots(
+        &mut self,
+        now: SystemTime,
+        cutoff: SystemTime,
+        max_bytes: u64,
+    ) -> Result<Vec<String>, StoreError>;
+    /// SHA-256 of the snapshots not expired, oldest first.
+    fn live_snapshots(&mut self) -> Result<Vec<String>, StoreError>;
 }
 
 /// Milliseconds since the epoch.
@@ -174,6 +186,48 @@ pub mod contract {
         a_cleared_alarm_closes_its_incident(fresh().as_mut());
         an_old_status_does_not_roll_back(fresh().as_mut());
         rejected_rows_are_kept_with_their_reason(fresh().as_mut());
+        snapshots_expire_by_age_then_by_size(fresh().as_mut());
+    }
+
+    fn snapshot(topic: &str, sha: &str, bytes: u64, received: SystemTime) -> Item {
+        Item {
+            received,
+            row: Row::Snapshot {
+                origin: Origin {
+                    district: "d1".into(),
+                    node: "box-1".into(),
+                    camera: Some("cam-1".into()),
+                },
+                topic: topic.into(),
+                sha256: sha.into(),
+                bytes,
+            },
+        }
+    }
+
+    /// Expiry: first by age, then the oldest until under the size bound;
+    /// a picture sent again comes back to life.
+    pub fn snapshots_expire_by_age_then_by_size(s: &mut dyn Store) {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = |m: u64| t0 + Duration::from_secs(60 * m);
+        s.commit(&[
+            snapshot("t/a", "aa", 100, at(0)),
+            snapshot("t/b", "bb", 100, at(1)),
+            snapshot("t/c", "cc", 100, at(2)),
+            snapshot("t/d", "dd", 100, at(3)),
+        ])
+        .unwrap();
+        let gone = s.expire_snapshots(at(10), at(1), u64::MAX).unwrap();
+        assert_eq!(gone, vec!["aa".to_string()]);
+        let gone = s.expire_snapshots(at(10), at(0), 150).unwrap();
+        assert_eq!(gone, vec!["bb".to_string(), "cc".to_string()]);
+        assert_eq!(s.live_snapshots().unwrap(), vec!["dd".to_string()]);
+        s.commit(&[snapshot("t/a", "aa", 100, at(11))]).unwrap();
+        assert_eq!(
+            s.live_snapshots().unwrap(),
+            vec!["dd".to_string(), "aa".to_string()]
+        );
+        assert!(s.expire_snapshots(at(12), at(0), 1000).unwrap().is_empty());
     }
 
     const EV: &str = "edge/d1/box-1/cam-1/events";

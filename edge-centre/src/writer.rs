@@ -93,13 +93,35 @@ pub struct Writer {
     /// Set to stop retrying a failing commit (shutdown); the batch is then
     /// left unacknowledged.
     pub stop: Arc<AtomicBool>,
+    /// Snapshot retention: by age, then by total size (oldest first).
+    pub keep: Duration,
+    pub max_snapshot_bytes: u64,
+    /// The runtime the queue belongs to (waiting on it with a timeout).
+    pub handle: tokio::runtime::Handle,
 }
+
+/// How often expired snapshots are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 impl Writer {
     /// Runs until the queue's senders are gone and it is drained (or `stop`
     /// is set while a commit keeps failing).
     pub fn run<T>(mut self, mut rx: Receiver<Incoming<T>>, mut ack: impl FnMut(Vec<T>)) {
-        while let Some(first) = rx.blocking_recv() {
+        let mut next_sweep = Instant::now();
+        loop {
+            if Instant::now() >= next_sweep {
+                self.sweep(SystemTime::now());
+                next_sweep = Instant::now() + SWEEP_EVERY;
+            }
+            // The timer is made inside the runtime's context (block_on).
+            let first = match self
+                .handle
+                .block_on(async { tokio::time::timeout(SWEEP_EVERY, rx.recv()).await })
+            {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(_) => continue,
+            };
             let mut batch = vec![first];
             let start = Instant::now();
             while batch.len() < self.batch_max {
@@ -120,6 +142,29 @@ impl Writer {
             ack(tokens);
         }
         debug!("writer queue closed and drained");
+    }
+
+    /// Expires snapshots past their retention and deletes their files (the
+    /// rows stay, marked expired).
+    pub fn sweep(&mut self, now: SystemTime) {
+        let cutoff = now.checked_sub(self.keep).unwrap_or(std::time::UNIX_EPOCH);
+        match self
+            .store
+            .expire_snapshots(now, cutoff, self.max_snapshot_bytes)
+        {
+            Ok(gone) if gone.is_empty() => {}
+            Ok(gone) => {
+                let mut failed = 0;
+                for sha in &gone {
+                    if let Err(e) = self.snapshots.remove(sha) {
+                        failed += 1;
+                        warn!(error = %e, "cannot delete an expired snapshot");
+                    }
+                }
+                info!(expired = gone.len(), failed, "snapshots expired");
+            }
+            Err(e) => warn!(error = %e, "cannot expire snapshots; will try again"),
+        }
     }
 
     /// Records the publish-to-commit latency of the batch's events.
@@ -241,6 +286,56 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::Origin;
+
+    /// A sweep deletes the files of expired snapshots and keeps the rest.
+    #[test]
+    fn a_sweep_deletes_expired_snapshot_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let snapshots = Snapshots::open(&dir.path().join("snaps")).unwrap();
+        let old = snapshots.put(b"\xff\xd8\xff old").unwrap();
+        let new = snapshots.put(b"\xff\xd8\xff new").unwrap();
+        let mut store = crate::store::sqlite::Sqlite::open(&dir.path().join("c.db")).unwrap();
+        let t0 = SystemTime::now();
+        let row = |sha: &str, received| Item {
+            received,
+            row: Row::Snapshot {
+                origin: Origin {
+                    district: "d".into(),
+                    node: "n".into(),
+                    camera: Some("c".into()),
+                },
+                topic: format!("t/{sha}"),
+                sha256: sha.into(),
+                bytes: 10,
+            },
+        };
+        Store::commit(
+            &mut store,
+            &[row(&old, t0 - Duration::from_secs(7200)), row(&new, t0)],
+        )
+        .unwrap();
+        let mut w = Writer {
+            store: Box::new(store),
+            snapshots: Snapshots::open(&dir.path().join("snaps")).unwrap(),
+            prefix: "edge".into(),
+            max_payload: 1 << 20,
+            batch_max: 10,
+            batch_wait: Duration::ZERO,
+            stats: Arc::default(),
+            stop: Arc::default(),
+            keep: Duration::from_secs(3600),
+            max_snapshot_bytes: u64::MAX,
+            handle: rt.handle().clone(),
+        };
+        w.sweep(t0);
+        assert!(!snapshots.path(&old).exists(), "expired file kept");
+        assert!(snapshots.path(&new).exists(), "live file deleted");
+        assert_eq!(w.store.live_snapshots().unwrap(), vec![new]);
+    }
 
     #[test]
     fn latency_quantiles() {

@@ -7,7 +7,8 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls};
 
 use super::rows::{self, Sql, Val};
-use super::{Committed, Item, Store, StoreError, Totals};
+use super::{Committed, Item, Store, StoreError, Totals, millis};
+use std::time::SystemTime;
 
 /// Schema migrations, in order; `schema_migrations` records those run.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
@@ -72,7 +73,8 @@ impl Postgres {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .map_err(db)?;
         tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)",
+            "SET LOCAL client_min_messages = warning;
+             CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)",
         )
         .map_err(db)?;
         let version: i64 = tx
@@ -157,6 +159,25 @@ impl Store for Postgres {
     fn camera_states(&mut self) -> Result<Vec<(String, String, String)>, StoreError> {
         self.with(|c| rows::camera_states(&mut Pg(c)))
     }
+
+    fn expire_snapshots(
+        &mut self,
+        now: SystemTime,
+        cutoff: SystemTime,
+        max_bytes: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            let gone =
+                rows::expire_snapshots(&mut Pg(&mut tx), millis(now), millis(cutoff), max_bytes)?;
+            tx.commit()?;
+            Ok(gone)
+        })
+    }
+
+    fn live_snapshots(&mut self) -> Result<Vec<String>, StoreError> {
+        self.with(|c| rows::live_snapshots(&mut Pg(c)))
+    }
 }
 
 /// The connection string as logs may show it: host, port and database.
@@ -206,11 +227,17 @@ impl<C: postgres::GenericClient> Sql for Pg<'_, C> {
             .iter()
             .map(|r| {
                 (0..r.len())
+                    // A column of a type rows.rs never selects reads as NULL
+                    // rather than panicking.
                     .map(|i| match *r.columns()[i].type_() {
-                        Type::INT8 => Val::Int(r.get(i)),
-                        Type::INT4 => Val::Int(r.get::<_, Option<i32>>(i).map(i64::from)),
-                        Type::FLOAT8 => Val::Real(r.get(i)),
-                        _ => Val::Text(r.get(i)),
+                        Type::INT8 => Val::Int(r.try_get(i).unwrap_or(None)),
+                        Type::INT4 => Val::Int(
+                            r.try_get::<_, Option<i32>>(i)
+                                .unwrap_or(None)
+                                .map(i64::from),
+                        ),
+                        Type::FLOAT8 => Val::Real(r.try_get(i).unwrap_or(None)),
+                        _ => Val::Text(r.try_get(i).unwrap_or(None)),
                     })
                     .collect()
             })

@@ -430,3 +430,65 @@ pub fn camera_states<S: Sql>(db: &mut S) -> Result<Vec<(String, String, String)>
     .map(|[n, c, s]| (n, c, s))
     .collect())
 }
+
+/// Marks snapshots expired: those received before `cutoff`, then the
+/// oldest until the live ones total at most `max_bytes`. Returns the
+/// SHA-256 of each, for the caller to delete its file once committed.
+pub fn expire_snapshots<S: Sql>(
+    db: &mut S,
+    now: i64,
+    cutoff: i64,
+    max_bytes: u64,
+) -> Result<Vec<String>, S::Error> {
+    let mut gone: Vec<String> = db
+        .query(
+            "UPDATE snapshots SET expired_at = ?1 WHERE expired_at IS NULL AND received_at < ?2 RETURNING sha256",
+            vals![now, cutoff],
+        )?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().map(Val::string))
+        .collect();
+    let live = db.query(
+        "SELECT CAST(coalesce(sum(bytes), 0) AS BIGINT) FROM snapshots WHERE expired_at IS NULL",
+        &[],
+    )?;
+    let live = live
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .map_or(0, Val::int);
+    let mut excess = live - i64::try_from(max_bytes).unwrap_or(i64::MAX);
+    while excess > 0 {
+        let oldest = db.query(
+            "SELECT sha256, bytes FROM snapshots WHERE expired_at IS NULL ORDER BY received_at, sha256 LIMIT 500",
+            &[],
+        )?;
+        if oldest.is_empty() {
+            break;
+        }
+        for row in oldest {
+            if excess <= 0 {
+                break;
+            }
+            let mut it = row.into_iter();
+            let sha = it.next().map(Val::string).unwrap_or_default();
+            excess -= it.next().map_or(0, Val::int);
+            db.exec(
+                "UPDATE snapshots SET expired_at = ?1 WHERE sha256 = ?2",
+                vals![now, sha.as_str()],
+            )?;
+            gone.push(sha);
+        }
+    }
+    Ok(gone)
+}
+
+pub fn live_snapshots<S: Sql>(db: &mut S) -> Result<Vec<String>, S::Error> {
+    Ok(strings::<S, 1>(
+        db,
+        "SELECT sha256 FROM snapshots WHERE expired_at IS NULL ORDER BY received_at, sha256",
+    )?
+    .into_iter()
+    .map(|[s]| s)
+    .collect())
+}

@@ -4,10 +4,11 @@
 use std::path::Path;
 
 use rusqlite::types::{ToSqlOutput, Value as Lite, ValueRef};
-use rusqlite::{Connection, Transaction};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::rows::{self, Sql, Val};
-use super::{Committed, Item, Store, StoreError, Totals};
+use super::{Committed, Item, Store, StoreError, Totals, millis};
+use std::time::SystemTime;
 
 /// Schema migrations, in order; `PRAGMA user_version` is how many ran.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
@@ -34,13 +35,19 @@ impl Sqlite {
             })?;
         }
         let mut conn = Connection::open(path).map_err(open)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
+        // IMMEDIATE: the write lock first, so two instances starting at
+        // once migrate one after the other instead of failing to upgrade a
+        // read lock.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(open)?;
-        let version: i64 = conn
+        let version: i64 = tx
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(open)?;
         let known = MIGRATIONS.len() as i64;
@@ -50,7 +57,6 @@ impl Sqlite {
                 known,
             });
         }
-        let tx = conn.transaction().map_err(open)?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             tx.execute_batch(sql).map_err(open)?;
             tx.pragma_update(None, "user_version", i as i64 + 1)
@@ -63,7 +69,11 @@ impl Sqlite {
 
 impl Store for Sqlite {
     fn commit(&mut self, items: &[Item]) -> Result<Committed, StoreError> {
-        let tx = self.conn.transaction().map_err(db)?;
+        // IMMEDIATE: several instances may share the file.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
         let done = rows::commit(&mut Tx(&tx), items).map_err(db)?;
         tx.commit().map_err(db)?;
         Ok(done)
@@ -87,6 +97,26 @@ impl Store for Sqlite {
 
     fn camera_states(&mut self) -> Result<Vec<(String, String, String)>, StoreError> {
         rows::camera_states(&mut Conn(&self.conn)).map_err(db)
+    }
+
+    fn expire_snapshots(
+        &mut self,
+        now: SystemTime,
+        cutoff: SystemTime,
+        max_bytes: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let gone = rows::expire_snapshots(&mut Tx(&tx), millis(now), millis(cutoff), max_bytes)
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(gone)
+    }
+
+    fn live_snapshots(&mut self) -> Result<Vec<String>, StoreError> {
+        rows::live_snapshots(&mut Conn(&self.conn)).map_err(db)
     }
 }
 

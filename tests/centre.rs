@@ -204,6 +204,7 @@ fn a_centre_stopped_for_30_s_loses_nothing() {
         unique, want,
         "stored events differ from what the broker delivered"
     );
+    assert_eq!(store(dir.path()).gaps().unwrap(), vec![], "no seq gap");
     assert!(
         before < want.len(),
         "the outage did not hold anything back ({before} of {})",
@@ -272,6 +273,7 @@ fn killing_one_of_two_centres_loses_and_duplicates_nothing() {
     let unique: BTreeSet<_> = got.iter().cloned().collect();
     assert_eq!(unique.len(), got.len(), "an event stored twice");
     assert_eq!(unique, want);
+    assert_eq!(store(dir.path()).gaps().unwrap(), vec![], "no seq gap");
     let a_log = std::fs::read_to_string(&log_a).unwrap();
     assert!(
         a_log.contains("session_present=true"),

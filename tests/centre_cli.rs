@@ -96,4 +96,10 @@ fn stats_on_a_fresh_database_counts_nothing() {
     );
     assert!(text.starts_with("events 0\nalerts 0\n"), "{text}");
     assert!(dir.path().join("db/centre.db").exists());
+    let out = centre()
+        .args(["gaps", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "no gaps\n");
 }

@@ -58,6 +58,11 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         connections: usize,
     },
+    /// List the gaps in each camera's stored `seq` (messages not received).
+    Gaps {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Print how many rows each table holds.
     Stats {
         #[arg(long, short)]
@@ -124,6 +129,24 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 100.0 * r.snapshot_bytes as f64 / r.bytes.max(1) as f64,
                 r.acknowledged
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Gaps { config } => {
+            let plan = config::load(&config)?;
+            let gaps = edge_centre::open_store(&plan.store)?.gaps()?;
+            for g in &gaps {
+                println!(
+                    "{} {} seq {}-{} ({} missing)",
+                    g.node,
+                    g.camera,
+                    g.first,
+                    g.last,
+                    g.last - g.first + 1
+                );
+            }
+            if gaps.is_empty() {
+                println!("no gaps");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Stats { config } => {

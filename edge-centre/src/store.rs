@@ -61,6 +61,16 @@ pub struct Totals {
     pub rejected: u64,
 }
 
+/// A run of missing `seq` numbers of one camera's lifecycle messages: the
+/// centre holds `first - 1` and `last + 1` but nothing between.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gap {
+    pub node: String,
+    pub camera: String,
+    pub first: u64,
+    pub last: u64,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -104,6 +114,8 @@ pub trait Store: Send {
     ) -> Result<Vec<String>, StoreError>;
     /// SHA-256 of the snapshots not expired, oldest first.
     fn live_snapshots(&mut self) -> Result<Vec<String>, StoreError>;
+    /// Every gap in the stored events' `seq`, by node, camera and `seq`.
+    fn gaps(&mut self) -> Result<Vec<Gap>, StoreError>;
 }
 
 /// Milliseconds since the epoch.
@@ -187,6 +199,43 @@ pub mod contract {
         an_old_status_does_not_roll_back(fresh().as_mut());
         rejected_rows_are_kept_with_their_reason(fresh().as_mut());
         snapshots_expire_by_age_then_by_size(fresh().as_mut());
+        gaps_are_found_per_camera(fresh().as_mut());
+    }
+
+    /// Missing `seq` runs are reported per camera; a redelivery does not
+    /// hide or create one.
+    pub fn gaps_are_found_per_camera(s: &mut dyn Store) {
+        let other = |seq: u64| {
+            item(
+                "edge/d1/box-1/cam-2/events",
+                &event(seq, 1, "new", "").replace("cam-1", "cam-2"),
+            )
+        };
+        let items: Vec<Item> = [1, 2, 5, 6, 9, 2]
+            .into_iter()
+            .map(|q| item(EV, &event(q, q, "new", "")))
+            .chain([other(1), other(3)])
+            .collect();
+        s.commit(&items).unwrap();
+        let gap = |camera: &str, first, last| Gap {
+            node: "box-1".into(),
+            camera: camera.into(),
+            first,
+            last,
+        };
+        assert_eq!(
+            s.gaps().unwrap(),
+            vec![gap("cam-1", 3, 4), gap("cam-1", 7, 8), gap("cam-2", 2, 2)]
+        );
+        s.commit(&[
+            item(EV, &event(3, 3, "new", "")),
+            item(EV, &event(4, 4, "new", "")),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.gaps().unwrap(),
+            vec![gap("cam-1", 7, 8), gap("cam-2", 2, 2)]
+        );
     }
 
     fn snapshot(topic: &str, sha: &str, bytes: u64, received: SystemTime) -> Item {

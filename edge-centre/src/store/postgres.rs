@@ -7,7 +7,7 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls};
 
 use super::rows::{self, Sql, Val};
-use super::{Committed, Item, Store, StoreError, Totals, millis};
+use super::{Committed, Gap, Item, Store, StoreError, Totals, millis};
 use std::time::SystemTime;
 
 /// Schema migrations, in order; `schema_migrations` records those run.
@@ -177,6 +177,10 @@ impl Store for Postgres {
 
     fn live_snapshots(&mut self) -> Result<Vec<String>, StoreError> {
         self.with(|c| rows::live_snapshots(&mut Pg(c)))
+    }
+
+    fn gaps(&mut self) -> Result<Vec<Gap>, StoreError> {
+        self.with(|c| rows::gaps(&mut Pg(c)))
     }
 }
 

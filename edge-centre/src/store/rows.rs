@@ -3,7 +3,7 @@
 //! accept (parameters `?1`, `?2`, … are rewritten to `$1`, … for
 //! PostgreSQL; typed values, so a NULL knows its column's type).
 
-use super::{Committed, Item, Row, Totals, millis, severity, wire_millis};
+use super::{Committed, Gap, Item, Row, Totals, millis, severity, wire_millis};
 use crate::decode::Record;
 
 /// A parameter or column value.
@@ -490,5 +490,23 @@ pub fn live_snapshots<S: Sql>(db: &mut S) -> Result<Vec<String>, S::Error> {
     )?
     .into_iter()
     .map(|[s]| s)
+    .collect())
+}
+
+pub fn gaps<S: Sql>(db: &mut S) -> Result<Vec<Gap>, S::Error> {
+    Ok(strings::<S, 4>(
+        db,
+        "SELECT node, camera, seq + 1, next - 1 FROM (
+             SELECT node, camera, seq, lead(seq) OVER (PARTITION BY node, camera ORDER BY seq) AS next
+             FROM events) g
+         WHERE next > seq + 1 ORDER BY node, camera, seq",
+    )?
+    .into_iter()
+    .map(|[node, camera, first, last]| Gap {
+        node,
+        camera,
+        first: first.parse().unwrap_or(0),
+        last: last.parse().unwrap_or(0),
+    })
     .collect())
 }

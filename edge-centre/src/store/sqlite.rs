@@ -7,7 +7,7 @@ use rusqlite::types::{ToSqlOutput, Value as Lite, ValueRef};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::rows::{self, Sql, Val};
-use super::{Committed, Item, Store, StoreError, Totals, millis};
+use super::{Committed, Gap, Item, Store, StoreError, Totals, millis};
 use std::time::SystemTime;
 
 /// Schema migrations, in order; `PRAGMA user_version` is how many ran.
@@ -117,6 +117,10 @@ impl Store for Sqlite {
 
     fn live_snapshots(&mut self) -> Result<Vec<String>, StoreError> {
         rows::live_snapshots(&mut Conn(&self.conn)).map_err(db)
+    }
+
+    fn gaps(&mut self) -> Result<Vec<Gap>, StoreError> {
+        rows::gaps(&mut Conn(&self.conn)).map_err(db)
     }
 }
 

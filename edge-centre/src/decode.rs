@@ -3,7 +3,7 @@
 
 use edge_wire::{
     CAMERA_ALERT_SCHEMA, CAMERA_STATUS_SCHEMA, COUNTS_SCHEMA, CameraAlertMessage,
-    CameraStatusMessage, CountsMessage, EVENT_SCHEMA, EventMessage, NODE_STATUS_SCHEMA,
+    CameraStatusMessage, CountsMessage, EVENT_SCHEMA, EVENT_SCHEMA_V4, EventMessage, NODE_STATUS_SCHEMA,
     NodeStatusMessage, STATS_SCHEMA, TopicClass, ZONE_ALERT_SCHEMA, ZoneAlertMessage,
 };
 use serde::Deserialize;
@@ -134,7 +134,7 @@ pub fn decode(
         .map_err(|e| Rejected::NotJson(e.to_string()))?
         .schema;
     let record = match (addr.class, addr.camera.is_some(), schema.as_str()) {
-        (TopicClass::Events | TopicClass::Alerts, true, EVENT_SCHEMA) => {
+        (TopicClass::Events | TopicClass::Alerts, true, EVENT_SCHEMA | EVENT_SCHEMA_V4) => {
             Record::Event(typed(&schema, payload)?)
         }
         (TopicClass::Alerts, true, ZONE_ALERT_SCHEMA) => {

@@ -368,6 +368,7 @@ fn event(
         },
         alert: None,
         end_reason: None,
+        replayed: false,
     };
     serde_json::to_vec(&m).unwrap_or_default()
 }

@@ -12,7 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::topics::TopicClass;
 
-pub const EVENT_SCHEMA: &str = "edge-event/4";
+pub const EVENT_SCHEMA: &str = "edge-event/5";
+/// The previous event schema: `edge-event/5` added `replayed`. The centre
+/// still accepts it from boxes not yet upgraded.
+pub const EVENT_SCHEMA_V4: &str = "edge-event/4";
+pub const REPLAY_REQUEST_SCHEMA: &str = "edge-replay-request/1";
+pub const REPLAY_ANSWER_SCHEMA: &str = "edge-replay-answer/1";
 pub const COUNTS_SCHEMA: &str = "edge-counts/1";
 pub const ZONE_ALERT_SCHEMA: &str = "edge-zone-alert/3";
 pub const NODE_STATUS_SCHEMA: &str = "edge-node-status/3";
@@ -150,6 +155,71 @@ pub struct EventMessage {
     /// Set on an `end` the tracker did not send (`restart`: the object was
     /// left open by a crash); `None` otherwise.
     pub end_reason: Option<EndReason>,
+    /// `true` when this is a copy sent again from the node's delivered
+    /// window in answer to a replay request (`edge-event/5`; absent, and so
+    /// `false`, in `edge-event/4`).
+    #[serde(default)]
+    pub replayed: bool,
+}
+
+/// `edge-replay-request/1`, centre → node on `{prefix}/{district}/{node}/replay`
+/// (QoS 1): send again the lifecycle messages of `camera` numbered
+/// `first..=last` (`seq`), which the centre does not have.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplayRequest {
+    pub schema: String,
+    /// Chosen by the centre; echoed in the answer.
+    pub request_id: String,
+    pub camera: String,
+    pub first: u64,
+    pub last: u64,
+    /// When the centre asked (RFC 3339).
+    pub time: String,
+}
+
+/// Why a node cannot send a message again.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingReason {
+    /// Removed from the outbox to stay within its quota (before or after
+    /// it was delivered).
+    Evicted,
+    /// Delivered longer ago than `[outbox] keep_delivered_s`.
+    Expired,
+    /// Never stored: the outbox had a storage fault when it was made.
+    NotStored,
+    /// The node has no record of it (e.g. its outbox was deleted).
+    Unknown,
+}
+
+/// A run of `seq` a node cannot send again, and why.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MissingRange {
+    pub first: u64,
+    pub last: u64,
+    pub reason: MissingReason,
+}
+
+/// `edge-replay-answer/1`, node → centre on
+/// `{prefix}/{district}/{node}/{camera}/replayed` (QoS 1), after the
+/// replayed messages were queued for sending (each marked `replayed`).
+/// Every `seq` of the request is in exactly one of: replayed (sent again),
+/// `pending` (not yet delivered the first time; it will come) or `missing`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplayAnswer {
+    pub schema: String,
+    pub request_id: String,
+    pub node: String,
+    pub district: String,
+    pub camera: String,
+    pub first: u64,
+    pub last: u64,
+    /// How many messages were sent again.
+    pub replayed: u64,
+    /// Runs still in the outbox's queue, not yet delivered once.
+    pub pending: Vec<(u64, u64)>,
+    pub missing: Vec<MissingRange>,
+    pub time: String,
 }
 
 /// `edge-zone-alert/3`: a zone-level alert (crowding), on the alerts topic.
@@ -445,7 +515,7 @@ impl ClassBytes {
             TopicClass::Alerts => &mut self.alerts,
             TopicClass::Snapshots => &mut self.snapshots,
             TopicClass::Counts => &mut self.counts,
-            TopicClass::Status => &mut self.status,
+            TopicClass::Status | TopicClass::Replay => &mut self.status,
             TopicClass::Stats => &mut self.stats,
         };
         *slot += n;

@@ -40,6 +40,15 @@ impl Topics {
     pub fn snapshot(&self, camera: &str, event_id: &str) -> String {
         format!("{}/{camera}/snapshot/{event_id}", self.base)
     }
+    /// Replay requests to this node (centre → node, `edge-replay-request/1`).
+    pub fn replay(&self) -> String {
+        format!("{}/replay", self.base)
+    }
+    /// The node's answers to replay requests for `camera` (node → centre,
+    /// `edge-replay-answer/1`).
+    pub fn replay_answer(&self, camera: &str) -> String {
+        format!("{}/{camera}/replayed", self.base)
+    }
     /// Every camera's status topic of this node (a filter).
     pub fn camera_statuses(&self) -> String {
         format!("{}/+/status", self.base)
@@ -62,6 +71,7 @@ impl Topics {
         match rest {
             "status" => return Some((None, TopicClass::Status)),
             "stats" => return Some((None, TopicClass::Stats)),
+            "replay" => return Some((None, TopicClass::Replay)),
             _ => {}
         }
         let (camera, kind) = rest.split_once('/')?;
@@ -70,6 +80,7 @@ impl Topics {
             "events" => TopicClass::Events,
             "alerts" => TopicClass::Alerts,
             "counts" => TopicClass::Counts,
+            "replayed" => TopicClass::Replay,
             k if k.starts_with("snapshot/") => TopicClass::Snapshots,
             _ => return None,
         };
@@ -113,6 +124,7 @@ pub fn parse<'a>(prefix: &str, topic: &'a str) -> Option<Address<'a>> {
         return match third {
             "status" => addr(None, TopicClass::Status, None),
             "stats" => addr(None, TopicClass::Stats, None),
+            "replay" => addr(None, TopicClass::Replay, None),
             _ => None,
         };
     };
@@ -125,6 +137,7 @@ pub fn parse<'a>(prefix: &str, topic: &'a str) -> Option<Address<'a>> {
         "events" => addr(camera, TopicClass::Events, None),
         "alerts" => addr(camera, TopicClass::Alerts, None),
         "counts" => addr(camera, TopicClass::Counts, None),
+        "replayed" => addr(camera, TopicClass::Replay, None),
         s => {
             let id = s.strip_prefix("snapshot/")?;
             (!id.is_empty() && !id.contains('/'))
@@ -142,6 +155,9 @@ pub enum TopicClass {
     Counts,
     Status,
     Stats,
+    /// The gap replay protocol: requests (`{base}/replay`, no camera) and
+    /// answers (`{base}/{camera}/replayed`). Counted with `status` bytes.
+    Replay,
 }
 
 #[cfg(test)]
@@ -211,6 +227,11 @@ mod tests {
             (s.class, s.snapshot_of),
             (TopicClass::Snapshots, Some("box-1.c.1a.7"))
         );
+        let r = parse("hanoi", &t.replay()).unwrap();
+        assert_eq!((r.camera, r.class), (None, TopicClass::Replay));
+        let a = parse("hanoi", &t.replay_answer("c")).unwrap();
+        assert_eq!((a.camera, a.class), (Some("c"), TopicClass::Replay));
+        assert_eq!(t.classify(&t.replay()), Some((None, TopicClass::Replay)));
         for bad in [
             "other/hoan-kiem/box-1/c/events",
             "hanoi/hoan-kiem/box-1/c/whatever",

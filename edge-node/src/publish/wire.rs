@@ -137,6 +137,7 @@ pub(super) fn event_message(
         alerts: rec.alert.iter().map(|a| a.kind.clone()).collect(),
         alert: rec.alert.clone(),
         end_reason: None,
+        replayed: false,
     }
 }
 

@@ -227,11 +227,13 @@ mod tests {
             (s.class, s.snapshot_of),
             (TopicClass::Snapshots, Some("box-1.c.1a.7"))
         );
-        let r = parse("hanoi", &t.replay()).unwrap();
+        let rt = t.replay();
+        let r = parse("hanoi", &rt).unwrap();
         assert_eq!((r.camera, r.class), (None, TopicClass::Replay));
-        let a = parse("hanoi", &t.replay_answer("c")).unwrap();
+        let at = t.replay_answer("c");
+        let a = parse("hanoi", &at).unwrap();
         assert_eq!((a.camera, a.class), (Some("c"), TopicClass::Replay));
-        assert_eq!(t.classify(&t.replay()), Some((None, TopicClass::Replay)));
+        assert_eq!(t.classify(&rt), Some((None, TopicClass::Replay)));
         for bad in [
             "other/hoan-kiem/box-1/c/events",
             "hanoi/hoan-kiem/box-1/c/whatever",

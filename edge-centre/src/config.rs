@@ -50,6 +50,31 @@ struct File {
     store: StoreSection,
     #[serde(default)]
     snapshots: SnapshotSection,
+    #[serde(default)]
+    replay: ReplaySection,
+}
+
+/// `[replay]`: asking boxes for the events the centre is missing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ReplaySection {
+    enabled: bool,
+    grace_s: f64,
+    retry_s: f64,
+    give_up_s: f64,
+    scan_every_s: f64,
+}
+
+impl Default for ReplaySection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            grace_s: 30.0,
+            retry_s: 60.0,
+            give_up_s: 86_400.0,
+            scan_every_s: 5.0,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +212,7 @@ pub struct Plan {
     pub batch_max: usize,
     pub batch_wait: Duration,
     pub snapshots: SnapshotPlan,
+    pub replay: crate::store::ReplayPlan,
 }
 
 /// Reads, validates and plans `path`; relative paths in it are relative to
@@ -271,6 +297,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Plan, Invalid> {
             s.keep_days
         ));
     }
+    let replay = replay_plan(&file.replay, &mut problems);
     if file.centre.id.is_empty() || file.centre.id.contains(['/', '+', '#']) {
         problems.push(format!(
             "centre.id {:?}: must be a non-empty name without '/', '+' or '#'",
@@ -312,7 +339,33 @@ pub fn parse(text: &str, base: &Path) -> Result<Plan, Invalid> {
             keep: Duration::from_secs_f64(s.keep_days * 86_400.0),
             max_bytes: s.max_mb.saturating_mul(1 << 20),
         },
+        replay,
     })
+}
+
+/// `[replay]`, checked; problems are added to `problems`.
+fn replay_plan(r: &ReplaySection, problems: &mut Vec<String>) -> crate::store::ReplayPlan {
+    for (name, v, min) in [
+        ("grace_s", r.grace_s, 0.0),
+        ("retry_s", r.retry_s, 0.1),
+        ("give_up_s", r.give_up_s, 1.0),
+        ("scan_every_s", r.scan_every_s, 0.1),
+    ] {
+        if !(v >= min && v.is_finite()) {
+            problems.push(format!(
+                "replay.{name} {v}: must be a number of seconds, at least {min}"
+            ));
+        }
+    }
+    let ms = |s: f64| (s * 1000.0) as i64;
+    crate::store::ReplayPlan {
+        enabled: r.enabled,
+        grace_ms: ms(r.grace_s),
+        retry_ms: ms(r.retry_s),
+        give_up_ms: ms(r.give_up_s),
+        scan_every_ms: ms(r.scan_every_s),
+        ..crate::store::ReplayPlan::default()
+    }
 }
 
 /// The `[mqtt]` checks that need no parsing.

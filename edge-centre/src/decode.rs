@@ -3,8 +3,9 @@
 
 use edge_wire::{
     CAMERA_ALERT_SCHEMA, CAMERA_STATUS_SCHEMA, COUNTS_SCHEMA, CameraAlertMessage,
-    CameraStatusMessage, CountsMessage, EVENT_SCHEMA, EVENT_SCHEMA_V4, EventMessage, NODE_STATUS_SCHEMA,
-    NodeStatusMessage, STATS_SCHEMA, TopicClass, ZONE_ALERT_SCHEMA, ZoneAlertMessage,
+    CameraStatusMessage, CountsMessage, EVENT_SCHEMA, EVENT_SCHEMA_V4, EventMessage,
+    NODE_STATUS_SCHEMA, NodeStatusMessage, REPLAY_ANSWER_SCHEMA, ReplayAnswer, STATS_SCHEMA,
+    TopicClass, ZONE_ALERT_SCHEMA, ZoneAlertMessage,
 };
 use serde::Deserialize;
 
@@ -19,8 +20,12 @@ pub struct Origin {
 /// One storable message.
 #[derive(Clone, Debug)]
 pub enum Record {
-    /// `edge-event/4` (from `/events`, or its copy on `/alerts`: same row).
+    /// `edge-event/5` or `/4` (from `/events`, or its copy on `/alerts`:
+    /// same row).
     Event(Box<EventMessage>),
+    /// `edge-replay-answer/1`: what a node sent again for a replay request,
+    /// and what it no longer has (recorded as lost, with the reason).
+    ReplayAnswer(Box<ReplayAnswer>),
     ZoneAlert(Box<ZoneAlertMessage>),
     CameraAlert(Box<CameraAlertMessage>),
     Counts(Box<CountsMessage>),
@@ -118,6 +123,10 @@ pub fn decode(
             _ => None,
         });
     }
+    // The replay requests of the centres themselves (`{node}/replay`).
+    if addr.class == TopicClass::Replay && addr.camera.is_none() {
+        return Ok(None);
+    }
     if addr.class == TopicClass::Snapshots {
         // JPEG: SOI marker FF D8 FF.
         if !payload.starts_with(&[0xFF, 0xD8, 0xFF]) {
@@ -144,6 +153,9 @@ pub fn decode(
             Record::CameraAlert(typed(&schema, payload)?)
         }
         (TopicClass::Counts, true, COUNTS_SCHEMA) => Record::Counts(typed(&schema, payload)?),
+        (TopicClass::Replay, true, REPLAY_ANSWER_SCHEMA) => {
+            Record::ReplayAnswer(typed(&schema, payload)?)
+        }
         (TopicClass::Status, false, NODE_STATUS_SCHEMA) => Record::NodeStatus {
             origin,
             status: typed(&schema, payload)?,
@@ -181,6 +193,7 @@ fn check_node(record: &Record, topic_node: &str) -> Result<(), Rejected> {
         Record::ZoneAlert(m) => &m.node,
         Record::CameraAlert(m) => &m.node,
         Record::Counts(m) => &m.node,
+        Record::ReplayAnswer(m) => &m.node,
         Record::NodeStatus { status, .. } => &status.node,
         Record::CameraStatus { status, .. } => &status.node,
         Record::CameraRemoved { .. } | Record::Stats { .. } | Record::Snapshot { .. } => {

@@ -66,6 +66,24 @@ impl Acker {
     }
 }
 
+impl Acker {
+    /// Queues a QoS 1 publish (a replay request) on the connection; `false`
+    /// when the client's queue is full or closed (the caller tries again
+    /// later).
+    pub fn publish(&self, topic: String, payload: Vec<u8>) -> bool {
+        match self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
+        {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "cannot queue a replay request; it is asked again later");
+                false
+            }
+        }
+    }
+}
+
 /// The broker connection.
 pub struct Ingest {
     plan: MqttPlan,

@@ -71,6 +71,11 @@ pub async fn run(
     let (st, halted) = (stats.clone(), halt.clone());
     let (keep, max_snapshot_bytes) = (plan.snapshots.keep, plan.snapshots.max_bytes);
     let handle = tokio::runtime::Handle::current();
+    let replay = plan.replay.enabled.then(|| writer::Replayer {
+        me: plan.mqtt.client_id.clone(),
+        plan: plan.replay.clone(),
+        acker: acker.clone(),
+    });
     // The database is opened and used on the writer thread only: its
     // clients may block (PostgreSQL's runs its own small runtime).
     let thread = std::thread::Builder::new()
@@ -98,6 +103,7 @@ pub async fn run(
                 keep,
                 max_snapshot_bytes,
                 handle,
+                replay,
             };
             writer.run(rx, |tokens| acker.ack(tokens));
             let _ = done_tx.send(());

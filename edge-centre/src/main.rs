@@ -58,7 +58,9 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         connections: usize,
     },
-    /// List the gaps in each camera's stored `seq` (messages not received).
+    /// List every gap found in each camera's event `seq` and how it ended
+    /// (open, recovered by replay, arrived late, lost and why), then the
+    /// runs still missing now.
     Gaps {
         #[arg(long, short)]
         config: PathBuf,
@@ -133,10 +135,32 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Gaps { config } => {
             let plan = config::load(&config)?;
-            let gaps = edge_centre::open_store(&plan.store)?.gaps()?;
-            for g in &gaps {
+            let mut store = edge_centre::open_store(&plan.store)?;
+            let report = store.delivery(10_000)?;
+            for g in &report {
                 println!(
-                    "{} {} seq {}-{} ({} missing)",
+                    "{} {} seq {}-{} ({} missing when found): {}{}{}",
+                    g.node,
+                    g.camera,
+                    g.first,
+                    g.last,
+                    g.last - g.first + 1,
+                    g.state,
+                    if g.replayed > 0 {
+                        format!(", {} recovered by replay", g.replayed)
+                    } else {
+                        String::new()
+                    },
+                    g.reasons
+                        .as_ref()
+                        .map(|r| format!(", {} lost ({r})", g.lost))
+                        .unwrap_or_default(),
+                );
+            }
+            let holes = store.gaps()?;
+            for g in &holes {
+                println!(
+                    "missing now: {} {} seq {}-{} ({})",
                     g.node,
                     g.camera,
                     g.first,
@@ -144,7 +168,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     g.last - g.first + 1
                 );
             }
-            if gaps.is_empty() {
+            if report.is_empty() && holes.is_empty() {
                 println!("no gaps");
             }
             Ok(ExitCode::SUCCESS)
@@ -219,6 +243,17 @@ fn check(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         plan.snapshots.keep.as_secs_f64() / 86_400.0,
         plan.snapshots.max_bytes >> 20
     );
+    let r = &plan.replay;
+    if r.enabled {
+        println!(
+            "  replay  gaps requested after {} s, again every {} s, given up (lost: no_answer) after {} s",
+            r.grace_ms as f64 / 1000.0,
+            r.retry_ms as f64 / 1000.0,
+            r.give_up_ms as f64 / 1000.0
+        );
+    } else {
+        println!("  replay  off: gaps are reported, never requested");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,6 +5,7 @@
 //! twice is a no-op (the keys are the node's own: node, camera and `seq`
 //! for events, the message id for alerts, the interval for counts).
 
+mod delivery;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -71,6 +72,75 @@ pub struct Gap {
     pub last: u64,
 }
 
+/// How the centre asks boxes for missing messages (`[replay]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayPlan {
+    pub enabled: bool,
+    /// A gap is requested once it is this old (messages may still be on
+    /// their way through another instance).
+    pub grace_ms: i64,
+    /// How long an instance holds a gap's lease: it is requested again
+    /// after this if still open.
+    pub retry_ms: i64,
+    /// A gap still open this long after it was found is closed: what is
+    /// still missing is recorded lost (`no_answer`).
+    pub give_up_ms: i64,
+    /// How often each instance scans for due gaps.
+    pub scan_every_ms: i64,
+    /// The most `seq` one request asks for.
+    pub max_range: u64,
+    /// The most runs requested per gap per scan.
+    pub max_runs: usize,
+}
+
+impl Default for ReplayPlan {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            grace_ms: 30_000,
+            retry_ms: 60_000,
+            give_up_ms: 86_400_000,
+            scan_every_ms: 5_000,
+            max_range: 10_000,
+            max_runs: 100,
+        }
+    }
+}
+
+/// A replay request to publish (`edge-replay-request/1`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub district: String,
+    pub node: String,
+    pub camera: String,
+    pub first: u64,
+    pub last: u64,
+    pub request_id: String,
+}
+
+/// One gap as the delivery report shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GapReport {
+    pub node: String,
+    pub camera: String,
+    pub district: String,
+    pub first: u64,
+    pub last: u64,
+    /// `open`, `recovered` (complete, some by replay), `arrived` (complete,
+    /// none by replay) or `lost` (some recorded lost).
+    pub state: String,
+    pub found_at: i64,
+    pub requests: i64,
+    /// Messages of the gap stored from a replay.
+    pub replayed: i64,
+    /// Messages the box could not send again.
+    pub lost: i64,
+    /// Why, per reason: `expired: 120, evicted: 3`.
+    pub reasons: Option<String>,
+    pub closed_at: Option<i64>,
+    pub answered_at: Option<i64>,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -116,6 +186,16 @@ pub trait Store: Send {
     fn live_snapshots(&mut self) -> Result<Vec<String>, StoreError>;
     /// Every gap in the stored events' `seq`, by node, camera and `seq`.
     fn gaps(&mut self) -> Result<Vec<Gap>, StoreError>;
+    /// Closes complete gaps and takes the leases of due ones, in one
+    /// transaction; returns the requests this instance (`me`) must publish.
+    fn replay_scan(
+        &mut self,
+        now: SystemTime,
+        me: &str,
+        plan: &ReplayPlan,
+    ) -> Result<Vec<Request>, StoreError>;
+    /// The newest `limit` gap rows, open and closed.
+    fn delivery(&mut self, limit: i64) -> Result<Vec<GapReport>, StoreError>;
 }
 
 /// Milliseconds since the epoch.
@@ -200,6 +280,95 @@ pub mod contract {
         rejected_rows_are_kept_with_their_reason(fresh().as_mut());
         snapshots_expire_by_age_then_by_size(fresh().as_mut());
         gaps_are_found_per_camera(fresh().as_mut());
+        a_gap_is_requested_once_then_recovered_or_lost(fresh().as_mut());
+    }
+
+    fn answer(first: u64, last: u64, missing: &str) -> String {
+        format!(
+            r#"{{"schema":"edge-replay-answer/1","request_id":"r1","node":"box-1","district":"d1","camera":"cam-1","first":{first},"last":{last},"replayed":1,"pending":[],"missing":[{missing}],"time":"2026-12-07T08:01:00.000Z"}}"#
+        )
+    }
+
+    /// A gap becomes one request (a second instance, or the same one
+    /// before the lease ends, does not ask again); the replayed message
+    /// and the box's "no longer have" close it as lost with the reason;
+    /// a gap filled without replay closes as arrived.
+    pub fn a_gap_is_requested_once_then_recovered_or_lost(s: &mut dyn Store) {
+        let ev = |q: u64| item(EV, &event(q, q, "new", ""));
+        s.commit(&[ev(1), ev(2), ev(5), ev(6), ev(9)]).unwrap();
+        let plan = ReplayPlan {
+            grace_ms: 0,
+            retry_ms: 60_000,
+            ..ReplayPlan::default()
+        };
+        let t = SystemTime::now() + Duration::from_secs(1);
+        let asked = s.replay_scan(t, "a", &plan).unwrap();
+        let runs: Vec<(u64, u64)> = asked.iter().map(|r| (r.first, r.last)).collect();
+        assert_eq!(runs, [(3, 4), (7, 8)]);
+        assert!(
+            asked
+                .iter()
+                .all(|r| r.node == "box-1" && r.camera == "cam-1" && r.district == "d1")
+        );
+        assert!(
+            s.replay_scan(t, "b", &plan).unwrap().is_empty(),
+            "instance b asked too"
+        );
+        assert!(
+            s.replay_scan(t, "a", &plan).unwrap().is_empty(),
+            "asked again within the lease"
+        );
+        // Seq 3 replayed, 4 expired at the box; 7 and 8 arrive late.
+        let mut e3 = serde_json::from_str::<serde_json::Value>(&event(3, 3, "new", "")).unwrap();
+        e3["replayed"] = serde_json::Value::Bool(true);
+        e3["schema"] = "edge-event/5".into();
+        s.commit(&[
+            item(EV, &e3.to_string()),
+            item(
+                "edge/d1/box-1/cam-1/replayed",
+                &answer(3, 4, r#"{"first":4,"last":4,"reason":"expired"}"#),
+            ),
+            ev(7),
+            ev(8),
+        ])
+        .unwrap();
+        assert!(s.replay_scan(t, "b", &plan).unwrap().is_empty());
+        let report = s.delivery(100).unwrap();
+        let by_first = |f: u64| report.iter().find(|g| g.first == f).unwrap().clone();
+        let g = by_first(3);
+        assert_eq!(
+            (g.state.as_str(), g.replayed, g.lost),
+            ("lost", 1, 1),
+            "{g:?}"
+        );
+        assert_eq!(g.reasons.as_deref(), Some("expired: 1"));
+        assert_eq!(g.requests, 1);
+        let g = by_first(7);
+        assert_eq!(
+            (g.state.as_str(), g.replayed, g.lost),
+            ("arrived", 0, 0),
+            "{g:?}"
+        );
+        // A fully replayed gap is recovered; one past give-up is lost
+        // (no answer) and nothing waits forever.
+        s.commit(&[ev(12), ev(14)]).unwrap();
+        let asked = s.replay_scan(t, "a", &plan).unwrap();
+        assert_eq!(
+            asked.iter().map(|r| (r.first, r.last)).collect::<Vec<_>>(),
+            [(10, 11), (13, 13)]
+        );
+        let mut e13 = serde_json::from_str::<serde_json::Value>(&event(13, 13, "new", "")).unwrap();
+        e13["replayed"] = serde_json::Value::Bool(true);
+        s.commit(&[item(EV, &e13.to_string())]).unwrap();
+        let late = t + Duration::from_secs(86_401);
+        assert!(s.replay_scan(late, "a", &plan).unwrap().is_empty());
+        let report = s.delivery(100).unwrap();
+        let g = report.iter().find(|g| g.first == 13).unwrap();
+        assert_eq!((g.state.as_str(), g.replayed), ("recovered", 1), "{g:?}");
+        let g = report.iter().find(|g| g.first == 10).unwrap();
+        assert_eq!((g.state.as_str(), g.lost), ("lost", 2), "{g:?}");
+        assert_eq!(g.reasons.as_deref(), Some("no_answer: 2"));
+        assert!(report.iter().all(|g| g.state != "open"), "{report:?}");
     }
 
     /// Missing `seq` runs are reported per camera; a redelivery does not

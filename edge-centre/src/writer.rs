@@ -13,7 +13,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::decode::{self, Record};
 use crate::snapshots::Snapshots;
-use crate::store::{Item, Row, Store};
+use crate::store::{Item, ReplayPlan, Row, Store};
 
 /// A message as received, with the token that acknowledges it.
 pub struct Incoming<T> {
@@ -98,6 +98,17 @@ pub struct Writer {
     pub max_snapshot_bytes: u64,
     /// The runtime the queue belongs to (waiting on it with a timeout).
     pub handle: tokio::runtime::Handle,
+    /// Gap recovery: who this instance is, how to ask, and where to send
+    /// the requests (`None`: off).
+    pub replay: Option<Replayer>,
+}
+
+/// Asks boxes for missing events (see `store::delivery`).
+pub struct Replayer {
+    /// This instance's lease name (its MQTT client id).
+    pub me: String,
+    pub plan: ReplayPlan,
+    pub acker: crate::ingest::Acker,
 }
 
 /// How often expired snapshots are swept.
@@ -108,15 +119,26 @@ impl Writer {
     /// is set while a commit keeps failing).
     pub fn run<T>(mut self, mut rx: Receiver<Incoming<T>>, mut ack: impl FnMut(Vec<T>)) {
         let mut next_sweep = Instant::now();
+        let scan_every = self.replay.as_ref().map_or(SWEEP_EVERY, |r| {
+            Duration::from_millis(u64::try_from(r.plan.scan_every_ms).unwrap_or(5000))
+        });
+        let mut next_scan = Instant::now() + scan_every;
         loop {
             if Instant::now() >= next_sweep {
                 self.sweep(SystemTime::now());
                 next_sweep = Instant::now() + SWEEP_EVERY;
             }
+            if Instant::now() >= next_scan {
+                self.scan(SystemTime::now());
+                next_scan = Instant::now() + scan_every;
+            }
+            let wait = next_sweep
+                .min(next_scan)
+                .saturating_duration_since(Instant::now());
             // The timer is made inside the runtime's context (block_on).
             let first = match self
                 .handle
-                .block_on(async { tokio::time::timeout(SWEEP_EVERY, rx.recv()).await })
+                .block_on(async { tokio::time::timeout(wait, rx.recv()).await })
             {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
@@ -164,6 +186,35 @@ impl Writer {
                 info!(expired = gone.len(), failed, "snapshots expired");
             }
             Err(e) => warn!(error = %e, "cannot expire snapshots; will try again"),
+        }
+    }
+
+    /// Closes complete gaps and publishes the replay requests this instance
+    /// holds the lease of.
+    pub fn scan(&mut self, now: SystemTime) {
+        let Some(r) = &self.replay else { return };
+        let requests = match self.store.replay_scan(now, &r.me, &r.plan) {
+            Ok(q) => q,
+            Err(e) => {
+                warn!(error = %e, "cannot scan for gaps; will try again");
+                return;
+            }
+        };
+        for q in requests {
+            let topic = edge_wire::Topics::new(&self.prefix, &q.district, &q.node).replay();
+            let msg = edge_wire::ReplayRequest {
+                schema: edge_wire::REPLAY_REQUEST_SCHEMA.into(),
+                request_id: q.request_id.clone(),
+                camera: q.camera.clone(),
+                first: q.first,
+                last: q.last,
+                time: edge_wire::rfc3339(now),
+            };
+            let payload = serde_json::to_vec(&msg).unwrap_or_default();
+            if r.acker.publish(topic, payload) {
+                info!(node = %q.node, camera = %q.camera, first = q.first, last = q.last,
+                    request_id = %q.request_id, "replay requested");
+            }
         }
     }
 
@@ -330,6 +381,7 @@ mod tests {
             keep: Duration::from_secs(3600),
             max_snapshot_bytes: u64::MAX,
             handle: rt.handle().clone(),
+            replay: None,
         };
         w.sweep(t0);
         assert!(!snapshots.path(&old).exists(), "expired file kept");

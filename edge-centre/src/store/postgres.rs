@@ -7,11 +7,17 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls};
 
 use super::rows::{self, Sql, Val};
-use super::{Committed, Gap, Item, Store, StoreError, Totals, millis};
+use super::{
+    Committed, Gap, GapReport, Item, ReplayPlan, Request, Store, StoreError, Totals, delivery,
+    millis,
+};
 use std::time::SystemTime;
 
 /// Schema migrations, in order; `schema_migrations` records those run.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0003_delivery.sql"),
+];
 
 /// Any number held only by this program, for the migration lock.
 const MIGRATION_LOCK: i64 = 0x0edc_e17e;
@@ -182,6 +188,24 @@ impl Store for Postgres {
     fn gaps(&mut self) -> Result<Vec<Gap>, StoreError> {
         self.with(|c| rows::gaps(&mut Pg(c)))
     }
+
+    fn replay_scan(
+        &mut self,
+        now: SystemTime,
+        me: &str,
+        plan: &ReplayPlan,
+    ) -> Result<Vec<Request>, StoreError> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            let out = delivery::scan(&mut Pg(&mut tx), millis(now), me, plan)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    fn delivery(&mut self, limit: i64) -> Result<Vec<GapReport>, StoreError> {
+        self.with(|c| delivery::report(&mut Pg(c), limit))
+    }
 }
 
 /// The connection string as logs may show it: host, port and database.
@@ -218,6 +242,9 @@ struct Pg<'a, C: postgres::GenericClient>(&'a mut C);
 impl<C: postgres::GenericClient> Sql for Pg<'_, C> {
     type Error = postgres::Error;
 
+    fn for_update(&self) -> &'static str {
+        " FOR UPDATE"
+    }
     fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, postgres::Error> {
         let st = self.0.prepare(&dollars(sql))?;
         let p: Vec<&(dyn ToSql + Sync)> = params.iter().map(to_sql).collect();

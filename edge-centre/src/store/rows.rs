@@ -89,17 +89,38 @@ pub trait Sql {
     fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, Self::Error>;
     /// Runs a query; each row's columns as values.
     fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, Self::Error>;
+    /// What locks the rows a `SELECT` reads until the transaction ends
+    /// (` FOR UPDATE` on PostgreSQL; nothing on SQLite, whose write
+    /// transactions already exclude each other).
+    fn for_update(&self) -> &'static str {
+        ""
+    }
 }
 
 /// Inserts every item; counts inserted and duplicate rows.
 pub fn commit<S: Sql>(db: &mut S, items: &[Item]) -> Result<Committed, S::Error> {
     let mut done = Committed::default();
+    let mut seen = Vec::new();
     for item in items {
         if insert(db, item)? {
             done.inserted += 1;
         } else {
             done.duplicates += 1;
         }
+        if let Row::Message(r) = &item.row
+            && let Record::Event(e) = r.as_ref()
+        {
+            seen.push(super::delivery::Seen {
+                node: &e.node,
+                camera: &e.camera,
+                district: &e.district,
+                seq: e.seq,
+            });
+        }
+    }
+    if !seen.is_empty() {
+        let at = items.first().map_or(0, |i| millis(i.received));
+        super::delivery::track(db, &seen, at, super::ReplayPlan::default().max_range)?;
     }
     Ok(done)
 }
@@ -183,6 +204,7 @@ fn snapshot_sha<S: Sql>(db: &mut S, topic: Option<&str>) -> Result<Option<String
 fn message<S: Sql>(db: &mut S, r: &Record, at: i64) -> Result<bool, S::Error> {
     match r {
         Record::Event(e) => event(db, e, at),
+        Record::ReplayAnswer(a) => super::delivery::answer(db, a, at),
         Record::ZoneAlert(z) => {
             let time = wire_millis(&z.time).unwrap_or(at);
             let kind = z.alerts.first().map_or("crowding", String::as_str);
@@ -319,10 +341,10 @@ fn event<S: Sql>(db: &mut S, e: &edge_wire::EventMessage, at: i64) -> Result<boo
     let omitted = e.snapshot_omitted.map(|o| name(&o));
     let n = db.exec(
         "INSERT INTO events (node, camera, seq, district, object_id, type, label, score, frame_time, alerts,
-                             snapshot_topic, snapshot_sha, snapshot_omitted, received_at, payload)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) ON CONFLICT DO NOTHING",
+                             snapshot_topic, snapshot_sha, snapshot_omitted, received_at, payload, replayed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT DO NOTHING",
         vals![&e.node, &e.camera, seq(e.seq), &e.district, &e.id, name(&e.kind), &e.label, f64::from(e.score), time,
-              e.alerts.join(","), topic, sha.clone(), omitted, at, json(e)],
+              e.alerts.join(","), topic, sha.clone(), omitted, at, json(e), i64::from(e.replayed)],
     )?;
     if n == 0 {
         return Ok(false);

@@ -7,11 +7,17 @@ use rusqlite::types::{ToSqlOutput, Value as Lite, ValueRef};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::rows::{self, Sql, Val};
-use super::{Committed, Gap, Item, Store, StoreError, Totals, millis};
+use super::{
+    Committed, Gap, GapReport, Item, ReplayPlan, Request, Store, StoreError, Totals, delivery,
+    millis,
+};
 use std::time::SystemTime;
 
 /// Schema migrations, in order; `PRAGMA user_version` is how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0003_delivery.sql"),
+];
 
 pub struct Sqlite {
     conn: Connection,
@@ -122,6 +128,25 @@ impl Store for Sqlite {
     fn gaps(&mut self) -> Result<Vec<Gap>, StoreError> {
         rows::gaps(&mut Conn(&self.conn)).map_err(db)
     }
+
+    fn replay_scan(
+        &mut self,
+        now: SystemTime,
+        me: &str,
+        plan: &ReplayPlan,
+    ) -> Result<Vec<Request>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let out = delivery::scan(&mut Tx(&tx), millis(now), me, plan).map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(out)
+    }
+
+    fn delivery(&mut self, limit: i64) -> Result<Vec<GapReport>, StoreError> {
+        delivery::report(&mut Conn(&self.conn), limit).map_err(db)
+    }
 }
 
 impl rusqlite::ToSql for Val {
@@ -214,6 +239,11 @@ mod tests {
     #[test]
     fn rejected_rows_are_kept_with_their_reason() {
         contract::rejected_rows_are_kept_with_their_reason(&mut fresh().1);
+    }
+
+    #[test]
+    fn a_gap_is_requested_once_then_recovered_or_lost() {
+        contract::a_gap_is_requested_once_then_recovered_or_lost(&mut fresh().1);
     }
 
     /// Opening migrates once; a database from a newer edge-centre is refused.

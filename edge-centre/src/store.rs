@@ -141,6 +141,18 @@ pub struct GapReport {
     pub answered_at: Option<i64>,
 }
 
+/// A run of `seq` recorded lost, and why (the box's reason, or
+/// `no_answer`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostRun {
+    pub node: String,
+    pub camera: String,
+    pub first: u64,
+    pub last: u64,
+    pub reason: String,
+    pub recorded_at: i64,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -196,6 +208,8 @@ pub trait Store: Send {
     ) -> Result<Vec<Request>, StoreError>;
     /// The newest `limit` gap rows, open and closed.
     fn delivery(&mut self, limit: i64) -> Result<Vec<GapReport>, StoreError>;
+    /// Every run recorded lost.
+    fn lost(&mut self) -> Result<Vec<LostRun>, StoreError>;
 }
 
 /// Milliseconds since the epoch.

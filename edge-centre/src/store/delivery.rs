@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 
 use super::rows::{Sql, Val};
-use super::{GapReport, ReplayPlan, Request};
+use super::{GapReport, LostRun, ReplayPlan, Request};
 
 macro_rules! vals {
     ($($v:expr),* $(,)?) => { &[$(Val::from($v)),*] };
@@ -349,6 +349,25 @@ pub fn report<S: Sql>(db: &mut S, limit: i64) -> Result<Vec<GapReport>, S::Error
             },
             closed_at: opt_int(r.get(11)),
             answered_at: opt_int(r.get(12)),
+        })
+        .collect())
+}
+
+/// Every run recorded lost, oldest first by camera and `seq`.
+pub fn lost<S: Sql>(db: &mut S) -> Result<Vec<LostRun>, S::Error> {
+    Ok(db
+        .query(
+            "SELECT node, camera, first, last, reason, recorded_at FROM lost ORDER BY node, camera, first",
+            &[],
+        )?
+        .into_iter()
+        .map(|r| LostRun {
+            node: text(r.first()),
+            camera: text(r.get(1)),
+            first: u64::try_from(int(r.get(2))).unwrap_or(0),
+            last: u64::try_from(int(r.get(3))).unwrap_or(0),
+            reason: text(r.get(4)),
+            recorded_at: int(r.get(5)),
         })
         .collect())
 }

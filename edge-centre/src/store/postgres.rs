@@ -8,8 +8,8 @@ use postgres::{Client, NoTls};
 
 use super::rows::{self, Sql, Val};
 use super::{
-    Committed, Gap, GapReport, Item, ReplayPlan, Request, Store, StoreError, Totals, delivery,
-    millis,
+    Committed, Gap, GapReport, Item, LostRun, ReplayPlan, Request, Store, StoreError, Totals,
+    delivery, millis,
 };
 use std::time::SystemTime;
 
@@ -205,6 +205,10 @@ impl Store for Postgres {
 
     fn delivery(&mut self, limit: i64) -> Result<Vec<GapReport>, StoreError> {
         self.with(|c| delivery::report(&mut Pg(c), limit))
+    }
+
+    fn lost(&mut self) -> Result<Vec<LostRun>, StoreError> {
+        self.with(|c| delivery::lost(&mut Pg(c)))
     }
 }
 

@@ -8,8 +8,8 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::rows::{self, Sql, Val};
 use super::{
-    Committed, Gap, GapReport, Item, ReplayPlan, Request, Store, StoreError, Totals, delivery,
-    millis,
+    Committed, Gap, GapReport, Item, LostRun, ReplayPlan, Request, Store, StoreError, Totals,
+    delivery, millis,
 };
 use std::time::SystemTime;
 
@@ -146,6 +146,10 @@ impl Store for Sqlite {
 
     fn delivery(&mut self, limit: i64) -> Result<Vec<GapReport>, StoreError> {
         delivery::report(&mut Conn(&self.conn), limit).map_err(db)
+    }
+
+    fn lost(&mut self) -> Result<Vec<LostRun>, StoreError> {
+        delivery::lost(&mut Conn(&self.conn)).map_err(db)
     }
 }
 

@@ -30,7 +30,10 @@ use serde_json::{Value, json};
 
 /// Where Debian's `chromium` package puts the browser.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
-/// Where Debian's `chromium-driver` package puts the driver.
+/// Where Ubuntu's `chromium-browser` (a snap wrapper) puts it.
+pub const CHROMIUM_UBUNTU: &str = "/usr/bin/chromium-browser";
+/// Where Debian's `chromium-driver` (and Ubuntu's `chromium-chromedriver`)
+/// puts the driver.
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// The W3C key of an element reference in JSON.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -80,9 +83,14 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// chromedriver and Chromium from Debian's packages, headless, 1440×900.
+    /// chromedriver and Chromium from Debian's packages (Ubuntu's when
+    /// Debian's browser is absent), headless, 1440×900.
     pub fn start() -> Browser {
-        Self::start_with(Path::new(CHROMEDRIVER), Path::new(CHROMIUM))
+        let chromium = [CHROMIUM, CHROMIUM_UBUNTU]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .unwrap_or(CHROMIUM);
+        Self::start_with(Path::new(CHROMEDRIVER), Path::new(chromium))
     }
 
     /// Like `start`, with the programs at these paths. Panics naming the

@@ -248,3 +248,29 @@ fn a_missing_driver_fails_naming_the_package() {
         "{text}"
     );
 }
+
+#[test]
+fn a_failing_browser_test_leaves_a_screenshot() {
+    let server = Server::start();
+    let shot = browser::artefacts_dir().join(format!("browser-failure-{}.png", std::process::id()));
+    let _ = std::fs::remove_file(&shot);
+    let url = server.url("/");
+    let err = std::panic::catch_unwind(|| {
+        let b = Browser::start();
+        b.goto(&url);
+        b.wait_for("#never-there", Duration::from_millis(300));
+    })
+    .expect_err("wait_for gives up");
+    let text = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        text.contains("#never-there") && text.contains(&url),
+        "{text}"
+    );
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let (width, _, green) = pixels_near(&png, [0, 170, 85]);
+    assert_eq!(width, 1440);
+    // The page as it was ("nobody greeted yet" in green), not a blank one.
+    assert!(green > 500, "{green} green pixels in {}", shot.display());
+    let _ = std::fs::remove_file(&shot);
+}

@@ -4,7 +4,9 @@
 //! on a free loopback port, opens a session with headless Chromium
 //! (`chromium`) and speaks the WebDriver REST protocol to it: JSON over
 //! HTTP/1.1 on a plain `TcpStream`, one request per connection. Dropping the
-//! `Browser` deletes the session (Chromium exits) and kills chromedriver.
+//! `Browser` deletes the session (Chromium exits) and kills chromedriver;
+//! when the test is failing it first saves what the browser showed in
+//! `target/test-artefacts/browser-failure-<pid>.png`.
 //! A missing browser or driver fails the test with the package to install;
 //! nothing is skipped.
 //!
@@ -324,6 +326,16 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // A failing test leaves a picture of what the browser showed.
+        if std::thread::panicking() && !self.session.is_empty() {
+            let path = artefacts_dir().join(format!("browser-failure-{}.png", std::process::id()));
+            if let Ok(Value::String(b64)) = self.command("GET", "/screenshot", None)
+                && let Ok(png) = base64::engine::general_purpose::STANDARD.decode(b64.as_bytes())
+                && std::fs::write(&path, png).is_ok()
+            {
+                eprintln!("browser: screenshot at failure: {}", path.display());
+            }
+        }
         if !self.session.is_empty() {
             // Chromium exits with its session.
             let _ = request(

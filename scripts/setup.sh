@@ -4,7 +4,8 @@
 #
 #   1. installs the missing apt packages (GStreamer dev + plugins, mosquitto,
 #      prometheus (tests/metrics.rs scrapes the node with it), postgresql
-#      (tests/centre.rs),
+#      (tests/centre.rs), chromium and chromium-driver (the console's browser
+#      tests, tests/common/browser.rs),
 #      pkg-config, libssl-dev; python3-venv only when `python3 -m venv` fails),
 #   2. checks for cargo and GStreamer >= 1.22,
 #   3. fetches libonnxruntime into third_party/onnxruntime (scripts/fetch-onnxruntime.sh),
@@ -44,6 +45,15 @@ packages+=(systemd)
 # The centre's PostgreSQL store: tests/centre.rs starts its own cluster
 # (initdb in a temporary folder, 127.0.0.1 only).
 packages+=(postgresql)
+# Headless Chromium driven over WebDriver by the browser tests
+# (tests/common/browser.rs: chromedriver on a loopback port). Ubuntu has no
+# `chromium`/`chromium-driver` packages: its Chromium comes as a snap, through
+# the `chromium-browser` and `chromium-chromedriver` wrapper packages.
+if grep -qx 'ID=ubuntu' /etc/os-release 2>/dev/null; then
+  packages+=(chromium-browser chromium-chromedriver)
+else
+  packages+=(chromium chromium-driver)
+fi
 
 # A C linker: rustup does not bring one, and build scripts compile C.
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)

@@ -34,8 +34,8 @@ if ! cargo deny --version >/dev/null 2>&1; then
 fi
 step "cargo deny (licences, bans, sources)"
 cargo deny --locked check --hide-inclusion-graph licenses bans sources
-step "cargo test (release: unit, parity, configs, end to end, RTSP, bad input, demo)"
+step "cargo test (release: unit, parity, configs, end to end, RTSP, bad input, demo, browser, compose)"
 cargo test --release --locked --workspace --all-targets
-step "Dockerfile lint (hadolint)"
+step "Dockerfile and Dockerfile.centre lint (hadolint)"
 scripts/lint-docker.sh
 step "all checks passed"

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use edge_centre::config;
+use edge_centre::store::console;
 
 #[derive(Parser)]
 #[command(
@@ -67,6 +68,51 @@ enum Cmd {
     Stats {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// The console's users.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+    /// The API's bearer tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create a user, or set an existing one's password and role. The
+    /// password is read from standard input (one line), or from the
+    /// environment variable named by --password-env.
+    Add {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// viewer (looks), operator (also acknowledges) or admin.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+    /// List the users and their roles.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create an API token for a user and print it (once: only its hash is
+    /// stored).
+    Add {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -159,6 +205,82 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::User { cmd } => user(cmd),
+        Cmd::Token {
+            cmd: TokenCmd::Add { config, name },
+        } => {
+            let db = console_db(&config)?;
+            let token = edge_centre::web::auth::new_token();
+            let hash = edge_centre::web::auth::token_hash(&token);
+            let now = edge_centre::web::now_ms();
+            if !db.run(|db| console::add_token(db, &hash, &name, now))? {
+                anyhow::bail!("no user {name:?}: add it first with `edge-centre user add`");
+            }
+            println!("{token}");
+            eprintln!("token for {name} created; it is shown only this once");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The database, migrated, with the console's connections.
+fn console_db(config: &std::path::Path) -> anyhow::Result<console::ConsoleDb> {
+    let plan = config::load(config)?;
+    drop(edge_centre::open_store(&plan.store)?);
+    Ok(console::ConsoleDb::open(&plan.store)?)
+}
+
+/// `edge-centre user …`.
+fn user(cmd: UserCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        UserCmd::Add {
+            config,
+            name,
+            role,
+            password_env,
+        } => {
+            let Some(role) = console::Role::parse(&role) else {
+                anyhow::bail!("--role {role:?}: use viewer, operator or admin");
+            };
+            if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+                anyhow::bail!("--name: 1 to 64 printable characters");
+            }
+            let password = match &password_env {
+                Some(var) => std::env::var(var)
+                    .with_context(|| format!("--password-env: ${var} is not set"))?,
+                None => {
+                    if std::io::stdin().is_terminal() {
+                        eprint!("password for {name}: ");
+                    }
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("cannot read the password from standard input")?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            if password.chars().count() < 8 {
+                anyhow::bail!("the password is too short: use at least 8 characters");
+            }
+            let hash =
+                edge_centre::web::auth::hash_password(&password).map_err(anyhow::Error::msg)?;
+            let db = console_db(&config)?;
+            let now = edge_centre::web::now_ms();
+            let new = db.run(|db| console::put_user(db, &name, &hash, role, now))?;
+            println!(
+                "{} {name} ({})",
+                if new { "added" } else { "updated" },
+                role.name()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        UserCmd::List { config } => {
+            let db = console_db(&config)?;
+            for (name, role, _) in db.run(console::users)? {
+                println!("{name} {role}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -219,6 +341,18 @@ fn check(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         plan.snapshots.keep.as_secs_f64() / 86_400.0,
         plan.snapshots.max_bytes >> 20
     );
+    match plan.console.listen {
+        Some(addr) => println!(
+            "  console http://{addr} (sessions {} h{})",
+            plan.console.session.as_secs_f64() / 3600.0,
+            if plan.console.secure_cookie {
+                ", Secure cookie"
+            } else {
+                ""
+            }
+        ),
+        None => println!("  console off"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -82,6 +82,10 @@ impl Latency {
     }
 }
 
+/// Called with each committed batch, after its acknowledgement (the
+/// console's live updates); must not block.
+pub type OnCommit = Arc<dyn Fn(&[Item]) + Send + Sync>;
+
 pub struct Writer {
     pub store: Box<dyn Store>,
     pub snapshots: Snapshots,
@@ -98,6 +102,8 @@ pub struct Writer {
     pub max_snapshot_bytes: u64,
     /// The runtime the queue belongs to (waiting on it with a timeout).
     pub handle: tokio::runtime::Handle,
+    /// What to tell about each committed batch (the console's live feed).
+    pub on_commit: Option<OnCommit>,
 }
 
 /// How often expired snapshots are swept.
@@ -140,6 +146,9 @@ impl Writer {
             }
             self.measure(&items);
             ack(tokens);
+            if let Some(tell) = &self.on_commit {
+                tell(&items);
+            }
         }
         debug!("writer queue closed and drained");
     }
@@ -330,6 +339,7 @@ mod tests {
             keep: Duration::from_secs(3600),
             max_snapshot_bytes: u64::MAX,
             handle: rt.handle().clone(),
+            on_commit: None,
         };
         w.sweep(t0);
         assert!(!snapshots.path(&old).exists(), "expired file kept");

@@ -11,7 +11,10 @@ use super::{Committed, Gap, Item, Store, StoreError, Totals, millis};
 use std::time::SystemTime;
 
 /// Schema migrations, in order; `schema_migrations` records those run.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_console.sql"),
+];
 
 /// Any number held only by this program, for the migration lock.
 const MIGRATION_LOCK: i64 = 0x0edc_e17e;
@@ -213,7 +216,7 @@ fn to_sql(v: &Val) -> &(dyn ToSql + Sync) {
 }
 
 /// A connection or transaction, as rows.rs uses it.
-struct Pg<'a, C: postgres::GenericClient>(&'a mut C);
+pub(super) struct Pg<'a, C: postgres::GenericClient>(pub(super) &'a mut C);
 
 impl<C: postgres::GenericClient> Sql for Pg<'_, C> {
     type Error = postgres::Error;

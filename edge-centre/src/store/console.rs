@@ -388,6 +388,7 @@ pub struct Alert {
 #[derive(Clone, Debug, Default)]
 pub struct AlertFilter {
     pub district: Option<String>,
+    pub node: Option<String>,
     pub camera: Option<String>,
     pub label: Option<String>,
     pub kind: Option<String>,
@@ -429,7 +430,8 @@ pub fn alerts(db: &mut Db<'_>, f: &AlertFilter) -> Result<Vec<Alert>, StoreError
            AND (CAST(?2 AS TEXT) IS NULL OR a.camera = ?2)
            AND (CAST(?3 AS TEXT) IS NULL OR a.label = ?3)
            AND (CAST(?4 AS TEXT) IS NULL OR a.kind = ?4)
-           AND (?5 = 0 OR a.acked_at IS NULL)
+           AND (CAST(?5 AS BIGINT) = 0 OR a.acked_at IS NULL)
+           AND (CAST(?7 AS TEXT) IS NULL OR a.node = ?7)
          ORDER BY a.time DESC, a.alert_id LIMIT ?6"
     );
     Ok(db
@@ -442,6 +444,7 @@ pub fn alerts(db: &mut Db<'_>, f: &AlertFilter) -> Result<Vec<Alert>, StoreError
                 opt(f.kind.as_deref()),
                 Val::from(i64::from(f.open_only)),
                 Val::from(f.limit.clamp(1, 1000)),
+                opt(f.node.as_deref()),
             ],
         )?
         .iter()

@@ -111,6 +111,7 @@ pub fn event_filter(q: &HashMap<String, String>, api: bool) -> Result<EventFilte
 pub fn alert_filter(q: &HashMap<String, String>) -> AlertFilter {
     AlertFilter {
         district: param(q, "district"),
+        node: param(q, "node"),
         camera: param(q, "camera"),
         label: param(q, "label"),
         kind: param(q, "kind"),

@@ -719,6 +719,7 @@ fn pages_render(c: &Centre, alice: &str, sha: &str) {
     assert!(counts.contains("walkway · person · east"), "{counts}");
     let delivery = get(c.http, "/delivery", &h).text();
     assert!(delivery.contains("class=\"gap-row"), "{delivery}");
+    assert_eq!(get(c.http, "/accounts", &h).status, 403, "admins only");
     let img = get(c.http, &format!("/snapshots/{sha}"), &h);
     assert_eq!(img.body, JPEG);
     // Expired: the file is gone and the page says so.

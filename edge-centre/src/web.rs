@@ -403,6 +403,7 @@ pub fn router(app: App) -> Router {
         .route("/search", get(pages::search))
         .route("/counts", get(pages::counts))
         .route("/delivery", get(pages::delivery))
+        .route("/accounts", get(pages::accounts))
         .route("/snapshots/:sha", get(api::snapshot_page))
         .route("/events/stream", get(api::stream))
         .route("/api/events", get(api::events))

@@ -399,8 +399,14 @@ pub struct AlertFilter {
 
 const ALERT_COLUMNS: &str =
     "a.alert_id, a.node, a.district, a.camera, a.kind, a.severity, a.time, a.object_id,
-    a.label, a.rule, a.snapshot_sha, CASE WHEN s.expired_at IS NULL THEN 0 ELSE 1 END, a.cleared_at,
+    a.label, a.rule, a.shown_sha, CASE WHEN s.expired_at IS NULL THEN 0 ELSE 1 END, a.cleared_at,
     a.acked_by, a.acked_at";
+
+/// Incidents with the picture to show: their own, else their object's
+/// latest (an alert raised by an update often has none of its own).
+const ALERT_FROM: &str = "(SELECT a.*, coalesce(a.snapshot_sha, (SELECT e.snapshot_sha FROM events e
+        WHERE e.object_id = a.object_id AND e.snapshot_sha IS NOT NULL ORDER BY e.seq DESC LIMIT 1)) AS shown_sha
+    FROM alerts a) a LEFT JOIN snapshots s ON s.sha256 = a.shown_sha";
 
 fn alert_of(r: &[Val]) -> Alert {
     Alert {
@@ -425,7 +431,7 @@ fn alert_of(r: &[Val]) -> Alert {
 /// Incidents, newest first.
 pub fn alerts(db: &mut Db<'_>, f: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
     let sql = format!(
-        "SELECT {ALERT_COLUMNS} FROM alerts a LEFT JOIN snapshots s ON s.sha256 = a.snapshot_sha
+        "SELECT {ALERT_COLUMNS} FROM {ALERT_FROM}
          WHERE (CAST(?1 AS TEXT) IS NULL OR a.district = ?1)
            AND (CAST(?2 AS TEXT) IS NULL OR a.camera = ?2)
            AND (CAST(?3 AS TEXT) IS NULL OR a.label = ?3)
@@ -455,7 +461,7 @@ pub fn alerts(db: &mut Db<'_>, f: &AlertFilter) -> Result<Vec<Alert>, StoreError
 /// One incident.
 pub fn alert(db: &mut Db<'_>, id: &str) -> Result<Option<Alert>, StoreError> {
     let sql = format!(
-        "SELECT {ALERT_COLUMNS} FROM alerts a LEFT JOIN snapshots s ON s.sha256 = a.snapshot_sha
+        "SELECT {ALERT_COLUMNS} FROM {ALERT_FROM}
          WHERE a.alert_id = ?1"
     );
     Ok(db
@@ -467,7 +473,7 @@ pub fn alert(db: &mut Db<'_>, id: &str) -> Result<Option<Alert>, StoreError> {
 /// The incidents of one object.
 pub fn object_alerts(db: &mut Db<'_>, object_id: &str) -> Result<Vec<Alert>, StoreError> {
     let sql = format!(
-        "SELECT {ALERT_COLUMNS} FROM alerts a LEFT JOIN snapshots s ON s.sha256 = a.snapshot_sha
+        "SELECT {ALERT_COLUMNS} FROM {ALERT_FROM}
          WHERE a.object_id = ?1 ORDER BY a.time"
     );
     Ok(db
@@ -722,6 +728,13 @@ pub fn cameras(db: &mut Db<'_>, now: i64) -> Result<Vec<Camera>, StoreError> {
                 state.clone()
             };
             let broken = shown != "streaming";
+            // A silent node's cameras are out since its last word.
+            let status_time = int(r.get(8)).unwrap_or(0);
+            let out_since = if shown == state {
+                since
+            } else {
+                status_time.max(since)
+            };
             Camera {
                 district: string(r.first()),
                 node: string(r.get(1)),
@@ -737,11 +750,11 @@ pub fn cameras(db: &mut Db<'_>, now: i64) -> Result<Vec<Camera>, StoreError> {
                     .map(str::to_string)
                     .collect(),
                 fps_in: real(r.get(7)),
-                status_time: int(r.get(8)).unwrap_or(0),
+                status_time,
                 node_state,
                 last_event: int(r.get(11)),
                 outage_s: if broken {
-                    (now - since).max(0) / 1000
+                    (now - out_since).max(0) / 1000
                 } else {
                     0
                 },

@@ -84,6 +84,17 @@ pub fn page(f: &Frame<'_>, body: &str) -> String {
         };
         let _ = write!(nav, "<a href=\"/{href}\" id=\"nav-{href}\"{cls}>{name}</a>");
     }
+    if f.role == "admin" {
+        let cls = if f.active == "accounts" {
+            " class=\"on\""
+        } else {
+            ""
+        };
+        let _ = write!(
+            nav,
+            "<a href=\"/accounts\" id=\"nav-accounts\"{cls}>Accounts</a>"
+        );
+    }
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\

@@ -79,3 +79,69 @@ pub fn publisher(tx: broadcast::Sender<Update>) -> OnCommit {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::decode;
+    use crate::store::contract::event;
+
+    fn item(topic: &str, json: &str) -> Item {
+        let r = decode("edge", topic, json.as_bytes(), 1 << 20)
+            .unwrap()
+            .unwrap();
+        Item {
+            received: std::time::SystemTime::now(),
+            row: Row::Message(Box::new(r)),
+        }
+    }
+
+    /// New incidents and camera states are told; plain lifecycle messages
+    /// and cleared alarms are not.
+    #[test]
+    fn a_batch_tells_its_incidents_and_camera_states() {
+        let ev = "edge/d1/box-1/cam-1/events";
+        let status = r#"{"schema":"edge-camera-status/3","node":"box-1","camera":"cam-1","state":"reconnecting","since":"2026-12-07T08:00:00.000Z","time":"2026-12-07T08:00:00.000Z","last_error":null,"detail":null,"frames":1,"frames_analysed":1,"frames_dropped":0,"drops":{"queue_full":0,"inference_failed":0},"fps_in":5.0,"fps_analysed":5.0,"last_frame_age_s":0.1,"reconnects":0,"retry_attempt":0,"outage_since":null,"outage_s":null,"stream":null,"health":[]}"#;
+        let cleared = r#"{"schema":"edge-camera-alert/1","id":"box-1.cam-1.19a.c2","seq":2,"node":"box-1","district":"d1","camera":"cam-1","kind":"black_cleared","time":"2026-12-07T08:00:00.000Z","t":1.0,"duration_s":10.0,"score":0.0,"threshold":8.0,"health":[]}"#;
+        let items = [
+            item(ev, &event(1, 7, "new", "")),
+            item(ev, &event(2, 7, "update", r#""loitering","wrong_way""#)),
+            item("edge/d1/box-1/cam-1/status", status),
+            item("edge/d1/box-1/cam-1/alerts", cleared),
+        ];
+        assert_eq!(
+            updates(&items),
+            vec![
+                Update::Alert {
+                    alert_id: "box-1.cam-1.19a.7/loitering".into()
+                },
+                Update::Alert {
+                    alert_id: "box-1.cam-1.19a.7/wrong_way".into()
+                },
+                Update::Camera {
+                    node: "box-1".into(),
+                    camera: "cam-1".into(),
+                    state: "reconnecting".into()
+                },
+            ]
+        );
+    }
+
+    /// Publishing never waits, with or without listeners.
+    #[test]
+    fn the_hook_never_waits() {
+        let (tx, mut rx) = broadcast::channel(2);
+        let hook = publisher(tx);
+        let items = [item(
+            "edge/d1/box-1/cam-1/events",
+            &event(2, 7, "update", r#""loitering""#),
+        )];
+        for _ in 0..10 {
+            hook(&items);
+        }
+        assert!(matches!(
+            rx.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(_))
+        ));
+    }
+}

@@ -318,6 +318,9 @@ pub async fn object(
         .into_response())
 }
 
+const CAMERA_HEAD: &str = "<table class=\"cameras\"><thead><tr><th>Camera</th><th>State</th><th>Outage</th>\
+<th>Health alarms</th><th>fps</th><th>Last event</th><th>Last error</th></tr></thead><tbody>";
+
 fn camera_row(c: &Camera) -> String {
     let cls = if c.broken {
         "camera-row broken"
@@ -356,8 +359,7 @@ pub async fn cameras(State(app): State<App>, headers: HeaderMap) -> Result<Respo
         if broken > 0 { "bad" } else { "good" },
         list.len()
     );
-    let head = "<table class=\"cameras\"><thead><tr><th>Camera</th><th>State</th><th>Outage</th><th>Health alarms</th>\
-<th>fps</th><th>Last event</th><th>Last error</th></tr></thead><tbody>";
+    let head = CAMERA_HEAD;
     let mut group: Option<(bool, &str, &str)> = None;
     for c in &list {
         let g = (c.broken, c.district.as_str(), c.node.as_str());
@@ -524,7 +526,7 @@ pub fn charts(points: &[CountPoint]) -> String {
     for ((line, class, dir), ps) in series {
         let max = ps.iter().map(|p| p.count).max().unwrap_or(0).max(1);
         let (w, h) = (720.0_f64, 140.0_f64);
-        let bw = w / ps.len() as f64;
+        let bw = (w / ps.len() as f64).min(24.0);
         let _ = write!(
             s,
             "<figure class=\"counts-chart\" data-line=\"{l}\" data-class=\"{c}\" data-direction=\"{d}\">\
@@ -552,7 +554,8 @@ pub fn charts(points: &[CountPoint]) -> String {
         }
         let _ = write!(
             s,
-            "<text x=\"0\" y=\"{y}\">{a}</text><text x=\"{w}\" y=\"{y}\" text-anchor=\"end\">{b}</text></svg></figure>",
+            "<text x=\"0\" y=\"{y}\">{a}</text><text x=\"{w}\" y=\"{y}\" text-anchor=\"end\">{b}</text>\
+<text x=\"{w}\" y=\"12\" text-anchor=\"end\">peak {max}</text></svg></figure>",
             y = h + 16.0,
             a = ps.first().map_or(String::new(), |p| time(p.interval_start)),
             b = ps.last().map_or(String::new(), |p| time(p.interval_end)),
@@ -642,6 +645,32 @@ pub async fn delivery(State(app): State<App>, headers: HeaderMap) -> Result<Resp
         body.push_str("</tbody></table>");
     }
     Ok(framed(&app, &who, "Delivery", "delivery", &body)
+        .await?
+        .into_response())
+}
+
+/// `GET /accounts` (admins): the users and their roles. Users are made
+/// and changed with `edge-centre user add`.
+pub async fn accounts(State(app): State<App>, headers: HeaderMap) -> Result<Response, Fail> {
+    let who = app.who(&headers, false).await?;
+    require(&who, Role::Admin, false)?;
+    let users = app.db(false, console::users).await?;
+    let mut body = String::from(
+        "<table class=\"accounts\" id=\"accounts\"><thead><tr><th>Name</th><th>Role</th><th>Created</th></tr></thead><tbody>",
+    );
+    for (name, role, created) in &users {
+        let _ = write!(
+            body,
+            "<tr class=\"account-row\"><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(name),
+            esc(role),
+            time(*created)
+        );
+    }
+    body.push_str(
+        "</tbody></table><p class=\"empty\">Add or change users with <code>edge-centre user add --config … --name … --role viewer|operator|admin</code>.</p>",
+    );
+    Ok(framed(&app, &who, "Accounts", "accounts", &body)
         .await?
         .into_response())
 }

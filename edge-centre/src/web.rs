@@ -447,3 +447,70 @@ pub async fn serve(
         }
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn console(secure_cookie: bool) -> Console {
+        let plan = crate::config::StorePlan::Sqlite {
+            path: PathBuf::from("unused.db"),
+        };
+        Console {
+            db: Arc::new(ConsoleDb::open(&plan).unwrap()),
+            snapshots: PathBuf::from("snapshots"),
+            live: broadcast::channel(1).0,
+            session: Duration::from_secs(3600),
+            secure_cookie,
+        }
+    }
+
+    #[test]
+    fn the_session_cookie_is_http_only_strict_and_secure_when_asked() {
+        let c = console(false).session_cookie("abc", 3600);
+        let c = c.to_str().unwrap();
+        assert_eq!(
+            c,
+            "edge_session=abc; HttpOnly; SameSite=Strict; Path=/; Max-Age=3600"
+        );
+        let s = console(true).session_cookie("abc", 0);
+        assert!(s.to_str().unwrap().ends_with("; Max-Age=0; Secure"));
+    }
+
+    #[test]
+    fn credentials_are_read_from_cookies_and_bearer_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; edge_session=tok; b=2"),
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer  xyz "),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("tok"));
+        assert_eq!(cookie(&h, "edge_sess"), None);
+        assert_eq!(bearer(&h).as_deref(), Some("xyz"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic eHl6"),
+        );
+        assert_eq!(bearer(&h), None);
+    }
+
+    #[test]
+    fn roles_are_ordered() {
+        let who = |role| Who {
+            user: User {
+                name: "u".into(),
+                role,
+            },
+            via: Via::Bearer,
+        };
+        assert!(require(&who(Role::Viewer), Role::Operator, true).is_err());
+        assert!(require(&who(Role::Operator), Role::Operator, true).is_ok());
+        assert!(require(&who(Role::Admin), Role::Operator, true).is_ok());
+        assert!(require(&who(Role::Operator), Role::Admin, true).is_err());
+        assert_eq!(who(Role::Admin).csrf(), "", "no CSRF token for bearers");
+    }
+}

@@ -890,3 +890,122 @@ pub fn snapshot(db: &mut Db<'_>, sha256: &str) -> Result<Option<bool>, StoreErro
         .first()
         .map(|r| int(r.first()) == Some(1)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::contract::event;
+    use crate::store::{Item, Row, Store};
+
+    fn fresh() -> (tempfile::TempDir, ConsoleDb) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let mut s = crate::store::sqlite::Sqlite::open(&path).unwrap();
+        let items: Vec<Item> = (1..=5)
+            .map(|seq| {
+                let alerts = if seq == 2 { r#""loitering""# } else { "" };
+                let r = crate::decode::decode(
+                    "edge",
+                    "edge/d1/box-1/cam-1/events",
+                    event(seq, 7, "update", alerts).as_bytes(),
+                    1 << 20,
+                )
+                .unwrap()
+                .unwrap();
+                Item {
+                    received: std::time::SystemTime::now(),
+                    row: Row::Message(Box::new(r)),
+                }
+            })
+            .collect();
+        s.commit(&items).unwrap();
+        (dir, ConsoleDb::open(&StorePlan::Sqlite { path }).unwrap())
+    }
+
+    #[test]
+    fn sessions_expire_and_users_are_replaced_not_duplicated() {
+        let (_dir, db) = fresh();
+        db.run(|db| {
+            assert!(put_user(db, "alice", "h1", Role::Viewer, 0)?);
+            assert!(!put_user(db, "alice", "h2", Role::Operator, 0)?);
+            assert_eq!(user_hash(db, "alice")?, Some(("h2".into(), Role::Operator)));
+            assert_eq!(user_hash(db, "bob")?, None);
+            add_session(db, "s1", "alice", 100, 200)?;
+            let alice = Some(User {
+                name: "alice".into(),
+                role: Role::Operator,
+            });
+            assert_eq!(session_user(db, "s1", 150)?, alice);
+            assert_eq!(session_user(db, "s1", 200)?, None, "expired");
+            end_session(db, "s1")?;
+            assert_eq!(session_user(db, "s1", 150)?, None, "logged out");
+            assert!(!add_token(db, "t0", "bob", 0)?, "no such user");
+            assert!(add_token(db, "t1", "alice", 0)?);
+            assert_eq!(token_user(db, "t1")?, alice);
+            assert_eq!(token_user(db, "t2")?, None);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn the_first_acknowledgement_stands() {
+        let (_dir, db) = fresh();
+        db.run(|db| {
+            let id = "box-1.cam-1.19a.7/loitering";
+            assert_eq!(unacked(db)?, 1);
+            assert_eq!(ack(db, id, "alice", 10)?, Acked::Now);
+            assert_eq!(ack(db, id, "bob", 20)?, Acked::Already);
+            assert_eq!(ack(db, "nope", "bob", 20)?, Acked::NoSuchAlert);
+            let a = alert(db, id)?.unwrap();
+            assert_eq!(
+                (a.acked_by.as_deref(), a.acked_at),
+                (Some("alice"), Some(10))
+            );
+            assert_eq!(unacked(db)?, 0);
+            let open = AlertFilter {
+                open_only: true,
+                limit: 10,
+                ..Default::default()
+            };
+            assert!(alerts(db, &open)?.is_empty());
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// Pages of events follow each other without gaps or repeats.
+    #[test]
+    fn keyset_pages_cover_every_event_once() {
+        let (_dir, db) = fresh();
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let f = EventFilter {
+                limit: 2,
+                after: after.clone(),
+                ..Default::default()
+            };
+            let page = db.run(|db| events(db, &f)).unwrap();
+            seen.extend(page.iter().map(|e| e.seq));
+            match page.last() {
+                Some(e) if page.len() == 2 => {
+                    after = Some(EventKey(
+                        e.frame_time,
+                        e.node.clone(),
+                        e.camera.clone(),
+                        e.seq,
+                    ));
+                }
+                _ => break,
+            }
+        }
+        assert_eq!(seen, vec![5, 4, 3, 2, 1]);
+        let f = EventFilter {
+            label: Some("person' OR '1'='1".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        assert!(db.run(|db| events(db, &f)).unwrap().is_empty());
+    }
+}

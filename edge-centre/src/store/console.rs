@@ -1008,4 +1008,50 @@ mod tests {
         };
         assert!(db.run(|db| events(db, &f)).unwrap().is_empty());
     }
+
+    /// A camera whose status went silent shows as "node offline", broken
+    /// ones come first, and a streaming camera is not broken.
+    #[test]
+    fn silent_cameras_show_node_offline_first() {
+        let (dir, db) = fresh();
+        let status = |cam: &str| {
+            format!(
+                r#"{{"schema":"edge-camera-status/3","node":"box-1","camera":"{cam}","state":"streaming","since":"2026-12-07T08:00:00.000Z","time":"2026-12-07T08:00:00.000Z","last_error":null,"detail":null,"frames":1,"frames_analysed":1,"frames_dropped":0,"drops":{{"queue_full":0,"inference_failed":0}},"fps_in":5.0,"fps_analysed":5.0,"last_frame_age_s":0.1,"reconnects":0,"retry_attempt":0,"outage_since":null,"outage_s":null,"stream":null,"health":[]}}"#
+            )
+        };
+        let now = std::time::SystemTime::now();
+        let item = |cam: &str, received| {
+            let r = crate::decode::decode(
+                "edge",
+                &format!("edge/d1/box-1/{cam}/status"),
+                status(cam).as_bytes(),
+                1 << 20,
+            )
+            .unwrap()
+            .unwrap();
+            Item {
+                received,
+                row: Row::Message(Box::new(r)),
+            }
+        };
+        let mut s = crate::store::sqlite::Sqlite::open(&dir.path().join("c.db")).unwrap();
+        s.commit(&[
+            item("cam-a", now),
+            item("cam-b", now - std::time::Duration::from_secs(600)),
+        ])
+        .unwrap();
+        let cams = db.run(|db| cameras(db, crate::store::millis(now))).unwrap();
+        let shown: Vec<(&str, &str, bool)> = cams
+            .iter()
+            .map(|c| (c.camera.as_str(), c.shown.as_str(), c.broken))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("cam-b", "node offline", true),
+                ("cam-a", "streaming", false)
+            ]
+        );
+        assert!(cams[0].outage_s >= 599, "{}", cams[0].outage_s);
+    }
 }

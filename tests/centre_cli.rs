@@ -103,3 +103,102 @@ fn stats_on_a_fresh_database_counts_nothing() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "no gaps\n");
 }
+
+#[test]
+fn user_and_token_commands_check_what_they_are_given() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write(
+        dir.path(),
+        "centre.toml",
+        "[store]\npath = \"centre.db\"\n[console]\nlisten = \"127.0.0.1:8080\"\n",
+    );
+    let run = |args: &[&str], stdin: &str, env: &[(&str, &str)]| {
+        let mut child = centre()
+            .args(args)
+            .arg("--config")
+            .arg(&conf)
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(
+        &["user", "add", "--name", "a", "--role", "root"],
+        "long-enough\n",
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("viewer, operator or admin"));
+    let out = run(&["user", "add", "--name", "a"], "short\n", &[]);
+    assert!(!out.status.success(), "a short password is refused");
+    let out = run(
+        &["user", "add", "--name", "a", "--password-env", "NOPE_X"],
+        "",
+        &[],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("$NOPE_X is not set"));
+    let out = run(&["token", "add", "--name", "a"], "", &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no user"));
+    let out = run(
+        &["user", "add", "--name", "a", "--role", "admin"],
+        "long-enough\n",
+        &[],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "added a (admin)\n");
+    let out = run(
+        &[
+            "user",
+            "add",
+            "--name",
+            "a",
+            "--role",
+            "viewer",
+            "--password-env",
+            "PW",
+        ],
+        "",
+        &[("PW", "another-one")],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "updated a (viewer)\n");
+    assert_eq!(
+        String::from_utf8_lossy(&run(&["user", "list"], "", &[]).stdout),
+        "a viewer\n"
+    );
+    let t1 = run(&["token", "add", "--name", "a"], "", &[]);
+    let t2 = run(&["token", "add", "--name", "a"], "", &[]);
+    let (t1, t2) = (
+        String::from_utf8_lossy(&t1.stdout),
+        String::from_utf8_lossy(&t2.stdout),
+    );
+    assert_eq!(t1.trim().len(), 64);
+    assert_ne!(t1, t2);
+    // Only hashes are in the database.
+    let mut db = std::fs::read(dir.path().join("centre.db")).unwrap();
+    db.extend(std::fs::read(dir.path().join("centre.db-wal")).unwrap_or_default());
+    let token_hash = edge_centre::web::auth::token_hash(t1.trim());
+    assert!(
+        db.windows(64).any(|w| w == token_hash.as_bytes()),
+        "the token's hash is stored"
+    );
+    let has = |s: &str| db.windows(s.len()).any(|w| w == s.as_bytes());
+    assert!(!has(t1.trim()) && !has("long-enough") && !has("another-one"));
+    let out = centre()
+        .args(["check", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("console http://127.0.0.1:8080 (sessions 12 h)")
+    );
+}

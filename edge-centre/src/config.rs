@@ -51,6 +51,8 @@ struct File {
     #[serde(default)]
     snapshots: SnapshotSection,
     #[serde(default)]
+    console: ConsoleSection,
+    #[serde(default)]
     replay: ReplaySection,
 }
 
@@ -165,6 +167,36 @@ impl Default for SnapshotSection {
     }
 }
 
+/// `[console]`: the operators' web console (off unless `listen` is set).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ConsoleSection {
+    listen: Option<String>,
+    session_hours: f64,
+    secure_cookie: bool,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            session_hours: 12.0,
+            secure_cookie: false,
+        }
+    }
+}
+
+/// The operators' console.
+#[derive(Clone, Debug)]
+pub struct ConsolePlan {
+    /// Where it listens; `None`: no console.
+    pub listen: Option<std::net::SocketAddr>,
+    /// How long a login lasts.
+    pub session: Duration,
+    /// Mark the session cookie `Secure` (served behind a TLS proxy).
+    pub secure_cookie: bool,
+}
+
 /// The broker connection of the ingest.
 #[derive(Clone, Debug)]
 pub struct MqttPlan {
@@ -213,6 +245,7 @@ pub struct Plan {
     pub batch_wait: Duration,
     pub snapshots: SnapshotPlan,
     pub replay: crate::store::ReplayPlan,
+    pub console: ConsolePlan,
 }
 
 /// Reads, validates and plans `path`; relative paths in it are relative to
@@ -304,6 +337,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Plan, Invalid> {
             file.centre.id
         ));
     }
+    let console = check_console(&file.console, &mut problems);
     if !problems.is_empty() {
         return Err(Invalid::Problems(problems));
     }
@@ -340,6 +374,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Plan, Invalid> {
             max_bytes: s.max_mb.saturating_mul(1 << 20),
         },
         replay,
+        console,
     })
 }
 
@@ -365,6 +400,34 @@ fn replay_plan(r: &ReplaySection, problems: &mut Vec<String>) -> crate::store::R
         give_up_ms: ms(r.give_up_s),
         scan_every_ms: ms(r.scan_every_s),
         ..crate::store::ReplayPlan::default()
+    }
+}
+
+/// The `[console]` checks.
+fn check_console(c: &ConsoleSection, problems: &mut Vec<String>) -> ConsolePlan {
+    let listen = match c.listen.as_deref() {
+        None => None,
+        Some(a) => match a.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                problems.push(format!(
+                    "console.listen {a:?}: not an address; use ip:port, e.g. \"127.0.0.1:8080\" (put a TLS proxy in front for other machines)"
+                ));
+                None
+            }
+        },
+    };
+    let ok = c.session_hours > 0.0 && c.session_hours.is_finite() && c.session_hours <= 24.0 * 31.0;
+    if !ok {
+        problems.push(format!(
+            "console.session_hours {}: must be a positive number of hours, at most 744 (a shift is 8 to 12)",
+            c.session_hours
+        ));
+    }
+    ConsolePlan {
+        listen,
+        session: Duration::from_secs_f64(if ok { c.session_hours * 3600.0 } else { 3600.0 }),
+        secure_cookie: c.secure_cookie,
     }
 }
 
@@ -457,6 +520,27 @@ mod tests {
         ] {
             assert!(p[i].starts_with(field), "{}", p[i]);
         }
+    }
+
+    #[test]
+    fn the_console_is_off_by_default_and_checked_when_on() {
+        let p = parse("", Path::new(".")).unwrap();
+        assert!(p.console.listen.is_none());
+        let p = parse(
+            "[console]\nlisten = \"127.0.0.1:8080\"\nsession_hours = 8\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(p.console.listen.unwrap().port(), 8080);
+        assert_eq!(p.console.session, Duration::from_secs(8 * 3600));
+        let Err(Invalid::Problems(p)) = parse(
+            "[console]\nlisten = \"everywhere\"\nsession_hours = -1\n",
+            Path::new("."),
+        ) else {
+            panic!("expected problems");
+        };
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(p[0].starts_with("console.listen") && p[1].starts_with("console.session_hours"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`store`]: the database behind one trait (SQLite, PostgreSQL).
 //! - [`snapshots`]: the JPEG files, content-addressed.
 //! - [`simulate`]: a load generator playing many boxes' traffic.
+//! - [`web`]: the operators' console and JSON API (`[console] listen`).
 
 pub mod config;
 pub mod decode;
@@ -17,6 +18,7 @@ pub mod ingest;
 pub mod simulate;
 pub mod snapshots;
 pub mod store;
+pub mod web;
 pub mod writer;
 
 use std::sync::Arc;
@@ -37,6 +39,8 @@ pub enum StartError {
     Snapshots(#[from] snapshots::SnapshotError),
     #[error("cannot start the writer thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Console(#[from] web::ServeError),
 }
 
 /// Opens the planned database.
@@ -76,6 +80,13 @@ pub async fn run(
         plan: plan.replay.clone(),
         acker: acker.clone(),
     });
+    // The console's live feed: the writer publishes what it committed.
+    let (live, _) = tokio::sync::broadcast::channel(1024);
+    let on_commit = plan
+        .console
+        .listen
+        .is_some()
+        .then(|| web::live::publisher(live.clone()));
     // The database is opened and used on the writer thread only: its
     // clients may block (PostgreSQL's runs its own small runtime).
     let thread = std::thread::Builder::new()
@@ -104,6 +115,7 @@ pub async fn run(
                 max_snapshot_bytes,
                 handle,
                 replay,
+                on_commit,
             };
             writer.run(rx, |tokens| acker.ack(tokens));
             let _ = done_tx.send(());
@@ -121,6 +133,10 @@ pub async fn run(
             )));
         }
     }
+    let console = match plan.console.listen {
+        Some(addr) => Some(start_console(plan, addr, live).await?),
+        None => None,
+    };
     info!(filter = %plan.mqtt.filter, "edge-centre ingest started");
     let reporter = tokio::spawn(report(stats.clone()));
     ingest.run(&tx, stop).await;
@@ -133,7 +149,26 @@ pub async fn run(
     ingest.drain(drained).await;
     halt.store(true, Ordering::Relaxed);
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    if let Some(c) = console {
+        c.abort();
+    }
     Ok(stats)
+}
+
+/// Serves the operators' console (the database is migrated by now).
+async fn start_console(
+    plan: &Plan,
+    addr: std::net::SocketAddr,
+    live: tokio::sync::broadcast::Sender<web::Update>,
+) -> Result<tokio::task::JoinHandle<()>, StartError> {
+    let console = web::Console {
+        db: Arc::new(store::console::ConsoleDb::open(&plan.store)?),
+        snapshots: plan.snapshots.dir.clone(),
+        live,
+        session: plan.console.session,
+        secure_cookie: plan.console.secure_cookie,
+    };
+    Ok(web::serve(&plan.console, addr, console).await?)
 }
 
 /// Logs the ingest's rates every 10 s (only when something happened).

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use edge_centre::config;
+use edge_centre::store::console;
 
 #[derive(Parser)]
 #[command(
@@ -69,6 +70,51 @@ enum Cmd {
     Stats {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// The console's users.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+    /// The API's bearer tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create a user, or set an existing one's password and role. The
+    /// password is read from standard input (one line), or from the
+    /// environment variable named by --password-env.
+    Add {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// viewer (looks), operator (also acknowledges) or admin.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+    /// List the users and their roles.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create an API token for a user and print it (once: only its hash is
+    /// stored).
+    Add {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -133,46 +179,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Gaps { config } => {
-            let plan = config::load(&config)?;
-            let mut store = edge_centre::open_store(&plan.store)?;
-            let report = store.delivery(10_000)?;
-            for g in &report {
-                println!(
-                    "{} {} seq {}-{} ({} missing when found): {}{}{}",
-                    g.node,
-                    g.camera,
-                    g.first,
-                    g.last,
-                    g.last - g.first + 1,
-                    g.state,
-                    if g.replayed > 0 {
-                        format!(", {} recovered by replay", g.replayed)
-                    } else {
-                        String::new()
-                    },
-                    g.reasons
-                        .as_ref()
-                        .map(|r| format!(", {} lost ({r})", g.lost))
-                        .unwrap_or_default(),
-                );
-            }
-            let holes = store.gaps()?;
-            for g in &holes {
-                println!(
-                    "missing now: {} {} seq {}-{} ({})",
-                    g.node,
-                    g.camera,
-                    g.first,
-                    g.last,
-                    g.last - g.first + 1
-                );
-            }
-            if report.is_empty() && holes.is_empty() {
-                println!("no gaps");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Gaps { config } => gaps(&config),
         Cmd::Stats { config } => {
             let plan = config::load(&config)?;
             let mut store = edge_centre::open_store(&plan.store)?;
@@ -181,6 +188,82 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 "events {}\nalerts {}\ncounts {}\nsnapshots {}\ncameras {}\nnodes {}\nrejected {}",
                 t.events, t.alerts, t.counts, t.snapshots, t.cameras, t.nodes, t.rejected
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::User { cmd } => user(cmd),
+        Cmd::Token {
+            cmd: TokenCmd::Add { config, name },
+        } => {
+            let db = console_db(&config)?;
+            let token = edge_centre::web::auth::new_token();
+            let hash = edge_centre::web::auth::token_hash(&token);
+            let now = edge_centre::web::now_ms();
+            if !db.run(|db| console::add_token(db, &hash, &name, now))? {
+                anyhow::bail!("no user {name:?}: add it first with `edge-centre user add`");
+            }
+            println!("{token}");
+            eprintln!("token for {name} created; it is shown only this once");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The database, migrated, with the console's connections.
+fn console_db(config: &std::path::Path) -> anyhow::Result<console::ConsoleDb> {
+    let plan = config::load(config)?;
+    drop(edge_centre::open_store(&plan.store)?);
+    Ok(console::ConsoleDb::open(&plan.store)?)
+}
+
+/// `edge-centre user …`.
+fn user(cmd: UserCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        UserCmd::Add {
+            config,
+            name,
+            role,
+            password_env,
+        } => {
+            let Some(role) = console::Role::parse(&role) else {
+                anyhow::bail!("--role {role:?}: use viewer, operator or admin");
+            };
+            if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+                anyhow::bail!("--name: 1 to 64 printable characters");
+            }
+            let password = match &password_env {
+                Some(var) => std::env::var(var)
+                    .with_context(|| format!("--password-env: ${var} is not set"))?,
+                None => {
+                    if std::io::stdin().is_terminal() {
+                        eprint!("password for {name}: ");
+                    }
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("cannot read the password from standard input")?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            if password.chars().count() < 8 {
+                anyhow::bail!("the password is too short: use at least 8 characters");
+            }
+            let hash =
+                edge_centre::web::auth::hash_password(&password).map_err(anyhow::Error::msg)?;
+            let db = console_db(&config)?;
+            let now = edge_centre::web::now_ms();
+            let new = db.run(|db| console::put_user(db, &name, &hash, role, now))?;
+            println!(
+                "{} {name} ({})",
+                if new { "added" } else { "updated" },
+                role.name()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        UserCmd::List { config } => {
+            let db = console_db(&config)?;
+            for (name, role, _) in db.run(console::users)? {
+                println!("{name} {role}");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -212,6 +295,48 @@ fn run(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         rejected = stats.rejected.load(Ordering::Relaxed),
         "edge-centre stopped"
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `edge-centre gaps`.
+fn gaps(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let plan = config::load(config)?;
+    let mut store = edge_centre::open_store(&plan.store)?;
+    let report = store.delivery(10_000)?;
+    for g in &report {
+        println!(
+            "{} {} seq {}-{} ({} missing when found): {}{}{}",
+            g.node,
+            g.camera,
+            g.first,
+            g.last,
+            g.last - g.first + 1,
+            g.state,
+            if g.replayed > 0 {
+                format!(", {} recovered by replay", g.replayed)
+            } else {
+                String::new()
+            },
+            g.reasons
+                .as_ref()
+                .map(|r| format!(", {} lost ({r})", g.lost))
+                .unwrap_or_default(),
+        );
+    }
+    let holes = store.gaps()?;
+    for g in &holes {
+        println!(
+            "missing now: {} {} seq {}-{} ({})",
+            g.node,
+            g.camera,
+            g.first,
+            g.last,
+            g.last - g.first + 1
+        );
+    }
+    if report.is_empty() && holes.is_empty() {
+        println!("no gaps");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -253,6 +378,18 @@ fn check(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         );
     } else {
         println!("  replay  off: gaps are reported, never requested");
+    }
+    match plan.console.listen {
+        Some(addr) => println!(
+            "  console http://{addr} (sessions {} h{})",
+            plan.console.session.as_secs_f64() / 3600.0,
+            if plan.console.secure_cookie {
+                ", Secure cookie"
+            } else {
+                ""
+            }
+        ),
+        None => println!("  console off"),
     }
     Ok(ExitCode::SUCCESS)
 }

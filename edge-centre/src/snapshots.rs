@@ -33,8 +33,13 @@ impl Snapshots {
 
     /// Where the picture with this SHA-256 (hex) lives.
     pub fn path(&self, sha256: &str) -> PathBuf {
+        Self::path_in(&self.dir, sha256)
+    }
+
+    /// Where the picture with this SHA-256 (hex) lives in store `dir`.
+    pub fn path_in(dir: &Path, sha256: &str) -> PathBuf {
         let prefix = sha256.get(..2).unwrap_or("00");
-        self.dir.join(prefix).join(format!("{sha256}.jpg"))
+        dir.join(prefix).join(format!("{sha256}.jpg"))
     }
 
     /// Stores `jpeg` durably; returns its SHA-256 (hex).

@@ -5,6 +5,7 @@
 //! twice is a no-op (the keys are the node's own: node, camera and `seq`
 //! for events, the message id for alerts, the interval for counts).
 
+pub mod console;
 mod delivery;
 pub mod postgres;
 mod rows;

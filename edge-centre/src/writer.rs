@@ -82,6 +82,10 @@ impl Latency {
     }
 }
 
+/// Called with each committed batch, after its acknowledgement (the
+/// console's live updates); must not block.
+pub type OnCommit = Arc<dyn Fn(&[Item]) + Send + Sync>;
+
 pub struct Writer {
     pub store: Box<dyn Store>,
     pub snapshots: Snapshots,
@@ -101,6 +105,8 @@ pub struct Writer {
     /// Gap recovery: who this instance is, how to ask, and where to send
     /// the requests (`None`: off).
     pub replay: Option<Replayer>,
+    /// What to tell about each committed batch (the console's live feed).
+    pub on_commit: Option<OnCommit>,
 }
 
 /// Asks boxes for missing events (see `store::delivery`).
@@ -162,6 +168,9 @@ impl Writer {
             }
             self.measure(&items);
             ack(tokens);
+            if let Some(tell) = &self.on_commit {
+                tell(&items);
+            }
         }
         debug!("writer queue closed and drained");
     }
@@ -382,6 +391,7 @@ mod tests {
             max_snapshot_bytes: u64::MAX,
             handle: rt.handle().clone(),
             replay: None,
+            on_commit: None,
         };
         w.sweep(t0);
         assert!(!snapshots.path(&old).exists(), "expired file kept");

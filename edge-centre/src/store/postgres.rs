@@ -16,6 +16,7 @@ use std::time::SystemTime;
 /// Schema migrations, in order; `schema_migrations` records those run.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_console.sql"),
     include_str!("../../migrations/postgres/0003_delivery.sql"),
 ];
 
@@ -241,7 +242,7 @@ fn to_sql(v: &Val) -> &(dyn ToSql + Sync) {
 }
 
 /// A connection or transaction, as rows.rs uses it.
-struct Pg<'a, C: postgres::GenericClient>(&'a mut C);
+pub(super) struct Pg<'a, C: postgres::GenericClient>(pub(super) &'a mut C);
 
 impl<C: postgres::GenericClient> Sql for Pg<'_, C> {
     type Error = postgres::Error;

@@ -16,6 +16,7 @@ use std::time::SystemTime;
 /// Schema migrations, in order; `PRAGMA user_version` is how many ran.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_console.sql"),
     include_str!("../../migrations/sqlite/0003_delivery.sql"),
 ];
 
@@ -164,12 +165,16 @@ impl rusqlite::ToSql for Val {
     }
 }
 
-fn run(conn: &Connection, sql: &str, params: &[Val]) -> rusqlite::Result<u64> {
+pub(super) fn run(conn: &Connection, sql: &str, params: &[Val]) -> rusqlite::Result<u64> {
     let mut st = conn.prepare_cached(sql)?;
     Ok(st.execute(rusqlite::params_from_iter(params))? as u64)
 }
 
-fn select(conn: &Connection, sql: &str, params: &[Val]) -> rusqlite::Result<Vec<Vec<Val>>> {
+pub(super) fn select(
+    conn: &Connection,
+    sql: &str,
+    params: &[Val],
+) -> rusqlite::Result<Vec<Vec<Val>>> {
     let mut st = conn.prepare_cached(sql)?;
     let n = st.column_count();
     let rows = st.query_map(rusqlite::params_from_iter(params), |r| {

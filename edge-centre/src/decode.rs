@@ -3,8 +3,9 @@
 
 use edge_wire::{
     CAMERA_ALERT_SCHEMA, CAMERA_STATUS_SCHEMA, COUNTS_SCHEMA, CameraAlertMessage,
-    CameraStatusMessage, CountsMessage, EVENT_SCHEMA, EVENT_SCHEMA_V4, EventMessage, NODE_STATUS_SCHEMA,
-    NodeStatusMessage, STATS_SCHEMA, TopicClass, ZONE_ALERT_SCHEMA, ZoneAlertMessage,
+    CameraStatusMessage, CountsMessage, EVENT_SCHEMA, EVENT_SCHEMA_V4, EventMessage,
+    NODE_STATUS_SCHEMA, NodeStatusMessage, STATS_SCHEMA, TopicClass, ZONE_ALERT_SCHEMA,
+    ZoneAlertMessage,
 };
 use serde::Deserialize;
 

@@ -41,6 +41,7 @@ pub mod watch;
 mod client;
 mod pump;
 mod record;
+mod replay;
 mod stats;
 mod wire;
 
@@ -69,6 +70,7 @@ pub use edge_wire::{
 pub use record::{
     CameraAlertRecord, EventRecord, OmitReason, SnapshotOutcome, SnapshotPayload, ZoneAlertRecord,
 };
+pub use replay::MAX_RANGE as REPLAY_MAX_RANGE;
 pub use stats::{BudgetView, PublishStats, PublisherView};
 
 use client::{Link, drive};
@@ -130,6 +132,9 @@ pub struct OutboxOptions {
     /// Outbox messages per second handed to the client, at most.
     pub replay_rate: f64,
     pub stats_interval: Duration,
+    /// How long delivered lifecycle events are kept for replay requests
+    /// (`[outbox] keep_delivered_s`; zero: not kept).
+    pub keep_delivered: Duration,
     /// The node's own MQTT packet limit (`[mqtt] max_packet_bytes`).
     pub max_packet_bytes: usize,
     /// A publish waiting this long with no PUBACK arriving drops the connection.
@@ -167,6 +172,8 @@ struct Shared {
     traffic: Mutex<Traffic>,
     /// The node's snapshot budget, for the stats message only (the node spends it).
     budget: Mutex<Option<Arc<Mutex<crate::budget::ByteBudget>>>>,
+    /// Replay requests waiting for the replay task (bounded: `replay::QUEUE`).
+    replay_tx: tokio::sync::mpsc::Sender<replay::Incoming>,
 }
 
 /// The broker cannot be reached: since when, why, and the outbox's size then.
@@ -216,7 +223,11 @@ impl Publisher {
         ident: NodeIdentity,
         outbox_opts: OutboxOptions,
     ) -> Result<(Publisher, JoinHandle<()>), PublishError> {
-        let ob = outbox::Outbox::open(&outbox_opts.dir, outbox_opts.quota_bytes)?;
+        let ob = outbox::Outbox::open_keeping(
+            &outbox_opts.dir,
+            outbox_opts.quota_bytes,
+            outbox_opts.keep_delivered,
+        )?;
         let c = ob.counters();
         if !ob.is_empty() {
             tracing::info!(
@@ -228,6 +239,7 @@ impl Publisher {
         }
         let topics = Topics::new(&ident.prefix, &ident.district, &ident.node);
         let (host, port) = opts.broker_address();
+        let (replay_tx, replay_rx) = tokio::sync::mpsc::channel(replay::QUEUE);
         let shared = Arc::new(Shared {
             topics,
             node: ident.node,
@@ -259,6 +271,7 @@ impl Publisher {
             opts: outbox_opts,
             wake: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
+            replay_tx,
         });
         let will = node_status(&shared, NodeState::Offline, None);
         opts.set_last_will(LastWill::new(
@@ -274,6 +287,7 @@ impl Publisher {
         let h = tokio::spawn(drive(eventloop, p.clone()));
         tokio::spawn(pump(p.clone()));
         tokio::spawn(stats_loop(p.clone()));
+        tokio::spawn(replay::serve(p.clone(), replay_rx));
         Ok((p, h))
     }
 

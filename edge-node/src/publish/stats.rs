@@ -50,6 +50,13 @@ pub struct PublishStats {
     pub refused: AtomicU64,
     /// Connections dropped because the broker stopped acknowledging.
     pub puback_timeouts: AtomicU64,
+    /// Replay requests received, refused (malformed, another schema, an
+    /// unknown camera, too large a range, the queue full) and not served (the
+    /// outbox failing), and lifecycle messages queued again for them.
+    pub replay_requests: AtomicU64,
+    pub replay_refused: AtomicU64,
+    pub replay_failed: AtomicU64,
+    pub replay_resent: AtomicU64,
 }
 
 /// Bytes per class (node-wide) and per camera, counted in `Publisher::push`.

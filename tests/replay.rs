@@ -124,28 +124,10 @@ fn max_seq(msgs: &[Msg]) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn delivered_events_come_again_on_request_and_bad_requests_are_ignored() {
-    let broker = mosquitto();
-    let sub = Subscriber::start(broker.port, "t/#");
-    let centre = Centre::start(broker.port);
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("node.log");
-    let mut node = run_node(&pipeline(dir.path(), broker.port, 3600.0), &log);
-    // Seq 1..=3 are long acknowledged once seq 6 has arrived.
-    sub.wait_for("six events", Duration::from_secs(90), |m| max_seq(m) >= 6);
-    std::thread::sleep(Duration::from_millis(500));
-
-    centre.ask("r1", "vtest", 1, 3);
-    let (a, answered_at, msgs) = wait_answer(&sub, "r1");
-    assert_eq!(
-        (a.camera.as_str(), a.node.as_str(), a.district.as_str()),
-        ("vtest", "test-box", "test-district")
-    );
-    assert_eq!((a.first, a.last, a.replayed), (1, 3, 3), "{a:?}");
-    assert!(a.pending.is_empty() && a.missing.is_empty(), "{a:?}");
-
-    let evs = camera_events(&msgs);
+/// Seq 1..=3 came once more each, marked `replayed`, before the answer
+/// (`answered_at`), the same messages otherwise, with their snapshots.
+fn check_copies(msgs: &[Msg], answered_at: Instant) {
+    let evs = camera_events(msgs);
     let mut pictures_resent = 0;
     for seq in 1..=3u64 {
         let original = evs
@@ -172,6 +154,57 @@ fn delivered_events_come_again_on_request_and_bad_requests_are_ignored() {
         }
     }
     assert!(pictures_resent > 0, "a new event carries a snapshot");
+}
+
+/// The five bad requests were refused, each in a log line with the topic and why.
+fn check_refusals(text: &str) {
+    let refused: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("replay request refused"))
+        .collect();
+    assert_eq!(refused.len(), 5, "{text}");
+    assert!(
+        refused
+            .iter()
+            .all(|l| l.contains(&format!("topic={BASE}/replay"))),
+        "{refused:?}"
+    );
+    for what in [
+        "not an edge-replay-request/1",
+        "edge-replay-request/9",
+        "\"nope\"",
+        "after last",
+        "at most 10000",
+    ] {
+        assert!(
+            refused.iter().any(|l| l.contains(what)),
+            "no refusal says {what:?}: {refused:?}"
+        );
+    }
+}
+
+#[test]
+fn delivered_events_come_again_on_request_and_bad_requests_are_ignored() {
+    let broker = mosquitto();
+    let sub = Subscriber::start(broker.port, "t/#");
+    let centre = Centre::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("node.log");
+    let mut node = run_node(&pipeline(dir.path(), broker.port, 3600.0), &log);
+    // Seq 1..=3 are long acknowledged once seq 6 has arrived.
+    sub.wait_for("six events", Duration::from_secs(90), |m| max_seq(m) >= 6);
+    std::thread::sleep(Duration::from_millis(500));
+
+    centre.ask("r1", "vtest", 1, 3);
+    let (a, answered_at, msgs) = wait_answer(&sub, "r1");
+    assert_eq!(
+        (a.camera.as_str(), a.node.as_str(), a.district.as_str()),
+        ("vtest", "test-box", "test-district")
+    );
+    assert_eq!((a.first, a.last, a.replayed), (1, 3, 3), "{a:?}");
+    assert!(a.pending.is_empty() && a.missing.is_empty(), "{a:?}");
+
+    check_copies(&msgs, answered_at);
 
     // Bad requests: each logged (with the topic) and counted; no answer.
     let before = max_seq(&msgs);
@@ -212,29 +245,7 @@ fn delivered_events_come_again_on_request_and_bad_requests_are_ignored() {
         .expect("the node exits");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{text}");
-    let refused: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("replay request refused"))
-        .collect();
-    assert_eq!(refused.len(), 5, "{text}");
-    assert!(
-        refused
-            .iter()
-            .all(|l| l.contains(&format!("topic={BASE}/replay"))),
-        "{refused:?}"
-    );
-    for what in [
-        "not an edge-replay-request/1",
-        "edge-replay-request/9",
-        "\"nope\"",
-        "after last",
-        "at most 10000",
-    ] {
-        assert!(
-            refused.iter().any(|l| l.contains(what)),
-            "no refusal says {what:?}: {refused:?}"
-        );
-    }
+    check_refusals(&text);
     assert!(!text.contains("panicked"), "{text}");
     schemas().validate_all(
         &sub.snapshot()

@@ -11,13 +11,15 @@
 //! ```text
 //! {prefix}/{district}/{node}/status                        retained; LWT (online | offline | stopped)
 //! {prefix}/{district}/{node}/{camera}/status               retained camera state
-//! {prefix}/{district}/{node}/{camera}/events               QoS 1, edge-event/4 JSON
-//! {prefix}/{district}/{node}/{camera}/alerts               QoS 1, alerts only: edge-event/4
+//! {prefix}/{district}/{node}/{camera}/events               QoS 1, edge-event/5 JSON
+//! {prefix}/{district}/{node}/{camera}/alerts               QoS 1, alerts only: edge-event/5
 //!                                                          (per object), edge-zone-alert/3 (crowding)
 //!                                                          or edge-camera-alert/1 (tamper)
 //! {prefix}/{district}/{node}/{camera}/counts               QoS 1, edge-counts/1 every counts interval
 //! {prefix}/{district}/{node}/{camera}/snapshot/{id}        QoS 1, JPEG bytes, not retained
 //! {prefix}/{district}/{node}/stats                         retained, edge-stats/3 (outbox, bytes, budget)
+//! {prefix}/{district}/{node}/replay                        subscribed, QoS 1: edge-replay-request/1 from the centre
+//! {prefix}/{district}/{node}/{camera}/replayed             QoS 1, edge-replay-answer/1
 //! ```
 //!
 //! Events and snapshots go through the durable [`outbox`] first: a pump task
@@ -29,7 +31,8 @@
 //! `edge_wire` message types), `record` (what the node hands
 //! over: [`EventRecord`], [`SnapshotOutcome`]), `client` (MQTT options, the
 //! event-loop task, pkid ↔ outbox key), `pump` (outbox → client), `stats`
-//! (byte and snapshot counters, `edge-stats/3`), [`outbox`] (the durable
+//! (byte and snapshot counters, `edge-stats/3`), `replay` (the replay
+//! server: kept events sent again on request), [`outbox`] (the durable
 //! store), [`watch`] (a human-readable subscriber), `embedded` (a broker).
 //! This root holds [`Publisher`] and its public methods.
 

@@ -1134,30 +1134,9 @@ fn plan(ix: &Index, a: &Append<'_>, quota: u64, replaces: &[u64]) -> Plan {
         evicted_snapshots: 0,
         evicted_bytes: 0,
     };
-    let mut freed: u64 = replaces
-        .iter()
-        .filter_map(|k| ix.kept.get(k))
-        .map(|k| k.meta.size)
-        .sum();
-    let mut chosen: BTreeSet<u64> = replaces.iter().copied().collect();
-    for (&k, kept) in &ix.kept {
-        if !over(freed, incoming) {
-            break;
-        }
-        if chosen.contains(&k) {
-            continue;
-        }
-        let group = kept
-            .meta
-            .tag
-            .and_then(|t| ix.kept_by_seq.get(&*kept.meta.camera)?.get(&t.seq));
-        for g in group.into_iter().flatten().copied().chain([k]) {
-            if chosen.insert(g) {
-                p.kept_victims.push(g);
-                freed += ix.kept[&g].meta.size;
-            }
-        }
-    }
+    let mut freed = kept_victims(ix, replaces, &mut p.kept_victims, |freed| {
+        over(freed, incoming)
+    });
     for &k in &ix.snapshots {
         if !over(freed, incoming) {
             break;
@@ -1195,6 +1174,41 @@ fn plan(ix: &Index, a: &Append<'_>, quota: u64, replaces: &[u64]) -> Plan {
     }
     p.recs = recs;
     p
+}
+
+/// Kept delivered records to evict, whole `seq` groups, oldest first, while
+/// `over(freed)`; `replaces` are freed anyway. Returns the bytes freed.
+fn kept_victims(
+    ix: &Index,
+    replaces: &[u64],
+    victims: &mut Vec<u64>,
+    over: impl Fn(u64) -> bool,
+) -> u64 {
+    let mut freed: u64 = replaces
+        .iter()
+        .filter_map(|k| ix.kept.get(k))
+        .map(|k| k.meta.size)
+        .sum();
+    let mut chosen: BTreeSet<u64> = replaces.iter().copied().collect();
+    for (&k, kept) in &ix.kept {
+        if !over(freed) {
+            break;
+        }
+        if chosen.contains(&k) {
+            continue;
+        }
+        let group = kept
+            .meta
+            .tag
+            .and_then(|t| ix.kept_by_seq.get(&*kept.meta.camera)?.get(&t.seq));
+        for g in group.into_iter().flatten().copied().chain([k]) {
+            if chosen.insert(g) {
+                victims.push(g);
+                freed += ix.kept[&g].meta.size;
+            }
+        }
+    }
+    freed
 }
 
 fn now_ms() -> u64 {
@@ -1414,7 +1428,7 @@ mod tests {
         assert_eq!(o.seq_states("b", 1, 1).unwrap(), [SeqState::Unknown]);
         let g = o.delivered_group("a", 2).unwrap().unwrap();
         assert_eq!(g.keys.len(), 3);
-        assert_eq!(g.snapshot, Some(("t/s".into(), jpeg.clone())));
+        assert_eq!(g.snapshot, Some(("t/s".into(), jpeg)));
         assert_eq!(
             g.event,
             Some((

@@ -93,7 +93,7 @@ impl Publisher {
             .shared
             .cameras
             .lock()
-            .map(|c| c.iter().any(|x| *x == req.camera))
+            .map(|c| c.contains(&req.camera))
             .unwrap_or(false);
         if !known {
             return Err(Refused::UnknownCamera(req.camera));

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,11 +18,13 @@ const BASE: &str = "t/test-district/test-box";
 const EVENTS: &str = "t/test-district/test-box/vtest/events";
 const ANSWERS: &str = "t/test-district/test-box/vtest/replayed";
 
-fn pipeline(dir: &Path, port: u16, keep_delivered_s: f64) -> PathBuf {
+fn pipeline(dir: &Path, port: u16, keep_delivered_s: f64, metrics: u16) -> PathBuf {
     let text = format!(
         r#"{head}
 [outbox]
 keep_delivered_s = {keep_delivered_s}
+[metrics]
+listen = "127.0.0.1:{metrics}"
 
 [[cameras]]
 id = "vtest"
@@ -124,6 +127,20 @@ fn max_seq(msgs: &[Msg]) -> u64 {
         .unwrap_or(0)
 }
 
+/// The node's `/metrics` page.
+fn metrics(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 /// Seq 1..=3 came once more each, marked `replayed`, before the answer
 /// (`answered_at`), the same messages otherwise, with their snapshots.
 fn check_copies(msgs: &[Msg], answered_at: Instant) {
@@ -190,7 +207,8 @@ fn delivered_events_come_again_on_request_and_bad_requests_are_ignored() {
     let centre = Centre::start(broker.port);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("node.log");
-    let mut node = run_node(&pipeline(dir.path(), broker.port, 3600.0), &log);
+    let mport = free_port();
+    let mut node = run_node(&pipeline(dir.path(), broker.port, 3600.0, mport), &log);
     // Seq 1..=3 are long acknowledged once seq 6 has arrived.
     sub.wait_for("six events", Duration::from_secs(90), |m| max_seq(m) >= 6);
     std::thread::sleep(Duration::from_millis(500));
@@ -240,6 +258,21 @@ fn delivered_events_come_again_on_request_and_bad_requests_are_ignored() {
         })
         .collect();
     assert_eq!(answered, ["r1", "r2"], "no answer to a bad request");
+    // Counted.
+    let page = metrics(mport);
+    for line in [
+        "edge_node_replay_requests_total{result=\"served\"} 2",
+        "edge_node_replay_requests_total{result=\"refused\"} 5",
+        "edge_node_replay_requests_total{result=\"failed\"} 0",
+        "edge_node_replay_resent_messages_total 3",
+    ] {
+        assert!(page.lines().any(|l| l == line), "{line} missing in\n{page}");
+    }
+    assert!(
+        page.lines()
+            .any(|l| l.starts_with("edge_node_outbox_delivered_messages ") && !l.ends_with(" 0")),
+        "delivered messages are kept\n{page}"
+    );
     let status = node
         .terminate(Duration::from_secs(40))
         .expect("the node exits");
@@ -262,7 +295,8 @@ fn expired_range_is_answered_missing_after_a_reconnect() {
     let sub = Subscriber::start_persistent(broker.port, "t/#", "replay-test-sub-2");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("node.log");
-    let mut node = run_node(&pipeline(dir.path(), broker.port, 1.0), &log);
+    let mport = free_port();
+    let mut node = run_node(&pipeline(dir.path(), broker.port, 1.0, mport), &log);
     let msgs = sub.wait_for("three events", Duration::from_secs(90), |m| max_seq(m) >= 3);
     // The node reconnects: its subscription to requests must come back.
     broker.stop();
@@ -285,6 +319,15 @@ fn expired_range_is_answered_missing_after_a_reconnect() {
     assert_eq!(a.missing.len(), 1, "{a:?}");
     let m = &a.missing[0];
     assert_eq!((m.first, m.last, m.reason), (1, 3, MissingReason::Expired));
+    let page = metrics(mport);
+    assert!(
+        page.lines().any(|l| {
+            l.strip_prefix("edge_node_outbox_delivered_removed_total{reason=\"expired\"} ")
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|v| v >= 3)
+        }),
+        "expiries are counted\n{page}"
+    );
     let status = node
         .terminate(Duration::from_secs(40))
         .expect("the node exits");

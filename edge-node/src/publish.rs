@@ -74,7 +74,7 @@ pub use record::{
     CameraAlertRecord, EventRecord, OmitReason, SnapshotOutcome, SnapshotPayload, ZoneAlertRecord,
 };
 pub use replay::MAX_RANGE as REPLAY_MAX_RANGE;
-pub use stats::{BudgetView, PublishStats, PublisherView};
+pub use stats::{BudgetView, PublishStats, PublisherView, ReplayView};
 
 use client::{Link, drive};
 use pump::{PUBLISH_OVERHEAD, pump};

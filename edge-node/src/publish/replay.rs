@@ -157,10 +157,15 @@ impl Publisher {
             copy_topic: None,
             open: None,
         };
-        if let Err(e) = self.store(std::sync::Arc::new(rec)).await {
-            st.replay_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(request_id = %req.request_id, camera = %req.camera, error = %e,
-                "replay answer could not be stored; the centre asks again");
+        match self.store(std::sync::Arc::new(rec)).await {
+            Ok(()) => {
+                st.replay_served.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                st.replay_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(request_id = %req.request_id, camera = %req.camera, error = %e,
+                    "replay answer could not be stored; the centre asks again");
+            }
         }
     }
 

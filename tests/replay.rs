@@ -19,10 +19,20 @@ const EVENTS: &str = "t/test-district/test-box/vtest/events";
 const ANSWERS: &str = "t/test-district/test-box/vtest/replayed";
 
 fn pipeline(dir: &Path, port: u16, keep_delivered_s: f64, metrics: u16) -> PathBuf {
+    pipeline_with(
+        dir,
+        port,
+        &format!("keep_delivered_s = {keep_delivered_s}"),
+        metrics,
+    )
+}
+
+/// `outbox`: the lines of `[outbox]`.
+fn pipeline_with(dir: &Path, port: u16, outbox: &str, metrics: u16) -> PathBuf {
     let text = format!(
         r#"{head}
 [outbox]
-keep_delivered_s = {keep_delivered_s}
+{outbox}
 [metrics]
 listen = "127.0.0.1:{metrics}"
 
@@ -327,6 +337,60 @@ fn expired_range_is_answered_missing_after_a_reconnect() {
                 .is_some_and(|v| v >= 3)
         }),
         "expiries are counted\n{page}"
+    );
+    let status = node
+        .terminate(Duration::from_secs(40))
+        .expect("the node exits");
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+#[test]
+fn evicted_range_is_answered_missing() {
+    let broker = mosquitto();
+    let sub = Subscriber::start(broker.port, "t/#");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("node.log");
+    let mport = free_port();
+    // 20 kB: the kept window holds a few small messages at most, and every
+    // snapshot pushes out all that is kept.
+    let p = pipeline_with(
+        dir.path(),
+        broker.port,
+        "keep_delivered_s = 3600\nquota_mb = 0.02",
+        mport,
+    );
+    let mut node = run_node(&p, &log);
+    let msgs = sub.wait_for("a dozen events", Duration::from_secs(90), |m| {
+        max_seq(m) >= 12
+    });
+    // Seq 1..=3 were delivered (nothing was evicted before delivery).
+    let evs = camera_events(&msgs);
+    for seq in 1..=3u64 {
+        assert!(
+            evs.iter().any(|(e, _)| e["seq"] == seq),
+            "seq {seq} arrived"
+        );
+    }
+    let centre = Centre::start(broker.port);
+    centre.ask("r4", "vtest", 1, 3);
+    let (a, _, _) = wait_answer(&sub, "r4");
+    assert_eq!(a.replayed, 0, "{a:?}");
+    assert!(a.pending.is_empty(), "{a:?}");
+    assert_eq!(a.missing.len(), 1, "{a:?}");
+    let m = &a.missing[0];
+    assert_eq!((m.first, m.last, m.reason), (1, 3, MissingReason::Evicted));
+    let page = metrics(mport);
+    assert!(
+        page.lines().any(|l| {
+            l.strip_prefix("edge_node_outbox_delivered_removed_total{reason=\"evicted\"} ")
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|v| v >= 3)
+        }),
+        "evictions are counted\n{page}"
     );
     let status = node
         .terminate(Duration::from_secs(40))

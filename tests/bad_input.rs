@@ -125,6 +125,7 @@ async fn event_box_outside_the_frame_is_clamped_on_the_wire() {
             quota_bytes: 1 << 20,
             replay_rate: 10.0,
             stats_interval: Duration::from_secs(3600),
+            keep_delivered: Duration::ZERO,
             max_packet_bytes: 1 << 20,
             puback_timeout: Duration::from_secs(30),
         },

@@ -162,6 +162,8 @@ topic_prefix = "hanoi"
 quality = 0
 [rules]
 cooldown_s = -1
+[outbox]
+keep_delivered_s = -1
 [[cameras]]
 id = "cam-1"
 url = "rtsp://127.0.0.1:8554/test"
@@ -177,6 +179,7 @@ detect_fps = 0
         "snapshot.quality",
         "cameras[0].detect_fps",
         "rules.cooldown_s",
+        "outbox.keep_delivered_s",
     ];
     for f in fields {
         assert!(stderr.contains(&format!("field `{f}`")), "{f}: {stderr}");

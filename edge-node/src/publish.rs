@@ -11,13 +11,15 @@
 //! ```text
 //! {prefix}/{district}/{node}/status                        retained; LWT (online | offline | stopped)
 //! {prefix}/{district}/{node}/{camera}/status               retained camera state
-//! {prefix}/{district}/{node}/{camera}/events               QoS 1, edge-event/4 JSON
-//! {prefix}/{district}/{node}/{camera}/alerts               QoS 1, alerts only: edge-event/4
+//! {prefix}/{district}/{node}/{camera}/events               QoS 1, edge-event/5 JSON
+//! {prefix}/{district}/{node}/{camera}/alerts               QoS 1, alerts only: edge-event/5
 //!                                                          (per object), edge-zone-alert/3 (crowding)
 //!                                                          or edge-camera-alert/1 (tamper)
 //! {prefix}/{district}/{node}/{camera}/counts               QoS 1, edge-counts/1 every counts interval
 //! {prefix}/{district}/{node}/{camera}/snapshot/{id}        QoS 1, JPEG bytes, not retained
 //! {prefix}/{district}/{node}/stats                         retained, edge-stats/3 (outbox, bytes, budget)
+//! {prefix}/{district}/{node}/replay                        subscribed, QoS 1: edge-replay-request/1 from the centre
+//! {prefix}/{district}/{node}/{camera}/replayed             QoS 1, edge-replay-answer/1
 //! ```
 //!
 //! Events and snapshots go through the durable [`outbox`] first: a pump task
@@ -29,7 +31,8 @@
 //! `edge_wire` message types), `record` (what the node hands
 //! over: [`EventRecord`], [`SnapshotOutcome`]), `client` (MQTT options, the
 //! event-loop task, pkid ↔ outbox key), `pump` (outbox → client), `stats`
-//! (byte and snapshot counters, `edge-stats/3`), [`outbox`] (the durable
+//! (byte and snapshot counters, `edge-stats/3`), `replay` (the replay
+//! server: kept events sent again on request), [`outbox`] (the durable
 //! store), [`watch`] (a human-readable subscriber), `embedded` (a broker).
 //! This root holds [`Publisher`] and its public methods.
 
@@ -41,6 +44,7 @@ pub mod watch;
 mod client;
 mod pump;
 mod record;
+mod replay;
 mod stats;
 mod wire;
 
@@ -69,7 +73,8 @@ pub use edge_wire::{
 pub use record::{
     CameraAlertRecord, EventRecord, OmitReason, SnapshotOutcome, SnapshotPayload, ZoneAlertRecord,
 };
-pub use stats::{BudgetView, PublishStats, PublisherView};
+pub use replay::MAX_RANGE as REPLAY_MAX_RANGE;
+pub use stats::{BudgetView, PublishStats, PublisherView, ReplayView};
 
 use client::{Link, drive};
 use pump::{PUBLISH_OVERHEAD, pump};
@@ -130,6 +135,9 @@ pub struct OutboxOptions {
     /// Outbox messages per second handed to the client, at most.
     pub replay_rate: f64,
     pub stats_interval: Duration,
+    /// How long delivered lifecycle events are kept for replay requests
+    /// (`[outbox] keep_delivered_s`; zero: not kept).
+    pub keep_delivered: Duration,
     /// The node's own MQTT packet limit (`[mqtt] max_packet_bytes`).
     pub max_packet_bytes: usize,
     /// A publish waiting this long with no PUBACK arriving drops the connection.
@@ -167,6 +175,8 @@ struct Shared {
     traffic: Mutex<Traffic>,
     /// The node's snapshot budget, for the stats message only (the node spends it).
     budget: Mutex<Option<Arc<Mutex<crate::budget::ByteBudget>>>>,
+    /// Replay requests waiting for the replay task (bounded: `replay::QUEUE`).
+    replay_tx: tokio::sync::mpsc::Sender<replay::Incoming>,
 }
 
 /// The broker cannot be reached: since when, why, and the outbox's size then.
@@ -216,7 +226,11 @@ impl Publisher {
         ident: NodeIdentity,
         outbox_opts: OutboxOptions,
     ) -> Result<(Publisher, JoinHandle<()>), PublishError> {
-        let ob = outbox::Outbox::open(&outbox_opts.dir, outbox_opts.quota_bytes)?;
+        let ob = outbox::Outbox::open_keeping(
+            &outbox_opts.dir,
+            outbox_opts.quota_bytes,
+            outbox_opts.keep_delivered,
+        )?;
         let c = ob.counters();
         if !ob.is_empty() {
             tracing::info!(
@@ -228,6 +242,7 @@ impl Publisher {
         }
         let topics = Topics::new(&ident.prefix, &ident.district, &ident.node);
         let (host, port) = opts.broker_address();
+        let (replay_tx, replay_rx) = tokio::sync::mpsc::channel(replay::QUEUE);
         let shared = Arc::new(Shared {
             topics,
             node: ident.node,
@@ -259,6 +274,7 @@ impl Publisher {
             opts: outbox_opts,
             wake: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
+            replay_tx,
         });
         let will = node_status(&shared, NodeState::Offline, None);
         opts.set_last_will(LastWill::new(
@@ -274,6 +290,7 @@ impl Publisher {
         let h = tokio::spawn(drive(eventloop, p.clone()));
         tokio::spawn(pump(p.clone()));
         tokio::spawn(stats_loop(p.clone()));
+        tokio::spawn(replay::serve(p.clone(), replay_rx));
         Ok((p, h))
     }
 

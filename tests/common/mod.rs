@@ -273,6 +273,7 @@ pub struct Schemas {
     pub node: jsonschema::Validator,
     pub camera: jsonschema::Validator,
     pub stats: jsonschema::Validator,
+    pub replay_answer: jsonschema::Validator,
 }
 
 fn load_schema(name: &str) -> jsonschema::Validator {
@@ -286,12 +287,13 @@ fn load_schema(name: &str) -> jsonschema::Validator {
 
 pub fn schemas() -> Schemas {
     Schemas {
-        event: load_schema("edge-event-4.schema.json"),
+        event: load_schema("edge-event-5.schema.json"),
         counts: load_schema("edge-counts-1.schema.json"),
         zone_alert: load_schema("edge-zone-alert-3.schema.json"),
         node: load_schema("edge-node-status-3.schema.json"),
         camera: load_schema("edge-camera-status-3.schema.json"),
         stats: load_schema("edge-stats-3.schema.json"),
+        replay_answer: load_schema("edge-replay-answer-1.schema.json"),
     }
 }
 
@@ -340,6 +342,8 @@ impl Schemas {
                 (&self.event, "event")
             } else if m.topic.ends_with("/stats") {
                 (&self.stats, "stats")
+            } else if m.topic.ends_with("/replayed") {
+                (&self.replay_answer, "replay answer")
             } else if v.get("camera").is_some() {
                 (&self.camera, "camera status")
             } else {

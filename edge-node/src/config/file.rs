@@ -731,6 +731,11 @@ pub struct OutboxSection {
     /// Seconds between retained `stats` messages.
     #[serde(default = "d_outbox_stats_s")]
     pub stats_interval_s: f64,
+    /// Seconds a delivered lifecycle event (with its snapshot) is kept, so
+    /// that the centre can ask for it again (replay requests); 0: not kept.
+    /// Kept records count against `quota_mb` and are evicted first.
+    #[serde(default = "d_outbox_keep_delivered_s")]
+    pub keep_delivered_s: f64,
 }
 
 fn d_outbox_quota_mb() -> f64 {
@@ -742,6 +747,9 @@ fn d_outbox_replay_rate() -> f64 {
 fn d_outbox_stats_s() -> f64 {
     30.0
 }
+fn d_outbox_keep_delivered_s() -> f64 {
+    86400.0
+}
 
 impl Default for OutboxSection {
     fn default() -> Self {
@@ -750,6 +758,7 @@ impl Default for OutboxSection {
             quota_mb: d_outbox_quota_mb(),
             replay_rate: d_outbox_replay_rate(),
             stats_interval_s: d_outbox_stats_s(),
+            keep_delivered_s: d_outbox_keep_delivered_s(),
         }
     }
 }

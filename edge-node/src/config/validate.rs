@@ -119,6 +119,9 @@ pub fn valid_id(s: &str) -> bool {
 }
 
 /// Tracker settings that have a key in `[tracker]`.
+/// `[outbox] keep_delivered_s` at most: 30 days.
+const MAX_KEEP_DELIVERED_S: f64 = 30.0 * 86400.0;
+
 const TRACKER_KEYS: &[&str] = &["high_thresh", "low_thresh", "new_track_thresh", "match_iou"];
 
 /// Each module's own `validate()` on what the node builds from the file:
@@ -549,6 +552,12 @@ fn check_node_wide(ck: &mut Checks, p: &PipelineFile) {
             );
         }
     }
+    ck.range(
+        "outbox.keep_delivered_s",
+        o.keep_delivered_s,
+        0.0,
+        MAX_KEEP_DELIVERED_S,
+    );
     let b = &p.budget;
     for (field, v) in [
         ("budget.snapshot_bytes_per_s", b.snapshot_bytes_per_s),

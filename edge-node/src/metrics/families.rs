@@ -34,6 +34,11 @@ pub const METRIC_NAMES: &[&str] = &[
     "edge_node_outbox_evicted_messages_total",
     "edge_node_outbox_evicted_bytes_total",
     "edge_node_outbox_lost_events_total",
+    "edge_node_outbox_delivered_messages",
+    "edge_node_outbox_delivered_bytes",
+    "edge_node_outbox_delivered_removed_total",
+    "edge_node_replay_requests_total",
+    "edge_node_replay_resent_messages_total",
     "edge_node_budget_available_bytes",
     "edge_node_budget_rate_bytes_per_second",
     "edge_node_budget_burst_bytes",
@@ -54,6 +59,7 @@ pub(super) fn render(
         camera_states(&mut t, v);
         delivery(&mut t, v);
         outbox(&mut t, v);
+        replay(&mut t, v);
     }
     process(&mut t);
     t.finish()
@@ -334,6 +340,51 @@ fn outbox(t: &mut Text, v: &PublisherView) {
         t.family(n, Kind::Counter, help);
         t.int(n, &[], x);
     }
+}
+
+/// The delivered window and replay requests.
+fn replay(t: &mut Text, v: &PublisherView) {
+    let c = v.outbox;
+    for (n, help, x) in [
+        (
+            "edge_node_outbox_delivered_messages",
+            "Delivered lifecycle messages kept for replay requests ([outbox] keep_delivered_s).",
+            c.delivered,
+        ),
+        (
+            "edge_node_outbox_delivered_bytes",
+            "Bytes of the kept delivered messages (counted in the quota).",
+            c.delivered_bytes,
+        ),
+    ] {
+        t.family(n, Kind::Gauge, help);
+        t.int(n, &[], x);
+    }
+    let n = "edge_node_outbox_delivered_removed_total";
+    t.family(
+        n,
+        Kind::Counter,
+        "Kept delivered messages removed: evicted for room, or expired (older than keep_delivered_s).",
+    );
+    t.int(n, &[("reason", "evicted")], c.evicted_delivered);
+    t.int(n, &[("reason", "expired")], c.expired_delivered);
+    let r = v.replay;
+    let n = "edge_node_replay_requests_total";
+    t.family(
+        n,
+        Kind::Counter,
+        "Replay requests from the centre: served (answered), refused (malformed, unknown camera, too large, queue full) or failed (outbox error).",
+    );
+    t.int(n, &[("result", "served")], r.served);
+    t.int(n, &[("result", "refused")], r.refused);
+    t.int(n, &[("result", "failed")], r.failed);
+    let n = "edge_node_replay_resent_messages_total";
+    t.family(
+        n,
+        Kind::Counter,
+        "Lifecycle messages queued again for replay requests.",
+    );
+    t.int(n, &[], r.resent);
 }
 
 fn process(t: &mut Text) {

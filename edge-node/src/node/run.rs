@@ -188,6 +188,7 @@ fn start_publisher(p: &Pipeline) -> Result<(Publisher, JoinHandle<()>), NodeErro
             quota_bytes: (raw.outbox.quota_mb * 1024.0 * 1024.0) as u64,
             replay_rate: raw.outbox.replay_rate,
             stats_interval: Duration::from_secs_f64(raw.outbox.stats_interval_s),
+            keep_delivered: Duration::from_secs_f64(raw.outbox.keep_delivered_s),
             max_packet_bytes: raw.mqtt.max_packet_bytes,
             // A few keep-alive intervals: the broker answers pings within one.
             puback_timeout: Duration::from_secs((3 * raw.mqtt.keep_alive_s).max(5)),

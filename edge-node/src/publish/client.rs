@@ -528,7 +528,18 @@ impl Publisher {
         }
         self.announce();
         self.sweep_ghosts();
+        self.subscribe_replay();
         self.shared.wake.notify_one();
+    }
+
+    /// Subscribe (QoS 1) to the centre's replay requests; after every
+    /// connect, as the session starts clean.
+    fn subscribe_replay(&self) {
+        let topic = self.shared.topics.replay();
+        if let Err(e) = self.client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+            tracing::error!(topic = %topic, error = %e,
+                "mqtt: cannot subscribe to replay requests on this connection");
+        }
     }
 
     /// Listen for a few seconds to the retained camera statuses under this
@@ -553,10 +564,14 @@ impl Publisher {
     /// A message on a subscribed topic: a retained status of a camera that
     /// is not configured (any more) is cleared with an empty retained message.
     fn on_publish(&self, p: &Publish) {
+        let topic = String::from_utf8_lossy(&p.topic);
+        if topic == self.shared.topics.replay() {
+            self.replay_request(&topic, &p.payload);
+            return;
+        }
         if !p.retain || p.payload.is_empty() {
             return;
         }
-        let topic = String::from_utf8_lossy(&p.topic);
         let Some(camera) = self.shared.topics.status_camera(&topic) else {
             return;
         };

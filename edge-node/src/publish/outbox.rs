@@ -31,8 +31,25 @@
 //! - A record that can never be delivered (larger than a packet limit) is
 //!   moved to a `quarantine` table ([`Outbox::quarantine`]): kept, counted,
 //!   and out of the queue.
+//! - Delivered window (`keep_delivered`, see `outbox/window.rs`): when the
+//!   broker acknowledges a record of a lifecycle event (the event, its
+//!   alerts-topic copy, its snapshot: the records appended with a `seq`), it
+//!   is moved to the `delivered` table instead of being deleted, so that it
+//!   can be sent again on request ([`Outbox::seq_states`],
+//!   [`Outbox::delivered_group`], [`Outbox::requeue`]). Kept records count
+//!   against the quota and are evicted first (oldest first, whole `seq`
+//!   groups) before any record not yet delivered; a sweep
+//!   ([`Outbox::sweep_delivered`]) deletes those kept longer than the
+//!   window. Every `seq` whose event leaves for good is remembered with why
+//!   (table `gone`: evicted, expired, not stored), so that a request for it
+//!   can be answered.
 
 mod codec;
+mod gone;
+mod window;
+
+pub use gone::Gone;
+pub use window::{KeptGroup, SeqState};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -49,6 +66,14 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const OPEN: TableDefinition<&str, &[u8]> = TableDefinition::new("open");
 /// Records taken out of the queue because they can never be delivered.
 const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("quarantine");
+/// Delivered records kept for replay: key → `[delivered at, ms since the
+/// epoch, u64 LE][record]`.
+const DELIVERED: TableDefinition<u64, &[u8]> = TableDefinition::new("delivered");
+/// The `seq` and role of every record (queued or delivered) of a lifecycle
+/// event: key → `seq << 2 | role`.
+const TAGS: TableDefinition<u64, u64> = TableDefinition::new("tags");
+/// Per camera: the runs of `seq` gone for good, and why (`outbox/gone.rs`).
+const GONE: TableDefinition<&str, &[u8]> = TableDefinition::new("gone");
 const SEQ_PREFIX: &str = "seq/";
 /// redb's page cache. Its default (1 GiB) lets the node's memory follow the
 /// outbox up during an outage and stay there.
@@ -109,6 +134,42 @@ pub enum Class {
     Snapshot,
 }
 
+/// A record's part in its lifecycle event's group (appended together).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Snapshot,
+    Event,
+    /// The event's copy on a second topic (the alerts-only topic).
+    Copy,
+}
+
+/// The `seq` of the lifecycle event a record belongs to, and its part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tag {
+    seq: u64,
+    role: Role,
+}
+
+impl Tag {
+    fn pack(self) -> u64 {
+        (self.seq << 2)
+            | match self.role {
+                Role::Snapshot => 0,
+                Role::Event => 1,
+                Role::Copy => 2,
+            }
+    }
+    fn unpack(v: u64) -> Option<Tag> {
+        let role = match v & 3 {
+            0 => Role::Snapshot,
+            1 => Role::Event,
+            2 => Role::Copy,
+            _ => return None,
+        };
+        Some(Tag { seq: v >> 2, role })
+    }
+}
+
 /// One stored message, ready to publish.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Message {
@@ -134,6 +195,12 @@ pub struct Counters {
     pub lost_events: u64,
     /// Records taken out of the queue because they can never be delivered.
     pub quarantined: u64,
+    /// Delivered records kept for replay, and their size (counted in the quota).
+    pub delivered: u64,
+    pub delivered_bytes: u64,
+    /// Kept delivered records evicted for room, and deleted by age.
+    pub evicted_delivered: u64,
+    pub expired_delivered: u64,
 }
 
 /// The store is failing: why, since when, and how many writes failed.
@@ -175,6 +242,15 @@ struct Meta {
     camera: Arc<str>,
     class: Class,
     size: u64,
+    tag: Option<Tag>,
+}
+
+/// A delivered record kept for replay.
+#[derive(Clone, Debug)]
+struct Kept {
+    meta: Meta,
+    /// Delivered at, ms since the epoch.
+    at_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -192,6 +268,18 @@ struct Index {
     evicted_bytes: u64,
     lost_events: u64,
     quarantined: u64,
+    /// The delivered window: key → record, by delivery time, and per camera
+    /// by `seq`.
+    kept: BTreeMap<u64, Kept>,
+    kept_by_time: BTreeSet<(u64, u64)>,
+    kept_by_seq: HashMap<String, BTreeMap<u64, BTreeSet<u64>>>,
+    kept_bytes: u64,
+    evicted_delivered: u64,
+    expired_delivered: u64,
+    /// Per camera: the `seq` gone for good, and why.
+    gone: HashMap<String, gone::Runs>,
+    /// Cameras whose `gone` runs changed since the last commit.
+    gone_dirty: BTreeSet<String>,
 }
 
 impl Index {
@@ -218,6 +306,53 @@ impl Index {
         }
         Some(m)
     }
+    fn keep(&mut self, key: u64, k: Kept) {
+        self.kept_bytes += k.meta.size;
+        self.kept_by_time.insert((k.at_ms, key));
+        if let Some(t) = k.meta.tag {
+            self.kept_by_seq
+                .entry(k.meta.camera.to_string())
+                .or_default()
+                .entry(t.seq)
+                .or_default()
+                .insert(key);
+        }
+        self.kept.insert(key, k);
+    }
+    fn unkeep(&mut self, key: u64) -> Option<Kept> {
+        let k = self.kept.remove(&key)?;
+        self.kept_bytes -= k.meta.size;
+        self.kept_by_time.remove(&(k.at_ms, key));
+        if let Some(t) = k.meta.tag
+            && let Some(by_seq) = self.kept_by_seq.get_mut(&*k.meta.camera)
+        {
+            if let Some(keys) = by_seq.get_mut(&t.seq) {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    by_seq.remove(&t.seq);
+                }
+            }
+            if by_seq.is_empty() {
+                self.kept_by_seq.remove(&*k.meta.camera);
+            }
+        }
+        Some(k)
+    }
+    /// `seq` of `camera` is gone for good, for `why` (on disk with the next commit).
+    fn mark(&mut self, camera: &str, seq: u64, why: Gone) {
+        self.gone
+            .entry(camera.to_string())
+            .or_default()
+            .mark(seq, why);
+        self.gone_dirty.insert(camera.to_string());
+    }
+    /// A record left for good: if it was a lifecycle event, its `seq` is gone for `why`.
+    fn mark_meta(&mut self, m: &Meta, why: Gone) {
+        if let Some(t) = m.tag.filter(|t| t.role == Role::Event) {
+            let cam = m.camera.clone();
+            self.mark(&cam, t.seq, why);
+        }
+    }
     fn camera(&self, name: &str) -> Arc<str> {
         self.by_camera
             .keys()
@@ -239,6 +374,11 @@ impl Index {
         self.evicted_bytes = self.evicted_bytes.max(mem.evicted_bytes);
         self.lost_events = self.lost_events.max(mem.lost_events);
         self.quarantined = self.quarantined.max(mem.quarantined);
+        self.evicted_delivered = self.evicted_delivered.max(mem.evicted_delivered);
+        self.expired_delivered = self.expired_delivered.max(mem.expired_delivered);
+        // The disk's runs were all written from memory: memory has them all.
+        self.gone.clone_from(&mem.gone);
+        self.gone_dirty.clone_from(&mem.gone_dirty);
     }
 }
 
@@ -252,8 +392,10 @@ struct Health {
 /// What an append will write: its records, and what it evicts to stay
 /// within the quota.
 struct Plan {
-    recs: Vec<(Class, Vec<u8>)>,
+    recs: Vec<(Class, Option<Tag>, Vec<u8>)>,
     victims: Vec<u64>,
+    /// Kept delivered records evicted (whole `seq` groups), oldest first.
+    kept_victims: Vec<u64>,
     evicted_events: u64,
     evicted_snapshots: u64,
     evicted_bytes: u64,
@@ -265,6 +407,8 @@ pub struct Outbox {
     db: RwLock<Option<Database>>,
     path: PathBuf,
     quota_bytes: u64,
+    /// How long delivered lifecycle records are kept (zero: deleted when acknowledged).
+    keep_delivered: Duration,
     index: Mutex<Index>,
     health: Mutex<Health>,
 }
@@ -272,8 +416,15 @@ pub struct Outbox {
 type Res<T> = Result<T, OutboxError>;
 
 impl Outbox {
-    /// Open (or create) `dir/outbox.redb` and rebuild the in-memory index.
+    /// Open (or create) `dir/outbox.redb` and rebuild the in-memory index;
+    /// delivered records are deleted, not kept (see [`Outbox::open_keeping`]).
     pub fn open(dir: &Path, quota_bytes: u64) -> Res<Outbox> {
+        Self::open_keeping(dir, quota_bytes, Duration::ZERO)
+    }
+
+    /// [`Outbox::open`] with a delivered window: acknowledged lifecycle
+    /// records are kept for `keep_delivered` (zero: deleted at once).
+    pub fn open_keeping(dir: &Path, quota_bytes: u64, keep_delivered: Duration) -> Res<Outbox> {
         std::fs::create_dir_all(dir).map_err(|source| OutboxError::Dir {
             path: dir.display().to_string(),
             source,
@@ -285,6 +436,7 @@ impl Outbox {
             db: RwLock::new(Some(db)),
             path,
             quota_bytes: quota_bytes.max(1),
+            keep_delivered,
             index: Mutex::new(ix),
             health: Mutex::new(Health {
                 failing: None,
@@ -416,28 +568,61 @@ impl Outbox {
     /// exceeded. Returns the event's key.
     pub fn append(&self, a: &Append<'_>) -> Res<u64> {
         let mut ix = self.lock()?;
-        let plan = plan(&ix, a, self.quota_bytes);
-        self.write(&mut ix, |db, ix| self.commit(db, ix, a, &plan))
+        let plan = plan(&ix, a, self.quota_bytes, &[]);
+        self.write(&mut ix, |db, ix| self.commit(db, ix, a, &plan, &[]))
     }
 
-    fn commit(&self, db: &Database, ix: &mut Index, a: &Append<'_>, plan: &Plan) -> Res<u64> {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one write transaction and its mirror in memory, kept side by side"
+    )]
+    fn commit(
+        &self,
+        db: &Database,
+        ix: &mut Index,
+        a: &Append<'_>,
+        plan: &Plan,
+        replaces: &[u64],
+    ) -> Res<u64> {
         let first = ix.next_key;
         let next = first + plan.recs.len() as u64;
         let seq = a
             .seq
             .map(|s| ix.seqs.get(a.camera).copied().unwrap_or(0).max(s));
+        // Marked before the commit: a mark of a record still stored (the
+        // commit failed) is never read, records are looked up first.
+        for k in &plan.victims {
+            if let Some(m) = ix.all.get(k).cloned() {
+                ix.mark_meta(&m, Gone::Evicted);
+            }
+        }
+        for k in &plan.kept_victims {
+            if let Some(m) = ix.kept.get(k).map(|k| k.meta.clone()) {
+                ix.mark_meta(&m, Gone::Evicted);
+            }
+        }
         let tx = db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = tx.open_table(MSGS).map_err(|e| self.err(e))?;
+            let mut tags = tx.open_table(TAGS).map_err(|e| self.err(e))?;
             for &k in &plan.victims {
                 t.remove(k).map_err(|e| self.err(e))?;
+                tags.remove(k).map_err(|e| self.err(e))?;
                 if ix.all[&k].class == Class::Snapshot {
                     self.use_fallback(&mut t, k, &plan.victims)?;
                 }
             }
-            for (i, (_, rec)) in plan.recs.iter().enumerate() {
-                t.insert(first + i as u64, rec.as_slice())
-                    .map_err(|e| self.err(e))?;
+            let mut d = tx.open_table(DELIVERED).map_err(|e| self.err(e))?;
+            for &k in plan.kept_victims.iter().chain(replaces) {
+                d.remove(k).map_err(|e| self.err(e))?;
+                tags.remove(k).map_err(|e| self.err(e))?;
+            }
+            for (i, (_, tag, rec)) in plan.recs.iter().enumerate() {
+                let key = first + i as u64;
+                t.insert(key, rec.as_slice()).map_err(|e| self.err(e))?;
+                if let Some(tag) = tag {
+                    tags.insert(key, tag.pack()).map_err(|e| self.err(e))?;
+                }
             }
             let mut m = tx.open_table(META).map_err(|e| self.err(e))?;
             let counters = [
@@ -449,11 +634,16 @@ impl Outbox {
                 ),
                 ("evicted_bytes", ix.evicted_bytes + plan.evicted_bytes),
                 ("lost_events", ix.lost_events),
+                (
+                    "evicted_delivered",
+                    ix.evicted_delivered + plan.kept_victims.len() as u64,
+                ),
             ];
             for (k, v) in counters {
                 m.insert(k, v).map_err(|e| self.err(e))?;
             }
             self.save_seqs(&mut m, ix, a.camera, seq)?;
+            self.save_gone(&tx, ix)?;
             if let Some(o) = a.open {
                 let mut t = tx.open_table(OPEN).map_err(|e| self.err(e))?;
                 match o {
@@ -469,35 +659,57 @@ impl Outbox {
         for &k in &plan.victims {
             ix.remove(k);
         }
+        for &k in plan.kept_victims.iter().chain(replaces) {
+            ix.unkeep(k);
+        }
         ix.evicted_events += plan.evicted_events;
         ix.evicted_snapshots += plan.evicted_snapshots;
         ix.evicted_bytes += plan.evicted_bytes;
+        ix.evicted_delivered += plan.kept_victims.len() as u64;
         let camera = ix.camera(a.camera);
-        for (i, (class, rec)) in plan.recs.iter().enumerate() {
+        for (i, (class, tag, rec)) in plan.recs.iter().enumerate() {
             ix.insert(
                 first + i as u64,
                 Meta {
                     camera: camera.clone(),
                     class: *class,
                     size: rec.len() as u64,
+                    tag: *tag,
                 },
             );
         }
         ix.next_key = next;
         ix.unsaved_seqs.clear();
+        ix.gone_dirty.clear();
         if let Some(s) = seq {
             ix.seqs.insert(a.camera.to_string(), s);
         }
-        if plan.evicted_events + plan.evicted_snapshots > 0 {
+        if plan.evicted_events + plan.evicted_snapshots > 0 || !plan.kept_victims.is_empty() {
             tracing::warn!(
                 evicted_snapshots = plan.evicted_snapshots,
                 evicted_events = plan.evicted_events,
+                evicted_delivered = plan.kept_victims.len(),
                 bytes = plan.evicted_bytes,
                 quota_bytes = self.quota_bytes,
                 "outbox over quota: evicted"
             );
         }
         Ok(next - 1)
+    }
+
+    /// Write the `gone` runs of every camera whose runs changed.
+    fn save_gone(&self, tx: &redb::WriteTransaction, ix: &Index) -> Res<()> {
+        if ix.gone_dirty.is_empty() {
+            return Ok(());
+        }
+        let mut g = tx.open_table(GONE).map_err(|e| self.err(e))?;
+        for cam in &ix.gone_dirty {
+            if let Some(runs) = ix.gone.get(cam) {
+                g.insert(cam.as_str(), runs.encode().as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        Ok(())
     }
 
     /// Write the `seq` high-water marks: `camera`'s (this commit) and every
@@ -562,6 +774,7 @@ impl Outbox {
         };
         ix.lost_events += 1;
         if let Some(s) = seq {
+            ix.mark(camera, s, Gone::NotStored);
             let e = ix.seqs.entry(camera.to_string()).or_insert(0);
             if s > *e {
                 *e = s;
@@ -592,8 +805,11 @@ impl Outbox {
         }))
     }
 
-    /// Remove acknowledged messages, in one transaction. Unknown keys (already
-    /// evicted or removed) are ignored. Returns how many were removed.
+    /// Acknowledged messages leave the queue, in one transaction: a
+    /// lifecycle event's records (appended with a `seq`) move to the
+    /// delivered window when it is on, every other record is deleted.
+    /// Unknown keys (already evicted or removed) are ignored. Returns how
+    /// many left the queue.
     pub fn remove(&self, keys: &[u64]) -> Res<usize> {
         let mut ix = self.lock()?;
         let present: Vec<u64> = keys
@@ -601,25 +817,58 @@ impl Outbox {
             .copied()
             .filter(|k| ix.all.contains_key(k))
             .collect();
-        if present.is_empty() && ix.unsaved_seqs.is_empty() {
+        if present.is_empty() && ix.unsaved_seqs.is_empty() && ix.gone_dirty.is_empty() {
             return Ok(0);
+        }
+        let keep = !self.keep_delivered.is_zero();
+        let at_ms = now_ms();
+        for k in &present {
+            if let Some(m) = ix.all.get(k).cloned()
+                && !(keep && m.tag.is_some())
+            {
+                ix.mark_meta(&m, Gone::Expired);
+            }
         }
         self.write(&mut ix, |db, ix| {
             let tx = db.begin_write().map_err(|e| self.err(e))?;
+            let mut kept = Vec::new();
             {
                 let mut t = tx.open_table(MSGS).map_err(|e| self.err(e))?;
+                let mut d = tx.open_table(DELIVERED).map_err(|e| self.err(e))?;
+                let mut tags = tx.open_table(TAGS).map_err(|e| self.err(e))?;
                 for &k in &present {
-                    t.remove(k).map_err(|e| self.err(e))?;
+                    let rec = t
+                        .remove(k)
+                        .map_err(|e| self.err(e))?
+                        .map(|v| v.value().to_vec());
+                    match rec {
+                        Some(rec) if keep && ix.all[&k].tag.is_some() => {
+                            let mut v = Vec::with_capacity(8 + rec.len());
+                            v.extend_from_slice(&at_ms.to_le_bytes());
+                            v.extend_from_slice(&rec);
+                            d.insert(k, v.as_slice()).map_err(|e| self.err(e))?;
+                            kept.push(k);
+                        }
+                        _ => {
+                            tags.remove(k).map_err(|e| self.err(e))?;
+                        }
+                    }
                 }
                 let mut m = tx.open_table(META).map_err(|e| self.err(e))?;
                 m.insert("lost_events", ix.lost_events)
                     .map_err(|e| self.err(e))?;
                 self.save_seqs(&mut m, ix, "", None)?;
+                self.save_gone(&tx, ix)?;
             }
             tx.commit().map_err(|e| self.err(e))?;
             ix.unsaved_seqs.clear();
+            ix.gone_dirty.clear();
             for &k in &present {
-                ix.remove(k);
+                if let Some(meta) = ix.remove(k)
+                    && kept.contains(&k)
+                {
+                    ix.keep(k, Kept { meta, at_ms });
+                }
             }
             Ok(present.len())
         })
@@ -646,6 +895,8 @@ impl Outbox {
                     let mut q = tx.open_table(QUARANTINE).map_err(|e| self.err(e))?;
                     q.insert(key, rec.as_slice()).map_err(|e| self.err(e))?;
                 }
+                let mut tags = tx.open_table(TAGS).map_err(|e| self.err(e))?;
+                tags.remove(key).map_err(|e| self.err(e))?;
                 if class == Class::Snapshot {
                     self.use_fallback(&mut t, key, &[])?;
                 }
@@ -731,6 +982,10 @@ impl Outbox {
             evicted_bytes: ix.evicted_bytes,
             lost_events: ix.lost_events,
             quarantined: ix.quarantined,
+            delivered: ix.kept.len() as u64,
+            delivered_bytes: ix.kept_bytes,
+            evicted_delivered: ix.evicted_delivered,
+            expired_delivered: ix.expired_delivered,
         }
     }
 
@@ -761,6 +1016,9 @@ fn open_db(path: &Path) -> Res<Database> {
         tx.open_table(META).map_err(|e| store_err(path, e))?;
         tx.open_table(OPEN).map_err(|e| store_err(path, e))?;
         tx.open_table(QUARANTINE).map_err(|e| store_err(path, e))?;
+        tx.open_table(DELIVERED).map_err(|e| store_err(path, e))?;
+        tx.open_table(TAGS).map_err(|e| store_err(path, e))?;
+        tx.open_table(GONE).map_err(|e| store_err(path, e))?;
     }
     tx.commit().map_err(|e| store_err(path, e))?;
     Ok(db)
@@ -782,11 +1040,21 @@ fn read_index(path: &Path, db: &Database) -> Res<Index> {
             "evicted_bytes" => ix.evicted_bytes = v,
             "lost_events" => ix.lost_events = v,
             "quarantined" => ix.quarantined = v,
+            "evicted_delivered" => ix.evicted_delivered = v,
+            "expired_delivered" => ix.expired_delivered = v,
             _ => {
                 if let Some(cam) = k.strip_prefix(SEQ_PREFIX) {
                     ix.seqs.insert(cam.to_string(), v);
                 }
             }
+        }
+    }
+    let mut tags = HashMap::new();
+    let tag_rows = rx.open_table(TAGS).map_err(|e| err(e.into()))?;
+    for row in tag_rows.iter().map_err(|e| err(e.into()))? {
+        let (k, v) = row.map_err(|e| err(e.into()))?;
+        if let Some(t) = Tag::unpack(v.value()) {
+            tags.insert(k.value(), t);
         }
     }
     let msgs = rx.open_table(MSGS).map_err(|e| err(e.into()))?;
@@ -796,29 +1064,43 @@ fn read_index(path: &Path, db: &Database) -> Res<Index> {
         let bytes = v.value();
         let d = decode(bytes).ok_or(OutboxError::Corrupt { key })?;
         let camera = ix.camera(d.camera);
-        ix.insert(
-            key,
-            Meta {
-                camera,
-                class: d.class,
-                size: bytes.len() as u64,
-            },
-        );
+        let meta = Meta {
+            camera,
+            class: d.class,
+            size: bytes.len() as u64,
+            tag: tags.get(&key).copied(),
+        };
+        ix.insert(key, meta);
         ix.next_key = ix.next_key.max(key + 1);
+    }
+    window::read_kept(&mut ix, &rx, &tags).map_err(err)?;
+    let gone = rx.open_table(GONE).map_err(|e| err(e.into()))?;
+    for row in gone.iter().map_err(|e| err(e.into()))? {
+        let (k, v) = row.map_err(|e| err(e.into()))?;
+        match gone::Runs::decode(v.value()) {
+            Some(r) => {
+                ix.gone.insert(k.value().to_string(), r);
+            }
+            None => tracing::warn!(camera = k.value(), "outbox: unreadable gone runs; ignored"),
+        }
     }
     Ok(ix)
 }
 
-/// Choose what an append writes and evicts: snapshots oldest first (the
+/// Choose what an append writes and evicts: first kept delivered records
+/// (oldest first, whole `seq` groups), then snapshots oldest first (the
 /// stored ones, then the incoming one), and only then events, oldest first.
-/// An event is never evicted to make room for a picture.
-fn plan(ix: &Index, a: &Append<'_>, quota: u64) -> Plan {
+/// An event is never evicted to make room for a picture. `replaces`: kept
+/// records the append deletes anyway (a requeue), counted as freed.
+fn plan(ix: &Index, a: &Append<'_>, quota: u64, replaces: &[u64]) -> Plan {
+    let tag = |role| a.seq.map(|seq| Tag { seq, role });
     let records = |with_snapshot: bool| {
         let mut recs = Vec::with_capacity(3);
         let (event, fallback) = match a.snapshot {
             Some((topic, jpeg, fb)) if with_snapshot => {
                 recs.push((
                     Class::Snapshot,
+                    tag(Role::Snapshot),
                     encode(Class::Snapshot, a.camera, topic, jpeg, None),
                 ));
                 (a.event, Some(fb))
@@ -826,27 +1108,35 @@ fn plan(ix: &Index, a: &Append<'_>, quota: u64) -> Plan {
             Some((_, _, fb)) => (fb, None),
             None => (a.event, None),
         };
-        for topic in std::iter::once(a.event_topic).chain(a.copy_topic) {
+        let topics = std::iter::once((a.event_topic, Role::Event))
+            .chain(a.copy_topic.map(|t| (t, Role::Copy)));
+        for (topic, role) in topics {
             recs.push((
                 Class::Event,
+                tag(role),
                 encode(Class::Event, a.camera, topic, event, fallback),
             ));
         }
         recs
     };
-    let size = |recs: &[(Class, Vec<u8>)]| recs.iter().map(|(_, r)| r.len() as u64).sum::<u64>();
+    let size = |recs: &[(Class, Option<Tag>, Vec<u8>)]| {
+        recs.iter().map(|(_, _, r)| r.len() as u64).sum::<u64>()
+    };
     let mut recs = records(true);
     let mut incoming = size(&recs);
-    let total = ix.bytes;
-    let over = |freed: u64, incoming: u64| total - freed + incoming > quota;
+    let total = ix.bytes + ix.kept_bytes;
+    let over = |freed: u64, incoming: u64| total.saturating_sub(freed) + incoming > quota;
     let mut p = Plan {
         recs: Vec::new(),
         victims: Vec::new(),
+        kept_victims: Vec::new(),
         evicted_events: 0,
         evicted_snapshots: 0,
         evicted_bytes: 0,
     };
-    let mut freed = 0u64;
+    let mut freed = kept_victims(ix, replaces, &mut p.kept_victims, |freed| {
+        over(freed, incoming)
+    });
     for &k in &ix.snapshots {
         if !over(freed, incoming) {
             break;
@@ -884,6 +1174,48 @@ fn plan(ix: &Index, a: &Append<'_>, quota: u64) -> Plan {
     }
     p.recs = recs;
     p
+}
+
+/// Kept delivered records to evict, whole `seq` groups, oldest first, while
+/// `over(freed)`; `replaces` are freed anyway. Returns the bytes freed.
+fn kept_victims(
+    ix: &Index,
+    replaces: &[u64],
+    victims: &mut Vec<u64>,
+    over: impl Fn(u64) -> bool,
+) -> u64 {
+    let mut freed: u64 = replaces
+        .iter()
+        .filter_map(|k| ix.kept.get(k))
+        .map(|k| k.meta.size)
+        .sum();
+    let mut chosen: BTreeSet<u64> = replaces.iter().copied().collect();
+    for (&k, kept) in &ix.kept {
+        if !over(freed) {
+            break;
+        }
+        if chosen.contains(&k) {
+            continue;
+        }
+        let group = kept
+            .meta
+            .tag
+            .and_then(|t| ix.kept_by_seq.get(&*kept.meta.camera)?.get(&t.seq));
+        for g in group.into_iter().flatten().copied().chain([k]) {
+            if chosen.insert(g) {
+                victims.push(g);
+                freed += ix.kept[&g].meta.size;
+            }
+        }
+    }
+    freed
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn store_err(path: &Path, e: impl Into<redb::Error>) -> OutboxError {
@@ -1028,5 +1360,213 @@ mod tests {
             (m.class, m.payload.as_slice()),
             (Class::Event, &b"no-snapshot"[..])
         );
+    }
+
+    /// Every key of `camera`, oldest first.
+    fn keys(o: &Outbox, cam: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut k = o.next_key(cam, None);
+        while let Some(key) = k {
+            out.push(key);
+            k = o.next_key(cam, Some(key));
+        }
+        out
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn delivered_records_are_kept_and_survive_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let jpeg = vec![9u8; 300];
+        {
+            let o = Outbox::open_keeping(d.path(), 1 << 20, HOUR).unwrap();
+            o.append(&ev("a", 1, b"a1")).unwrap();
+            o.append(&Append {
+                camera: "a",
+                seq: Some(2),
+                event_topic: "t/e",
+                event: b"a2-with-snapshot",
+                snapshot: Some(("t/s", &jpeg, b"a2-no-snapshot")),
+                copy_topic: Some("t/alerts"),
+                open: None,
+            })
+            .unwrap();
+            // Not a lifecycle event (no seq): deleted when acknowledged.
+            o.append(&Append {
+                seq: None,
+                event_topic: "t/counts",
+                ..ev("a", 0, b"counts")
+            })
+            .unwrap();
+            o.append(&ev("a", 3, b"a3")).unwrap();
+            let all = keys(&o, "a");
+            assert_eq!(all.len(), 6);
+            // Everything but seq 3 is acknowledged.
+            assert_eq!(o.remove(&all[..5]).unwrap(), 5);
+            assert_eq!(o.len(), 1, "only seq 3 is still queued");
+            let c = o.counters();
+            assert_eq!(
+                c.delivered, 4,
+                "seq 1, and seq 2's snapshot, event and copy"
+            );
+            assert!(c.delivered_bytes > 300);
+        }
+        let o = Outbox::open_keeping(d.path(), 1 << 20, HOUR).unwrap();
+        assert_eq!(o.len(), 1);
+        assert_eq!(o.counters().delivered, 4);
+        assert_eq!(
+            o.seq_states("a", 1, 5).unwrap(),
+            [
+                SeqState::Kept,
+                SeqState::Kept,
+                SeqState::Pending,
+                SeqState::Unknown,
+                SeqState::Unknown
+            ]
+        );
+        assert_eq!(o.seq_states("b", 1, 1).unwrap(), [SeqState::Unknown]);
+        let g = o.delivered_group("a", 2).unwrap().unwrap();
+        assert_eq!(g.keys.len(), 3);
+        assert_eq!(g.snapshot, Some(("t/s".into(), jpeg)));
+        assert_eq!(
+            g.event,
+            Some((
+                "t/e".into(),
+                b"a2-with-snapshot".to_vec(),
+                Some(b"a2-no-snapshot".to_vec())
+            ))
+        );
+        assert_eq!(g.copy_topic.as_deref(), Some("t/alerts"));
+        assert_eq!(o.delivered_group("a", 3).unwrap(), None, "seq 3 is queued");
+        // New keys never reuse a kept record's key.
+        let k = o.append(&ev("a", 4, b"a4")).unwrap();
+        assert!(g.keys.iter().all(|&g| g < k));
+    }
+
+    #[test]
+    fn requeued_group_is_pending_then_kept_again() {
+        let d = tempfile::tempdir().unwrap();
+        let o = Outbox::open_keeping(d.path(), 1 << 20, HOUR).unwrap();
+        o.append(&ev("a", 1, b"a1")).unwrap();
+        o.remove(&keys(&o, "a")).unwrap();
+        let g = o.delivered_group("a", 1).unwrap().unwrap();
+        let k = o.requeue(&ev("a", 1, b"a1-again"), &g.keys).unwrap();
+        assert_eq!(o.seq_states("a", 1, 1).unwrap(), [SeqState::Pending]);
+        assert_eq!(o.counters().delivered, 0, "the kept copy was replaced");
+        assert_eq!(o.get(k).unwrap().unwrap().payload, b"a1-again");
+        assert_eq!(o.last_seq("a"), 1);
+        o.remove(&[k]).unwrap();
+        assert_eq!(o.seq_states("a", 1, 1).unwrap(), [SeqState::Kept]);
+        let g = o.delivered_group("a", 1).unwrap().unwrap();
+        assert_eq!(g.event.unwrap().1, b"a1-again");
+    }
+
+    #[test]
+    fn delivered_records_expire_and_say_so() {
+        let d = tempfile::tempdir().unwrap();
+        let o = Outbox::open_keeping(d.path(), 1 << 20, Duration::from_millis(50)).unwrap();
+        for seq in 1..=3 {
+            o.append(&ev("a", seq, b"x")).unwrap();
+        }
+        o.remove(&keys(&o, "a")).unwrap();
+        assert_eq!(o.sweep_delivered().unwrap(), 0, "not yet due");
+        assert_eq!(o.seq_states("a", 1, 3).unwrap(), [SeqState::Kept; 3]);
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(o.sweep_delivered().unwrap(), 3);
+        assert_eq!(
+            o.seq_states("a", 1, 3).unwrap(),
+            [SeqState::Gone(Gone::Expired); 3]
+        );
+        assert_eq!(o.counters().expired_delivered, 3);
+        assert_eq!(o.counters().delivered, 0);
+        drop(o);
+        // With the window off, an acknowledged event is gone at once: expired.
+        let o = Outbox::open(d.path(), 1 << 20).unwrap();
+        assert_eq!(o.counters().expired_delivered, 3, "durable");
+        o.append(&ev("a", 4, b"x")).unwrap();
+        o.remove(&keys(&o, "a")).unwrap();
+        assert_eq!(o.counters().delivered, 0);
+        assert_eq!(
+            o.seq_states("a", 1, 4).unwrap(),
+            [SeqState::Gone(Gone::Expired); 4]
+        );
+    }
+
+    #[test]
+    fn kept_records_are_evicted_first() {
+        let d = tempfile::tempdir().unwrap();
+        let o = Outbox::open_keeping(d.path(), 4_000, HOUR).unwrap();
+        for seq in 1..=10 {
+            o.append(&ev("a", seq, &[1u8; 200])).unwrap();
+        }
+        o.remove(&keys(&o, "a")).unwrap();
+        assert_eq!(o.counters().delivered, 10);
+        // Queued records need room: the oldest kept ones go, no queued one.
+        for seq in 11..=20 {
+            o.append(&ev("a", seq, &[2u8; 200])).unwrap();
+        }
+        let c = o.counters();
+        assert_eq!((c.events, c.evicted_events), (10, 0), "{c:?}");
+        assert!(c.evicted_delivered > 0, "{c:?}");
+        assert!(c.bytes + c.delivered_bytes <= c.quota_bytes, "{c:?}");
+        let states = o.seq_states("a", 1, 20).unwrap();
+        let evicted = c.evicted_delivered as usize;
+        assert!(
+            states[..evicted]
+                .iter()
+                .all(|s| *s == SeqState::Gone(Gone::Evicted)),
+            "{states:?}"
+        );
+        assert!(states[evicted..10].iter().all(|s| *s == SeqState::Kept));
+        assert!(states[10..].iter().all(|s| *s == SeqState::Pending));
+        // Once nothing is kept, queued events are evicted as before, and say so.
+        for seq in 21..=40 {
+            o.append(&ev("a", seq, &[3u8; 200])).unwrap();
+        }
+        let c = o.counters();
+        assert_eq!(c.delivered, 0);
+        assert!(c.evicted_events > 0);
+        assert_eq!(
+            o.seq_states("a", 11, 11).unwrap(),
+            [SeqState::Gone(Gone::Evicted)]
+        );
+        drop(o);
+        let o = Outbox::open_keeping(d.path(), 4_000, HOUR).unwrap();
+        assert_eq!(o.counters().evicted_delivered, c.evicted_delivered);
+        assert_eq!(
+            o.seq_states("a", 1, 1).unwrap(),
+            [SeqState::Gone(Gone::Evicted)],
+            "reasons survive a reopen"
+        );
+    }
+
+    #[test]
+    fn lost_seq_is_not_stored_and_remembered() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let o = Outbox::open_keeping(d.path(), 1 << 20, HOUR).unwrap();
+            o.append(&ev("a", 1, b"x")).unwrap();
+            o.lost("a", Some(2));
+            o.lost("a", Some(3));
+            assert_eq!(
+                o.seq_states("a", 2, 3).unwrap(),
+                [SeqState::Gone(Gone::NotStored); 2]
+            );
+            // Reaches the disk with the next commit.
+            o.append(&ev("a", 4, b"x")).unwrap();
+        }
+        let o = Outbox::open_keeping(d.path(), 1 << 20, HOUR).unwrap();
+        assert_eq!(
+            o.seq_states("a", 1, 5).unwrap(),
+            [
+                SeqState::Pending,
+                SeqState::Gone(Gone::NotStored),
+                SeqState::Gone(Gone::NotStored),
+                SeqState::Pending,
+                SeqState::Unknown
+            ]
+        );
+        assert_eq!(o.last_seq("a"), 4);
     }
 }

@@ -131,6 +131,27 @@ async fn remove_acked(p: &Publisher, pending: &mut Vec<u64>) {
     }
 }
 
+/// How often the delivered window is swept for records kept too long.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Delete the delivered records kept longer than `[outbox] keep_delivered_s`.
+async fn sweep_delivered(p: &Publisher) {
+    let ob = p.shared.outbox.clone();
+    match tokio::task::spawn_blocking(move || ob.sweep_delivered()).await {
+        Ok(Ok(n)) if n > 0 => {
+            tracing::debug!(
+                expired = n,
+                "outbox: delivered records past keep_delivered_s deleted"
+            );
+        }
+        Ok(Ok(_)) => {}
+        // A storage fault is logged once by the outbox; the next sweep retries.
+        Ok(Err(e)) if e.fault().is_some() => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "outbox: cannot sweep the delivered window"),
+        Err(e) => tracing::error!(error = %e, "outbox: sweep task failed"),
+    }
+}
+
 /// Drain the outbox to the client at no more than `replay_rate` messages per
 /// second (a token bucket holding half a second of tokens, so live events go
 /// out at once when there is no backlog), and delete acknowledged records in
@@ -143,8 +164,13 @@ pub(super) async fn pump(p: Publisher) {
     let mut unremoved: Vec<u64> = Vec::new();
     let mut health = None;
     let mut reported_replayed = 0;
+    let mut next_sweep = tokio::time::Instant::now();
     loop {
         remove_acked(&p, &mut unremoved).await;
+        if tokio::time::Instant::now() >= next_sweep {
+            next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
+            sweep_delivered(&p).await;
+        }
         let now = tokio::time::Instant::now();
         tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(burst);
         last = now;

@@ -50,6 +50,25 @@ pub struct PublishStats {
     pub refused: AtomicU64,
     /// Connections dropped because the broker stopped acknowledging.
     pub puback_timeouts: AtomicU64,
+    /// Replay requests received, refused (malformed, another schema, an
+    /// unknown camera, too large a range, the queue full) and not served (the
+    /// outbox failing), and lifecycle messages queued again for them.
+    pub replay_requests: AtomicU64,
+    pub replay_refused: AtomicU64,
+    pub replay_failed: AtomicU64,
+    pub replay_resent: AtomicU64,
+    /// Replay requests answered (the answer is in the outbox).
+    pub replay_served: AtomicU64,
+}
+
+/// Replay requests (the metrics' view of [`PublishStats`]'s `replay_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayView {
+    pub served: u64,
+    pub refused: u64,
+    pub failed: u64,
+    /// Lifecycle messages queued again for them.
+    pub resent: u64,
 }
 
 /// Bytes per class (node-wide) and per camera, counted in `Publisher::push`.
@@ -178,6 +197,7 @@ pub struct PublisherView {
     pub snapshots: BTreeMap<String, SnapshotCounts>,
     pub outbox: super::outbox::Counters,
     pub budget: Option<BudgetView>,
+    pub replay: ReplayView,
 }
 
 impl Publisher {
@@ -235,6 +255,12 @@ impl Publisher {
             snapshots,
             outbox: sh.outbox.counters(),
             budget,
+            replay: ReplayView {
+                served: s.replay_served.load(Ordering::Relaxed),
+                refused: s.replay_refused.load(Ordering::Relaxed),
+                failed: s.replay_failed.load(Ordering::Relaxed),
+                resent: s.replay_resent.load(Ordering::Relaxed),
+            },
         }
     }
 }

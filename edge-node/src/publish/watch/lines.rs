@@ -497,17 +497,17 @@ mod tests {
 
     const NOW: &str = "2026-12-07T07:00:00.000Z";
 
-    /// The README's `edge-event/4` example, turned into an alert when `alert` is given.
+    /// The README's `edge-event/5` example, turned into an alert when `alert` is given.
     fn event_json(alert: &str) -> String {
         format!(
-            r#"{{"schema":"edge-event/4","id":"box-01.cam-01.19ac1f6e2b1.7","seq":12,"type":"update",
+            r#"{{"schema":"edge-event/5","id":"box-01.cam-01.19ac1f6e2b1.7","seq":12,"type":"update",
  "node":"box-01","district":"hoan-kiem","camera":"cam-01",
  "label":"person","class_id":0,"track_id":7,"score":0.81,"top_score":0.83,
  "start_time":"2026-11-26T05:30:01.200Z","end_time":null,"frame_time":"2026-11-26T05:30:01.600Z",
  "box":{{"x1":0.41,"y1":0.22,"x2":0.47,"y2":0.48}},"frame_size":{{"width":768,"height":576}},
  "snapshot":{{"topic":"hanoi/hoan-kiem/box-01/cam-01/snapshot/box-01.cam-01.19ac1f6e2b1.7","bytes":14211,"width":480,"height":360,"degraded":null}},
  "snapshot_omitted":null,"current_zones":["plaza"],"entered_zones":["plaza"],"stationary":false,"alerts":[],"alert":{alert},
- "end_reason":null}}"#
+ "end_reason":null,"replayed":false}}"#
         )
     }
 

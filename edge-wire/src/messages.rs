@@ -1,5 +1,5 @@
 //! The JSON wire schema: schema ids and every message type as serialised
-//! (`edge-event/4`, `edge-zone-alert/3`, `edge-camera-alert/1`, `edge-counts/1`,
+//! (`edge-event/5`, `edge-zone-alert/3`, `edge-camera-alert/1`, `edge-counts/1`,
 //! `edge-node-status/3`, `edge-camera-status/3`, `edge-stats/3`; see
 //! `docs/schemas/`). Wire strings are written here only, by serde, from
 //! typed values. The node converts its internal forms into these types in
@@ -63,7 +63,7 @@ pub struct SnapshotRef {
     pub degraded: Option<Degraded>,
 }
 
-/// Detail of the alert an `edge-event/4` message carries.
+/// Detail of the alert an `edge-event/5` message carries.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AlertDetail {
     /// `loitering` or `wrong_way`.
@@ -110,7 +110,7 @@ pub enum EndReason {
     Restart,
 }
 
-/// `edge-event/4`: one message of an object's lifecycle.
+/// `edge-event/5` (and `/4`, the same without `replayed`): one message of an object's lifecycle.
 ///
 /// `id` is `{node}.{camera}.{run}.{track}`, `run` being the camera's start
 /// (ms since the epoch, hex; strictly increasing per camera): unique across
@@ -240,7 +240,7 @@ pub struct ZoneAlertMessage {
     pub time: String,
     /// Whole-frame snapshot (crowding only).
     pub snapshot: Option<SnapshotRef>,
-    /// Why the crowding snapshot is missing (as in `edge-event/4`).
+    /// Why the crowding snapshot is missing (as in `edge-event/5`).
     pub snapshot_omitted: Option<SnapshotOmitted>,
 }
 

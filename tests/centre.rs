@@ -617,3 +617,42 @@ fn lost_runs(dir: &Path) -> Vec<(String, String, u64, u64)> {
         .map(|l| (l.node, l.camera, l.first, l.last))
         .collect()
 }
+
+/// The README's demo of the whole system (`scripts/run-demo.sh --once`,
+/// which `scripts/demo.sh` runs after building): a node on the bundled clip
+/// with its embedded broker and a centre on SQLite with the console; it ends
+/// by itself once the centre has stored every event the node published.
+#[test]
+fn the_system_demo_runs_unattended() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(common::repo().join("scripts/run-demo.sh"))
+        .arg("--once")
+        .env("EDGE_DEMO_BIN", centre_bin().parent().unwrap())
+        .env("EDGE_DEMO_OUT", dir.path().join("demo"))
+        .env("EDGE_DEMO_BROKER_PORT", common::free_port().to_string())
+        .env("EDGE_DEMO_CONSOLE_PORT", common::free_port().to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("login: operator    password: "), "{stdout}");
+    let stored = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("the centre stored "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let (got, want) = stored
+        .trim_end_matches(" events:")
+        .split_once(" of ")
+        .unwrap();
+    assert_eq!(got, want, "{stdout}");
+    assert!(want.parse::<u32>().unwrap() >= 10, "{stdout}");
+    assert!(
+        stdout.contains("alerts 3"),
+        "the demo's three alerts: {stdout}"
+    );
+    assert!(stdout.contains("demo finished (--once)"), "{stdout}");
+}

@@ -12,6 +12,7 @@
 //! - [`simulate`]: a load generator playing many boxes' traffic.
 //! - [`web`]: the operators' console and JSON API (`[console] listen`).
 
+pub mod bench;
 pub mod config;
 pub mod decode;
 pub mod ingest;

@@ -66,6 +66,18 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Time the console's searches on a large database: fill the
+    /// configured database with synthetic events up to `--events` (480
+    /// boxes x 32 cameras, one day; through the ingest's commit path), then
+    /// run each search `--reps` times and print the median and slowest.
+    BenchSearch {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 20)]
+        reps: usize,
+    },
     /// Print how many rows each table holds.
     Stats {
         #[arg(long, short)]
@@ -180,6 +192,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Gaps { config } => gaps(&config),
+        Cmd::BenchSearch {
+            config,
+            events,
+            reps,
+        } => bench_search(&config, events, reps),
         Cmd::Stats { config } => {
             let plan = config::load(&config)?;
             let mut store = edge_centre::open_store(&plan.store)?;
@@ -295,6 +312,33 @@ fn run(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         rejected = stats.rejected.load(Ordering::Relaxed),
         "edge-centre stopped"
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `edge-centre bench-search`.
+fn bench_search(config: &std::path::Path, events: u64, reps: usize) -> anyhow::Result<ExitCode> {
+    let plan = config::load(config)?;
+    let mut store = edge_centre::open_store(&plan.store)?;
+    let (added, took) = edge_centre::bench::fill(store.as_mut(), events)?;
+    let total = store.totals()?.events;
+    if added > 0 {
+        println!(
+            "filled: {added} events in {:.0} s ({:.0} events/s); the database holds {total}",
+            took.as_secs_f64(),
+            added as f64 / took.as_secs_f64().max(1e-9)
+        );
+    } else {
+        println!("the database holds {total} events");
+    }
+    drop(store);
+    let db = console::ConsoleDb::open(&plan.store)?;
+    println!("search (a page of 50, newest first), {reps} runs each: median / slowest");
+    for t in edge_centre::bench::searches(&db, reps)? {
+        println!(
+            "  {:<28} {:>8.2} ms {:>8.2} ms   ({} rows)",
+            t.name, t.median_ms, t.max_ms, t.rows
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

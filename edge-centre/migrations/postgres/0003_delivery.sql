@@ -51,3 +51,10 @@ CREATE TABLE lost (
 );
 
 CREATE INDEX events_replayed ON events (node, camera, seq) WHERE replayed = 1;
+
+-- The console's search: newest first in the page order (time, then node,
+-- camera, seq: the cursor), so an unfiltered page reads 50 index entries
+-- instead of sorting the table; and by type.
+DROP INDEX events_time;
+CREATE INDEX events_time ON events (frame_time DESC, node DESC, camera DESC, seq DESC);
+CREATE INDEX events_type_time ON events (type, frame_time DESC);

@@ -198,7 +198,8 @@ fn live_alert_arrives(b: &Browser, base: &str, dir: &Path, mqtt: u16) -> Proc {
     login(b, base, OPERATOR, true);
     assert_eq!(alert_count(b), 0, "a fresh centre has no incidents");
     assert_eq!(unacked(b), 0);
-    b.find("#no-alerts");
+    let empty = b.text(&b.find("#no-alerts"));
+    assert!(empty.contains("appear here"), "{empty}");
     js(
         b,
         "window.__marker = 'loaded-before-the-node'; return null;",
@@ -276,6 +277,18 @@ fn acknowledge(b: &Browser, base: &str) {
     let sel = format!("li.alert-item[data-alert-id=\"{id}\"]");
     b.click(&b.find(&format!("{sel} button.ack")));
     b.wait_for(&format!("{sel}.acked .acked-by"), T);
+    let kinds = js(
+        b,
+        "return [...document.querySelectorAll('li.alert-item .kind')].map(k => k.textContent);",
+    );
+    assert!(
+        kinds
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| !k.as_str().unwrap().contains('_')),
+        "kinds read as words: {kinds}"
+    );
     let said = b.text(&b.find(&format!("{sel} .acked-by")));
     assert!(
         said.contains("acknowledged by") && said.contains(OPERATOR.0),
@@ -350,6 +363,10 @@ fn cameras_and_search(b: &Browser, base: &str) {
     b.click(&b.find(".camera-row[data-camera=\"box-a/vtest\"] a"));
     b.wait_for(".event-row", T);
     assert!(b.current_url().ends_with("/cameras/box-a/vtest"));
+    assert!(
+        b.try_find("table.cameras th").is_some(),
+        "the state has column names"
+    );
     shot(b, "camera");
 
     b.goto(&format!("{base}/search"));

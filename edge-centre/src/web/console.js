@@ -4,6 +4,7 @@
   "use strict";
   var csrf = document.body.getAttribute("data-csrf") || "";
   var page = document.body.getAttribute("data-page") || "";
+  var user = document.body.getAttribute("data-user") || "you";
   var counter = document.getElementById("unacked-count");
   var live = document.getElementById("live");
 
@@ -95,7 +96,7 @@
           item.classList.add("acked");
           var s = document.createElement("span");
           s.className = "acked-by";
-          s.textContent = "acknowledged just now";
+          s.textContent = "acknowledged by " + user + " just now";
           form.replaceWith(s);
         }
         refreshCount();

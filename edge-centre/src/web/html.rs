@@ -99,7 +99,7 @@ pub fn page(f: &Frame<'_>, body: &str) -> String {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <title>{title} · edge-centre</title><link rel=\"stylesheet\" href=\"/assets/console.css\"></head>\
-<body data-csrf=\"{csrf}\" data-page=\"{active}\">\
+<body data-csrf=\"{csrf}\" data-page=\"{active}\" data-user=\"{user}\">\
 <header><span class=\"brand\">edge-centre</span><nav>{nav}</nav>\
 <a href=\"/alerts\" class=\"counter{hot}\" title=\"Incidents not acknowledged\">\
 <span id=\"unacked-count\">{unacked}</span> unacknowledged</a>\

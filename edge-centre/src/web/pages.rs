@@ -84,7 +84,7 @@ pub fn alert_li(a: &Alert, csrf: &str, can_ack: bool) -> String {
     format!(
         "<li class=\"alert-item sev-{sev} {state}\" data-alert-id=\"{id}\" data-district=\"{district}\" \
 data-camera=\"{camera}\" data-kind=\"{kind}\" data-label=\"{label}\">{thumb}\
-<div class=\"what\"><span class=\"kind\">{kind}</span> <span class=\"sev\">{sev}</span> {label_txt}\
+<div class=\"what\"><span class=\"kind\">{kind_txt}</span> <span class=\"sev\">{sev}</span> {label_txt}\
 <div class=\"where\">{district} · {node} · <a href=\"/cameras/{unode}/{ucamera}\">{camera}</a>{object}</div>\
 <div class=\"when\">{when}{cleared}</div></div><div class=\"act\">{ack}</div></li>",
         sev = esc(&a.severity),
@@ -95,6 +95,7 @@ data-camera=\"{camera}\" data-kind=\"{kind}\" data-label=\"{label}\">{thumb}\
         unode = esc(&url(&a.node)),
         ucamera = esc(&url(&a.camera)),
         kind = esc(&a.kind),
+        kind_txt = kind_words(&a.kind),
         label = esc(a.label.as_deref().unwrap_or("")),
         label_txt = a.label.as_deref().map_or(String::new(), |l| format!(
             "<span class=\"label\">{}</span>",
@@ -103,6 +104,12 @@ data-camera=\"{camera}\" data-kind=\"{kind}\" data-label=\"{label}\">{thumb}\
         thumb = thumb(a.snapshot_sha.as_deref(), a.snapshot_expired, false),
         when = time(a.time),
     )
+}
+
+/// An alert kind as words (`wrong_way` reads "wrong way"); the raw kind
+/// stays in `data-kind` and in URLs.
+fn kind_words(kind: &str) -> String {
+    esc(&kind.replace('_', " "))
 }
 
 fn input(name: &str, label: &str, q: &HashMap<String, String>, kind: &str) -> String {
@@ -149,7 +156,14 @@ pub async fn alerts(
     }
     body.push_str("</ul>");
     if list.is_empty() {
-        body.push_str("<p class=\"empty\" id=\"no-alerts\">No incidents match.</p>");
+        let filtered = ["district", "camera", "label", "kind", "open"]
+            .iter()
+            .any(|k| q.get(*k).is_some_and(|v| !v.is_empty()));
+        body.push_str(if filtered {
+            "<p class=\"empty\" id=\"no-alerts\">No incidents match these filters.</p>"
+        } else {
+            "<p class=\"empty\" id=\"no-alerts\">No incidents yet. New ones appear here as they happen; no need to reload.</p>"
+        });
     }
     Ok(framed(&app, &who, "Alerts", "alerts", &body)
         .await?
@@ -275,7 +289,7 @@ pub async fn object(
             } else {
                 format!(
                     " · <span class=\"kind\">{}</span>",
-                    esc(&e.alerts.join(", "))
+                    kind_words(&e.alerts.join(", "))
                 )
             },
         );
@@ -421,11 +435,7 @@ pub async fn camera(
         .await?;
     let mut body = String::new();
     if let Some(c) = &cam {
-        let _ = write!(
-            body,
-            "<table class=\"cameras\"><tbody>{}</tbody></table>",
-            camera_row(c)
-        );
+        let _ = write!(body, "{CAMERA_HEAD}{}</tbody></table>", camera_row(c));
     }
     body.push_str("<h2>Recent events</h2>");
     body.push_str(&event_rows(&events));

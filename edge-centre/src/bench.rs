@@ -158,7 +158,12 @@ pub fn searches(db: &ConsoleDb, reps: usize) -> Result<Vec<Timed>, StoreError> {
         (
             "a page 12 h deep (cursor)",
             page(EventFilter {
-                after: Some(EventKey(now - 12 * hour, "box-200".into(), "cam-10".into(), 30)),
+                after: Some(EventKey(
+                    now - 12 * hour,
+                    "box-200".into(),
+                    "cam-10".into(),
+                    30,
+                )),
                 ..EventFilter::default()
             }),
         ),
@@ -190,4 +195,3 @@ pub fn searches(db: &ConsoleDb, reps: usize) -> Result<Vec<Timed>, StoreError> {
     }
     Ok(out)
 }
-

@@ -667,7 +667,11 @@ pub fn events(db: &mut Db<'_>, f: &EventFilter) -> Result<Vec<Event>, StoreError
          ORDER BY e.frame_time DESC, e.node DESC, e.camera DESC, e.seq DESC LIMIT ?{}",
         params.len()
     );
-    Ok(db.query(&sql, &params)?.iter().map(|r| event_of(r)).collect())
+    Ok(db
+        .query(&sql, &params)?
+        .iter()
+        .map(|r| event_of(r))
+        .collect())
 }
 
 /// One lifecycle message by its key.
@@ -750,7 +754,18 @@ pub fn cameras(db: &mut Db<'_>, now: i64) -> Result<Vec<Camera>, StoreError> {
             } else {
                 state.clone()
             };
-            let broken = shown != "streaming";
+            let health: Vec<String> = string(r.get(6))
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            // Needs an operator: not delivering pictures when it should
+            // (a file that ended, or a camera starting, does not), or a
+            // health alarm (tamper, stalled) while it streams.
+            let broken = matches!(
+                shown.as_str(),
+                "reconnecting" | "failed" | "stopped" | "node offline"
+            ) || !health.is_empty();
             // A silent node's cameras are out since its last word.
             let status_time = int(r.get(8)).unwrap_or(0);
             let out_since = if shown == state {
@@ -767,11 +782,7 @@ pub fn cameras(db: &mut Db<'_>, now: i64) -> Result<Vec<Camera>, StoreError> {
                 broken,
                 since,
                 last_error: text(r.get(5)),
-                health: string(r.get(6))
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect(),
+                health,
                 fps_in: real(r.get(7)),
                 status_time,
                 node_state,
@@ -1087,5 +1098,46 @@ mod tests {
             ]
         );
         assert!(cams[0].outage_s >= 599, "{}", cams[0].outage_s);
+    }
+
+    /// A file that ended is not broken; a streaming camera with a health
+    /// alarm (tamper) is, and comes first.
+    #[test]
+    fn an_ended_file_is_fine_and_a_health_alarm_is_not() {
+        let (dir, db) = fresh();
+        let status = |cam: &str, state: &str, health: &str| {
+            format!(
+                r#"{{"schema":"edge-camera-status/3","node":"box-1","camera":"{cam}","state":"{state}","since":"2026-12-07T08:00:00.000Z","time":"2026-12-07T08:00:00.000Z","last_error":null,"detail":null,"frames":1,"frames_analysed":1,"frames_dropped":0,"drops":{{"queue_full":0,"inference_failed":0}},"fps_in":5.0,"fps_analysed":5.0,"last_frame_age_s":0.1,"reconnects":0,"retry_attempt":0,"outage_since":null,"outage_s":null,"stream":null,"health":[{health}]}}"#
+            )
+        };
+        let now = std::time::SystemTime::now();
+        let item = |cam: &str, state: &str, health: &str| {
+            let r = crate::decode::decode(
+                "edge",
+                &format!("edge/d1/box-1/{cam}/status"),
+                status(cam, state, health).as_bytes(),
+                1 << 20,
+            )
+            .unwrap()
+            .unwrap();
+            Item {
+                received: now,
+                row: Row::Message(Box::new(r)),
+            }
+        };
+        let mut s = crate::store::sqlite::Sqlite::open(&dir.path().join("c.db")).unwrap();
+        s.commit(&[
+            item("a-file", "ended", ""),
+            item("b-ok", "streaming", ""),
+            item("c-black", "streaming", r#""black""#),
+        ])
+        .unwrap();
+        let cams = db.run(|db| cameras(db, crate::store::millis(now))).unwrap();
+        let shown: Vec<(&str, bool)> = cams.iter().map(|c| (c.camera.as_str(), c.broken)).collect();
+        assert_eq!(shown[0], ("c-black", true), "{shown:?}");
+        assert!(
+            shown.contains(&("a-file", false)) && shown.contains(&("b-ok", false)),
+            "{shown:?}"
+        );
     }
 }

@@ -71,10 +71,14 @@ struct PgDb<'a>(&'a mut postgres::Client);
 impl Sql for PgDb<'_> {
     type Error = StoreError;
     fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError> {
-        super::postgres::Pg(self.0).exec(sql, params).map_err(err)
+        super::postgres::Pg(self.0, None)
+            .exec(sql, params)
+            .map_err(err)
     }
     fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, StoreError> {
-        super::postgres::Pg(self.0).query(sql, params).map_err(err)
+        super::postgres::Pg(self.0, None)
+            .query(sql, params)
+            .map_err(err)
     }
 }
 

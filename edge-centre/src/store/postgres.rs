@@ -30,7 +30,13 @@ pub struct Postgres {
     /// password).
     name: String,
     client: Option<Client>,
+    /// Statements prepared on `client`, by their SQL (cleared when it is
+    /// replaced): the ingest runs the same few statements for every row.
+    cache: Cache,
 }
+
+/// Prepared statements of one connection, by their SQL text.
+pub(super) type Cache = std::collections::HashMap<String, postgres::Statement>;
 
 fn db(e: postgres::Error) -> StoreError {
     StoreError::Db(Box::new(e))
@@ -53,6 +59,7 @@ impl Postgres {
             config,
             name,
             client: None,
+            cache: Cache::new(),
         };
         let name = me.name.clone();
         me.connect().map_err(|e| StoreError::Open {
@@ -66,6 +73,7 @@ impl Postgres {
     fn connect(&mut self) -> Result<&mut Client, postgres::Error> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
+            self.cache.clear();
             let c = self.config.connect(NoTls)?;
             tracing::info!(database = %self.name, "connected to PostgreSQL");
             self.client = Some(c);
@@ -114,8 +122,20 @@ impl Postgres {
         &mut self,
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
-        let c = self.connect().map_err(db)?;
-        let out = f(c);
+        self.with_cache(|c, _| f(c))
+    }
+
+    /// [`Self::with`], also lending the connection's statement cache.
+    fn with_cache<T>(
+        &mut self,
+        f: impl FnOnce(&mut Client, &mut Cache) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        self.connect().map_err(db)?;
+        let Self { client, cache, .. } = self;
+        let Some(c) = client.as_mut() else {
+            return Err(StoreError::Db("not connected".into()));
+        };
+        let out = f(c, cache);
         if out.is_err() && self.client.as_ref().is_some_and(Client::is_closed) {
             self.client = None;
         }
@@ -139,32 +159,32 @@ fn describe(c: &postgres::Config) -> String {
 
 impl Store for Postgres {
     fn commit(&mut self, items: &[Item]) -> Result<Committed, StoreError> {
-        self.with(|c| {
+        self.with_cache(|c, cache| {
             let mut tx = c.transaction()?;
-            let done = rows::commit(&mut Pg(&mut tx), items)?;
+            let done = rows::commit(&mut Pg(&mut tx, Some(cache)), items)?;
             tx.commit()?;
             Ok(done)
         })
     }
 
     fn totals(&mut self) -> Result<Totals, StoreError> {
-        self.with(|c| rows::totals(&mut Pg(c)))
+        self.with(|c| rows::totals(&mut Pg(c, None)))
     }
 
     fn event_keys(&mut self) -> Result<Vec<(String, String, u64)>, StoreError> {
-        self.with(|c| rows::event_keys(&mut Pg(c)))
+        self.with(|c| rows::event_keys(&mut Pg(c, None)))
     }
 
     fn alerts(&mut self) -> Result<Vec<(String, String, String)>, StoreError> {
-        self.with(|c| rows::alerts(&mut Pg(c)))
+        self.with(|c| rows::alerts(&mut Pg(c, None)))
     }
 
     fn rejected(&mut self) -> Result<Vec<(String, String)>, StoreError> {
-        self.with(|c| rows::rejected(&mut Pg(c)))
+        self.with(|c| rows::rejected(&mut Pg(c, None)))
     }
 
     fn camera_states(&mut self) -> Result<Vec<(String, String, String)>, StoreError> {
-        self.with(|c| rows::camera_states(&mut Pg(c)))
+        self.with(|c| rows::camera_states(&mut Pg(c, None)))
     }
 
     fn expire_snapshots(
@@ -175,19 +195,23 @@ impl Store for Postgres {
     ) -> Result<Vec<String>, StoreError> {
         self.with(|c| {
             let mut tx = c.transaction()?;
-            let gone =
-                rows::expire_snapshots(&mut Pg(&mut tx), millis(now), millis(cutoff), max_bytes)?;
+            let gone = rows::expire_snapshots(
+                &mut Pg(&mut tx, None),
+                millis(now),
+                millis(cutoff),
+                max_bytes,
+            )?;
             tx.commit()?;
             Ok(gone)
         })
     }
 
     fn live_snapshots(&mut self) -> Result<Vec<String>, StoreError> {
-        self.with(|c| rows::live_snapshots(&mut Pg(c)))
+        self.with(|c| rows::live_snapshots(&mut Pg(c, None)))
     }
 
     fn gaps(&mut self) -> Result<Vec<Gap>, StoreError> {
-        self.with(|c| rows::gaps(&mut Pg(c)))
+        self.with(|c| rows::gaps(&mut Pg(c, None)))
     }
 
     fn replay_scan(
@@ -196,20 +220,20 @@ impl Store for Postgres {
         me: &str,
         plan: &ReplayPlan,
     ) -> Result<Vec<Request>, StoreError> {
-        self.with(|c| {
+        self.with_cache(|c, cache| {
             let mut tx = c.transaction()?;
-            let out = delivery::scan(&mut Pg(&mut tx), millis(now), me, plan)?;
+            let out = delivery::scan(&mut Pg(&mut tx, Some(cache)), millis(now), me, plan)?;
             tx.commit()?;
             Ok(out)
         })
     }
 
     fn delivery(&mut self, limit: i64) -> Result<Vec<GapReport>, StoreError> {
-        self.with(|c| delivery::report(&mut Pg(c), limit))
+        self.with(|c| delivery::report(&mut Pg(c, None), limit))
     }
 
     fn lost(&mut self) -> Result<Vec<LostRun>, StoreError> {
-        self.with(|c| delivery::lost(&mut Pg(c)))
+        self.with(|c| delivery::lost(&mut Pg(c, None)))
     }
 }
 
@@ -242,7 +266,26 @@ fn to_sql(v: &Val) -> &(dyn ToSql + Sync) {
 }
 
 /// A connection or transaction, as rows.rs uses it.
-pub(super) struct Pg<'a, C: postgres::GenericClient>(pub(super) &'a mut C);
+/// A connection (or transaction) as `rows` uses it, with the connection's
+/// statement cache when there is one.
+pub(super) struct Pg<'a, C: postgres::GenericClient>(
+    pub(super) &'a mut C,
+    pub(super) Option<&'a mut Cache>,
+);
+
+impl<C: postgres::GenericClient> Pg<'_, C> {
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, postgres::Error> {
+        if let Some(cache) = self.1.as_deref_mut() {
+            if let Some(st) = cache.get(sql) {
+                return Ok(st.clone());
+            }
+            let st = self.0.prepare(&dollars(sql))?;
+            cache.insert(sql.to_string(), st.clone());
+            return Ok(st);
+        }
+        self.0.prepare(&dollars(sql))
+    }
+}
 
 impl<C: postgres::GenericClient> Sql for Pg<'_, C> {
     type Error = postgres::Error;
@@ -251,14 +294,15 @@ impl<C: postgres::GenericClient> Sql for Pg<'_, C> {
         " FOR UPDATE"
     }
     fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, postgres::Error> {
-        let st = self.0.prepare(&dollars(sql))?;
+        let st = self.statement(sql)?;
         let p: Vec<&(dyn ToSql + Sync)> = params.iter().map(to_sql).collect();
         self.0.execute(&st, &p)
     }
 
     fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, postgres::Error> {
+        let st = self.statement(sql)?;
         let p: Vec<&(dyn ToSql + Sync)> = params.iter().map(to_sql).collect();
-        let rows = self.0.query(&dollars(sql), &p)?;
+        let rows = self.0.query(&st, &p)?;
         Ok(rows
             .iter()
             .map(|r| {

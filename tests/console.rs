@@ -672,6 +672,12 @@ fn the_api_serves_what_was_published(c: &Centre, token: &str) -> String {
     let cams = get(c.http, "/api/cameras", &auth).json();
     assert_eq!(cams["cameras"][0]["camera"], "cam-1", "{cams}");
     assert_eq!(cams["cameras"][0]["shown"], "streaming");
+    let hist = get(c.http, "/api/cameras/box-1/cam-1/history", &auth).json();
+    assert_eq!(hist["history"][0]["state"], "streaming", "{hist}");
+    assert_eq!(
+        get(c.http, "/api/cameras/box-1/cam-1/history", &[]).status,
+        401
+    );
     let gaps = get(c.http, "/api/gaps", &auth).json();
     let g = &gaps["gaps"][0];
     assert_eq!(gaps["gaps"].as_array().map(Vec::len), Some(1), "{gaps}");

@@ -410,6 +410,10 @@ pub fn router(app: App) -> Router {
         .route("/api/events/:node/:camera/:seq", get(api::event))
         .route("/api/objects/:id", get(api::object))
         .route("/api/cameras", get(api::cameras))
+        .route(
+            "/api/cameras/:node/:camera/history",
+            get(api::camera_history),
+        )
         .route("/api/gaps", get(api::gaps))
         .route("/api/snapshots/:sha", get(api::snapshot))
         .route("/api/alerts", get(api::alerts))

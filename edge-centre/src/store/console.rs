@@ -879,6 +879,64 @@ pub fn counted_cameras(db: &mut Db<'_>) -> Result<Vec<(String, String)>, StoreEr
         .collect())
 }
 
+/// One state a camera was in, and for how long: its history answers
+/// "which cameras were down last night, for how long".
+#[derive(Clone, Debug, Serialize)]
+pub struct StateSpan {
+    pub state: String,
+    /// When it began (ms since the epoch).
+    pub since: i64,
+    /// When the next state began; `None` for the current one.
+    pub until: Option<i64>,
+    /// How long it lasted (until now for the current one), seconds.
+    pub seconds: i64,
+    pub last_error: Option<String>,
+    pub health: Vec<String>,
+}
+
+/// A camera's state changes, newest first (at most `limit`), each with its
+/// length, from `camera_history`.
+pub fn camera_history(
+    db: &mut Db<'_>,
+    node: &str,
+    camera: &str,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<StateSpan>, StoreError> {
+    let rows = db.query(
+        "SELECT state, since, last_error, health FROM camera_history
+         WHERE node = ?1 AND camera = ?2 ORDER BY since DESC, state LIMIT ?3",
+        &[
+            Val::from(node),
+            Val::from(camera),
+            Val::from(limit.clamp(1, 1000)),
+        ],
+    )?;
+    let mut out: Vec<StateSpan> = Vec::with_capacity(rows.len());
+    let mut next: Option<i64> = None;
+    for r in &rows {
+        let since = int(r.get(1)).unwrap_or(0);
+        let health: Vec<String> = string(r.get(3))
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let state = string(r.first());
+        // A health change within the same state is a row of its own; the
+        // span ends where the next row begins.
+        out.push(StateSpan {
+            seconds: (next.unwrap_or(now) - since).max(0) / 1000,
+            until: next,
+            state,
+            since,
+            last_error: text(r.get(2)),
+            health,
+        });
+        next = Some(since);
+    }
+    Ok(out)
+}
+
 // ---- delivery and snapshots -------------------------------------------------
 
 /// A run of lifecycle messages the centre found missing, and how it
@@ -1142,6 +1200,56 @@ mod tests {
         assert!(
             shown.contains(&("a-file", false)) && shown.contains(&("b-ok", false)),
             "{shown:?}"
+        );
+    }
+
+    /// The history says how long each state lasted: an outage of 60 s,
+    /// then streaming until now.
+    #[test]
+    fn camera_history_has_each_states_length() {
+        let (dir, db) = fresh();
+        let status = |state: &str, since: &str| {
+            format!(
+                r#"{{"schema":"edge-camera-status/3","node":"box-1","camera":"cam-1","state":"{state}","since":"{since}","time":"{since}","last_error":null,"detail":null,"frames":1,"frames_analysed":1,"frames_dropped":0,"drops":{{"queue_full":0,"inference_failed":0}},"fps_in":5.0,"fps_analysed":5.0,"last_frame_age_s":0.1,"reconnects":0,"retry_attempt":0,"outage_since":null,"outage_s":null,"stream":null,"health":[]}}"#
+            )
+        };
+        let item = |state: &str, since: &str| {
+            let r = crate::decode::decode(
+                "edge",
+                "edge/d1/box-1/cam-1/status",
+                status(state, since).as_bytes(),
+                1 << 20,
+            )
+            .unwrap()
+            .unwrap();
+            Item {
+                received: std::time::SystemTime::now(),
+                row: Row::Message(Box::new(r)),
+            }
+        };
+        let mut s = crate::store::sqlite::Sqlite::open(&dir.path().join("c.db")).unwrap();
+        s.commit(&[
+            item("streaming", "2026-12-07T08:00:00.000Z"),
+            item("reconnecting", "2026-12-07T09:00:00.000Z"),
+            item("streaming", "2026-12-07T09:01:00.000Z"),
+        ])
+        .unwrap();
+        let t = |s: &str| crate::store::wire_millis(s).unwrap();
+        let now = t("2026-12-07T10:01:00.000Z");
+        let h = db
+            .run(|db| camera_history(db, "box-1", "cam-1", now, 50))
+            .unwrap();
+        let spans: Vec<(&str, i64, Option<i64>)> = h
+            .iter()
+            .map(|x| (x.state.as_str(), x.seconds, x.until))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![
+                ("streaming", 3600, None),
+                ("reconnecting", 60, Some(t("2026-12-07T09:01:00.000Z"))),
+                ("streaming", 3600, Some(t("2026-12-07T09:00:00.000Z"))),
+            ]
         );
     }
 }

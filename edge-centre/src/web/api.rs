@@ -187,6 +187,23 @@ pub async fn cameras(State(app): State<App>, headers: HeaderMap) -> Result<Respo
     Ok(Json(json!({ "cameras": list })).into_response())
 }
 
+/// `GET /api/cameras/{node}/{camera}/history`: the camera's state changes,
+/// newest first, each with how long it lasted.
+pub async fn camera_history(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((node, camera)): Path<(String, String)>,
+) -> Result<Response, Fail> {
+    app.who(&headers, true).await?;
+    let now = now_ms();
+    let list = app
+        .db(true, move |db| {
+            console::camera_history(db, &node, &camera, now, 1000)
+        })
+        .await?;
+    Ok(Json(json!({ "history": list })).into_response())
+}
+
 /// `GET /api/gaps`.
 pub async fn gaps(State(app): State<App>, headers: HeaderMap) -> Result<Response, Fail> {
     app.who(&headers, true).await?;

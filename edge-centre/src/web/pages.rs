@@ -415,11 +415,12 @@ pub async fn camera(
     let who = app.who(&headers, false).await?;
     let now = now_ms();
     let (n, c) = (node.clone(), camera.clone());
-    let (cam, events, counts) = app
+    let (cam, events, counts, history) = app
         .db(false, move |db| {
             let cam = console::cameras(db, now)?
                 .into_iter()
                 .find(|x| x.node == n && x.camera == c);
+            let history = console::camera_history(db, &n, &c, now, 50)?;
             let f = console::EventFilter {
                 node: Some(n.clone()),
                 camera: Some(c.clone()),
@@ -430,6 +431,7 @@ pub async fn camera(
                 cam,
                 console::events(db, &f)?,
                 console::counts(db, &n, &c, 120)?,
+                history,
             ))
         })
         .await?;
@@ -437,6 +439,7 @@ pub async fn camera(
     if let Some(c) = &cam {
         let _ = write!(body, "{CAMERA_HEAD}{}</tbody></table>", camera_row(c));
     }
+    body.push_str(&history_rows(&history));
     body.push_str("<h2>Recent events</h2>");
     body.push_str(&event_rows(&events));
     body.push_str("<h2>Counts</h2>");
@@ -445,6 +448,47 @@ pub async fn camera(
     Ok(framed(&app, &who, &title, "cameras", &body)
         .await?
         .into_response())
+}
+
+/// A camera's state changes with their lengths, newest first; the states
+/// when it was not delivering pictures in red.
+fn history_rows(history: &[console::StateSpan]) -> String {
+    let mut body = String::from("<h2>State history</h2>");
+    if history.is_empty() {
+        body.push_str("<p id=\"no-history\">No state reported yet.</p>");
+        return body;
+    }
+    let down: i64 = history
+        .iter()
+        .filter(|h| matches!(h.state.as_str(), "reconnecting" | "failed" | "stopped"))
+        .map(|h| h.seconds)
+        .sum();
+    let _ = write!(
+        body,
+        "<p class=\"summary\" id=\"downtime\">Not delivering pictures for {} in the {} changes shown.</p>\
+<table class=\"history\" id=\"history\"><thead><tr><th>From (UTC)</th><th>To (UTC)</th><th>State</th>\
+<th>For</th><th>Health alarms</th><th>Error</th></tr></thead><tbody>",
+        esc(&duration(down)),
+        history.len()
+    );
+    for h in history {
+        let bad = matches!(h.state.as_str(), "reconnecting" | "failed" | "stopped")
+            || !h.health.is_empty();
+        let _ = write!(
+            body,
+            "<tr class=\"history-row{cls}\"><td>{from}</td><td>{to}</td><td class=\"state state-{st}\">{st}</td>\
+<td>{len}</td><td>{health}</td><td>{err}</td></tr>",
+            cls = if bad { " broken" } else { "" },
+            from = esc(&time(h.since)),
+            to = esc(&h.until.map_or_else(|| "now".to_string(), time)),
+            st = esc(&h.state),
+            len = esc(&duration(h.seconds)),
+            health = esc(&h.health.join(", ")),
+            err = esc(h.last_error.as_deref().unwrap_or("")),
+        );
+    }
+    body.push_str("</tbody></table>");
+    body
 }
 
 /// `GET /search`: events by time range, district, camera, label and type,

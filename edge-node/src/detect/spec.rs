@@ -250,6 +250,13 @@ pub struct Manifest {
     /// `detr` family: `auto` (default), `logits` or `probabilities`.
     #[serde(default)]
     pub scores: Option<ScoreKind>,
+    /// Label aliases: a class name of the model → the name the node uses
+    /// (`{"xe_may": "motorcycle", "oto": "car"}`), so a model trained with
+    /// its own class names feeds the same `[detector] classes`, rules,
+    /// counts and events as the bundled COCO model. Every key must be one of
+    /// the model's class names.
+    #[serde(default)]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl Manifest {
@@ -800,6 +807,39 @@ fn parse_bool(s: &str) -> Option<bool> {
     clippy::too_many_lines,
     reason = "the reconciliation rules between manifest, metadata and I/O signature read as one ordered list; to be split in a follow-up"
 )]
+/// Renames the model's classes by the manifest's `labels` map; a key that
+/// is not a class of the model, or an empty name, is an error naming it.
+fn apply_label_aliases(
+    model: &Path,
+    names: Vec<String>,
+    labels: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<Vec<String>, DetectError> {
+    let Some(labels) = labels else {
+        return Ok(names);
+    };
+    let bad = |reason: String| DetectError::ModelInvalid {
+        path: model.to_path_buf(),
+        reason,
+    };
+    for (from, to) in labels {
+        if !names.contains(from) {
+            return Err(bad(format!(
+                "manifest `labels` renames {from:?}, which is not a class of the model (its classes: {})",
+                names.join(", ")
+            )));
+        }
+        if to.trim().is_empty() {
+            return Err(bad(format!(
+                "manifest `labels` renames {from:?} to an empty name; give the name the node should use, e.g. \"motorcycle\""
+            )));
+        }
+    }
+    Ok(names
+        .into_iter()
+        .map(|n| labels.get(&n).cloned().unwrap_or(n))
+        .collect())
+}
+
 pub fn resolve_spec(
     model: &Path,
     inputs: &[TensorInfo],
@@ -996,6 +1036,8 @@ pub fn resolve_spec(
             ));
         }
     };
+
+    let names = apply_label_aliases(model, names, manifest.and_then(|(m, _)| m.labels.as_ref()))?;
 
     let (color, mean, std, resize, pad_value, source) = match manifest {
         Some((m, p)) => (
@@ -1571,6 +1613,39 @@ mod tests {
         );
         assert_eq!(spec.mean, [1.0, 2.0, 3.0]);
         assert_eq!(spec.source, SpecSource::Manifest(PathBuf::from("x.json")));
+    }
+
+    /// A model with its own class names feeds the node's names through the
+    /// manifest's `labels`; a key the model does not have is refused by name.
+    #[test]
+    fn manifest_labels_rename_the_models_classes() {
+        let (i, o) = nanodet_io(3);
+        let text = r#"{"family":"nanodet","input_size":[416,416],"color":"bgr","mean":[1,2,3],"std":[4,5,6],"resize":"stretch","names":["nguoi","xe_may","oto"],"labels":{"nguoi":"person","xe_may":"motorcycle","oto":"car"}}"#;
+        let man = Manifest::parse(text, Path::new("x.json")).unwrap();
+        let spec = resolve_spec(
+            Path::new("x.onnx"),
+            &i,
+            &o,
+            &meta(&[]),
+            Some((&man, Path::new("x.json"))),
+        )
+        .unwrap();
+        assert_eq!(spec.names, vec!["person", "motorcycle", "car"]);
+        let bad = text.replace("\"oto\":\"car\"", "\"bike\":\"bicycle\"");
+        let man = Manifest::parse(&bad, Path::new("x.json")).unwrap();
+        let e = resolve_spec(
+            Path::new("x.onnx"),
+            &i,
+            &o,
+            &meta(&[]),
+            Some((&man, Path::new("x.json"))),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("\"bike\"") && e.contains("nguoi, xe_may, oto"),
+            "{e}"
+        );
     }
 
     #[test]

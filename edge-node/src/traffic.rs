@@ -196,7 +196,8 @@ pub fn merge_cross_class(
     }
     dets.iter()
         .zip(keep)
-        .filter_map(|(d, k)| k.then(|| d.clone()))
+        .filter(|(_, k)| *k)
+        .map(|(d, _)| d.clone())
         .collect()
 }
 

@@ -213,6 +213,7 @@ fn preview_with_far_off_coordinates_is_clipped() {
             ("l3".into(), [0.5, 0.5], [0.5, 1e12], "down".into()),
         ],
         masks: vec![far.to_vec()],
+        ignore: vec![far.to_vec()],
         boxes: vec![(BBox::new(-1e30, -1e30, 1e30, 1e30), "everything".into())],
     };
     let jpeg = preview(&rgb, w, h, &ov, 70).unwrap();

@@ -763,6 +763,48 @@ detect_fps = 5
     }
 
     #[test]
+    fn traffic_stage_keys_are_checked_and_mapped() {
+        use crate::traffic::TrafficConfig;
+        // Defaults: the COCO groups, 0.6, riders paired, no ignore zones.
+        let plan = load(MIN).unwrap().camera_plan(0);
+        assert_eq!(plan.traffic, TrafficConfig::default());
+        assert_eq!(
+            plan.traffic.merge_classes,
+            [vec!["bicycle", "motorcycle"], vec!["car", "bus", "truck"]]
+        );
+        let text = MIN.replace(
+            "detect_fps = 5",
+            "detect_fps = 5\nignore_zones = [[[0, 0.5], [0.5, 0.5], [0, 1]]]",
+        ) + "[detector]\nmerge_classes = []\nmerge_iou = 0.7\npair_riders = false\n";
+        let t = load(&text).unwrap().camera_plan(0).traffic;
+        assert!(t.merge_classes.is_empty());
+        assert_eq!((t.merge_iou, t.pair_riders), (0.7, false));
+        assert_eq!(t.ignore_zones, [vec![[0.0, 0.5], [0.5, 0.5], [0.0, 1.0]]]);
+        // Every problem at once, each naming its field.
+        let text = MIN.replace(
+            "detect_fps = 5",
+            "detect_fps = 5\nignore_zones = [[[0, 0], [1, 0]], [[0, 0], [2, 0], [0, 1]]]",
+        ) + "[detector]\nmerge_iou = 1.5\nmerge_classes = [[\"car\"], [\"bus\", \"truck\"], [\"truck\", \"car\"]]\n";
+        let e = load(&text).unwrap_err();
+        let fields: Vec<String> = e.field_errors().into_iter().map(|e| e.field).collect();
+        for f in [
+            "detector.merge_iou",
+            "detector.merge_classes[0]",
+            "detector.merge_classes[2]",
+            "cameras[0].ignore_zones[0]",
+            "cameras[0].ignore_zones[1]",
+        ] {
+            assert!(fields.iter().any(|x| x == f), "{f} missing in {e}");
+        }
+        assert_eq!(fields.len(), 5, "{e}");
+        assert!(
+            e.to_string()
+                .contains("\"truck\" is in more than one group"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn every_invalid_field_is_reported_at_once() {
         let text = MIN
             .replace("id = \"box-1\"", "id = \"Box 1\"")

@@ -20,3 +20,4 @@ pub mod snapshot;
 pub mod source;
 pub mod tamper;
 pub mod track;
+pub mod traffic;

@@ -609,6 +609,7 @@ fn preview(
             .map(|l| (l.name.clone(), l.a, l.b, l.forward.clone()))
             .collect(),
         masks: c.privacy_masks.clone(),
+        ignore: c.ignore_zones.clone(),
         boxes: Vec::new(),
     };
     if detect_objects {

@@ -422,13 +422,16 @@ fn box_blur_region(
 
 /// Colour of zones in `preview`.
 pub const ZONE_COLOR: [u8; 3] = [0, 200, 255];
+/// Colour of ignore zones (outline + "ignored") in `preview`.
+pub const IGNORE_COLOR: [u8; 3] = [255, 48, 48];
 /// Colour of lines and their direction arrows in `preview`.
 pub const LINE_COLOR: [u8; 3] = [255, 0, 200];
 
 /// What `edge-node preview` draws over a frame so people can place rules by
 /// looking: zones (outline + name), lines (with an arrow towards the side a
-/// `forward` crossing goes to), privacy masks (filled black, as every image
-/// leaving the box has them) and live detections.
+/// `forward` crossing goes to), ignore zones (red outline, labelled
+/// "ignored"), privacy masks (filled black, as every image leaving the box
+/// has them) and live detections.
 #[derive(Clone, Debug, Default)]
 pub struct Overlay {
     /// Name and polygon (normalised 0..1).
@@ -436,6 +439,8 @@ pub struct Overlay {
     /// Name, A, B (normalised), and the name of the `forward` direction.
     pub lines: Vec<(String, [f32; 2], [f32; 2], String)>,
     pub masks: Vec<Polygon>,
+    /// Ignore zones (normalised 0..1): detections standing there are dropped.
+    pub ignore: Vec<Polygon>,
     /// Boxes in frame pixels with their labels.
     pub boxes: Vec<(BBox, String)>,
 }
@@ -481,6 +486,15 @@ pub fn preview(
         if let Some(p) = poly.first() {
             let (x, y) = px(*p);
             canvas.label_tab(tab(x, y), &format!("zone {name}"));
+        }
+    }
+    for poly in &ov.ignore {
+        for i in 0..poly.len() {
+            canvas.line(px(poly[i]), px(poly[(i + 1) % poly.len()]), 2, IGNORE_COLOR);
+        }
+        if let Some(p) = poly.first() {
+            let (x, y) = px(*p);
+            canvas.label_tab(tab(x, y), "ignored");
         }
     }
     for (name, a, b, forward) in &ov.lines {
@@ -1251,6 +1265,39 @@ mod tests {
             c.0.iter().all(|&v| v < 12),
             "masked object crop centre is {c:?}"
         );
+    }
+
+    #[test]
+    fn preview_outlines_ignore_zones_in_their_own_colour() {
+        let (w, h) = (640u32, 480u32);
+        let rgb = vec![40u8; (w * h * 3) as usize];
+        let zone = vec![[0.25, 0.25], [0.75, 0.25], [0.75, 0.75], [0.25, 0.75]];
+        let redness = |ov: &Overlay| {
+            let jpeg = preview(&rgb, w, h, ov, 90).unwrap();
+            let img = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg)
+                .unwrap()
+                .to_rgb8();
+            // The strongest red along the zone's bottom edge (y = 360).
+            (356..=364)
+                .map(|y| {
+                    let p = img.get_pixel(320, y).0;
+                    i32::from(p[0]) - i32::from(p[1])
+                })
+                .max()
+                .unwrap()
+        };
+        let plain = Overlay::default();
+        let ignored = Overlay {
+            ignore: vec![zone.clone()],
+            ..Overlay::default()
+        };
+        let as_zone = Overlay {
+            zones: vec![("z".to_string(), zone)],
+            ..Overlay::default()
+        };
+        assert!(redness(&plain) < 10);
+        assert!(redness(&ignored) > 100, "{}", redness(&ignored));
+        assert!(redness(&as_zone) < 10, "zones keep their colour");
     }
 
     #[test]

@@ -88,6 +88,7 @@ fuzz_target!(|data: &[u8]| {
                     (name, a, b, text(&mut inp))
                 })
                 .collect(),
+            ignore: (0..inp.upto(2)).map(|_| polygon(&mut inp)).collect(),
             masks,
             boxes: boxes.into_iter().map(|b| (b, text(&mut inp))).collect(),
         };

@@ -15,6 +15,7 @@ use crate::snapshot::SnapshotOptions;
 use crate::source::SourceOptions;
 use crate::tamper::TamperConfig;
 use crate::track::TrackerConfig;
+use crate::traffic::TrafficConfig;
 
 /// `[rules] counts_interval_s`: seconds between two counts messages.
 pub const DEFAULT_COUNTS_INTERVAL_S: f64 = 60.0;
@@ -315,6 +316,16 @@ pub struct DetectorSection {
     pub classes: Option<Vec<String>>,
     #[serde(default = "d_nms_iou")]
     pub nms_iou: f32,
+    /// Groups of classes the model confuses on one object (cross-class NMS
+    /// after the detector, see `traffic.rs`); `[]` turns merging off.
+    #[serde(default = "d_merge_classes")]
+    pub merge_classes: Vec<Vec<String>>,
+    /// IoU above which two boxes of one `merge_classes` group are one object.
+    #[serde(default = "d_merge_iou")]
+    pub merge_iou: f32,
+    /// Fold a `person` riding a `motorcycle` or `bicycle` into the vehicle.
+    #[serde(default = "d_pair_riders")]
+    pub pair_riders: bool,
     /// Path of `libonnxruntime.so`; default: `ORT_DYLIB_PATH`, then the usual places.
     #[serde(default)]
     pub onnxruntime: Option<PathBuf>,
@@ -404,6 +415,11 @@ pub struct CameraSection {
     /// black in every image that leaves the box.
     #[serde(default)]
     pub privacy_masks: Vec<Vec<[f32; 2]>>,
+    /// Ignore zones: polygons in normalised 0..1 frame coordinates; a
+    /// detection whose foot point (bottom-centre) lies in one is dropped
+    /// before tracking (and counted).
+    #[serde(default)]
+    pub ignore_zones: Vec<Vec<[f32; 2]>>,
     /// Blur faces (CenterFace) in every snapshot before it is encoded. If the
     /// face model cannot be used, this camera's snapshots are withheld (its
     /// events still go) and its status says why.
@@ -601,6 +617,15 @@ fn d_threshold() -> f32 {
 fn d_nms_iou() -> f32 {
     DetectorOptions::default().nms_iou
 }
+fn d_merge_classes() -> Vec<Vec<String>> {
+    TrafficConfig::default().merge_classes
+}
+fn d_merge_iou() -> f32 {
+    TrafficConfig::default().merge_iou
+}
+fn d_pair_riders() -> bool {
+    TrafficConfig::default().pair_riders
+}
 fn d_high() -> f32 {
     TrackerConfig::default().high_thresh
 }
@@ -676,6 +701,9 @@ impl Default for DetectorSection {
             class_thresholds: BTreeMap::new(),
             classes: None,
             nms_iou: d_nms_iou(),
+            merge_classes: d_merge_classes(),
+            merge_iou: d_merge_iou(),
+            pair_riders: d_pair_riders(),
             onnxruntime: None,
         }
     }

@@ -16,6 +16,7 @@ use crate::snapshot::SnapshotOptions;
 use crate::source::{CameraAuth, SourceOptions};
 use crate::tamper::TamperConfig;
 use crate::track::TrackerConfig;
+use crate::traffic::TrafficConfig;
 
 use super::{
     CameraSection, DetectorSection, EventsSection, LineSection, Pipeline, PrivacySection,
@@ -49,6 +50,9 @@ pub struct CameraPlan {
     pub tracker: TrackerConfig,
     /// `[events]`.
     pub events: EventConfig,
+    /// `[detector] merge_classes`, `merge_iou`, `pair_riders` and the
+    /// camera's `ignore_zones`: the traffic stage before the tracker.
+    pub traffic: TrafficConfig,
     /// `[snapshot]` with the camera's privacy masks.
     pub snapshot: SnapshotOptions,
     /// `[rules]` defaults; resolved with the model's labels by [`CameraPlan::rules`].
@@ -214,6 +218,7 @@ pub(super) fn camera_plan(
         lossless: !c.realtime && is_file_url(url),
         tracker: tracker_config(&raw.tracker, &events),
         events,
+        traffic: traffic_config(&raw.detector, c),
         snapshot: snapshot_options(&raw.snapshot, &c.privacy_masks),
         rule_defaults: raw.rules.clone(),
         zones: c.zones.clone(),
@@ -223,6 +228,16 @@ pub(super) fn camera_plan(
             .blur_faces
             .then(|| face_plan(&raw.privacy, face_model.to_path_buf())),
         tamper: c.tamper.enabled.then(|| tamper_config(&c.tamper)),
+    }
+}
+
+/// `[detector]` and the camera's `ignore_zones` → its traffic stage.
+pub fn traffic_config(d: &DetectorSection, c: &CameraSection) -> TrafficConfig {
+    TrafficConfig {
+        merge_classes: d.merge_classes.clone(),
+        merge_iou: d.merge_iou,
+        pair_riders: d.pair_riders,
+        ignore_zones: c.ignore_zones.clone(),
     }
 }
 

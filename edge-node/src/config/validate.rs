@@ -291,6 +291,31 @@ fn check_node_and_mqtt(ck: &mut Checks, p: &PipelineFile) {
     ck.range("mqtt.keep_alive_s", p.mqtt.keep_alive_s, 5, 3600);
 }
 
+/// `[detector] merge_classes`: groups of two or more names, each name in
+/// one group only.
+fn check_merge_classes(ck: &mut Checks, groups: &[Vec<String>]) {
+    let mut seen = HashSet::new();
+    for (g, names) in groups.iter().enumerate() {
+        let field = format!("detector.merge_classes[{g}]");
+        if names.len() < 2 {
+            ck.err(
+                &field,
+                format!("a group needs at least 2 class names, got {}", names.len()),
+                "list the classes the model confuses on one object, e.g. [\"car\", \"bus\", \"truck\"], or remove the group",
+            );
+        }
+        for n in names {
+            if !seen.insert(n.as_str()) {
+                ck.err(
+                    &field,
+                    format!("class {n:?} is in more than one group"),
+                    "put each class in one group only (join the groups instead)",
+                );
+            }
+        }
+    }
+}
+
 /// `[detector]`, `[tracker]`, `[events]`, `[snapshot]`.
 fn check_sections(ck: &mut Checks, p: &PipelineFile) {
     let d = &p.detector;
@@ -301,6 +326,8 @@ fn check_sections(ck: &mut Checks, p: &PipelineFile) {
     for (k, v) in &d.class_thresholds {
         ck.range(&format!("detector.class_thresholds.{k}"), *v, 0.0, 1.0);
     }
+    ck.range("detector.merge_iou", d.merge_iou, 0.0, 1.0);
+    check_merge_classes(ck, &d.merge_classes);
     if let Some(c) = &d.classes
         && c.is_empty()
     {
@@ -396,25 +423,42 @@ fn check_camera(ck: &mut Checks, i: usize, c: &CameraSection) {
     check_rules(ck, i, c);
     check_tamper(ck, i, c);
     for (k, poly) in c.privacy_masks.iter().enumerate() {
-        let field = format!("cameras[{i}].privacy_masks[{k}]");
-        if poly.len() < 3 {
-            ck.err(
-                &field,
-                format!("a mask needs at least 3 points, got {}", poly.len()),
-                "give the polygon's corners as [[x, y], ...] in 0..1 of the frame",
-            );
-        }
-        if poly
-            .iter()
-            .flatten()
-            .any(|v| !(v.is_finite() && (0.0..=1.0).contains(v)))
-        {
-            ck.err(
-                field,
-                "a point lies outside 0..1",
-                "coordinates are fractions of the frame width and height, from 0 to 1",
-            );
-        }
+        check_polygon(
+            ck,
+            &format!("cameras[{i}].privacy_masks[{k}]"),
+            "a mask",
+            poly,
+        );
+    }
+    for (k, poly) in c.ignore_zones.iter().enumerate() {
+        check_polygon(
+            ck,
+            &format!("cameras[{i}].ignore_zones[{k}]"),
+            "an ignore zone",
+            poly,
+        );
+    }
+}
+
+/// A polygon in normalised frame coordinates: at least 3 points, all in 0..1.
+fn check_polygon(ck: &mut Checks, field: &str, what: &str, poly: &[[f32; 2]]) {
+    if poly.len() < 3 {
+        ck.err(
+            field,
+            format!("{what} needs at least 3 points, got {}", poly.len()),
+            "give the polygon's corners as [[x, y], ...] in 0..1 of the frame",
+        );
+    }
+    if poly
+        .iter()
+        .flatten()
+        .any(|v| !(v.is_finite() && (0.0..=1.0).contains(v)))
+    {
+        ck.err(
+            field,
+            "a point lies outside 0..1",
+            "coordinates are fractions of the frame width and height, from 0 to 1",
+        );
     }
 }
 

@@ -19,6 +19,7 @@ use crate::frame::{Detection, Frame};
 use crate::rules::{Alert, AlertKind, CountsReport, ObjectRules, RulesConfig, RulesEngine};
 use crate::tamper::{TamperConfig, TamperKind, TamperMonitor, Thumbnail, Transition};
 use crate::track::Tracker;
+use crate::traffic::{TrafficCounts, TrafficStage};
 
 /// One message a frame (or the camera's end) causes, in sending order.
 #[derive(Debug)]
@@ -51,6 +52,8 @@ pub(super) enum Outgoing {
 
 /// A camera's tracker, rules and event lifecycle.
 pub(super) struct CameraAnalytics {
+    /// Cross-class merge, rider pairing, ignore zones: before the tracker.
+    traffic: TrafficStage,
     tracker: Tracker,
     events: EventEngine<Arc<Frame>>,
     rules_cfg: RulesConfig,
@@ -69,6 +72,7 @@ impl CameraAnalytics {
         counts_interval_s: f64,
     ) -> Self {
         Self {
+            traffic: TrafficStage::default(),
             tracker,
             events,
             rules_cfg: rules,
@@ -85,6 +89,18 @@ impl CameraAnalytics {
         self
     }
 
+    /// Runs the traffic stage (see `traffic.rs`) on each frame's detections
+    /// before the tracker; without it they go to the tracker as detected.
+    pub fn with_traffic(mut self, stage: TrafficStage) -> Self {
+        self.traffic = stage;
+        self
+    }
+
+    /// What the traffic stage has removed so far (merged, riders, ignored).
+    pub fn traffic_counts(&self) -> TrafficCounts {
+        self.traffic.counts()
+    }
+
     /// The latest frame seen (the time anchor of [`Self::finish`]'s messages).
     pub fn last_frame(&self) -> Option<&Arc<Frame>> {
         self.last.as_ref()
@@ -92,7 +108,15 @@ impl CameraAnalytics {
 
     /// One analysed frame → the messages it causes, in sending order.
     pub fn on_frame(&mut self, f: &Arc<Frame>, detections: &[Detection]) -> Vec<Outgoing> {
-        let tracks = self.tracker.update(f.t, detections);
+        // Riders are counted on their vehicle here; the count does not reach
+        // the tracker (a `Detection` has no field for it yet).
+        let kept: Vec<Detection> = self
+            .traffic
+            .apply(f.width, f.height, detections)
+            .into_iter()
+            .map(|d| d.detection)
+            .collect();
+        let tracks = self.tracker.update(f.t, &kept);
         let cfg = &self.rules_cfg;
         let rules = self
             .rules
@@ -297,6 +321,59 @@ mod tests {
                 Outgoing::Counts(_) => "counts".into(),
             })
             .collect()
+    }
+
+    /// The traffic stage runs before the tracker: a rider on a motorcycle
+    /// opens one event (the motorcycle), an object standing in an ignore
+    /// zone opens none.
+    #[test]
+    fn the_traffic_stage_feeds_the_tracker() {
+        use crate::traffic::{TrafficConfig, TrafficStage};
+        let labels: Vec<String> = ["person", "bicycle", "car", "motorcycle"]
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect();
+        let cfg = TrafficConfig {
+            // The right half of the frame is ignored.
+            ignore_zones: vec![vec![[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]],
+            ..TrafficConfig::default()
+        };
+        let (stage, unknown) = TrafficStage::new(&cfg, &labels);
+        assert_eq!(unknown, ["bus", "truck"]);
+        let mut a = analytics(RulesConfig::default()).with_traffic(stage);
+        let mut opened = Vec::new();
+        for i in 0..10 {
+            let x = 100.0 + i as f32;
+            let dets = [
+                // A rider on a motorcycle, on the left.
+                Detection {
+                    class_id: 0,
+                    score: 0.9,
+                    bbox: BBox::new(x + 20.0, 320.0, x + 80.0, 550.0),
+                },
+                Detection {
+                    class_id: 3,
+                    score: 0.8,
+                    bbox: BBox::new(x, 400.0, x + 100.0, 600.0),
+                },
+                // A car parked on the right.
+                Detection {
+                    class_id: 2,
+                    score: 0.9,
+                    bbox: BBox::new(700.0, 500.0, 900.0, 650.0),
+                },
+            ];
+            for o in a.on_frame(&frame(i), &dets) {
+                if let Outgoing::Event { action, .. } = o
+                    && action.kind == EventKind::New
+                {
+                    opened.push(action.class_id);
+                }
+            }
+        }
+        assert_eq!(opened, [3], "one event, the motorcycle");
+        let c = a.traffic_counts();
+        assert_eq!((c.riders, c.ignored, c.merged), (10, 10, 0));
     }
 
     #[test]

@@ -58,6 +58,13 @@ pub(super) async fn run(mut analytics: CameraAnalytics, mut rx: Handover, mut em
             emit.send(o, &f, now).await;
         }
     }
+    let c = analytics.traffic_counts();
+    info!(
+        merged = c.merged,
+        riders = c.riders,
+        ignored = c.ignored,
+        "traffic stage: detections merged, riders folded into vehicles, ignored"
+    );
 }
 
 /// Media time → wall clock, using a frame as the anchor.

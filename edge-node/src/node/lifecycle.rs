@@ -29,6 +29,7 @@ use crate::events::EventEngine;
 use crate::publish::{CameraError, CameraLive, CameraState, Publisher};
 use crate::source::{self, SourceState};
 use crate::track::Tracker;
+use crate::traffic::TrafficStage;
 
 /// A model's frame pool and class names; `Err` holds why the model is unusable.
 type ModelPool = Result<(Arc<Pool>, Arc<Vec<String>>), String>;
@@ -406,6 +407,12 @@ fn camera_analytics(plan: &CameraPlan, labels: &[String], span: &Span) -> Camera
             || warn!(classes = ?unknown, "zone/line classes the model does not know are ignored"),
         );
     }
+    let (traffic, unknown) = TrafficStage::new(&plan.traffic, labels);
+    if !unknown.is_empty() {
+        span.in_scope(
+            || warn!(classes = ?unknown, "detector.merge_classes the model does not know are ignored"),
+        );
+    }
     CameraAnalytics::new(
         Tracker::new(plan.tracker),
         EventEngine::new(plan.events.clone()),
@@ -413,6 +420,7 @@ fn camera_analytics(plan: &CameraPlan, labels: &[String], span: &Span) -> Camera
         plan.counts_interval_s,
     )
     .with_tamper(plan.tamper.clone())
+    .with_traffic(traffic)
 }
 
 /// The camera's face blurring: off, on with its own CenterFace session, or

@@ -256,7 +256,7 @@ pub struct Manifest {
     /// counts and events as the bundled COCO model. Every key must be one of
     /// the model's class names.
     #[serde(default)]
-    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 impl Manifest {
@@ -802,17 +802,12 @@ fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
-/// Reconciles manifest, metadata and I/O signature into a checked spec.
-#[allow(
-    clippy::too_many_lines,
-    reason = "the reconciliation rules between manifest, metadata and I/O signature read as one ordered list; to be split in a follow-up"
-)]
 /// Renames the model's classes by the manifest's `labels` map; a key that
 /// is not a class of the model, or an empty name, is an error naming it.
 fn apply_label_aliases(
     model: &Path,
     names: Vec<String>,
-    labels: Option<&std::collections::BTreeMap<String, String>>,
+    labels: Option<&BTreeMap<String, String>>,
 ) -> Result<Vec<String>, DetectError> {
     let Some(labels) = labels else {
         return Ok(names);
@@ -840,6 +835,11 @@ fn apply_label_aliases(
         .collect())
 }
 
+/// Reconciles manifest, metadata and I/O signature into a checked spec.
+#[allow(
+    clippy::too_many_lines,
+    reason = "the reconciliation rules between manifest, metadata and I/O signature read as one ordered list; to be split in a follow-up"
+)]
 pub fn resolve_spec(
     model: &Path,
     inputs: &[TensorInfo],

@@ -471,6 +471,25 @@ fn assert_contiguous(keys: &[(String, String, u64)], lost: &[(String, String, u6
     }
 }
 
+/// Waits (up to 3 minutes) until the centre has found at least one gap
+/// and every gap it found is closed; on timeout, fails with the report and
+/// the centre's log.
+fn wait_for_gaps_closed(dir: &Path, log: &Path) {
+    let end = Instant::now() + Duration::from_secs(180);
+    loop {
+        let report = store(dir).delivery(1000).unwrap();
+        if !report.is_empty() && report.iter().all(|g| g.state != "open") {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "gaps not found or still open: {report:?}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A mosquitto on `port` without persistence (restarting it loses what it
 /// held).
 fn plain_broker(port: u16) -> Mosquitto {
@@ -519,18 +538,16 @@ fn a_broker_restart_without_persistence_is_recovered_by_replay() {
     let mut na = common::run_node(&a, &dir.path().join("box-a.log"));
     let mut nb = common::run_node(&b, &dir.path().join("box-b.log"));
     let (_centre, _mq) = lose_the_brokers_queue(&conf, &log, &mut centre, port, mq);
-    // Let the nodes publish on, then stop them: what they sent last comes
-    // without a gap, so a complete store means every gap was recovered.
-    std::thread::sleep(Duration::from_secs(10));
+    // The nodes publish on (they must be running to answer): once the
+    // gaps the restart made are found and closed, stop them; what they send
+    // last comes without a gap, so a complete store means every gap was
+    // recovered.
+    wait_for_gaps_closed(dir.path(), &log);
     for n in [&mut na, &mut nb] {
         n.terminate(Duration::from_secs(30)).expect("node stops");
     }
-    wait_until("every gap closed", Duration::from_secs(90), || {
-        let mut s = store(dir.path());
-        let report = s.delivery(1000).unwrap();
-        !report.is_empty()
-            && report.iter().all(|g| g.state != "open")
-            && s.gaps().unwrap().is_empty()
+    wait_until("every event stored", Duration::from_secs(60), || {
+        store(dir.path()).gaps().unwrap().is_empty()
     });
     let mut s = store(dir.path());
     let report = s.delivery(1000).unwrap();
@@ -570,23 +587,10 @@ fn a_range_the_box_no_longer_has_is_recorded_lost_with_its_reason() {
     let a = looping_node(dir.path(), "box-a", "d1", port, tiny);
     let mut na = common::run_node(&a, &dir.path().join("box-a.log"));
     let (_centre, _mq) = lose_the_brokers_queue(&conf, &log, &mut centre, port, mq);
-    std::thread::sleep(Duration::from_secs(10));
-    na.terminate(Duration::from_secs(30)).expect("node stops");
     // The runs recorded lost stay missing from `events`; every gap row
-    // must be closed.
-    let end = Instant::now() + Duration::from_secs(90);
-    loop {
-        let report = store(dir.path()).delivery(1000).unwrap();
-        if !report.is_empty() && report.iter().all(|g| g.state != "open") {
-            break;
-        }
-        assert!(
-            Instant::now() < end,
-            "gaps still open: {report:?}\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // must be closed while the node runs (it answers).
+    wait_for_gaps_closed(dir.path(), &log);
+    na.terminate(Duration::from_secs(30)).expect("node stops");
     let mut s = store(dir.path());
     let report = s.delivery(1000).unwrap();
     let lost: i64 = report.iter().map(|g| g.lost).sum();

@@ -85,34 +85,7 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 /// alerts within the clip) as node `id` of `district`, publishing to the
 /// broker on `port` under `edge`.
 fn node_pipeline(dir: &Path, id: &str, district: &str, port: u16) -> PathBuf {
-    let demo = std::fs::read_to_string(common::repo().join("pipelines/demo.toml")).unwrap();
-    let text = demo
-        .replace("id = \"demo-box\"", &format!("id = \"{id}\""))
-        .replace("district = \"demo\"", &format!("district = \"{district}\""))
-        .replace(
-            "url = \"embedded\"",
-            &format!("url = \"mqtt://127.0.0.1:{port}\""),
-        )
-        .replace(
-            "url = \"../tests/fixtures/vtest_10s_h264.mp4\"",
-            &format!(
-                "url = \"{}\"",
-                common::fixture("vtest_10s_h264.mp4").display()
-            ),
-        )
-        .replace(
-            "[detector]\n",
-            &format!(
-                "[detector]\nmodel = \"{}\"\n",
-                common::repo()
-                    .join("models/nanodet_g_coco_416.onnx")
-                    .display()
-            ),
-        );
-    assert!(
-        text.contains(&format!("mqtt://127.0.0.1:{port}")),
-        "demo.toml changed shape"
-    );
+    let text = common::demo_pipeline_text(id, district, port);
     let d = dir.join(id);
     std::fs::create_dir_all(&d).unwrap();
     common::write(&d, "pipeline.toml", &text)

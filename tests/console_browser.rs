@@ -104,34 +104,7 @@ fn start_centre(dir: &Path, mqtt: u16) -> (Proc, String) {
 /// within the clip) as node `box-a` of `d1`, plus camera `gate` whose RTSP
 /// server is a closed port.
 fn node_pipeline(dir: &Path, mqtt: u16) -> PathBuf {
-    let demo = std::fs::read_to_string(common::repo().join("pipelines/demo.toml")).unwrap();
-    let mut text = demo
-        .replace("id = \"demo-box\"", "id = \"box-a\"")
-        .replace("district = \"demo\"", "district = \"d1\"")
-        .replace(
-            "url = \"embedded\"",
-            &format!("url = \"mqtt://127.0.0.1:{mqtt}\""),
-        )
-        .replace(
-            "url = \"../tests/fixtures/vtest_10s_h264.mp4\"",
-            &format!(
-                "url = \"{}\"",
-                common::fixture("vtest_10s_h264.mp4").display()
-            ),
-        )
-        .replace(
-            "[detector]\n",
-            &format!(
-                "[detector]\nmodel = \"{}\"\n",
-                common::repo()
-                    .join("models/nanodet_g_coco_416.onnx")
-                    .display()
-            ),
-        );
-    assert!(
-        text.contains(&format!("mqtt://127.0.0.1:{mqtt}")),
-        "demo.toml changed shape"
-    );
+    let mut text = common::demo_pipeline_text("box-a", "d1", mqtt);
     text.push_str(&format!(
         "\n[[cameras]]\nid = \"gate\"\nurl = \"rtsp://127.0.0.1:{}/x\"\nbackoff_initial_s = 0.5\nbackoff_max_s = 2\n",
         common::free_port()

@@ -607,3 +607,33 @@ impl Subscriber {
         Subscriber { msgs, client }
     }
 }
+
+/// The demo's pipeline (`pipelines/demo.toml`: its clip, detector and scene
+/// rules, which raise alerts within the clip) as node `id` of `district`,
+/// publishing to the broker on `port` under `edge`, with absolute paths.
+pub fn demo_pipeline_text(id: &str, district: &str, port: u16) -> String {
+    let demo = std::fs::read_to_string(repo().join("pipelines/demo.toml")).unwrap();
+    let text = demo
+        .replace("id = \"demo-box\"", &format!("id = \"{id}\""))
+        .replace("district = \"demo\"", &format!("district = \"{district}\""))
+        .replace(
+            "url = \"embedded\"",
+            &format!("url = \"mqtt://127.0.0.1:{port}\""),
+        )
+        .replace(
+            "url = \"../tests/fixtures/vtest_10s_h264.mp4\"",
+            &format!("url = \"{}\"", fixture("vtest_10s_h264.mp4").display()),
+        )
+        .replace(
+            "[detector]\n",
+            &format!(
+                "[detector]\nmodel = \"{}\"\n",
+                repo().join("models/nanodet_g_coco_416.onnx").display()
+            ),
+        );
+    assert!(
+        text.contains(&format!("mqtt://127.0.0.1:{port}")),
+        "demo.toml changed shape"
+    );
+    text
+}

@@ -34,6 +34,14 @@ stays in float: the class scores are thresholded at 0.35 and the 11-bin distance
 softmax, both sensitive to an 8-bit step. The FP32 model's metadata (model, source, license, input,
 outputs, strides, reg_max, names) is copied into the INT8 file, so `Detector::load` describes it the
 same way; a `quantization` key records how it was made.
+
+Input size: the bundled FP32 model takes any H, W (multiples of 32; `models/nanodet_post.py open`).
+The script quantises the fixed 416x416 model it was made from (`nanodet_post.py fix`, byte-identical
+to the FP32 model before it was opened, sha256 0c00eece...d9c1), calibrating at 416x416 as before,
+and opens the result the same way: the fixed-size INT8 model is byte-identical to the one bundled
+before (sha256 5f766367...670f, printed), the written one is its opened version. Quantisation puts
+no size-dependent constant in the graph (activations per-tensor, weights per output channel), so
+the opened INT8 model runs at any H, W too; `nanodet_post.py compare-open` checks it.
 """
 
 from __future__ import annotations
@@ -65,6 +73,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 import reference_detect as ref  # noqa: E402  (pre-processing, decode and NMS of the reference)
+
+sys.path.insert(0, str(ROOT / "models"))
+import nanodet_post as post  # noqa: E402  (open / fix: symbolic or 416x416 input size)
 
 FP32 = ROOT / "models" / "nanodet_g_coco_416.onnx"
 MANIFEST = ROOT / "models" / "nanodet_g_coco_416.json"
@@ -192,11 +203,23 @@ def pool_before_activation(model: onnx.ModelProto) -> None:
     model.graph.value_info.extend(keep)
 
 
+def fixed_fp32(work: Path) -> Path:
+    """The FP32 model at 416x416 (the bundled one is opened: nanodet_post.py fix undoes it)."""
+    model = onnx.load(str(FP32))
+    dims = post.dims(model.graph.input[0])
+    if dims == [1, 3, post.INPUT, post.INPUT]:
+        return FP32
+    path = work / "nanodet_fp32_416.onnx"
+    onnx.save(post.fix_model(model), str(path))
+    return path
+
+
 def quantize(variant: str, calib: list[Path], work: Path, out: Path) -> list[str]:
     v = VARIANTS[variant]
     manifest = json.loads(MANIFEST.read_text())
+    fp32 = fixed_fp32(work)
     pre = work / "nanodet_pre.onnx"
-    quant_pre_process(str(FP32), str(pre), skip_symbolic_shape=True)
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
     pre_model = onnx.load(str(pre))
     exclude = excluded_nodes(pre_model, v["exclude_head"])
     if v["float_stem"]:
@@ -223,7 +246,7 @@ def quantize(variant: str, calib: list[Path], work: Path, out: Path) -> list[str
         extra_options={"CalibMovingAverage": False},
     )
     # Carry the FP32 model's description over, plus how this file was made.
-    src = onnx.load(str(FP32))
+    src = onnx.load(str(fp32))
     q = onnx.load(str(tmp))
     shared = share_concat_qparams(q) if v["share_concat"] else (0, 0)
     del q.metadata_props[:]
@@ -242,7 +265,12 @@ def quantize(variant: str, calib: list[Path], work: Path, out: Path) -> list[str
     q.metadata_props.add(key="quantization", value=note)
     q.doc_string = "NanoDet-g 416, static INT8 (U8S8 QDQ) of nanodet_g_coco_416.onnx"
     onnx.checker.check_model(q)
-    onnx.save(q, str(out))
+    # Written at 416x416 first (the file bundled before the input was opened), then opened.
+    fixed = work / f"int8_{variant}_416.onnx"
+    onnx.save(q, str(fixed))
+    digest = hashlib.sha256(fixed.read_bytes()).hexdigest()
+    print(f"fixed 416x416 INT8: {fixed.stat().st_size:,} bytes, sha256 {digest}")
+    post.open_model(str(fixed), str(out))
     return exclude
 
 

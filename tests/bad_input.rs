@@ -148,6 +148,7 @@ async fn event_box_outside_the_frame_is_clamped_on_the_wire() {
         current_zones: vec![],
         entered_zones: vec![],
         stationary: false,
+        riders: 0,
         alert: None,
     };
     let msg = publisher.event("cam", 1, &rec, None).await.unwrap();

@@ -68,6 +68,7 @@ fn event(i: u64, n: u64, end: SystemTime) -> EventMessage {
         alert: None,
         end_reason: None,
         replayed: false,
+        riders: 0,
     }
 }
 

@@ -3,9 +3,9 @@
 
 use edge_wire::{
     CAMERA_ALERT_SCHEMA, CAMERA_STATUS_SCHEMA, COUNTS_SCHEMA, CameraAlertMessage,
-    CameraStatusMessage, CountsMessage, EVENT_SCHEMA, EVENT_SCHEMA_V4, EventMessage,
-    NODE_STATUS_SCHEMA, NodeStatusMessage, REPLAY_ANSWER_SCHEMA, ReplayAnswer, STATS_SCHEMA,
-    TopicClass, ZONE_ALERT_SCHEMA, ZoneAlertMessage,
+    CameraStatusMessage, CountsMessage, EVENT_SCHEMA, EVENT_SCHEMA_V4, EVENT_SCHEMA_V5,
+    EventMessage, NODE_STATUS_SCHEMA, NodeStatusMessage, REPLAY_ANSWER_SCHEMA, ReplayAnswer,
+    STATS_SCHEMA, TopicClass, ZONE_ALERT_SCHEMA, ZoneAlertMessage,
 };
 use serde::Deserialize;
 
@@ -20,8 +20,9 @@ pub struct Origin {
 /// One storable message.
 #[derive(Clone, Debug)]
 pub enum Record {
-    /// `edge-event/5` or `/4` (from `/events`, or its copy on `/alerts`:
-    /// same row).
+    /// `edge-event/6`, `/5` or `/4` (from `/events`, or its copy on
+    /// `/alerts`: same row; `riders` is 0 before `/6`, `replayed` false
+    /// before `/5`).
     Event(Box<EventMessage>),
     /// `edge-replay-answer/1`: what a node sent again for a replay request,
     /// and what it no longer has (recorded as lost, with the reason).
@@ -143,9 +144,11 @@ pub fn decode(
         .map_err(|e| Rejected::NotJson(e.to_string()))?
         .schema;
     let record = match (addr.class, addr.camera.is_some(), schema.as_str()) {
-        (TopicClass::Events | TopicClass::Alerts, true, EVENT_SCHEMA | EVENT_SCHEMA_V4) => {
-            Record::Event(typed(&schema, payload)?)
-        }
+        (
+            TopicClass::Events | TopicClass::Alerts,
+            true,
+            EVENT_SCHEMA | EVENT_SCHEMA_V5 | EVENT_SCHEMA_V4,
+        ) => Record::Event(typed(&schema, payload)?),
         (TopicClass::Alerts, true, ZONE_ALERT_SCHEMA) => {
             Record::ZoneAlert(typed(&schema, payload)?)
         }
@@ -231,6 +234,36 @@ mod tests {
             let Record::Event(e) = r else { panic!("{r:?}") };
             assert_eq!(e.seq, 3);
         }
+    }
+
+    /// Every event schema the centre accepts: `/6` with its `riders`, `/5`
+    /// and `/4` (without them: 0).
+    #[test]
+    fn event_schemas_4_5_and_6_decode_with_their_riders() {
+        let v4 = event_json(5);
+        let v5 = v4.replace("edge-event/4", "edge-event/5").replace(
+            "\"end_reason\":null}",
+            "\"end_reason\":null,\"replayed\":false}",
+        );
+        let v6 = v5
+            .replace("edge-event/5", "edge-event/6")
+            .replace(
+                "\"label\":\"person\",\"class_id\":0",
+                "\"label\":\"motorcycle\",\"class_id\":3",
+            )
+            .replace("\"replayed\":false}", "\"replayed\":false,\"riders\":2}");
+        for (json, schema, riders) in [
+            (v4, "edge-event/4", 0),
+            (v5, "edge-event/5", 0),
+            (v6, "edge-event/6", 2),
+        ] {
+            let r = decode("edge", "edge/d1/box-1/cam-1/events", json.as_bytes(), MAX)
+                .unwrap()
+                .unwrap();
+            let Record::Event(e) = r else { panic!("{r:?}") };
+            assert_eq!((e.schema.as_str(), e.riders), (schema, riders), "{json}");
+        }
+        assert_eq!(EVENT_SCHEMA, "edge-event/6");
     }
 
     #[test]

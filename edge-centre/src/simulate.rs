@@ -369,6 +369,7 @@ fn event(
         alert: None,
         end_reason: None,
         replayed: false,
+        riders: 0,
     };
     serde_json::to_vec(&m).unwrap_or_default()
 }

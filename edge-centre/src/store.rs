@@ -275,6 +275,21 @@ pub mod contract {
         )
     }
 
+    /// An `edge-event/6` message of a motorcycle carrying `riders`
+    /// (otherwise as [`event`]).
+    pub fn event6(seq: u64, track: u64, kind: &str, riders: u32) -> String {
+        event(seq, track, kind, "")
+            .replace("edge-event/4", "edge-event/6")
+            .replace(
+                r#""label":"person","class_id":0"#,
+                r#""label":"motorcycle","class_id":3"#,
+            )
+            .replace(
+                r#""end_reason":null}"#,
+                &format!(r#""end_reason":null,"replayed":false,"riders":{riders}}}"#),
+            )
+    }
+
     fn camera_alert(seq: u64, kind: &str, time: &str) -> String {
         format!(
             r#"{{"schema":"edge-camera-alert/1","id":"box-1.cam-1.19a.c{seq}","seq":{seq},"node":"box-1","district":"d1","camera":"cam-1","kind":"{kind}","time":"{time}","t":1.0,"duration_s":10.0,"score":0.0,"threshold":8.0,"health":[]}}"#
@@ -496,6 +511,17 @@ pub mod contract {
             1,
             "one incident for the loitering object"
         );
+        // An `edge-event/6` (with `riders`) beside the `/4`s: stored once too.
+        let d = item(EV, &event6(3, 8, "new", 2));
+        let c = s.commit(&[d.clone(), d]).unwrap();
+        assert_eq!(
+            c,
+            Committed {
+                inserted: 1,
+                duplicates: 1
+            }
+        );
+        assert_eq!(s.event_keys().unwrap().len(), 3);
     }
 
     /// A tamper alarm is one incident from raised to cleared; raised again

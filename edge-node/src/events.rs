@@ -24,6 +24,14 @@
 //! for stationary objects) and [`EventEngine::alert`] (an `update` carrying
 //! a rule alert and the current frame as its snapshot).
 //!
+//! **Riders**: every action carries the object's rider count (persons the
+//! traffic stage folded into a motorcycle or bicycle; 0 for anything else),
+//! given per track through [`TrackFacts::riders`] (the tracker's
+//! [`crate::track::Tracker::riders`]). The engine keeps the largest count
+//! reported over the event's life, so a later message of an object never
+//! reports fewer riders than an earlier one; the `end` carries the final
+//! count. A change of the count alone sends no `update`.
+//!
 //! Invariants: never an End without a New, never two News for one track id
 //! (a closed event stays closed while its track lives, even if the track is
 //! re-found). Event ids and sequence numbers are the publisher's business;
@@ -201,6 +209,19 @@ pub struct EventAction<S> {
     pub frame_size: (u32, u32),
     /// The best snapshot, when it is new since the last one sent.
     pub snapshot: Option<SnapshotChoice<S>>,
+    /// Riders seen on the object so far: the largest count reported for its
+    /// track (never decreasing over the event; 0 for non-vehicles).
+    pub riders: u32,
+}
+
+/// What the caller knows of each live track beyond its [`TrackView`], for
+/// [`EventEngine::on_frame_with`].
+#[derive(Clone, Copy)]
+pub struct TrackFacts<'a> {
+    /// The track is stationary (see [`EventEngine::on_frame_quiet`]).
+    pub quiet: &'a dyn Fn(u64) -> bool,
+    /// Its rider count (see the module docs).
+    pub riders: &'a dyn Fn(u64) -> u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,6 +254,8 @@ struct Entry<S> {
     quiet_announced: bool,
     /// Reported by the tracker in the current frame.
     present: bool,
+    /// Largest rider count reported for the track.
+    riders: u32,
 }
 
 impl<S: Clone> Entry<S> {
@@ -253,6 +276,7 @@ impl<S: Clone> Entry<S> {
             updates: 0,
             quiet_announced: false,
             present: true,
+            riders: 0,
         }
     }
 
@@ -277,6 +301,7 @@ impl<S: Clone> Entry<S> {
             bbox: self.last_bbox,
             frame_size: self.frame_size,
             snapshot,
+            riders: self.riders,
         }
     }
 
@@ -362,7 +387,7 @@ impl<S: Clone> EventEngine<S> {
     /// is stationary; then no `update` until it moves again (a New sent
     /// while quiet already says so). The announcement is a state change, so
     /// neither the rate limit nor the update cap holds it back. New and End
-    /// always go.
+    /// always go. No riders: see [`Self::on_frame_with`].
     pub fn on_frame_quiet(
         &mut self,
         t: f64,
@@ -372,6 +397,25 @@ impl<S: Clone> EventEngine<S> {
         snap: &S,
         quiet: &dyn Fn(u64) -> bool,
     ) -> Vec<EventAction<S>> {
+        let facts = TrackFacts {
+            quiet,
+            riders: &|_| 0,
+        };
+        self.on_frame_with(t, frame_w, frame_h, tracks, snap, facts)
+    }
+
+    /// [`Self::on_frame_quiet`] with each track's rider count as well
+    /// (`facts.riders`; the events keep the largest, see the module docs).
+    pub fn on_frame_with(
+        &mut self,
+        t: f64,
+        frame_w: u32,
+        frame_h: u32,
+        tracks: &[TrackView],
+        snap: &S,
+        facts: TrackFacts<'_>,
+    ) -> Vec<EventAction<S>> {
+        let quiet = facts.quiet;
         let cfg = &self.cfg;
         let mut out = Vec::new();
         for e in self.entries.values_mut() {
@@ -386,6 +430,7 @@ impl<S: Clone> EventEngine<S> {
             if e.phase == Phase::Closed {
                 continue;
             }
+            e.riders = e.riders.max((facts.riders)(tv.id));
             if tv.matched {
                 e.last_score = tv.score;
                 e.last_bbox = tv.bbox;
@@ -1134,5 +1179,121 @@ mod tests {
             acts.iter()
                 .all(|a| a.kind != EventKind::Update || a.snapshot.is_some())
         );
+    }
+
+    /// A motorbike seen with 1 rider, then 2, then (passenger hidden, or
+    /// the person box missed) 1 or 0 again, and a pedestrian beside it,
+    /// through the tracker and the engine: the bike's messages never lose
+    /// a rider and its `end` says 2; the pedestrian's say 0.
+    #[test]
+    fn the_event_carries_the_most_riders_seen() {
+        let ecfg = EventConfig {
+            update_min_interval_s: 0.0,
+            snapshot_improvement: 0.0,
+            ..EventConfig::default()
+        };
+        let mut tracker = Tracker::new(ecfg.tracker_config(TrackerConfig::default()));
+        let mut eng = EventEngine::<usize>::new(ecfg);
+        let bike = |i: usize| Detection {
+            class_id: 3,
+            score: 0.8,
+            // Growing as it comes closer: every frame a better snapshot.
+            bbox: BBox::new(
+                100.0 + 20.0 * i as f32,
+                300.0,
+                200.0 + 24.0 * i as f32,
+                380.0,
+            ),
+        };
+        let walker = |i: usize| Detection {
+            class_id: 0,
+            score: 0.9,
+            bbox: BBox::new(900.0, 200.0 + 4.0 * i as f32, 940.0, 300.0 + 4.0 * i as f32),
+        };
+        let riders = [1, 1, 1, 2, 2, 1, 0, 1, 1, 1];
+        let mut acts = Vec::new();
+        for (i, &n) in riders.iter().enumerate() {
+            let t = i as f64 * 0.2;
+            let views = tracker.update_with_riders(t, &[bike(i), walker(i)], &[n, 0]);
+            let facts = TrackFacts {
+                quiet: &|_| false,
+                riders: &|id| tracker.riders(id),
+            };
+            acts.extend(eng.on_frame_with(t, W, H, &views, &i, facts));
+        }
+        acts.extend(eng.finish(2.0));
+        let of = |class_id: u32| -> Vec<(EventKind, u32)> {
+            acts.iter()
+                .filter(|a| a.class_id == class_id)
+                .map(|a| (a.kind, a.riders))
+                .collect()
+        };
+        let bike_msgs = of(3);
+        assert_eq!(
+            bike_msgs.first(),
+            Some(&(EventKind::New, 1)),
+            "{bike_msgs:?}"
+        );
+        assert_eq!(
+            bike_msgs.last(),
+            Some(&(EventKind::End, 2)),
+            "{bike_msgs:?}"
+        );
+        assert!(
+            bike_msgs.windows(2).all(|w| w[0].1 <= w[1].1),
+            "{bike_msgs:?}"
+        );
+        assert!(
+            bike_msgs.contains(&(EventKind::Update, 2)),
+            "an update after the second rider says 2: {bike_msgs:?}"
+        );
+        let walker_msgs = of(0);
+        assert_eq!(
+            walker_msgs.iter().map(|m| m.0).collect::<Vec<_>>(),
+            [EventKind::New, EventKind::End]
+        );
+        assert!(walker_msgs.iter().all(|m| m.1 == 0), "{walker_msgs:?}");
+    }
+
+    /// The engine itself never lowers an event's count, whatever it is
+    /// told (a tracker replaced under it, a caller's own policy), and an
+    /// alert update carries the count too.
+    #[test]
+    fn an_events_rider_count_never_decreases() {
+        let mut eng = EventEngine::<usize>::new(EventConfig::default());
+        let frames = script(7, &[true; 8]);
+        let told = [0, 1, 3, 0, 2, 0, 1, 0];
+        let mut acts = Vec::new();
+        for (i, (fv, &n)) in frames.iter().zip(&told).enumerate() {
+            let views: Vec<TrackView> = fv.iter().cloned().collect();
+            let facts = TrackFacts {
+                quiet: &|_| false,
+                riders: &move |_| n,
+            };
+            acts.extend(eng.on_frame_with(i as f64 * 0.2, W, H, &views, &i, facts));
+            if i == 5 {
+                acts.extend(eng.alert(7, i as f64 * 0.2, &i));
+            }
+        }
+        acts.extend(eng.finish(2.0));
+        let got: Vec<(EventKind, u32)> = acts.iter().map(|a| (a.kind, a.riders)).collect();
+        assert_eq!(
+            got,
+            [
+                (EventKind::New, 3),
+                (EventKind::Update, 3),
+                (EventKind::End, 3)
+            ]
+        );
+        // Without facts (`on_frame`, `on_frame_quiet`) every count is 0.
+        let mut eng = EventEngine::<usize>::new(EventConfig::default());
+        let frames: Vec<Vec<TrackView>> = script(1, &[true; 4])
+            .into_iter()
+            .map(|v| v.into_iter().collect())
+            .collect();
+        let mut acts = run(&mut eng, &frames, 0.2);
+        acts.extend(eng.finish(1.0));
+        assert_eq!(kinds(&acts), [EventKind::New, EventKind::End]);
+        assert!(acts.iter().all(|a| a.riders == 0), "{acts:?}");
     }
 }

@@ -66,6 +66,18 @@
 //! it was last seen, and such a track is dropped *before* matching, so it
 //! is never re-found beyond `max_lost_s` (the event engine has ended its
 //! event by then). Ids are `u64`, increasing per tracker, never reused.
+//!
+//! **Riders** ([`Tracker::update_with_riders`]): the traffic stage folds a
+//! `person` riding a motorcycle or bicycle into the vehicle's detection and
+//! counts them; a track remembers the **largest** rider count of any
+//! detection matched to it over its life ([`Tracker::riders`]). Not the
+//! latest: a rider's box is often missed or not paired for a frame (hidden
+//! by the driver, cut by the vehicle box), and a second passenger is seen
+//! in a few frames at best, so the latest count flickers and would
+//! under-count; people rarely get on or off a moving vehicle within a track.
+//! The price: a pairing that was wrong for a frame stays (the pairing rule
+//! in `traffic.rs` is strict for that reason). Tracks of other classes
+//! report 0.
 
 mod assign;
 mod kalman;
@@ -280,6 +292,8 @@ struct Track {
     /// Recent matched observations, oldest first: the last
     /// `motion_window_s` + [`HISTORY_S`] seconds, at most [`HISTORY_MAX`].
     obs: VecDeque<Obs>,
+    /// Largest rider count of a detection matched to it (module docs).
+    riders: u32,
 }
 
 /// One matched observation of a track: media time, box centre and height.
@@ -364,12 +378,26 @@ impl Tracker {
     ///
     /// Detections with empty or non-finite boxes, or a score below
     /// `low_thresh`, are ignored. A `t` earlier than a track's last update
-    /// does not move its prediction.
+    /// does not move its prediction. No detection carries riders: see
+    /// [`Self::update_with_riders`].
+    pub fn update(&mut self, t: f64, dets: &[Detection]) -> Vec<TrackView> {
+        self.update_with_riders(t, dets, &[])
+    }
+
+    /// [`Self::update`] with the rider count of each detection (`riders[i]`
+    /// belongs to `dets[i]`; missing entries count 0), as the traffic stage
+    /// makes them. A track keeps the largest count matched to it
+    /// ([`Self::riders`]; see the module docs).
     #[allow(
         clippy::too_many_lines,
         reason = "the ByteTrack passes in order over shared scratch state; to be split in a follow-up"
     )]
-    pub fn update(&mut self, t: f64, dets: &[Detection]) -> Vec<TrackView> {
+    pub fn update_with_riders(
+        &mut self,
+        t: f64,
+        dets: &[Detection],
+        riders: &[u32],
+    ) -> Vec<TrackView> {
         // A lost track whose gap already exceeds `max_lost_s` is dropped
         // before matching: re-finding it now would attach an object to a
         // track (and an event) that has already timed out. Only checking
@@ -393,10 +421,13 @@ impl Tracker {
                 && b.height() > 0.0
                 && d.score >= self.cfg.low_thresh
         };
-        let (high, low): (Vec<&Detection>, Vec<&Detection>) = dets
-            .iter()
-            .filter(usable)
-            .partition(|d| d.score >= self.cfg.high_thresh);
+        // Indices into `dets` (and `riders`), split by score.
+        let (high_at, low_at): (Vec<usize>, Vec<usize>) = (0..dets.len())
+            .filter(|&i| usable(&&dets[i]))
+            .partition(|&i| dets[i].score >= self.cfg.high_thresh);
+        let high: Vec<&Detection> = high_at.iter().map(|&i| &dets[i]).collect();
+        let low: Vec<&Detection> = low_at.iter().map(|&i| &dets[i]).collect();
+        let riders_of = |i: usize| riders.get(i).copied().unwrap_or(0);
 
         let predicted: Vec<BBox> = self.tracks.iter().map(|tr| tr.kf.bbox()).collect();
 
@@ -440,11 +471,19 @@ impl Tracker {
         let keep_s = self.cfg.motion_window_s + HISTORY_S;
         let matches = first
             .iter()
-            .map(|&(ti, di)| (ti, high[di]))
-            .chain(second.iter().map(|&(ti, di)| (ti, low[di])))
-            .chain(reid.iter().map(|&(ti, di)| (ti, high[di])));
-        for (ti, det) in matches {
+            .map(|&(ti, di)| (ti, high[di], riders_of(high_at[di])))
+            .chain(
+                second
+                    .iter()
+                    .map(|&(ti, di)| (ti, low[di], riders_of(low_at[di]))),
+            )
+            .chain(
+                reid.iter()
+                    .map(|&(ti, di)| (ti, high[di], riders_of(high_at[di]))),
+            );
+        for (ti, det, det_riders) in matches {
             let tr = &mut self.tracks[ti];
+            tr.riders = tr.riders.max(det_riders);
             tr.kf.update(&det.bbox);
             tr.hits = tr.hits.saturating_add(1);
             tr.last_seen = t;
@@ -482,10 +521,11 @@ impl Tracker {
         self.tracks.retain(|_| keep.next().unwrap_or(false));
 
         // New tentative tracks from confident leftovers.
-        for (det, _) in high
+        for ((det, _), &at) in high
             .iter()
             .zip(high_used)
-            .filter(|(d, used)| !used && d.score >= self.cfg.new_track_thresh)
+            .zip(&high_at)
+            .filter(|((d, used), _)| !used && d.score >= self.cfg.new_track_thresh)
         {
             let Some(kf) = KalmanBox::new(&det.bbox) else {
                 continue;
@@ -506,6 +546,7 @@ impl Tracker {
                 last_seen: t,
                 det: Some((det.bbox, det.score)),
                 obs: VecDeque::from([Obs::of(t, &det.bbox)]),
+                riders: riders_of(at),
             });
             self.next_id += 1;
         }
@@ -516,6 +557,15 @@ impl Tracker {
     /// Views of the live tracks as of the latest update, ordered by id.
     pub fn tracks(&self) -> impl Iterator<Item = TrackView> + '_ {
         self.tracks.iter().map(Track::view)
+    }
+
+    /// The rider count of live track `id`: the largest count of a detection
+    /// matched to it so far (see the module docs); 0 for a track that never
+    /// carried riders and for an unknown id.
+    pub fn riders(&self, id: u64) -> u32 {
+        self.tracks
+            .binary_search_by_key(&id, |tr| tr.id)
+            .map_or(0, |i| self.tracks[i].riders)
     }
 
     /// Number of live tracks (any state).
@@ -1338,6 +1388,44 @@ mod tests {
             tr.update(5.0, &[det(0, 0.9, 100.0, 100.0, 40.0, 80.0)]);
         }
         assert_eq!(tr.tracks[0].obs.len(), HISTORY_MAX);
+    }
+
+    #[test]
+    fn a_track_keeps_the_largest_rider_count_matched_to_it() {
+        // A motorbike (class 3) seen with 1 rider, then 2, then its second
+        // passenger hidden (1) and once missed altogether; a pedestrian
+        // (class 0) beside it never carries riders. Riders follow their
+        // detection's index, whatever the score order.
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let bike = |i: usize| det(3, 0.8, 100.0 + 10.0 * i as f32, 300.0, 80.0, 60.0);
+        let walker = |i: usize| det(0, 0.9, 500.0, 200.0 + 5.0 * i as f32, 30.0, 80.0);
+        let script: [Option<u32>; 7] = [Some(1), Some(1), Some(2), Some(1), None, Some(0), Some(1)];
+        let mut seen = Vec::new();
+        for (i, step) in script.iter().enumerate() {
+            let t = i as f64 * 0.2;
+            let views = match step {
+                Some(n) => tr.update_with_riders(t, &[walker(i), bike(i)], &[0, *n]),
+                None => tr.update_with_riders(t, &[walker(i)], &[0]),
+            };
+            let b = views.iter().find(|v| v.class_id == 3).expect("bike alive");
+            let w = views
+                .iter()
+                .find(|v| v.class_id == 0)
+                .expect("walker alive");
+            assert_eq!(tr.riders(w.id), 0, "frame {i}");
+            seen.push(tr.riders(b.id));
+        }
+        assert_eq!(seen, [1, 1, 2, 2, 2, 2, 2]);
+        // `update` carries none; an unknown id has none; a short slice pads
+        // with zeros.
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let v = tr.update(0.0, &[bike(0)]);
+        assert_eq!(tr.riders(v[0].id), 0);
+        assert_eq!(tr.riders(999), 0);
+        let v = tr.update_with_riders(0.2, &[bike(1), walker(1)], &[2]);
+        assert_eq!(v.len(), 2);
+        assert_eq!(tr.riders(v[0].id), 2);
+        assert_eq!(tr.riders(v[1].id), 0);
     }
 
     #[test]

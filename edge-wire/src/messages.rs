@@ -1,5 +1,5 @@
 //! The JSON wire schema: schema ids and every message type as serialised
-//! (`edge-event/5`, `edge-zone-alert/3`, `edge-camera-alert/1`, `edge-counts/1`,
+//! (`edge-event/6`, `edge-zone-alert/3`, `edge-camera-alert/1`, `edge-counts/1`,
 //! `edge-node-status/3`, `edge-camera-status/3`, `edge-stats/3`; see
 //! `docs/schemas/`). Wire strings are written here only, by serde, from
 //! typed values. The node converts its internal forms into these types in
@@ -12,9 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::topics::TopicClass;
 
-pub const EVENT_SCHEMA: &str = "edge-event/5";
-/// The previous event schema: `edge-event/5` added `replayed`. The centre
-/// still accepts it from boxes not yet upgraded.
+pub const EVENT_SCHEMA: &str = "edge-event/6";
+/// The previous event schema: `edge-event/6` added `riders`. The centre
+/// still accepts it from boxes not yet upgraded (`riders` reads as 0).
+pub const EVENT_SCHEMA_V5: &str = "edge-event/5";
+/// The schema before that: `edge-event/5` added `replayed`. The centre
+/// still accepts it too.
 pub const EVENT_SCHEMA_V4: &str = "edge-event/4";
 pub const REPLAY_REQUEST_SCHEMA: &str = "edge-replay-request/1";
 pub const REPLAY_ANSWER_SCHEMA: &str = "edge-replay-answer/1";
@@ -63,7 +66,7 @@ pub struct SnapshotRef {
     pub degraded: Option<Degraded>,
 }
 
-/// Detail of the alert an `edge-event/5` message carries.
+/// Detail of the alert an `edge-event/6` message carries.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AlertDetail {
     /// `loitering` or `wrong_way`.
@@ -110,7 +113,8 @@ pub enum EndReason {
     Restart,
 }
 
-/// `edge-event/5` (and `/4`, the same without `replayed`): one message of an object's lifecycle.
+/// `edge-event/6` (and `/5`, the same without `riders`; `/4`, without
+/// `replayed` either): one message of an object's lifecycle.
 ///
 /// `id` is `{node}.{camera}.{run}.{track}`, `run` being the camera's start
 /// (ms since the epoch, hex; strictly increasing per camera): unique across
@@ -160,6 +164,14 @@ pub struct EventMessage {
     /// `false`, in `edge-event/4`).
     #[serde(default)]
     pub replayed: bool,
+    /// Persons riding the object: the most the node has seen on this
+    /// motorcycle or bicycle so far (riders folded into it by the traffic
+    /// stage; a later message never says fewer, the `end` has the final
+    /// count). Always present in `edge-event/6`, 0 for every other class
+    /// and for a vehicle seen without riders; absent, and so 0, in `/5` and
+    /// `/4`.
+    #[serde(default)]
+    pub riders: u32,
 }
 
 /// `edge-replay-request/1`, centre → node on `{prefix}/{district}/{node}/replay`
@@ -240,7 +252,7 @@ pub struct ZoneAlertMessage {
     pub time: String,
     /// Whole-frame snapshot (crowding only).
     pub snapshot: Option<SnapshotRef>,
-    /// Why the crowding snapshot is missing (as in `edge-event/5`).
+    /// Why the crowding snapshot is missing (as in `edge-event/6`).
     pub snapshot_omitted: Option<SnapshotOmitted>,
 }
 

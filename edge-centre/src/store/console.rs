@@ -546,6 +546,9 @@ pub struct Event {
     pub snapshot_omitted: Option<String>,
     pub current_zones: Vec<String>,
     pub entered_zones: Vec<String>,
+    /// Persons seen riding the object (edge-event/6; 0 for other classes
+    /// and for older schemas).
+    pub riders: i64,
 }
 
 /// Which events to list (empty fields match everything); newest first,
@@ -572,7 +575,7 @@ pub struct EventKey(pub i64, pub String, pub String, pub i64);
 const EVENT_COLUMNS: &str =
     "e.node, e.camera, e.seq, e.district, e.object_id, e.type, e.label, e.score,
     e.frame_time, e.alerts, e.snapshot_sha, CASE WHEN s.expired_at IS NULL THEN 0 ELSE 1 END,
-    e.snapshot_omitted, e.payload";
+    e.snapshot_omitted, e.payload, e.riders";
 
 fn event_of(r: &[Val]) -> Event {
     let payload: serde_json::Value =
@@ -607,6 +610,7 @@ fn event_of(r: &[Val]) -> Event {
         snapshot_omitted: text(r.get(12)),
         current_zones: list("current_zones"),
         entered_zones: list("entered_zones"),
+        riders: int(r.get(14)).unwrap_or(0),
     }
 }
 
@@ -1114,6 +1118,57 @@ mod tests {
             ..Default::default()
         };
         assert!(db.run(|db| events(db, &f)).unwrap().is_empty());
+    }
+
+    /// An `edge-event/6` motorcycle's riders are stored and read back (the
+    /// console's lists and the object page show them); `/4` events read 0.
+    #[test]
+    fn riders_are_stored_and_read_back() {
+        let (dir, db) = fresh();
+        let mut s = crate::store::sqlite::Sqlite::open(&dir.path().join("c.db")).unwrap();
+        let items: Vec<Item> = [(6, "new", 1), (7, "update", 2), (8, "end", 2)]
+            .into_iter()
+            .map(|(seq, kind, riders)| {
+                let json = crate::store::contract::event6(seq, 9, kind, riders);
+                let r = crate::decode::decode(
+                    "edge",
+                    "edge/d1/box-1/cam-1/events",
+                    json.as_bytes(),
+                    1 << 20,
+                )
+                .unwrap()
+                .unwrap();
+                Item {
+                    received: std::time::SystemTime::now(),
+                    row: Row::Message(Box::new(r)),
+                }
+            })
+            .collect();
+        s.commit(&items).unwrap();
+        db.run(|db| {
+            let bike = object_events(db, "box-1.cam-1.19a.9")?;
+            let got: Vec<(&str, &str, i64)> = bike
+                .iter()
+                .map(|e| (e.kind.as_str(), e.label.as_str(), e.riders))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    ("new", "motorcycle", 1),
+                    ("update", "motorcycle", 2),
+                    ("end", "motorcycle", 2)
+                ]
+            );
+            assert_eq!(
+                super::event(db, "box-1", "cam-1", 8)?.map(|e| e.riders),
+                Some(2)
+            );
+            let person = object_events(db, "box-1.cam-1.19a.7")?;
+            assert_eq!(person.len(), 5);
+            assert!(person.iter().all(|e| e.riders == 0), "{person:?}");
+            Ok(())
+        })
+        .unwrap();
     }
 
     /// A camera whose status went silent shows as "node offline", broken

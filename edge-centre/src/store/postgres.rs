@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_console.sql"),
     include_str!("../../migrations/postgres/0003_delivery.sql"),
+    include_str!("../../migrations/postgres/0004_riders.sql"),
 ];
 
 /// Any number held only by this program, for the migration lock.

@@ -341,10 +341,11 @@ fn event<S: Sql>(db: &mut S, e: &edge_wire::EventMessage, at: i64) -> Result<boo
     let omitted = e.snapshot_omitted.map(|o| name(&o));
     let n = db.exec(
         "INSERT INTO events (node, camera, seq, district, object_id, type, label, score, frame_time, alerts,
-                             snapshot_topic, snapshot_sha, snapshot_omitted, received_at, payload, replayed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT DO NOTHING",
+                             snapshot_topic, snapshot_sha, snapshot_omitted, received_at, payload, replayed, riders)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) ON CONFLICT DO NOTHING",
         vals![&e.node, &e.camera, seq(e.seq), &e.district, &e.id, name(&e.kind), &e.label, f64::from(e.score), time,
-              e.alerts.join(","), topic, sha.clone(), omitted, at, json(e), i64::from(e.replayed)],
+              e.alerts.join(","), topic, sha.clone(), omitted, at, json(e), i64::from(e.replayed),
+              i64::from(e.riders)],
     )?;
     if n == 0 {
         return Ok(false);

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_console.sql"),
     include_str!("../../migrations/sqlite/0003_delivery.sql"),
+    include_str!("../../migrations/sqlite/0004_riders.sql"),
 ];
 
 pub struct Sqlite {

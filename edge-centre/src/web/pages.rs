@@ -268,11 +268,16 @@ pub async fn object(
     for e in &events {
         let _ = write!(
             body,
-            "<li class=\"life-{kind}\"><b>{kind}</b> {t} · {label} ({score:.2}) · seq {seq} · zones: {zones}{entered}{alerts}</li>",
+            "<li class=\"life-{kind}\"><b>{kind}</b> {t} · {label} ({score:.2}){riders} · seq {seq} · zones: {zones}{entered}{alerts}</li>",
             kind = esc(&e.kind),
             t = time(e.frame_time),
             label = esc(&e.label),
             score = e.score,
+            riders = match e.riders {
+                0 => String::new(),
+                1 => " · <span class=\"riders\">1 rider</span>".into(),
+                n => format!(" · <span class=\"riders\">{n} riders</span>"),
+            },
             seq = e.seq,
             zones = esc(&if e.current_zones.is_empty() {
                 "none".into()

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use crate::events::{EventAction, EventEngine};
+use crate::events::{EventAction, EventEngine, TrackFacts};
 use crate::frame::{Detection, Frame};
 use crate::rules::{Alert, AlertKind, CountsReport, ObjectRules, RulesConfig, RulesEngine};
 use crate::tamper::{TamperConfig, TamperKind, TamperMonitor, Thumbnail, Transition};
@@ -108,15 +108,15 @@ impl CameraAnalytics {
 
     /// One analysed frame → the messages it causes, in sending order.
     pub fn on_frame(&mut self, f: &Arc<Frame>, detections: &[Detection]) -> Vec<Outgoing> {
-        // Riders are counted on their vehicle here; the count does not reach
-        // the tracker (a `Detection` has no field for it yet).
-        let kept: Vec<Detection> = self
+        // Riders are counted on their vehicle here and travel beside the
+        // detections: the track keeps the most seen, the event reports it.
+        let (kept, riders): (Vec<Detection>, Vec<u32>) = self
             .traffic
             .apply(f.width, f.height, detections)
             .into_iter()
-            .map(|d| d.detection)
-            .collect();
-        let tracks = self.tracker.update(f.t, &kept);
+            .map(|d| (d.detection, d.riders))
+            .unzip();
+        let tracks = self.tracker.update_with_riders(f.t, &kept, &riders);
         let cfg = &self.rules_cfg;
         let rules = self
             .rules
@@ -124,9 +124,13 @@ impl CameraAnalytics {
         // 1. Rules first: the events below see this frame's stationary state.
         let alerts = rules.on_frame(f.t, f.width, f.height, &tracks);
         let actions = {
-            let quiet = |id: u64| rules.is_stationary(id);
+            let tracker = &self.tracker;
+            let facts = TrackFacts {
+                quiet: &|id: u64| rules.is_stationary(id),
+                riders: &|id: u64| tracker.riders(id),
+            };
             self.events
-                .on_frame_quiet(f.t, f.width, f.height, &tracks, f, &quiet)
+                .on_frame_with(f.t, f.width, f.height, &tracks, f, facts)
         };
         let mut out: Vec<Outgoing> = actions
             .into_iter()
@@ -324,8 +328,8 @@ mod tests {
     }
 
     /// The traffic stage runs before the tracker: a rider on a motorcycle
-    /// opens one event (the motorcycle), an object standing in an ignore
-    /// zone opens none.
+    /// opens one event (the motorcycle, carrying its rider to the end), an
+    /// object standing in an ignore zone opens none.
     #[test]
     fn the_traffic_stage_feeds_the_tracker() {
         use crate::traffic::{TrafficConfig, TrafficStage};
@@ -367,11 +371,20 @@ mod tests {
                 if let Outgoing::Event { action, .. } = o
                     && action.kind == EventKind::New
                 {
-                    opened.push(action.class_id);
+                    opened.push((action.class_id, action.riders));
                 }
             }
         }
-        assert_eq!(opened, [3], "one event, the motorcycle");
+        assert_eq!(opened, [(3, 1)], "one event, the motorcycle, one rider");
+        let ends: Vec<(u32, u32)> = a
+            .finish()
+            .into_iter()
+            .filter_map(|o| match o {
+                Outgoing::Event { action, .. } => Some((action.class_id, action.riders)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ends, [(3, 1)]);
         let c = a.traffic_counts();
         assert_eq!((c.riders, c.ignored, c.merged), (10, 10, 0));
     }

@@ -185,6 +185,7 @@ impl Emitter {
             entered_zones: obj.entered_zones,
             stationary: obj.stationary,
             alert,
+            riders: act.riders,
         };
         self.seq += 1;
         match self

@@ -31,6 +31,9 @@ pub struct EventRecord {
     pub entered_zones: Vec<String>,
     pub stationary: bool,
     pub alert: Option<AlertDetail>,
+    /// Persons riding the object (a motorcycle or bicycle), the most seen
+    /// so far; 0 for other objects.
+    pub riders: u32,
 }
 
 /// What `node` hands over for one zone-level alert (crowding).

@@ -357,6 +357,8 @@ mod tests {
         let out: serde_json::Value = serde_json::from_slice(&mark_replayed(v4).unwrap()).unwrap();
         assert_eq!(out["replayed"], true);
         assert_eq!(out["schema"], EVENT_SCHEMA);
+        // `/4` had no riders: 0 in the current schema.
+        assert_eq!(out["riders"], 0);
         assert_eq!(out["seq"], 3);
         assert!(mark_replayed(b"{}").is_err());
     }

@@ -89,7 +89,7 @@ pub(super) fn snapshot_ref(topic: String, s: &SnapshotPayload) -> SnapshotRef {
     }
 }
 
-/// `edge-event/5` for one lifecycle record: the box clamped to the frame and
+/// `edge-event/6` for one lifecycle record: the box clamped to the frame and
 /// normalised, scores rounded to 4 decimals.
 pub(super) fn event_message(
     o: Origin<'_>,
@@ -138,6 +138,7 @@ pub(super) fn event_message(
         alert: rec.alert.clone(),
         end_reason: None,
         replayed: false,
+        riders: rec.riders,
     }
 }
 

@@ -235,11 +235,16 @@ pub fn format_event(e: &EventMessage) -> String {
         .map(|t| format!(" ended {t}"))
         .unwrap_or_default();
     let still = if e.stationary { " stationary" } else { "" };
+    let riders = match e.riders {
+        0 => String::new(),
+        1 => " 1 rider".into(),
+        n => format!(" {n} riders"),
+    };
     tagged(
         &e.frame_time,
         &format!("{:?}", e.kind).to_uppercase(),
         &format!(
-            "{who} {} {:.2} (top {:.2}) box [{:.2} {:.2} {:.2} {:.2}]{still} id {}{snap}{end}",
+            "{who} {} {:.2} (top {:.2}) box [{:.2} {:.2} {:.2} {:.2}]{still}{riders} id {}{snap}{end}",
             e.label, e.score, e.top_score, e.bbox.x1, e.bbox.y1, e.bbox.x2, e.bbox.y2, e.id,
         ),
     )
@@ -497,17 +502,17 @@ mod tests {
 
     const NOW: &str = "2026-12-07T07:00:00.000Z";
 
-    /// The README's `edge-event/5` example, turned into an alert when `alert` is given.
+    /// The README's `edge-event/6` example, turned into an alert when `alert` is given.
     fn event_json(alert: &str) -> String {
         format!(
-            r#"{{"schema":"edge-event/5","id":"box-01.cam-01.19ac1f6e2b1.7","seq":12,"type":"update",
+            r#"{{"schema":"edge-event/6","id":"box-01.cam-01.19ac1f6e2b1.7","seq":12,"type":"update",
  "node":"box-01","district":"hoan-kiem","camera":"cam-01",
  "label":"person","class_id":0,"track_id":7,"score":0.81,"top_score":0.83,
  "start_time":"2026-11-26T05:30:01.200Z","end_time":null,"frame_time":"2026-11-26T05:30:01.600Z",
  "box":{{"x1":0.41,"y1":0.22,"x2":0.47,"y2":0.48}},"frame_size":{{"width":768,"height":576}},
  "snapshot":{{"topic":"hanoi/hoan-kiem/box-01/cam-01/snapshot/box-01.cam-01.19ac1f6e2b1.7","bytes":14211,"width":480,"height":360,"degraded":null}},
  "snapshot_omitted":null,"current_zones":["plaza"],"entered_zones":["plaza"],"stationary":false,"alerts":[],"alert":{alert},
- "end_reason":null,"replayed":false}}"#
+ "end_reason":null,"replayed":false,"riders":0}}"#
         )
     }
 
@@ -553,6 +558,23 @@ mod tests {
             "{}",
             text(&l)
         );
+        assert!(!text(&l).contains("rider"), "{}", text(&l));
+        // A motorcycle with two riders says so; an `edge-event/5` (no
+        // `riders`) still reads.
+        let bike = event_json("null")
+            .replace("\"person\",\"class_id\":0", "\"motorcycle\",\"class_id\":3")
+            .replace("\"riders\":0", "\"riders\":2");
+        let l = describe("a/b/c/d/events", bike.as_bytes(), NOW);
+        assert!(
+            text(&l).contains(" motorcycle 0.81 (top 0.83) box [0.41 0.22 0.47 0.48] 2 riders id "),
+            "{}",
+            text(&l)
+        );
+        let v5 = event_json("null")
+            .replace("edge-event/6", "edge-event/5")
+            .replace(",\"riders\":0", "");
+        let l = describe("a/b/c/d/events", v5.as_bytes(), NOW);
+        assert_eq!(l.kind, Kind::Event(EventType::Update), "{}", text(&l));
     }
 
     #[test]

@@ -22,8 +22,13 @@
 //! with exactly the config the node builds (`EventConfig::tracker_config`
 //! over the `[tracker]` section defaults), once on every frame (10 fps) and
 //! once on every second frame (5 fps, the node's default `detect_fps`).
-//! Detections are cached in `out/mot/pets09_dets.txt`; `EDGE_MOT_DETS=reuse`
-//! skips decoding and inference and replays the cache (for tuning).
+//! `EDGE_MOT_INPUT` sets the detector's input budget (any value
+//! `InputBudget::parse` accepts: `model`, `standard`, `detailed`, `maximum`,
+//! a pixel count; default: the detector's default, `standard`); `model` is
+//! the squashed 416x416 input the node used before pixel budgets.
+//! Detections are cached in `out/mot/pets09_dets_<input>.txt` (one file per
+//! input budget); `EDGE_MOT_DETS=reuse` skips decoding and inference and
+//! replays the cache (for tuning).
 //!
 //! Variants: `node` (the node's config), `before` (the previous default,
 //! `motion_weight` 0, i.e. no motion-consistency cost), `reid`
@@ -51,7 +56,7 @@ use std::process::Command;
 use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 
 use edge_node::config::{DetectorSection, TrackerSection};
-use edge_node::detect::{Detector, DetectorOptions, RuntimeOptions, init_runtime};
+use edge_node::detect::{Detector, DetectorOptions, InputBudget, RuntimeOptions, init_runtime};
 use edge_node::events::EventConfig;
 use edge_node::frame::{BBox, Detection, Frame};
 use edge_node::rules::{LineRule, RulesConfig, RulesEngine};
@@ -240,7 +245,28 @@ struct FrameDets {
     dets: Vec<Detection>,
 }
 
-fn detect_clip(video: &Path) -> Vec<FrameDets> {
+/// The detector's input budget: `$EDGE_MOT_INPUT` (as `InputBudget::parse`
+/// reads it), default the detector's default. Panics on a bad value.
+fn input_budget() -> InputBudget {
+    match std::env::var("EDGE_MOT_INPUT") {
+        Ok(v) if !v.trim().is_empty() => {
+            InputBudget::parse(&v).unwrap_or_else(|e| panic!("EDGE_MOT_INPUT: {e}"))
+        }
+        _ => DetectorOptions::default().input,
+    }
+}
+
+/// The input budget as a file-name part: `model`, `standard`, `173056`, ...
+fn input_tag(input: InputBudget) -> String {
+    input
+        .describe()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect::<String>()
+        .replace("_px", "")
+}
+
+fn detect_clip(video: &Path, input: InputBudget) -> Vec<FrameDets> {
     if let Err(e) = init_runtime(&RuntimeOptions::default()) {
         panic!("ONNX Runtime: {e} (set ORT_DYLIB_PATH)");
     }
@@ -250,7 +276,13 @@ fn detect_clip(video: &Path) -> Vec<FrameDets> {
     o.nms_iou = d.nms_iou;
     o.classes = Some(vec!["person".to_string()]);
     o.intra_threads = 2;
+    o.input = input;
     let mut det = Detector::load(&o).unwrap_or_else(|e| panic!("{MODEL}: {e}"));
+    let (iw, ih) = det.input_size_for(input, W, H);
+    println!(
+        "mot_eval: {W}x{H} frames -> {iw}x{ih} model input ({})",
+        input.describe()
+    );
 
     // A small blocking queue: a file source that is not real time simply
     // waits for the detector, so no frame is dropped.
@@ -485,7 +517,9 @@ fn main() {
         .unwrap_or_else(|| root.join("third_party/pets09/vtest.avi"));
     let out_dir = root.join("out/mot");
     std::fs::create_dir_all(&out_dir).unwrap_or_else(|e| panic!("{}: {e}", out_dir.display()));
-    let cache = out_dir.join("pets09_dets.txt");
+    let input = input_budget();
+    println!("mot_eval: detector input {}", input.describe());
+    let cache = out_dir.join(format!("pets09_dets_{}.txt", input_tag(input)));
 
     let reuse = std::env::var("EDGE_MOT_DETS").is_ok_and(|v| v == "reuse");
     let frames = match reuse.then(|| read_dets(&cache)).flatten() {
@@ -502,7 +536,7 @@ fn main() {
                 return;
             }
             println!("mot_eval: decoding and detecting {}", video.display());
-            let f = detect_clip(&video);
+            let f = detect_clip(&video, input);
             write_dets(&cache, &f);
             f
         }

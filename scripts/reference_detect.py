@@ -11,11 +11,24 @@ Usage (from the repository root):
 
     python3 -m venv /tmp/venv-ref
     /tmp/venv-ref/bin/pip install onnxruntime==1.32.0 numpy pillow onnx
-    /tmp/venv-ref/bin/python scripts/reference_detect.py
+    /tmp/venv-ref/bin/python scripts/reference_detect.py                  # 416x416 squashed
+    /tmp/venv-ref/bin/python scripts/reference_detect.py --budget 173056  # aspect kept
+    /tmp/venv-ref/bin/python scripts/reference_detect.py --size 480x352   # any W x H
+
+Input size (the model's H and W are dynamic, multiples of 32):
+    (default)        the manifest's input_size (416x416), every image squashed
+                     into it: what `InputBudget::Model` runs
+    --size WxH       every image stretched to exactly W x H
+    --budget PIXELS  each image at its own aspect ratio within PIXELS input
+                     pixels, the rule of `edge_node::detect::aspect_size`
+                     (173056 = 416*416 is the detector's default budget,
+                     `InputBudget::Declared(1)`; 768x576 -> 480x352)
 
 Outputs (tests/fixtures/parity/):
     dog_input_416.f32          the exact input tensor for dog.jpg, raw little-endian f32, NCHW
     <image>_reference.json     detections in 416-input pixels and in source pixels
+    dog_input_<W>x<H>.f32, <image>_<W>x<H>_reference.json
+                               the same at another input size (--size / --budget)
 
 To refresh the video frames (tests/fixtures/vtest_f000.png, vtest_f050.png):
 
@@ -26,8 +39,10 @@ To refresh the video frames (tests/fixtures/vtest_f000.png, vtest_f050.png):
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -57,9 +72,48 @@ def load_manifest() -> dict:
         return json.load(f)
 
 
-def preprocess(img: Image.Image, manifest: dict) -> np.ndarray:
-    """Plain (stretch) resize with Pillow's bilinear filter, BGR, (x - mean) / std, NCHW."""
-    w, h = manifest["input_size"]
+def aspect_size(frame_w: int, frame_h: int, pixels: int, stride: int) -> tuple[int, int]:
+    """The input size of a frame within a pixel budget at its aspect ratio.
+
+    Written from the description of `edge_node::detect::aspect_size`
+    (edge-node/src/detect/geometry.rs): each side scaled by
+    sqrt(pixels / (w * h)) and rounded to the nearest multiple of `stride`
+    (at least one stride); when the product then exceeds the budget by more
+    than 10 %, one side is shrunk by a stride: the one that costs the least
+    aspect error (the narrower one on a tie).
+    """
+    scale = math.sqrt(pixels / (frame_w * frame_h))
+
+    def rnd(v: float) -> int:
+        # Rust's f64::round: halves away from zero (Python's round() is banker's).
+        return max(int(math.floor(v / stride + 0.5)), 1) * stride
+
+    w, h = rnd(frame_w * scale), rnd(frame_h * scale)
+    if w * h > 1.1 * pixels:
+        aspect = frame_w / frame_h
+
+        def err(a: int, b: int) -> float:
+            return abs(math.log(a / b / aspect))
+
+        narrower = (max(w - stride, stride), h)
+        shorter = (w, max(h - stride, stride))
+        w, h = narrower if err(*narrower) <= err(*shorter) else shorter
+    return w, h
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WxH (e.g. 480x352)") from None
+    if w <= 0 or h <= 0 or w % 32 or h % 32:
+        raise argparse.ArgumentTypeError(f"{text}: both sides must be positive multiples of 32")
+    return w, h
+
+
+def preprocess(img: Image.Image, manifest: dict, size: tuple[int, int]) -> np.ndarray:
+    """Plain (stretch) resize to `size` (W, H) with Pillow's bilinear filter, BGR, (x - mean) / std, NCHW."""
+    w, h = size
     assert manifest["resize"] == "stretch" and manifest["color"] == "bgr"
     rgb = np.asarray(img.convert("RGB").resize((w, h), Image.BILINEAR), dtype=np.float32)
     bgr = rgb[:, :, ::-1]
@@ -124,14 +178,31 @@ def nms_class_aware(boxes, scores, classes, iou_thr):
     return np.asarray(keep, dtype=np.int64)
 
 
-def main() -> int:
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    how = ap.add_mutually_exclusive_group()
+    how.add_argument("--size", type=parse_size, metavar="WxH", help="stretch every image to W x H")
+    how.add_argument(
+        "--budget",
+        type=int,
+        metavar="PIXELS",
+        help="each image at its aspect ratio within PIXELS input pixels (173056 = the default budget)",
+    )
+    args = ap.parse_args(argv)
+    if args.budget is not None and args.budget < 32 * 32:
+        ap.error(f"--budget {args.budget}: at least 1024 pixels (one 32x32 cell)")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
     manifest = load_manifest()
     sess = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
     meta = sess.get_modelmeta().custom_metadata_map
     names = json.loads(meta["names"])
     strides = [int(s) for s in meta["strides"].split(",")]
     reg_max = int(meta["reg_max"])
-    in_w, in_h = manifest["input_size"]
+    declared = tuple(manifest["input_size"])
     input_name = sess.get_inputs()[0].name
     OUT.mkdir(parents=True, exist_ok=True)
     model_sha = hashlib.sha256(MODEL.read_bytes()).hexdigest()
@@ -140,9 +211,20 @@ def main() -> int:
         path = FIXTURES / file
         img = Image.open(path)
         src_w, src_h = img.size
-        x = preprocess(img, manifest)
+        if args.size is not None:
+            in_w, in_h = args.size
+        elif args.budget is not None:
+            in_w, in_h = aspect_size(src_w, src_h, args.budget, max(strides))
+        else:
+            in_w, in_h = declared
+        # The manifest-size (squashed 416x416) files keep their historical names.
+        if args.size is None and args.budget is None:
+            out_stem, tensor_name = stem, f"{stem}_input_416.f32"
+        else:
+            out_stem, tensor_name = f"{stem}_{in_w}x{in_h}", f"{stem}_input_{in_w}x{in_h}.f32"
+        x = preprocess(img, manifest, (in_w, in_h))
         if dump_input:
-            x.astype("<f4").tofile(OUT / f"{stem}_input_416.f32")
+            x.astype("<f4").tofile(OUT / tensor_name)
         outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {input_name: x})))
         boxes, scores, classes = decode(outs, strides, reg_max, in_w, in_h, THRESHOLD)
         keep = nms_class_aware(boxes, scores, classes, NMS_IOU)
@@ -179,16 +261,16 @@ def main() -> int:
             "threshold": THRESHOLD,
             "nms_iou": NMS_IOU,
             "classes": "all",
-            "input_tensor": f"tests/fixtures/parity/{stem}_input_416.f32" if dump_input else None,
+            "input_tensor": f"tests/fixtures/parity/{tensor_name}" if dump_input else None,
             "detections": dets,
         }
-        with (OUT / f"{stem}_reference.json").open("w") as f:
+        with (OUT / f"{out_stem}_reference.json").open("w") as f:
             json.dump(doc, f, indent=1)
             f.write("\n")
         summary = ", ".join(f"{d['label']} {d['score']:.2f} {[round(v) for v in d['box_source']]}" for d in dets)
-        print(f"{file}: {len(dets)} detections: {summary}")
+        print(f"{file} at {in_w}x{in_h}: {len(dets)} detections: {summary}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

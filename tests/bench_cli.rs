@@ -38,6 +38,39 @@ fn assert_percentiles(v: &Value, what: &str) {
     assert!(v["p50"].as_f64() <= v["p90"].as_f64() && v["p90"].as_f64() <= v["p99"].as_f64());
 }
 
+/// `--input-size 416,320` on the bundled model: its spatial dims are
+/// dynamic (it runs at 320 too) or, in older checkouts, fixed (320 is
+/// skipped, with a `SKIPPED` line).
+fn assert_sizes_416_320(v: &Value, stdout: &str) {
+    let dynamic = v["dynamic_input"].as_bool().expect("dynamic_input");
+    assert_eq!(
+        stdout.contains("SKIPPED"),
+        !dynamic,
+        "a skip line only for a fixed-size model, which cannot run at 320:\n{stdout}"
+    );
+    let results = v["results"].as_array().expect("results array");
+    let sizes: Vec<(u64, Value)> = results
+        .iter()
+        .map(|r| (r["input_size"].as_u64().unwrap(), r["input_wh"].clone()))
+        .collect();
+    let skipped = v["skipped"].as_array().expect("skipped array");
+    if dynamic {
+        let want = [
+            (416, serde_json::json!([416, 416])),
+            (320, serde_json::json!([320, 320])),
+        ];
+        assert_eq!(sizes, want, "{v}");
+        assert_eq!(results[1]["budget"], "320x320", "{v}");
+        assert!(skipped.is_empty(), "{v}");
+    } else {
+        let want = [(416, serde_json::json!([416, 416]))];
+        assert_eq!(sizes, want, "only 416 runs on a fixed 416 model: {v}");
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0]["input_size"], 320);
+        assert_eq!(skipped[0]["budget"], "320x320");
+    }
+}
+
 #[test]
 fn bench_model_json_table_and_plot() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,12 +96,8 @@ fn bench_model_json_table_and_plot() {
         stdout.contains("infer ms"),
         "table header missing:\n{stdout}"
     );
-    assert!(
-        stdout.contains("SKIPPED"),
-        "the fixed-size model cannot run at 320: a skip line is expected:\n{stdout}"
-    );
-
     let v = read_json(&json);
+    assert_sizes_416_320(&v, &stdout);
     for k in ["model", "model_sha256", "cpu", "ort_version"] {
         assert!(v[k].is_string(), "top-level {k} missing: {v}");
     }
@@ -78,10 +107,16 @@ fn bench_model_json_table_and_plot() {
     assert_eq!(v["ort_version"], "1.32.0");
     assert_eq!(v["frames"], 4);
     let results = v["results"].as_array().expect("results array");
-    assert_eq!(results.len(), 1, "only 416 runs on a fixed 416 model: {v}");
     let r = &results[0];
     assert_eq!(r["threads"], 1);
     assert_eq!(r["input_size"], 416);
+    assert_eq!(
+        r["budget"], "model",
+        "the declared size is the `model` budget: {r}"
+    );
+    assert_eq!(r["tiles"], false);
+    assert_eq!(r["frames_counted"], 4);
+    assert!(r["detections"].is_object(), "{r}");
     assert_eq!(r["iterations"], 5);
     assert_eq!(v["spinning"], false, "off unless asked, as in the node");
     for k in ["pre_ms", "infer_ms", "post_ms", "total_ms"] {
@@ -108,9 +143,6 @@ fn bench_model_json_table_and_plot() {
         "{r}"
     );
     assert!(r["overhead_pct"].as_f64().is_some(), "overhead_pct: {r}");
-    let skipped = v["skipped"].as_array().expect("skipped array");
-    assert_eq!(skipped.len(), 1);
-    assert_eq!(skipped[0]["input_size"], 320);
 
     let chart = std::fs::read_to_string(&svg).expect("SVG written");
     assert!(chart.trim_start().starts_with("<svg"), "not an SVG");
@@ -118,6 +150,142 @@ fn bench_model_json_table_and_plot() {
     assert!(
         chart.contains("1t 416x416"),
         "configuration label on the x axis"
+    );
+}
+
+/// `bench model` on the bundled model and clip (768x576) with few
+/// iterations: `args` added; the JSON report and the table.
+fn bench_model_clip(args: &[&str]) -> (Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("model.json");
+    let model = common::repo().join("models/nanodet_g_coco_416.onnx");
+    let clip = common::fixture("vtest_10s_h264.mp4");
+    let mut all = vec![
+        "bench",
+        "model",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        clip.to_str().unwrap(),
+        "--iterations",
+        "3",
+        "--warmup",
+        "1",
+        "--max-frames",
+        "5",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let stdout = run_ok(&all);
+    (read_json(&json), stdout)
+}
+
+/// `detections` of a result row: class name → count.
+fn detections(r: &Value) -> &serde_json::Map<String, Value> {
+    r["detections"]
+        .as_object()
+        .unwrap_or_else(|| panic!("detections is not an object: {r}"))
+}
+
+#[test]
+fn bench_model_input_pixels_rows() {
+    let (v, stdout) = bench_model_clip(&["--input-pixels", "model,standard"]);
+    assert_eq!(v["frame_wh"], serde_json::json!([768, 576]), "{v}");
+    let dynamic = v["dynamic_input"].as_bool().expect("dynamic_input");
+    let results = v["results"].as_array().expect("results array");
+    let skipped = v["skipped"].as_array().expect("skipped array");
+    let row = |budget: &str| {
+        results
+            .iter()
+            .find(|r| r["budget"] == budget)
+            .unwrap_or_else(|| panic!("no {budget} row: {v}"))
+    };
+    let model = row("model");
+    assert_eq!(model["input_wh"], serde_json::json!([416, 416]), "{model}");
+    if dynamic {
+        // 768x576 at 416x416's pixels, at the frame's aspect ratio.
+        assert_eq!(results.len(), 2, "{v}");
+        let standard = row("standard");
+        assert_eq!(
+            standard["input_wh"],
+            serde_json::json!([480, 352]),
+            "{standard}"
+        );
+        assert_eq!(standard["input_whs"], serde_json::json!([[480, 352]]));
+        assert!(skipped.is_empty(), "{v}");
+        assert!(
+            stdout.contains("standard 480x352: "),
+            "summary line:\n{stdout}"
+        );
+    } else {
+        // A fixed-size model runs `standard` exactly as `model`: skipped, with the reason.
+        assert_eq!(results.len(), 1, "{v}");
+        assert_eq!(skipped.len(), 1, "{v}");
+        assert_eq!(skipped[0]["budget"], "standard");
+        assert!(
+            skipped[0]["reason"].as_str().unwrap().contains("fixed"),
+            "{v}"
+        );
+    }
+    for r in results {
+        assert_eq!(r["tiles"], false, "{r}");
+        assert_eq!(r["tiles_per_frame"], 0.0, "{r}");
+        assert_eq!(r["input_size"], 416, "the model's width for a budget: {r}");
+        assert_eq!(r["frames_counted"], 5, "{r}");
+        let people = detections(r).get("person").and_then(Value::as_u64);
+        assert!(people.is_some_and(|n| n > 0), "vtest has people: {r}");
+        assert!(
+            detections(r)
+                .values()
+                .all(|n| n.as_u64().is_some_and(|n| n > 0))
+        );
+    }
+    assert!(
+        stdout.contains("model 416x416: person "),
+        "summary line:\n{stdout}"
+    );
+    assert!(stdout.contains("(5 frames)"), "{stdout}");
+    assert_eq!(v["threshold"], 0.35, "DetectorOptions' default: {v}");
+}
+
+#[test]
+fn bench_model_tiles_rows() {
+    let (v, stdout) = bench_model_clip(&["--input-pixels", "standard", "--tiles"]);
+    let results = v["results"].as_array().expect("results array");
+    let tiled: Vec<bool> = results
+        .iter()
+        .map(|r| r["tiles"].as_bool().unwrap())
+        .collect();
+    assert_eq!(tiled, [false, true], "an untiled then a tiled row: {v}");
+    let (plain, tiles) = (&results[0], &results[1]);
+    assert_eq!(plain["budget"], "standard");
+    assert_eq!(tiles["budget"], "standard");
+    assert_eq!(
+        plain["input_wh"], tiles["input_wh"],
+        "the full-frame pass is the same"
+    );
+    // 768x576 in 416x416 tiles, 20 % overlap: 3 columns x 2 rows.
+    assert_eq!(tiles["tiles_per_frame"], 6.0, "{tiles}");
+    assert_eq!(plain["tiles_per_frame"], 0.0, "{plain}");
+    for r in results {
+        for k in ["pre_ms", "infer_ms", "post_ms", "total_ms", "ceiling_ms"] {
+            assert_percentiles(&r[k], k);
+        }
+        for k in ["fps", "sequential_fps", "pipelined_fps", "ceiling_fps"] {
+            assert!(r[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {r}");
+        }
+        assert_eq!(r["frames_counted"], 5, "{r}");
+        let people = detections(r).get("person").and_then(Value::as_u64);
+        assert!(people.is_some_and(|n| n > 0), "vtest has people: {r}");
+    }
+    assert!(
+        stdout.contains("standard+tiles "),
+        "summary line:\n{stdout}"
+    );
+    assert!(
+        stdout.contains(" (6 tiles): person "),
+        "summary line:\n{stdout}"
     );
 }
 

@@ -402,6 +402,11 @@ fn json_is_the_documented_structure() {
     assert_eq!(m.path, "models/nanodet_g_coco_416.onnx");
     assert_eq!(m.family, "nanodet");
     assert_eq!(m.input, [416, 416]);
+    assert!(
+        m.dynamic_input,
+        "the bundled model takes any multiple of 32"
+    );
+    assert_eq!(m.stride, 32);
     assert_eq!(m.classes, 80);
     assert_eq!(m.detects, ["person", "car"]);
     assert_eq!(m.class_thresholds.get("car"), Some(&0.5));
@@ -409,6 +414,15 @@ fn json_is_the_documented_structure() {
     assert_eq!(c.url, "tests/fixtures/vtest_10s_h264.mp4");
     assert_eq!(c.kind, "file");
     assert_eq!(c.model, m.path);
+    // Without --probe the frame size is unknown: examples instead.
+    assert_eq!(c.input_pixels, "standard");
+    assert!(!c.tiles);
+    assert_eq!(c.input_size, None);
+    assert!(
+        c.input_examples.iter().any(|e| e == "1280x720 -> 544x320"),
+        "{:?}",
+        c.input_examples
+    );
     assert_eq!(c.zones[0].alerts, ["loitering after 30 s"]);
     assert_eq!(c.lines[0].alert_direction.as_deref(), Some("in"));
     assert_eq!(c.privacy.masks, 1);
@@ -478,6 +492,9 @@ fn probe_connects_to_cameras_and_broker() {
     assert_eq!((rtsp.width, rtsp.height), (file.width, file.height));
     assert!(file.fps.is_some_and(|f| f > 0.0), "{file:?}");
     assert!(!rtsp.decoder.is_empty());
+    // The probed 768x576 clip is analysed at its own aspect: 480x352.
+    assert_eq!(report.cameras[1].input_size, Some([480, 352]));
+    assert_eq!(report.cameras[0].input_size, Some([480, 352]));
     let b = report.mqtt.probe.as_ref().expect("broker probed");
     assert_eq!(b.addr, format!("127.0.0.1:{}", broker.port));
 
@@ -487,6 +504,10 @@ fn probe_connects_to_cameras_and_broker() {
     assert!(out.status.success(), "{stdout}{stderr}");
     let want = format!("probe: h264 {}×{} at ", rtsp.width, rtsp.height);
     assert!(stdout.contains(&want), "{want:?} not in {stdout}");
+    assert!(
+        stdout.contains("model input 480×352 (input_pixels standard)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("answered CONNACK"), "{stdout}");
 
     // Nothing listens: neither camera port nor broker port.

@@ -72,9 +72,23 @@ fn model_inspect_on_every_bundled_model() {
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["family"], "nanodet", "{}", path.display());
+        // Dynamic height and width (any multiple of 32), trained at 416x416.
         assert_eq!(
             v["inputs"][0]["shape"],
-            serde_json::json!([1, 3, 416, 416]),
+            serde_json::json!([1, 3, -1, -1]),
+            "{v}"
+        );
+        let pre = &v["preprocess"];
+        assert_eq!(pre["input_width"], 416, "{v}");
+        assert_eq!(pre["dynamic_input"], true, "{v}");
+        assert!(
+            pre["sizes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["frame"] == serde_json::json!([1280, 720])
+                    && s["preset"] == "standard"
+                    && s["input"] == serde_json::json!([544, 320])),
             "{v}"
         );
         let text = edge_node()
@@ -85,6 +99,10 @@ fn model_inspect_on_every_bundled_model() {
         let text = String::from_utf8_lossy(&text.stdout);
         assert!(
             text.contains("nanodet") && text.contains("cls_s8"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1280x720 frame: standard 544x320, detailed 800x448, maximum 1248x704"),
             "{text}"
         );
     }
@@ -160,6 +178,8 @@ url = "mqtt://127.0.0.1:1883"
 topic_prefix = "hanoi"
 [snapshot]
 quality = 0
+[detector]
+input_pixels = "huge"
 [rules]
 cooldown_s = -1
 [outbox]
@@ -168,6 +188,7 @@ keep_delivered_s = -1
 id = "cam-1"
 url = "rtsp://127.0.0.1:8554/test"
 detect_fps = 0
+input_pixels = 100
 "#,
     )
     .unwrap();
@@ -180,6 +201,8 @@ detect_fps = 0
         "cameras[0].detect_fps",
         "rules.cooldown_s",
         "outbox.keep_delivered_s",
+        "detector.input_pixels",
+        "cameras[0].input_pixels",
     ];
     for f in fields {
         assert!(stderr.contains(&format!("field `{f}`")), "{f}: {stderr}");

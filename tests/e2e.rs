@@ -331,8 +331,9 @@ fn invalid_config_is_refused_with_the_field_named() {
 fn detect_command_prints_json_in_source_pixels() {
     let dir = tempfile::tempdir().unwrap();
     let out_img = dir.path().join("annotated.jpg");
+    // The anchors below are the squashed 416x416 input's (the reference's).
     let out = edge_node()
-        .args(["detect", "--json", "--out"])
+        .args(["detect", "--json", "--input-pixels", "model", "--out"])
         .arg(&out_img)
         .arg(fixture("dog.jpg"))
         .output()
@@ -364,6 +365,34 @@ fn detect_command_prints_json_in_source_pixels() {
     }
     let img = image::open(&out_img).unwrap();
     assert_eq!((img.width(), img.height()), (768, 576));
+    // The default (aspect kept, 480x352) and tiles find the same objects.
+    for extra in [&[][..], &["--tiles"][..]] {
+        let out = edge_node()
+            .args(["detect", "--json"])
+            .args(extra)
+            .arg(fixture("dog.jpg"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{extra:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let labels: Vec<&str> = v["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["label"].as_str().unwrap())
+            .collect();
+        assert!(
+            labels.contains(&"dog") && labels.contains(&"bicycle"),
+            "{extra:?}: {labels:?}"
+        );
+    }
+    let text = edge_node()
+        .args(["detect", "--input-pixels", "detailed"])
+        .arg(fixture("dog.jpg"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("at 672x512"), "{text}");
     // --classes narrows it.
     let out = edge_node()
         .args(["detect", "--json", "--classes", "dog"])

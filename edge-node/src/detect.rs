@@ -19,9 +19,11 @@ pub mod decode;
 pub mod detr;
 pub mod end2end;
 pub mod face;
+pub mod geometry;
 pub mod inspect;
 pub mod preprocess;
 pub mod spec;
+pub mod tiles;
 pub mod yolox;
 
 use std::collections::HashMap;
@@ -44,6 +46,7 @@ pub use decode::{
 pub use detr::{DetrTensors, decode_detr};
 pub use end2end::{decode_nms_rows, decode_tfod, decode_yolo_end2end};
 pub use face::{CenterFaceMaps, FaceDetector, decode_centerface, face_input_size};
+pub use geometry::{Analysis, InputBudget, Sizing, aspect_size};
 pub use inspect::{IoReport, ModelReport, PreprocessReport, file_sha256, inspect};
 pub use preprocess::{PreprocessConfig, Preprocessor, ResizeFilter, SimdLevel, letterbox_geometry};
 pub use spec::{
@@ -254,6 +257,9 @@ pub struct DetectorOptions {
     /// the box) read the saved copy and skip most of the optimisation work.
     /// `None`: optimise on every load.
     pub optimized_cache: Option<PathBuf>,
+    /// How frames are sized for the model when the caller does not say
+    /// (`[detector] input_pixels`); see [`geometry`].
+    pub input: InputBudget,
 }
 
 impl Default for DetectorOptions {
@@ -268,6 +274,7 @@ impl Default for DetectorOptions {
             nms_iou: 0.5,
             max_detections: 100,
             optimized_cache: None,
+            input: InputBudget::default(),
         }
     }
 }
@@ -322,7 +329,7 @@ pub struct StageTimes {
 /// inference workers and `bench model` pipeline this way.
 #[derive(Clone, Debug)]
 pub struct FramePrep {
-    pre: Preprocessor,
+    shaper: Shaper,
 }
 
 impl FramePrep {
@@ -335,9 +342,25 @@ impl FramePrep {
         height: u32,
         into: &mut PreparedInput,
     ) -> Result<(), DetectError> {
+        let budget = self.shaper.budget;
+        self.prepare_as(rgb, width, height, budget, into)
+    }
+
+    /// [`Self::prepare`] with the frame sized by `budget` (a camera's own
+    /// `input_pixels`) instead of the detector's.
+    pub fn prepare_as(
+        &mut self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+        budget: InputBudget,
+        into: &mut PreparedInput,
+    ) -> Result<(), DetectError> {
         let t0 = Instant::now();
         into.transform = None;
-        let transform = self.pre.run(rgb, width, height, &mut into.input)?;
+        let pre = self.shaper.get(budget, width, height);
+        fit_buffer(&mut into.input, pre.config());
+        let transform = pre.run(rgb, width, height, &mut into.input)?;
         into.transform = Some(transform);
         into.pre = t0.elapsed();
         Ok(())
@@ -363,12 +386,97 @@ pub struct Detector {
     gate: ClassGate,
     nms_iou: f32,
     max_detections: usize,
-    pre: Preprocessor,
+    shaper: Shaper,
     input: Array4<f32>,
     yolo: Scratch,
     candidates: Vec<Detection>,
-    /// The model's input height and width are dynamic (`-1`): see [`Detector::set_input_size`].
-    dynamic_hw: bool,
+    /// One tile's pixels (tiled detection, [`Detector::add_tiles`]).
+    tile_rgb: Vec<u8>,
+}
+
+/// The pre-processors of one model, one per input size in use (at most
+/// [`Shaper::KEEP`], most recent first): cameras of different shapes
+/// served by one worker each keep their resize plan.
+#[derive(Clone, Debug)]
+struct Shaper {
+    sizing: Sizing,
+    /// The detector's default budget.
+    budget: InputBudget,
+    /// Colour, normalisation, padding and filter; size and mode per entry.
+    base: PreprocessConfig,
+    simd: SimdLevel,
+    cache: Vec<Preprocessor>,
+}
+
+impl Shaper {
+    /// Sizes in use at once before the least recent plan is rebuilt.
+    const KEEP: usize = 4;
+
+    fn new(sizing: Sizing, budget: InputBudget, base: PreprocessConfig) -> Self {
+        let simd = Preprocessor::new(base.clone()).simd();
+        Shaper {
+            sizing,
+            budget,
+            base,
+            simd,
+            cache: Vec::new(),
+        }
+    }
+
+    /// The pre-processor for a `w` x `h` frame under `budget`.
+    fn get(&mut self, budget: InputBudget, w: u32, h: u32) -> &mut Preprocessor {
+        let (dw, dh, resize) = self.sizing.plan(budget, w, h);
+        let hit = self.cache.iter().position(|p| {
+            let c = p.config();
+            (c.dst_w, c.dst_h, c.resize) == (dw, dh, resize)
+        });
+        match hit {
+            Some(0) => {}
+            Some(i) => {
+                let p = self.cache.remove(i);
+                self.cache.insert(0, p);
+            }
+            None => {
+                let cfg = PreprocessConfig {
+                    dst_w: dw,
+                    dst_h: dh,
+                    resize,
+                    ..self.base.clone()
+                };
+                self.cache
+                    .insert(0, Preprocessor::new(cfg).with_simd(self.simd));
+                self.cache.truncate(Self::KEEP);
+            }
+        }
+        &mut self.cache[0]
+    }
+
+    /// Drops the cached plans (after a change of filter or SIMD level).
+    fn reset(&mut self) {
+        self.cache.clear();
+    }
+}
+
+/// Copies `tile`'s pixels of a packed RGB24 frame `width` wide into `out`.
+fn crop_rgb(rgb: &[u8], width: u32, tile: &tiles::Tile, out: &mut Vec<u8>) {
+    let (stride, row) = (width as usize * 3, tile.w as usize * 3);
+    out.clear();
+    for y in tile.y as usize..(tile.y + tile.h) as usize {
+        let start = y * stride + tile.x as usize * 3;
+        // The plan keeps tiles inside the frame; a short row is skipped
+        // rather than panicking (the tile then fails its size check).
+        if let Some(px) = rgb.get(start..start + row) {
+            out.extend_from_slice(px);
+        }
+    }
+}
+
+/// Reshapes `buf` to `cfg`'s `[1, 3, H, W]` when it is another size.
+fn fit_buffer(buf: &mut Array4<f32>, cfg: &PreprocessConfig) {
+    let want = [1, 3, cfg.dst_h as usize, cfg.dst_w as usize];
+    if buf.shape() != want {
+        *buf = Array4::zeros((1, 3, want[2], want[3]));
+    }
 }
 
 /// Reusable decode buffers.
@@ -585,22 +693,34 @@ impl Detector {
             manifest.as_ref().map(|(m, p)| (m, p.as_path())),
         )?;
         let gate = build_gate(opts, &spec.names)?;
-        let pre = Preprocessor::new(PreprocessConfig {
-            dst_w: spec.input_size.0,
-            dst_h: spec.input_size.1,
+        let sizing = Sizing {
+            dynamic: dynamic_hw,
+            stride: coarsest_stride(&spec.layout),
+            declared: spec.input_size,
             resize: spec.resize,
-            color: spec.color,
-            mean: spec.mean,
-            std: spec.std,
-            pad_value: spec.pad_value,
-            filter: ResizeFilter::Antialias,
-        });
-        let input = pre.make_buffer();
+        };
+        let shaper = Shaper::new(
+            sizing,
+            opts.input,
+            PreprocessConfig {
+                dst_w: spec.input_size.0,
+                dst_h: spec.input_size.1,
+                resize: spec.resize,
+                color: spec.color,
+                mean: spec.mean,
+                std: spec.std,
+                pad_value: spec.pad_value,
+                filter: ResizeFilter::Antialias,
+            },
+        );
+        let input = Array4::zeros((1, 3, spec.input_size.1 as usize, spec.input_size.0 as usize));
         tracing::info!(
             model = %path.display(),
             family = spec.family.as_str(),
             input_w = spec.input_size.0,
             input_h = spec.input_size.1,
+            dynamic_input = dynamic_hw,
+            input_pixels = %opts.input.describe(),
             classes = spec.names.len(),
             enabled = (0..spec.names.len()).filter(|&c| gate.threshold(c).is_finite()).count(),
             source = ?spec.source,
@@ -614,30 +734,53 @@ impl Detector {
             gate,
             nms_iou: opts.nms_iou,
             max_detections: opts.max_detections,
-            pre,
+            shaper,
             input,
             yolo: Scratch::default(),
             candidates: Vec::with_capacity(256),
-            dynamic_hw,
+            tile_rgb: Vec::new(),
         })
     }
 
     /// True when the model accepts any input height and width (dynamic dims),
-    /// so [`Self::set_input_size`] can change them.
+    /// so frames are sized by their [`InputBudget`].
     pub fn has_dynamic_input(&self) -> bool {
-        self.dynamic_hw
+        self.shaper.sizing.dynamic
     }
 
-    /// Runs the model at `width` x `height` instead of its described input
-    /// size. The current size is always accepted; another size only when the
-    /// model's spatial dims are dynamic (and, for NanoDet, divisible by every
-    /// stride). On error the detector is unchanged.
+    /// What the detector knows to size frames (declared size, stride, dynamic).
+    pub fn sizing(&self) -> Sizing {
+        self.shaper.sizing
+    }
+
+    /// The detector's default budget (`[detector] input_pixels`).
+    pub fn input_budget(&self) -> InputBudget {
+        self.shaper.budget
+    }
+
+    /// Sets the default budget for frames that do not bring their own.
+    pub fn set_input_budget(&mut self, budget: InputBudget) {
+        self.shaper.budget = budget;
+    }
+
+    /// The input `(width, height)` a `frame_w` x `frame_h` frame gets under
+    /// `budget` (what `check` and `bench` report per camera).
+    pub fn input_size_for(&self, budget: InputBudget, frame_w: u32, frame_h: u32) -> (u32, u32) {
+        let (w, h, _) = self.shaper.sizing.plan(budget, frame_w, frame_h);
+        (w, h)
+    }
+
+    /// Runs the model at `width` x `height` for every frame instead of its
+    /// budget. The declared size is always accepted; another size only when
+    /// the model's spatial dims are dynamic and the size is a multiple of
+    /// its coarsest stride. On error the detector is unchanged.
     pub fn set_input_size(&mut self, width: u32, height: u32) -> Result<(), DetectError> {
-        if (width, height) == self.spec.input_size {
+        let (w0, h0) = self.spec.input_size;
+        if (width, height) == (w0, h0) {
+            self.shaper.budget = InputBudget::Model;
             return Ok(());
         }
-        let (w0, h0) = self.spec.input_size;
-        if !self.dynamic_hw {
+        if !self.shaper.sizing.dynamic {
             return Err(DetectError::SpecMismatch {
                 path: self.model_path.clone(),
                 expected: format!("dynamic input dims to run at {width}x{height}"),
@@ -659,26 +802,14 @@ impl Detector {
                 ),
             });
         }
-        let mut layout = self.spec.layout.clone();
-        if let OutputLayout::NanoDet { levels, .. } = &mut layout {
-            for l in levels.iter_mut() {
-                if !width.is_multiple_of(l.stride) || !height.is_multiple_of(l.stride) {
-                    return Err(DetectError::InvalidOption {
-                        name: "input_size",
-                        reason: format!("{width}x{height} is not divisible by stride {}", l.stride),
-                    });
-                }
-                l.grid_w = (width / l.stride) as usize;
-                l.cells = l.grid_w * (height / l.stride) as usize;
-            }
+        let stride = self.shaper.sizing.stride;
+        if !width.is_multiple_of(stride) || !height.is_multiple_of(stride) {
+            return Err(DetectError::InvalidOption {
+                name: "input_size",
+                reason: format!("{width}x{height} is not divisible by stride {stride}"),
+            });
         }
-        self.spec.layout = layout;
-        self.spec.input_size = (width, height);
-        let mut cfg = self.pre.config().clone();
-        cfg.dst_w = width;
-        cfg.dst_h = height;
-        self.pre = Preprocessor::new(cfg);
-        self.input = self.pre.make_buffer();
+        self.shaper.budget = InputBudget::Exact(width, height);
         Ok(())
     }
 
@@ -718,13 +849,12 @@ impl Detector {
     /// Pillow-compatible, what the parity reference uses). `Bilinear` costs
     /// about half on big downscales but aliases; see [`preprocess`].
     pub fn set_resize_filter(&mut self, filter: ResizeFilter) {
-        let mut cfg = self.pre.config().clone();
-        cfg.filter = filter;
-        self.pre = Preprocessor::new(cfg);
+        self.shaper.base.filter = filter;
+        self.shaper.reset();
     }
 
     pub fn resize_filter(&self) -> ResizeFilter {
-        self.pre.config().filter
+        self.shaper.base.filter
     }
 
     /// Detects objects in a tightly packed RGB24 frame. Boxes are in source
@@ -745,8 +875,23 @@ impl Detector {
         width: u32,
         height: u32,
     ) -> Result<(Vec<Detection>, StageTimes), DetectError> {
+        let budget = self.shaper.budget;
+        self.detect_timed_as(rgb, width, height, budget)
+    }
+
+    /// [`Self::detect_timed`] with the frame sized by `budget` (a camera's
+    /// own `input_pixels`) instead of the detector's default.
+    pub fn detect_timed_as(
+        &mut self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+        budget: InputBudget,
+    ) -> Result<(Vec<Detection>, StageTimes), DetectError> {
         let t0 = Instant::now();
-        let transform = self.pre.run(rgb, width, height, &mut self.input)?;
+        let pre = self.shaper.get(budget, width, height);
+        fit_buffer(&mut self.input, pre.config());
+        let transform = pre.run(rgb, width, height, &mut self.input)?;
         let pre = t0.elapsed();
         let Self {
             session,
@@ -764,20 +909,99 @@ impl Detector {
         Ok((dets, StageTimes { pre, infer, post }))
     }
 
+    /// [`Self::detect_timed_as`] plus, when `analysis.tiles` is on,
+    /// [`Self::add_tiles`]: what a node worker runs for a camera.
+    pub fn detect_analysed(
+        &mut self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+        analysis: Analysis,
+    ) -> Result<(Vec<Detection>, StageTimes), DetectError> {
+        let (full, times) = self.detect_timed_as(rgb, width, height, analysis.input)?;
+        if analysis.tiles {
+            self.add_tiles(full, times, rgb, width, height)
+        } else {
+            Ok((full, times))
+        }
+    }
+
+    /// Tiled detection's second half: runs the model on overlapping tiles
+    /// of the frame at its own resolution (tiles of the model's declared
+    /// input size, 20 % overlap, [`tiles::TilePlan::for_model`]) and merges
+    /// their boxes with the full-frame pass's `full` ([`tiles::merge`]:
+    /// duplicates and pieces of objects cut by tile borders are folded).
+    /// A frame no larger than one tile gets no tiles. `times` grows by the
+    /// tiles' stages. Costs one inference per tile: a 1280x720 frame is 8
+    /// tiles of 416x416.
+    pub fn add_tiles(
+        &mut self,
+        full: Vec<Detection>,
+        mut times: StageTimes,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+    ) -> Result<(Vec<Detection>, StageTimes), DetectError> {
+        let plan = tiles::TilePlan::for_model(
+            width,
+            height,
+            self.spec.input_size,
+            tiles::default_overlap(),
+        );
+        if plan.tiles.len() <= 1 || rgb.len() != width as usize * height as usize * 3 {
+            return Ok((full, times));
+        }
+        let mut found = Vec::with_capacity(plan.tiles.len());
+        let mut buf = std::mem::take(&mut self.tile_rgb);
+        for tile in &plan.tiles {
+            crop_rgb(rgb, width, tile, &mut buf);
+            let budget = InputBudget::Exact(tile.w, tile.h);
+            let (dets, t) = match self.detect_timed_as(&buf, tile.w, tile.h, budget) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.tile_rgb = buf;
+                    return Err(e);
+                }
+            };
+            times.pre += t.pre;
+            times.infer += t.infer;
+            times.post += t.post;
+            let dets = dets
+                .into_iter()
+                .map(|d| Detection {
+                    bbox: tile.to_frame(d.bbox),
+                    ..d
+                })
+                .collect();
+            found.push((*tile, dets));
+        }
+        self.tile_rgb = buf;
+        let t0 = Instant::now();
+        let opts = tiles::MergeOptions {
+            iou: self.nms_iou,
+            max_detections: self.max_detections,
+            ..tiles::MergeOptions::default()
+        };
+        let merged = tiles::merge(full, &found, width, height, &opts);
+        times.post += t0.elapsed();
+        Ok((merged, times))
+    }
+
     /// The pre-processing half of this detector, to run on another thread
     /// (see [`FramePrep`]). Take it after the last
     /// [`Self::set_input_size`] / [`Self::set_resize_filter`]: a prepared
     /// input of another size is refused by [`Self::detect_prepared`].
     pub fn frame_prep(&self) -> FramePrep {
-        FramePrep {
-            pre: Preprocessor::new(self.pre.config().clone()).with_simd(self.pre.simd()),
-        }
+        let mut shaper = self.shaper.clone();
+        shaper.reset();
+        FramePrep { shaper }
     }
 
-    /// An empty input buffer for [`FramePrep::prepare`].
+    /// An empty input buffer for [`FramePrep::prepare`] (resized there to
+    /// each frame's input size).
     pub fn new_prepared(&self) -> PreparedInput {
         PreparedInput {
-            input: self.pre.make_buffer(),
+            input: self.input.clone(),
             transform: None,
             pre: Duration::ZERO,
         }
@@ -812,14 +1036,21 @@ impl Detector {
         reason = "an ndarray view is a borrowed handle, passed by value like a slice"
     )]
     fn check_input(&self, input: ArrayView4<'_, f32>) -> Result<(), DetectError> {
-        let (w, h) = (
-            self.spec.input_size.0 as usize,
-            self.spec.input_size.1 as usize,
-        );
-        if input.shape() != [1, 3, h, w] || !input.is_standard_layout() {
+        let sizing = self.shaper.sizing;
+        let (w, h) = (sizing.declared.0 as usize, sizing.declared.1 as usize);
+        let shape = input.shape();
+        let fits = if sizing.dynamic {
+            let s = sizing.stride.max(1) as usize;
+            let side =
+                |v: usize| v > 0 && v.is_multiple_of(s) && v <= spec::MAX_INPUT_SIDE as usize;
+            shape.len() == 4 && shape[..2] == [1, 3] && side(shape[2]) && side(shape[3])
+        } else {
+            shape == [1, 3, h, w]
+        };
+        if !fits || !input.is_standard_layout() {
             return Err(DetectError::BadTensor {
                 expected: vec![1, 3, h, w],
-                found: input.shape().to_vec(),
+                found: shape.to_vec(),
             });
         }
         Ok(())
@@ -873,7 +1104,19 @@ impl Detector {
                 reason: "empty frame".into(),
             });
         }
-        let transform = self.pre.transform_for(src_w, src_h);
+        let (in_w, in_h) = (input.shape()[3] as u32, input.shape()[2] as u32);
+        let resize = if (in_w, in_h) == self.spec.input_size {
+            self.spec.resize
+        } else {
+            ResizeMode::Stretch
+        };
+        let transform = Preprocessor::new(PreprocessConfig {
+            dst_w: in_w,
+            dst_h: in_h,
+            resize,
+            ..self.shaper.base.clone()
+        })
+        .transform_for(src_w, src_h);
         Ok(self.run_view(input, &transform)?.0)
     }
 
@@ -894,6 +1137,17 @@ impl Detector {
             })
             .collect()
     }
+}
+
+/// The coarsest stride of a layout: a dynamic input's sides must be
+/// multiples of it (32 for families that do not say).
+fn coarsest_stride(layout: &OutputLayout) -> u32 {
+    let max = match layout {
+        OutputLayout::NanoDet { levels, .. } => levels.iter().map(|l| l.stride).max(),
+        OutputLayout::Yolox { strides, .. } => strides.iter().copied().max(),
+        _ => None,
+    };
+    max.unwrap_or(32).max(1)
 }
 
 fn read_metadata(session: &Session) -> HashMap<String, String> {
@@ -926,6 +1180,8 @@ fn run_and_decode(
     out: &mut Vec<Detection>,
 ) -> Result<(Duration, Duration), DetectError> {
     out.clear();
+    // The grids follow the input actually run (dynamic models change size).
+    let (in_w, in_h) = (input.shape()[3] as u32, input.shape()[2] as u32);
     let t0 = Instant::now();
     let tensor =
         TensorRef::from_array_view(input).map_err(|e| DetectError::Inference(e.to_string()))?;
@@ -934,7 +1190,7 @@ fn run_and_decode(
         .map_err(|e| DetectError::Inference(e.to_string()))?;
     let infer = t0.elapsed();
     let t1 = Instant::now();
-    decode_outputs(&outputs, spec, gate, yolo, out)?;
+    decode_outputs(&outputs, spec, (in_w, in_h), gate, yolo, out)?;
     Ok((infer, t1.elapsed()))
 }
 
@@ -997,19 +1253,21 @@ fn shape_error(output: &str, expected: String, shape: &[i64]) -> DetectError {
 fn decode_outputs(
     outputs: &SessionOutputs<'_>,
     spec: &ModelSpec,
+    (in_w, in_h): (u32, u32),
     gate: &ClassGate,
     scratch: &mut Scratch,
     out: &mut Vec<Detection>,
 ) -> Result<(), DetectError> {
     let nc = spec.num_classes();
-    let (in_w, in_h) = spec.input_size;
     match &spec.layout {
         OutputLayout::NanoDet { levels, reg_max } => {
             for l in levels {
                 let (cs, cls) = output_f32(outputs, &l.cls)?;
                 let (rs, reg) = output_f32(outputs, &l.reg)?;
-                let want_c = [1, l.cells as i64, nc as i64];
-                let want_r = [1, l.cells as i64, 4 * (*reg_max as i64 + 1)];
+                let grid_w = (in_w / l.stride.max(1)) as usize;
+                let cells = grid_w * (in_h / l.stride.max(1)) as usize;
+                let want_c = [1, cells as i64, nc as i64];
+                let want_r = [1, cells as i64, 4 * (*reg_max as i64 + 1)];
                 if cs != want_c || rs != want_r {
                     return Err(DetectError::OutputShape {
                         output: format!("{} / {}", l.cls, l.reg),
@@ -1019,7 +1277,7 @@ fn decode_outputs(
                 }
                 let level = NanoDetLevel {
                     stride: l.stride,
-                    grid_w: l.grid_w,
+                    grid_w,
                     cls,
                     reg,
                 };

@@ -78,6 +78,13 @@ enum Cmd {
         /// ONNX Runtime intra-op threads.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Input pixel budget of a dynamic model, as `[detector] input_pixels`:
+        /// standard, detailed, maximum, model (squashed to the declared size) or a count.
+        #[arg(long, default_value = "standard", value_parser = detect::InputBudget::parse)]
+        input_pixels: detect::InputBudget,
+        /// Also detect on overlapping tiles at the image's own resolution.
+        #[arg(long)]
+        tiles: bool,
         image: PathBuf,
     },
     /// The README's demo: the bundled clip, an in-process MQTT broker and a
@@ -224,10 +231,20 @@ enum BenchCmd {
         /// Comma-separated ONNX Runtime intra-op thread counts.
         #[arg(long, value_delimiter = ',', default_value = "1")]
         threads: Vec<usize>,
-        /// Comma-separated square input sizes; default: the model's own size.
-        /// Sizes a fixed-size model cannot take are reported as skipped.
+        /// Comma-separated square input sizes (the model's own is the budget
+        /// `model`). Sizes a fixed-size model cannot take are reported as skipped.
         #[arg(long = "input-size", value_delimiter = ',')]
         input_size: Vec<u32>,
+        /// Comma-separated input budgets: `model`, `standard`, `detailed`,
+        /// `maximum` or pixel counts (e.g. 173056), each a configuration;
+        /// without this and --input-size: the detector's default (standard).
+        /// On a fixed-size model every budget is `model` (others are skipped).
+        #[arg(long = "input-pixels", value_delimiter = ',', value_parser = detect::InputBudget::parse)]
+        input_pixels: Vec<detect::InputBudget>,
+        /// Also run every configuration with tiles (a tiled row after each
+        /// untiled one), as a camera with `tiles = true`.
+        #[arg(long)]
+        tiles: bool,
         /// Timed iterations per configuration (the ceiling runs as many).
         #[arg(long, default_value_t = 100)]
         iterations: usize,
@@ -355,8 +372,24 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             json,
             out,
             threads,
+            input_pixels,
+            tiles,
             image,
-        } => detect_image(model, threshold, classes, json, out, threads, &image),
+        } => detect_image(
+            &DetectRun {
+                model,
+                threshold,
+                classes,
+                json,
+                out,
+                threads,
+                analysis: detect::Analysis {
+                    input: input_pixels,
+                    tiles,
+                },
+            },
+            &image,
+        ),
         Cmd::Demo {
             pipeline,
             out,
@@ -471,16 +504,29 @@ struct JsonDetection {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn detect_image(
+/// The options of `edge-node detect`.
+struct DetectRun {
     model: Option<PathBuf>,
     threshold: f32,
     classes: Option<Vec<String>>,
     json: bool,
     out: Option<PathBuf>,
     threads: usize,
-    image: &Path,
-) -> Result<ExitCode> {
-    let model = model.unwrap_or_else(|| config::default_model(Path::new(".")));
+    analysis: detect::Analysis,
+}
+
+fn detect_image(run: &DetectRun, image: &Path) -> Result<ExitCode> {
+    let DetectRun {
+        threshold,
+        json,
+        threads,
+        ..
+    } = *run;
+    let (classes, out) = (run.classes.clone(), run.out.clone());
+    let model = run
+        .model
+        .clone()
+        .unwrap_or_else(|| config::default_model(Path::new(".")));
     detect::init_runtime(&RuntimeOptions::default())?;
     let img = image::open(image)
         .with_context(|| format!("cannot read image {}", image.display()))?
@@ -493,7 +539,7 @@ fn detect_image(
         classes,
         ..detect::DetectorOptions::default()
     })?;
-    let dets = det.detect(img.as_raw(), w, h)?;
+    let (dets, _) = det.detect_analysed(img.as_raw(), w, h, run.analysis)?;
     let labels = det.labels().to_vec();
     let label = |c: u32| {
         labels
@@ -517,8 +563,14 @@ fn detect_image(
             serde_json::json!({"image": image.display().to_string(), "width": w, "height": h, "detections": v})
         );
     } else {
+        let (iw, ih) = det.input_size_for(run.analysis.input, w, h);
+        let tiles = if run.analysis.tiles {
+            " plus tiles"
+        } else {
+            ""
+        };
         println!(
-            "{} ({w}x{h}), model {}: {} detections",
+            "{} ({w}x{h}), model {} at {iw}x{ih}{tiles}: {} detections",
             image.display(),
             model.display(),
             dets.len()
@@ -617,7 +669,9 @@ fn preview(
             dylib: p.onnxruntime.clone(),
         })?;
         let mut det = Detector::load(&plan.detector)?;
-        let dets = det.detect(&frame.data, frame.width, frame.height)?;
+        // The camera's own input size and tiles, as `run` analyses it.
+        let (dets, _) =
+            det.detect_analysed(&frame.data, frame.width, frame.height, plan.analysis)?;
         let labels = det.labels().to_vec();
         ov.boxes = dets
             .iter()
@@ -860,6 +914,8 @@ fn bench(what: BenchCmd) -> Result<ExitCode> {
             input,
             threads,
             input_size,
+            input_pixels,
+            tiles,
             iterations,
             warmup,
             max_frames,
@@ -872,6 +928,8 @@ fn bench(what: BenchCmd) -> Result<ExitCode> {
             let opts = bench::ModelBenchOptions {
                 threads,
                 input_sizes: input_size,
+                input_budgets: input_pixels,
+                tiles,
                 iterations,
                 warmup,
                 max_frames,

@@ -81,6 +81,8 @@ fn models(
                         path: normalise(model),
                         family: spec.family.as_str().to_string(),
                         input: [spec.input_size.0, spec.input_size.1],
+                        dynamic_input: d.has_dynamic_input(),
+                        stride: d.sizing().stride,
                         resize: lower(format!("{:?}", spec.resize)),
                         color: lower(format!("{:?}", spec.color)),
                         classes: spec.names.len(),

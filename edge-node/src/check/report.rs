@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Probes;
 use crate::config::{self, BrokerUrl, CameraSection, Pipeline, ZoneSection};
+use crate::detect;
 use crate::publish::{BrokerProbe, Topics};
 use crate::redact;
 use crate::source::ProbeReport;
@@ -54,8 +55,13 @@ pub struct ModelPlan {
     pub path: String,
     /// Decoder family, e.g. `nanodet`, `yolov8`.
     pub family: String,
-    /// `[width, height]` of the model input.
+    /// `[width, height]` of the model input as declared.
     pub input: [u32; 2],
+    /// The input height and width are dynamic: frames are sized by each
+    /// camera's `input_pixels` at their own aspect ratio.
+    pub dynamic_input: bool,
+    /// Input sides are multiples of this (the model's coarsest stride).
+    pub stride: u32,
     /// `letterbox` or `stretch`.
     pub resize: String,
     /// `rgb` or `bgr`.
@@ -84,6 +90,19 @@ pub struct CameraReport {
     pub max_height: u32,
     /// Path of the camera's model (one of `models`).
     pub model: String,
+    /// The camera's input budget: `standard`, `detailed`, `maximum`,
+    /// `model` or `N px`.
+    pub input_pixels: String,
+    /// Tiled detection on (`tiles`).
+    pub tiles: bool,
+    /// The model input `[width, height]` the camera's frames will get: for
+    /// fixed-size models always, for dynamic ones when the frame size is
+    /// known (`--probe`).
+    pub input_size: Option<[u32; 2]>,
+    /// What a dynamic model's input will be for common frame shapes at
+    /// the camera's `max_height`, e.g. `1280x720 -> 544x320` (when the
+    /// frame size is not known).
+    pub input_examples: Vec<String>,
     pub zones: Vec<ZonePlan>,
     pub lines: Vec<LinePlan>,
     pub privacy: PrivacyPlan,
@@ -183,7 +202,10 @@ pub(super) fn build(
         .cameras
         .iter()
         .enumerate()
-        .map(|(i, c)| camera(p, i, c, camera_probes.next().flatten()))
+        .map(|(i, c)| {
+            let model = models.get(&p.camera_models[i]);
+            camera(p, i, c, model, camera_probes.next().flatten())
+        })
         .collect();
     CheckReport {
         pipeline: normalise(&p.file),
@@ -221,7 +243,62 @@ fn zone_alerts(z: &ZoneSection) -> Vec<String> {
     alerts
 }
 
-fn camera(p: &Pipeline, i: usize, c: &CameraSection, probe: Option<ProbeReport>) -> CameraReport {
+/// The frame size the source hands on for a `w` x `h` stream under
+/// `max_height` (downscaled keeping the aspect ratio, never upscaled).
+fn analysed_frame(w: u32, h: u32, max_height: u32) -> (u32, u32) {
+    if h <= max_height || h == 0 {
+        return (w, h);
+    }
+    let sw = (f64::from(w) * f64::from(max_height) / f64::from(h)).round() as u32;
+    (sw.max(1), max_height)
+}
+
+/// `(input_size, input_examples)` of a camera: see [`CameraReport`].
+fn input_plan(
+    model: Option<&ModelPlan>,
+    analysis: detect::Analysis,
+    max_height: u32,
+    probe: Option<&ProbeReport>,
+) -> (Option<[u32; 2]>, Vec<String>) {
+    let Some(m) = model else {
+        return (None, Vec::new());
+    };
+    let sizing = detect::Sizing {
+        dynamic: m.dynamic_input,
+        stride: m.stride,
+        declared: (m.input[0], m.input[1]),
+        resize: detect::ResizeMode::Stretch,
+    };
+    let size = |w: u32, h: u32| {
+        let (fw, fh) = analysed_frame(w, h, max_height);
+        let (iw, ih, _) = sizing.plan(analysis.input, fw, fh);
+        ((fw, fh), [iw, ih])
+    };
+    if !m.dynamic_input {
+        return (Some(m.input), Vec::new());
+    }
+    if let Some(pr) = probe {
+        return (Some(size(pr.width, pr.height).1), Vec::new());
+    }
+    let examples = [(1920, 1080), (1600, 1200)]
+        .iter()
+        .map(|&(w, h)| {
+            let ((fw, fh), [iw, ih]) = size(w, h);
+            format!("{fw}x{fh} -> {iw}x{ih}")
+        })
+        .collect();
+    (None, examples)
+}
+
+fn camera(
+    p: &Pipeline,
+    i: usize,
+    c: &CameraSection,
+    model: Option<&ModelPlan>,
+    probe: Option<ProbeReport>,
+) -> CameraReport {
+    let analysis = config::analysis(&p.raw.detector, c);
+    let (input_size, input_examples) = input_plan(model, analysis, c.max_height, probe.as_ref());
     let url = &p.camera_urls[i];
     let file = config::is_file_url(url);
     let auth = config::camera_auth(c);
@@ -253,6 +330,10 @@ fn camera(p: &Pipeline, i: usize, c: &CameraSection, probe: Option<ProbeReport>)
         detect_fps: c.detect_fps,
         max_height: c.max_height,
         model: normalise(&p.camera_models[i]),
+        input_pixels: analysis.input.describe(),
+        tiles: analysis.tiles,
+        input_size,
+        input_examples,
         zones: c
             .zones
             .iter()
@@ -342,7 +423,11 @@ impl fmt::Display for ModelPlan {
             self.family,
             self.input[0],
             self.input[1],
-            self.resize,
+            if self.dynamic_input {
+                format!("dynamic: any multiple of {}", self.stride)
+            } else {
+                self.resize.clone()
+            },
             self.color,
             self.classes
         )?;
@@ -373,6 +458,20 @@ impl fmt::Display for CameraReport {
             "camera {} ({}) {}: {} fps, frames ≤ {} px high, model {}",
             self.id, self.kind, self.url, self.detect_fps, self.max_height, self.model
         )?;
+        let tiles = if self.tiles { ", plus tiles" } else { "" };
+        match self.input_size {
+            Some([w, h]) => write!(
+                f,
+                "\n  model input {w}×{h} (input_pixels {}{tiles})",
+                self.input_pixels
+            )?,
+            None => write!(
+                f,
+                "\n  model input at the frame's aspect (input_pixels {}{tiles}): {}",
+                self.input_pixels,
+                self.input_examples.join(", ")
+            )?,
+        }
         if self.credentials != "none" {
             write!(f, ", credentials from {}", self.credentials)?;
         }

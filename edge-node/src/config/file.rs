@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::DetectorOptions;
+use crate::detect::{DetectorOptions, InputBudget};
 use crate::events::EventConfig;
 use crate::rules::RulesConfig;
 use crate::snapshot::SnapshotOptions;
@@ -290,6 +290,24 @@ pub struct MqttSection {
     pub embedded_port: u16,
 }
 
+/// `input_pixels = 173056` or `input_pixels = "detailed"`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum InputPixels {
+    Count(u64),
+    Name(String),
+}
+
+impl InputPixels {
+    /// The budget it names, or what is wrong with it.
+    pub fn budget(&self) -> Result<InputBudget, String> {
+        match self {
+            InputPixels::Count(n) => InputBudget::pixels(u32::try_from(*n).unwrap_or(u32::MAX)),
+            InputPixels::Name(s) => InputBudget::parse(s),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorSection {
@@ -326,6 +344,18 @@ pub struct DetectorSection {
     /// Fold a `person` riding a `motorcycle` or `bicycle` into the vehicle.
     #[serde(default = "d_pair_riders")]
     pub pair_riders: bool,
+    /// Input pixel budget of models with dynamic input: a count (173056 =
+    /// 416x416), `"standard"` (the model's declared size's pixels, the
+    /// default), `"detailed"` (2x), `"maximum"` (5x), or `"model"` (the
+    /// declared size, stretched or letterboxed as the manifest says).
+    /// Frames keep their aspect ratio. Cameras may override it.
+    #[serde(default)]
+    pub input_pixels: Option<InputPixels>,
+    /// Also detect on overlapping tiles at the analysed frame's own
+    /// resolution (small, far objects; costs one inference per tile).
+    /// Cameras may override it.
+    #[serde(default)]
+    pub tiles: bool,
     /// Path of `libonnxruntime.so`; default: `ORT_DYLIB_PATH`, then the usual places.
     #[serde(default)]
     pub onnxruntime: Option<PathBuf>,
@@ -407,6 +437,12 @@ pub struct CameraSection {
     /// A model for this camera only; default: `[detector] model`.
     #[serde(default)]
     pub model: Option<PathBuf>,
+    /// This camera's input pixel budget; default: `[detector] input_pixels`.
+    #[serde(default)]
+    pub input_pixels: Option<InputPixels>,
+    /// Tiled detection for this camera; default: `[detector] tiles`.
+    #[serde(default)]
+    pub tiles: Option<bool>,
     #[serde(default)]
     pub zones: Vec<ZoneSection>,
     #[serde(default)]
@@ -704,6 +740,8 @@ impl Default for DetectorSection {
             merge_classes: d_merge_classes(),
             merge_iou: d_merge_iou(),
             pair_riders: d_pair_riders(),
+            input_pixels: None,
+            tiles: false,
             onnxruntime: None,
         }
     }

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::detect::{self, DetectorOptions};
+use crate::detect::{self, Analysis, DetectorOptions};
 use crate::events::EventConfig;
 use crate::rules::{LineRule, RulesConfig, ZoneRule};
 use crate::snapshot::SnapshotOptions;
@@ -40,6 +40,9 @@ pub struct CameraPlan {
     pub model: PathBuf,
     /// The detector of `model` (`[detector]`).
     pub detector: DetectorOptions,
+    /// `input_pixels` and `tiles` (the camera's, else `[detector]`'s): how
+    /// its frames are sized for the model.
+    pub analysis: Analysis,
     /// `[[cameras]] queue`: frames waiting for the detector.
     pub queue: usize,
     /// A file played as fast as possible: no frame is dropped (the source
@@ -214,6 +217,7 @@ pub(super) fn camera_plan(
         source: source_options(c, url),
         model: model.to_path_buf(),
         detector,
+        analysis: analysis(&raw.detector, c),
         queue: c.queue,
         lossless: !c.realtime && is_file_url(url),
         tracker: tracker_config(&raw.tracker, &events),
@@ -228,6 +232,22 @@ pub(super) fn camera_plan(
             .blur_faces
             .then(|| face_plan(&raw.privacy, face_model.to_path_buf())),
         tamper: c.tamper.enabled.then(|| tamper_config(&c.tamper)),
+    }
+}
+
+/// The camera's `input_pixels` / `tiles`, else `[detector]`'s (validated
+/// at load; an invalid value, only possible in hand-built files, falls back
+/// to the default).
+pub fn analysis(d: &DetectorSection, c: &CameraSection) -> Analysis {
+    let input = c
+        .input_pixels
+        .as_ref()
+        .or(d.input_pixels.as_ref())
+        .and_then(|v| v.budget().ok())
+        .unwrap_or_default();
+    Analysis {
+        input,
+        tiles: c.tiles.unwrap_or(d.tiles),
     }
 }
 
@@ -285,6 +305,11 @@ pub fn detector_options(
         nms_iou: d.nms_iou,
         max_detections: base.max_detections,
         optimized_cache,
+        input: d
+            .input_pixels
+            .as_ref()
+            .and_then(|v| v.budget().ok())
+            .unwrap_or_default(),
     }
 }
 

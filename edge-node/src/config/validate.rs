@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use super::plan::{camera_rules, event_config, snapshot_options, tamper_config, tracker_config};
-use super::{BrokerUrl, CameraSection, ConfigError, MAX_CAMERAS, PipelineFile, parse_broker_url};
+use super::{
+    BrokerUrl, CameraSection, ConfigError, InputPixels, MAX_CAMERAS, PipelineFile, parse_broker_url,
+};
 use crate::events::EventConfigError;
 use crate::rules::RulesError;
 use crate::snapshot::SnapshotError;
@@ -316,6 +318,19 @@ fn check_merge_classes(ck: &mut Checks, groups: &[Vec<String>]) {
     }
 }
 
+/// `input_pixels`: a pixel count in range, `"model"` or a preset name.
+fn check_input_pixels(ck: &mut Checks, field: &str, v: Option<&InputPixels>) {
+    if let Some(v) = v
+        && let Err(problem) = v.budget()
+    {
+        ck.err(
+            field,
+            problem,
+            "e.g. input_pixels = 173056 (416x416 worth, the bundled model's cost), \"detailed\" for small motorbikes, or remove it for the default (\"standard\")",
+        );
+    }
+}
+
 /// `[detector]`, `[tracker]`, `[events]`, `[snapshot]`.
 fn check_sections(ck: &mut Checks, p: &PipelineFile) {
     let d = &p.detector;
@@ -328,6 +343,7 @@ fn check_sections(ck: &mut Checks, p: &PipelineFile) {
     }
     ck.range("detector.merge_iou", d.merge_iou, 0.0, 1.0);
     check_merge_classes(ck, &d.merge_classes);
+    check_input_pixels(ck, "detector.input_pixels", d.input_pixels.as_ref());
     if let Some(c) = &d.classes
         && c.is_empty()
     {
@@ -420,6 +436,7 @@ fn check_camera(ck: &mut Checks, i: usize, c: &CameraSection) {
         86400.0,
     );
     ck.range(&f("queue"), c.queue, 1, 64);
+    check_input_pixels(ck, &f("input_pixels"), c.input_pixels.as_ref());
     check_rules(ck, i, c);
     check_tamper(ck, i, c);
     for (k, poly) in c.privacy_masks.iter().enumerate() {

@@ -17,6 +17,7 @@ use ort::value::ValueType;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::geometry::{InputBudget, PRESETS, Sizing};
 use super::spec::{ColorOrder, Manifest, ModelSpec, OutputLayout, ResizeMode, SpecSource};
 use super::{
     DetectError, RUNTIME, RuntimeOptions, init_runtime, read_metadata, resolve_spec, session_io,
@@ -55,6 +56,26 @@ pub struct PreprocessReport {
     pub scale: [f32; 3],
     /// `manifest <path>` or `defaults for <family>`.
     pub source: String,
+    /// The input height and width are dynamic: each frame is sized by the
+    /// camera's `input_pixels` at its own aspect ratio (`input_width` x
+    /// `input_height` is then the declared, training size).
+    pub dynamic_input: bool,
+    /// Dynamic sides are multiples of this (the coarsest stride).
+    pub stride: u32,
+    /// What common camera frames (after the default `max_height` 720) get
+    /// at each preset; empty for a fixed-size model.
+    pub sizes: Vec<SizeExample>,
+}
+
+/// One line of [`PreprocessReport::sizes`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SizeExample {
+    /// `[width, height]` of the analysed frame.
+    pub frame: [u32; 2],
+    /// `standard`, `detailed` or `maximum`.
+    pub preset: &'static str,
+    /// `[width, height]` of the model input.
+    pub input: [u32; 2],
 }
 
 /// Everything [`inspect`] found out about a model.
@@ -182,7 +203,34 @@ fn layout_text(layout: &OutputLayout) -> String {
     }
 }
 
-fn preprocess_report(spec: &ModelSpec) -> PreprocessReport {
+/// Frames the size table shows: 16:9 and 4:3 cameras at the node's default
+/// `max_height` (720), and PAL (the bundled clips).
+const EXAMPLE_FRAMES: [(u32, u32); 3] = [(1280, 720), (960, 720), (768, 576)];
+
+fn preprocess_report(spec: &ModelSpec, dynamic: bool) -> PreprocessReport {
+    let sizing = Sizing {
+        dynamic,
+        stride: super::coarsest_stride(&spec.layout),
+        declared: spec.input_size,
+        resize: spec.resize,
+    };
+    let sizes = if dynamic {
+        EXAMPLE_FRAMES
+            .iter()
+            .flat_map(|&(fw, fh)| {
+                PRESETS.iter().map(move |&(preset, factor, _)| {
+                    let (w, h, _) = sizing.plan(InputBudget::Declared(factor), fw, fh);
+                    SizeExample {
+                        frame: [fw, fh],
+                        preset,
+                        input: [w, h],
+                    }
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     PreprocessReport {
         input_width: spec.input_size.0,
         input_height: spec.input_size.1,
@@ -202,6 +250,9 @@ fn preprocess_report(spec: &ModelSpec) -> PreprocessReport {
             SpecSource::Manifest(p) => format!("manifest {}", p.display()),
             SpecSource::Metadata => format!("defaults for {}", spec.family.as_str()),
         },
+        dynamic_input: dynamic,
+        stride: sizing.stride,
+        sizes,
     }
 }
 
@@ -271,7 +322,10 @@ pub fn inspect(model: &Path) -> Result<ModelReport, DetectError> {
             report.family = Some(spec.family.as_str().to_string());
             report.layout = Some(layout_text(&spec.layout));
             report.nms = Some(spec.family.needs_nms());
-            report.preprocess = Some(preprocess_report(&spec));
+            let dynamic = in_info
+                .first()
+                .is_some_and(|i| i.shape.len() == 4 && i.shape[2] < 0 && i.shape[3] < 0);
+            report.preprocess = Some(preprocess_report(&spec, dynamic));
             report.names = spec.names;
         }
         Err(e) => report.family_error = Some(e.to_string()),
@@ -366,6 +420,9 @@ impl fmt::Display for ModelReport {
                 "  input:     {}x{} (width x height), NCHW float32",
                 p.input_width, p.input_height
             )?;
+            if p.dynamic_input {
+                write_sizes(f, p)?;
+            }
             match p.pad_value {
                 Some(pad) => writeln!(
                     f,
@@ -382,6 +439,29 @@ impl fmt::Display for ModelReport {
         }
         Ok(())
     }
+}
+
+/// The size table of a dynamic model (see [`PreprocessReport::sizes`]).
+fn write_sizes(f: &mut fmt::Formatter<'_>, p: &PreprocessReport) -> fmt::Result {
+    writeln!(
+        f,
+        "  dynamic:   any multiple of {} per side; each frame is sized by the camera's input_pixels at its own aspect ratio (stretched to the multiple):",
+        p.stride
+    )?;
+    for frame in EXAMPLE_FRAMES {
+        let row: Vec<String> = p
+            .sizes
+            .iter()
+            .filter(|s| s.frame == [frame.0, frame.1])
+            .map(|s| format!("{} {}x{}", s.preset, s.input[0], s.input[1]))
+            .collect();
+        writeln!(f, "    {}x{} frame: {}", frame.0, frame.1, row.join(", "))?;
+    }
+    writeln!(
+        f,
+        "  input_pixels = \"model\" gives the {}x{} above ({}).",
+        p.input_width, p.input_height, p.resize
+    )
 }
 
 #[cfg(test)]

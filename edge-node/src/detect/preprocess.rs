@@ -2115,6 +2115,182 @@ mod tests {
         }
     }
 
+    /// Grey levels of a direct f64 evaluation of the separable filter with
+    /// the exact weights (no Q14, no SIMD): `[source channel][y][x]` of a
+    /// `dw` x `dh` input whose content lies at `inner` (x0, y0, w, h) and
+    /// whose border is `pad`.
+    fn direct_levels(
+        img: &[u8],
+        (sw, sh): (usize, usize),
+        (dw, dh): (usize, usize),
+        (x0, y0, nw, nh): (usize, usize, usize, usize),
+        filter: ResizeFilter,
+        pad: f64,
+    ) -> Vec<f64> {
+        let (tx, ty) = (compute_taps(sw, nw, filter), compute_taps(sh, nh, filter));
+        let mut out = vec![pad; 3 * dw * dh];
+        let mut col = vec![0.0f64; sw * 3];
+        for i in 0..nh {
+            col.fill(0.0);
+            for a in 0..ty.k {
+                let w = f64::from(ty.w[i * ty.k + a]);
+                let row = &img[(ty.start[i] + a) * sw * 3..][..sw * 3];
+                for (acc, &v) in col.iter_mut().zip(row) {
+                    *acc += w * f64::from(v);
+                }
+            }
+            for j in 0..nw {
+                let ws = &tx.w[j * tx.k..(j + 1) * tx.k];
+                for ch in 0..3 {
+                    out[(ch * dh + y0 + i) * dw + x0 + j] = ws
+                        .iter()
+                        .enumerate()
+                        .map(|(b, &w)| f64::from(w) * col[(tx.start[j] + b) * 3 + ch])
+                        .sum();
+                }
+            }
+        }
+        out
+    }
+
+    /// The largest distance in grey levels between a normalised tensor and
+    /// [`direct_levels`] (`NaN` if any element was never written).
+    fn worst_level_error(out: &Array4<f32>, c: &PreprocessConfig, levels: &[f64]) -> f64 {
+        let (dw, dh) = (c.dst_w as usize, c.dst_h as usize);
+        let src_ch = match c.color {
+            ColorOrder::Rgb => [0usize, 1, 2],
+            ColorOrder::Bgr => [2, 1, 0],
+        };
+        let mut worst = 0.0f64;
+        for (m, plane) in out.outer_iter().next().unwrap().outer_iter().enumerate() {
+            let want = &levels[src_ch[m] * dw * dh..][..dw * dh];
+            for (v, l) in plane.iter().zip(want) {
+                let got = f64::from(*v) * f64::from(c.std[m]) + f64::from(c.mean[m]);
+                let err = (got - l).abs();
+                if err.is_nan() {
+                    return f64::NAN;
+                }
+                worst = worst.max(err);
+            }
+        }
+        worst
+    }
+
+    /// Non-square input sizes, as the pixel budgets give them
+    /// (`geometry::aspect_size`) or as the squashed declared size gives
+    /// them: `(frame w, h, input w, h, budget factor of 416x416 if any)`.
+    const NON_SQUARE: &[(usize, usize, usize, usize, Option<u32>)] = &[
+        // 16:9 and 4:3 at the default budget.
+        (1280, 720, 544, 320, Some(1)),
+        (768, 576, 480, 352, Some(1)),
+        // 1080p at "detailed" and "maximum".
+        (1920, 1080, 800, 448, Some(2)),
+        (1920, 1080, 1248, 704, Some(5)),
+        // 640x360: a mild downscale at the default budget (0.85 x 0.89),
+        // an upscale on both axes at "detailed".
+        (640, 360, 544, 320, Some(1)),
+        (640, 360, 800, 448, Some(2)),
+        // CIF at the default budget: upscale on both axes.
+        (352, 288, 448, 384, Some(1)),
+        // Squashed into 416x416: down in x and up in y, then the reverse.
+        (640, 360, 416, 416, None),
+        (360, 640, 416, 416, None),
+        // Portrait.
+        (720, 1280, 320, 544, Some(1)),
+    ];
+
+    /// Every kernel build (`SimdLevel::detect()` and each level below it,
+    /// via `with_simd`) against the portable build and against a direct
+    /// f64 evaluation, on the non-square inputs the aspect-kept budgets
+    /// produce: both filters, both channel orders, stretch (what the
+    /// budgets run) and letterbox, with NanoDet's normalisation. Same
+    /// tolerances as the square tests: 1e-3 between builds (the vertical
+    /// pass is the same integer arithmetic; only the horizontal sums' order
+    /// differs), and the Q14 bound `k_y * 255 / 2^14` grey levels against
+    /// the float evaluation.
+    #[test]
+    fn simd_levels_agree_on_non_square_outputs() {
+        use crate::detect::geometry::{DEFAULT_INPUT_PIXELS, aspect_size};
+        let levels: Vec<SimdLevel> = [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512]
+            .into_iter()
+            .filter(|&l| l <= SimdLevel::detect())
+            .collect();
+        for &(sw, sh, dw, dh, factor) in NON_SQUARE {
+            if let Some(f) = factor {
+                let px = DEFAULT_INPUT_PIXELS * f;
+                assert_eq!(
+                    aspect_size(sw as u32, sh as u32, px, 32),
+                    (dw as u32, dh as u32),
+                    "{sw}x{sh} at {f}x 416x416"
+                );
+            }
+            let img = noise(sw * sh * 3, (sw * 7 + sh * 3 + dw) as u64);
+            for resize in [ResizeMode::Stretch, ResizeMode::Letterbox] {
+                let inner = match resize {
+                    ResizeMode::Stretch => (0, 0, dw, dh),
+                    ResizeMode::Letterbox => {
+                        let g = letterbox_geometry(sw as u32, sh as u32, dw as u32, dh as u32);
+                        (g.0 as usize, g.1 as usize, g.2 as usize, g.3 as usize)
+                    }
+                };
+                for filter in [ResizeFilter::Antialias, ResizeFilter::Bilinear] {
+                    let want = direct_levels(&img, (sw, sh), (dw, dh), inner, filter, 114.0);
+                    let bound = compute_taps(sh, inner.3, filter).k as f64 * 255.0 / 16384.0 + 1e-3;
+                    for color in [ColorOrder::Rgb, ColorOrder::Bgr] {
+                        let mut c = cfg(dw as u32, dh as u32, resize, color);
+                        c.filter = filter;
+                        c.mean = [103.53, 116.28, 123.675];
+                        c.std = [57.375, 57.12, 58.395];
+                        let what = format!("{sw}x{sh}->{dw}x{dh} {resize:?} {filter:?} {color:?}");
+                        let frame = (&img[..], sw as u32, sh as u32);
+                        check_levels_agree(frame, &c, &levels, &want, bound, &what);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `img` through each of `levels` (the first is the portable
+    /// build) into a NaN-filled tensor; each must be within `bound` grey
+    /// levels of `want` and, past the first, within 1e-3 of the portable
+    /// tensor.
+    fn check_levels_agree(
+        (img, w, h): (&[u8], u32, u32),
+        c: &PreprocessConfig,
+        levels: &[SimdLevel],
+        want: &[f64],
+        bound: f64,
+        what: &str,
+    ) {
+        let mut portable: Option<Array4<f32>> = None;
+        for &level in levels {
+            let mut p = Preprocessor::new(c.clone()).with_simd(level);
+            assert_eq!(p.simd(), level, "{what}: the build asked for runs");
+            let mut out = p.make_buffer();
+            out.fill(f32::NAN);
+            p.run(img, w, h, &mut out).unwrap();
+            let worst = worst_level_error(&out, c, want);
+            assert!(
+                worst <= bound,
+                "{level:?} {what}: off by {worst} levels from the direct evaluation (bound {bound})"
+            );
+            match &portable {
+                None => portable = Some(out),
+                Some(base) => {
+                    let diff = base
+                        .iter()
+                        .zip(&out)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0f32, f32::max);
+                    assert!(
+                        diff < 1e-3,
+                        "{level:?} {what}: {diff} from the portable build"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn bad_frames_and_buffers_are_rejected() {
         let mut p = Preprocessor::new(cfg(4, 4, ResizeMode::Stretch, ColorOrder::Rgb));

@@ -238,7 +238,14 @@ impl NodeRun {
         } else {
             WhenFull::DropOldest
         };
-        let (idx, handover) = pool.add(plan.queue, when_full);
+        let (idx, handover) = pool.add(plan.queue, when_full, plan.analysis);
+        span.in_scope(|| {
+            tracing::info!(
+                input_pixels = %plan.analysis.input.describe(),
+                tiles = plan.analysis.tiles,
+                "camera analysis"
+            );
+        });
         let metrics = self.metrics.camera(&plan.id);
         metrics.attach(Box::new(SlotView {
             pool: pool.clone(),

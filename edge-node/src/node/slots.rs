@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{self, OwnedPermit, error::TrySendError};
 
 use super::report::Samples;
-use crate::detect::StageTimes;
+use crate::detect::{Analysis, StageTimes};
 use crate::frame::{Detection, Frame};
 use crate::metrics::{FrameCounts, FrameSource, ModelMetrics};
 
@@ -61,6 +61,8 @@ pub(super) type Handover = mpsc::Receiver<Analysed>;
 pub(super) struct Job {
     pub idx: usize,
     pub frame: Frame,
+    /// The camera's input budget and tiling.
+    pub analysis: Analysis,
     pub arrived: Instant,
     pub handover: OwnedPermit<Analysed>,
 }
@@ -70,6 +72,7 @@ struct Slot {
     queue: VecDeque<(Frame, Instant)>,
     cap: usize,
     when_full: WhenFull,
+    analysis: Analysis,
     busy: bool,
     closed: bool,
     /// The camera's only hand-over sender (permits in flight hold clones);
@@ -175,13 +178,14 @@ impl Pool {
 
     /// A new camera slot holding `cap` frames; returns its index and the
     /// receiving end of its hand-over.
-    pub fn add(&self, cap: usize, when_full: WhenFull) -> (usize, Handover) {
+    pub fn add(&self, cap: usize, when_full: WhenFull, analysis: Analysis) -> (usize, Handover) {
         let (tx, rx) = mpsc::channel(HANDOVER);
         let mut s = self.lock();
         s.slots.push(Slot {
             queue: VecDeque::with_capacity(cap),
             cap: cap.max(1),
             when_full,
+            analysis,
             busy: false,
             closed: false,
             tx: Some(tx),
@@ -322,11 +326,13 @@ impl Pool {
                 };
                 if let Some((frame, arrived)) = slot.queue.pop_front() {
                     slot.busy = true;
+                    let analysis = slot.analysis;
                     s.next = i + 1;
                     // A producer waiting for room may go on.
                     self.cv.notify_all();
                     return Some(Job {
                         idx: i,
+                        analysis,
                         frame,
                         arrived,
                         handover,
@@ -353,6 +359,7 @@ impl Pool {
             frame,
             arrived,
             handover,
+            ..
         } = job;
         let times = match result {
             Some((detections, times)) => {
@@ -442,7 +449,7 @@ mod tests {
     #[test]
     fn a_full_live_slot_drops_its_oldest_frame_and_counts_it() {
         let pool = Pool::default();
-        let (a, _rx) = pool.add(2, WhenFull::DropOldest);
+        let (a, _rx) = pool.add(2, WhenFull::DropOldest, Analysis::default());
         for i in 0..5 {
             pool.push(a, frame("a", i));
         }
@@ -455,8 +462,8 @@ mod tests {
     #[test]
     fn cameras_are_served_round_robin_one_frame_in_flight_each() {
         let pool = Pool::default();
-        let (a, _ra) = pool.add(4, WhenFull::DropOldest);
-        let (b, _rb) = pool.add(4, WhenFull::DropOldest);
+        let (a, _ra) = pool.add(4, WhenFull::DropOldest, Analysis::default());
+        let (b, _rb) = pool.add(4, WhenFull::DropOldest, Analysis::default());
         for i in 0..3 {
             pool.push(a, frame("a", i));
             pool.push(b, frame("b", i));
@@ -479,7 +486,7 @@ mod tests {
     #[test]
     fn a_file_slot_that_waits_for_room_loses_nothing() {
         let pool = Arc::new(Pool::default());
-        let (a, _rx) = pool.add(1, WhenFull::WaitForRoom);
+        let (a, _rx) = pool.add(1, WhenFull::WaitForRoom, Analysis::default());
         let p2 = pool.clone();
         let producer = std::thread::spawn(move || {
             for i in 0..4 {
@@ -500,8 +507,8 @@ mod tests {
     #[test]
     fn a_camera_with_a_full_hand_over_is_skipped_not_waited_for() {
         let pool = Pool::default();
-        let (a, _held) = pool.add(2, WhenFull::DropOldest);
-        let (b, mut rb) = pool.add(2, WhenFull::DropOldest);
+        let (a, _held) = pool.add(2, WhenFull::DropOldest, Analysis::default());
+        let (b, mut rb) = pool.add(2, WhenFull::DropOldest, Analysis::default());
         // Camera a's analytics never reads: fill its hand-over.
         for i in 0..HANDOVER as u64 {
             pool.push(a, frame("a", i));
@@ -529,7 +536,7 @@ mod tests {
     #[test]
     fn closing_a_camera_ends_its_hand_over_after_the_last_frame() {
         let pool = Pool::default();
-        let (a, mut rx) = pool.add(2, WhenFull::DropOldest);
+        let (a, mut rx) = pool.add(2, WhenFull::DropOldest, Analysis::default());
         pool.push(a, frame("a", 0));
         pool.push(a, frame("a", 1));
         let job = pool.take().unwrap();

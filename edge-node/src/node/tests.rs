@@ -12,7 +12,7 @@ use super::restart_only_changes;
 use super::slots::{HANDOVER, Pool, WhenFull};
 use super::workers;
 use crate::config::Pipeline;
-use crate::detect::{self, Detector, DetectorOptions, RuntimeOptions};
+use crate::detect::{self, Analysis, Detector, DetectorOptions, RuntimeOptions};
 use crate::events::{EventConfig, EventEngine, EventKind};
 use crate::frame::Frame;
 use crate::rules::RulesConfig;
@@ -116,7 +116,7 @@ fn a_camera_with_held_up_analytics_never_stalls_another_on_the_same_worker() {
     let every = Duration::from_millis(100);
 
     // Camera a alone: its analytics never reads, so its hand-over fills.
-    let (a, held) = pool.add(2, WhenFull::DropOldest);
+    let (a, held) = pool.add(2, WhenFull::DropOldest, Analysis::default());
     feed(&pool, a, "a", &rgb, 20, every);
     let deadline = Instant::now() + Duration::from_secs(10);
     while pool.counters(a).analysed < HANDOVER as u64 && Instant::now() < deadline {
@@ -130,7 +130,7 @@ fn a_camera_with_held_up_analytics_never_stalls_another_on_the_same_worker() {
 
     // Camera b joins, with real analytics, while camera a stays held up.
     const B_FRAMES: u64 = 30;
-    let (b, mut rx_b) = pool.add(B_FRAMES as usize, WhenFull::DropOldest);
+    let (b, mut rx_b) = pool.add(B_FRAMES as usize, WhenFull::DropOldest, Analysis::default());
     let b_analytics = std::thread::spawn(move || {
         let ev = EventConfig::default();
         let tracker = Tracker::new(ev.tracker_config(TrackerConfig::default()));

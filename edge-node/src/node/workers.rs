@@ -115,7 +115,8 @@ fn deliver(
 /// infer, decode, deliver, all on this thread.
 fn run_inline(pool: &Pool, mut det: Detector) {
     while let Some(job) = pool.take() {
-        let result = det.detect_timed(&job.frame.data, job.frame.width, job.frame.height);
+        let f = &job.frame;
+        let result = det.detect_analysed(&f.data, f.width, f.height, job.analysis);
         deliver(pool, job, result);
     }
 }
@@ -139,7 +140,8 @@ fn run_pipelined(pool: &Pool, mut det: Detector, prep_name: &str, mode: PrepMode
             loop {
                 let job = pool.take()?;
                 let f = &job.frame;
-                match hs.preparing(|| prep.prepare(&f.data, f.width, f.height, input)) {
+                let budget = job.analysis.input;
+                match hs.preparing(|| prep.prepare_as(&f.data, f.width, f.height, budget, input)) {
                     Ok(()) => return Some(job),
                     Err(e) => {
                         warn!(camera = %f.camera, error = %e, "pre-processing failed on a frame");
@@ -153,6 +155,15 @@ fn run_pipelined(pool: &Pool, mut det: Detector, prep_name: &str, mode: PrepMode
             // Hand the buffer back before delivering, so the next frame is
             // being prepared while this one's result goes out.
             give_back(input);
+            // Tiles (if the camera wants them) run here, after the
+            // full-frame pass the companion prepared.
+            let f = &job.frame;
+            let result = match result {
+                Ok((full, times)) if job.analysis.tiles => {
+                    det.add_tiles(full, times, &f.data, f.width, f.height)
+                }
+                other => other,
+            };
             deliver(pool, job, result);
             true
         },

@@ -774,16 +774,20 @@ detect_fps = 5
         );
         let text = MIN.replace(
             "detect_fps = 5",
-            "detect_fps = 5\nignore_zones = [[[0, 0.5], [0.5, 0.5], [0, 1]]]",
-        ) + "[detector]\nmerge_classes = []\nmerge_iou = 0.7\npair_riders = false\n";
+            "detect_fps = 5\nignore_zones = [[[0, 0.5], [0.5, 0.5], [0, 1]]]\nroad_zones = [[[0, 0.4], [1, 0.4], [1, 1], [0, 1]]]",
+        ) + "[detector]\nmerge_classes = []\nmerge_iou = 0.7\npair_riders = false\nlone_riders = true\n";
         let t = load(&text).unwrap().camera_plan(0).traffic;
         assert!(t.merge_classes.is_empty());
-        assert_eq!((t.merge_iou, t.pair_riders), (0.7, false));
+        assert_eq!(
+            (t.merge_iou, t.pair_riders, t.lone_riders),
+            (0.7, false, true)
+        );
         assert_eq!(t.ignore_zones, [vec![[0.0, 0.5], [0.5, 0.5], [0.0, 1.0]]]);
+        assert_eq!(t.road_zones.len(), 1);
         // Every problem at once, each naming its field.
         let text = MIN.replace(
             "detect_fps = 5",
-            "detect_fps = 5\nignore_zones = [[[0, 0], [1, 0]], [[0, 0], [2, 0], [0, 1]]]",
+            "detect_fps = 5\nignore_zones = [[[0, 0], [1, 0]], [[0, 0], [2, 0], [0, 1]]]\nroad_zones = [[[0, 0], [1, 1]]]",
         ) + "[detector]\nmerge_iou = 1.5\nmerge_classes = [[\"car\"], [\"bus\", \"truck\"], [\"truck\", \"car\"]]\n";
         let e = load(&text).unwrap_err();
         let fields: Vec<String> = e.field_errors().into_iter().map(|e| e.field).collect();
@@ -793,10 +797,11 @@ detect_fps = 5
             "detector.merge_classes[2]",
             "cameras[0].ignore_zones[0]",
             "cameras[0].ignore_zones[1]",
+            "cameras[0].road_zones[0]",
         ] {
             assert!(fields.iter().any(|x| x == f), "{f} missing in {e}");
         }
-        assert_eq!(fields.len(), 5, "{e}");
+        assert_eq!(fields.len(), 6, "{e}");
         assert!(
             e.to_string()
                 .contains("\"truck\" is in more than one group"),

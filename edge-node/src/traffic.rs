@@ -1,7 +1,7 @@
 //! Traffic post-processing between the detector and the tracker: pure
 //! functions of one frame's detections, no I/O, no clock.
 //!
-//! Three steps, in this order (`TrafficStage::apply`):
+//! Four steps, in this order (`TrafficStage::apply`):
 //! 1. **cross-class merge**: the detector's NMS is class-aware, so one
 //!    scooter may come out as both `motorcycle` and `bicycle`, one minibus as
 //!    `car` and `bus`. Within a group of confusable classes, a box that
@@ -10,7 +10,12 @@
 //! 2. **rider pairing**: a `person` sitting on a `motorcycle` or `bicycle`
 //!    (see [`is_rider`]) is folded into the vehicle, which carries a rider
 //!    count, so a line counts the vehicle once and no pedestrian is invented;
-//! 3. **ignore zones**: a detection whose foot point (bottom-centre, the
+//! 3. **lone riders** (opt-in, cameras with `road_zones`): a `person` left
+//!    unpaired whose box has a seated rider's proportions (see
+//!    [`is_lone_rider`]) and whose foot point lies on the road becomes a
+//!    `motorcycle` with one rider: the bike under a rider seen from behind
+//!    is often not detected at all;
+//! 4. **ignore zones**: a detection whose foot point (bottom-centre, the
 //!    point the rules use for zones and lines: where the object meets the
 //!    ground, so a tall box in perspective is placed where it stands, not
 //!    over the region behind it) lies in one of the camera's ignore polygons
@@ -33,6 +38,16 @@ pub const RIDDEN_CLASSES: [&str; 2] = ["bicycle", "motorcycle"];
 pub const RIDER_FOOT_FRACTION: f32 = 0.8;
 /// At least this fraction of the person box lies inside the vehicle box.
 pub const RIDER_MIN_IOA: f32 = 0.3;
+/// A lone rider's box is at most this tall for its width: a walking or
+/// standing pedestrian's box is 2.3–3.5 times as tall as wide, a rider
+/// seated on a scooter (legs bent, the bike below mostly hidden or cut)
+/// 1.2–2.0.
+pub const LONE_RIDER_MAX_ASPECT: f32 = 2.0;
+/// ... and at least this tall for its width (a wider box is a group or a
+/// vehicle part, not one seated person).
+pub const LONE_RIDER_MIN_ASPECT: f32 = 0.9;
+/// The class a lone rider becomes.
+pub const LONE_RIDER_CLASS: &str = "motorcycle";
 
 /// The stage's settings by class *name*, as configured
 /// (`[detector] merge_classes`, `merge_iou`, `pair_riders`,
@@ -42,8 +57,13 @@ pub struct TrafficConfig {
     pub merge_classes: Vec<Vec<String>>,
     pub merge_iou: f32,
     pub pair_riders: bool,
+    /// Count an unpaired rider-shaped `person` on the road as a motorcycle
+    /// (`[detector] lone_riders`; only where `road_zones` say where the road is).
+    pub lone_riders: bool,
     /// Polygons in normalised 0..1 frame coordinates.
     pub ignore_zones: Vec<Vec<[f32; 2]>>,
+    /// Where the road is (normalised polygons; `[[cameras]] road_zones`).
+    pub road_zones: Vec<Vec<[f32; 2]>>,
 }
 
 impl Default for TrafficConfig {
@@ -55,7 +75,9 @@ impl Default for TrafficConfig {
                 .collect(),
             merge_iou: DEFAULT_MERGE_IOU,
             pair_riders: true,
+            lone_riders: false,
             ignore_zones: Vec::new(),
+            road_zones: Vec::new(),
         }
     }
 }
@@ -75,6 +97,8 @@ pub struct TrafficCounts {
     pub merged: u64,
     /// Persons folded into the vehicle they ride.
     pub riders: u64,
+    /// Unpaired rider-shaped persons on the road counted as motorcycles.
+    pub lone_riders: u64,
     /// Detections whose foot point lay in an ignore zone.
     pub ignored: u64,
 }
@@ -87,6 +111,8 @@ pub struct TrafficStage {
     merge_iou: f32,
     /// `Some((person, vehicles))` when riders are paired.
     riders: Option<(u32, Vec<u32>)>,
+    /// `Some((person, motorcycle, roads))` when lone riders are counted.
+    lone: Option<(u32, u32, Vec<Vec<Pt>>)>,
     ignore: Vec<Vec<Pt>>,
     counts: TrafficCounts,
 }
@@ -117,15 +143,25 @@ impl TrafficStage {
                 (!vehicles.is_empty()).then_some((person, vehicles))
             })
             .flatten();
-        let ignore = cfg
-            .ignore_zones
-            .iter()
-            .map(|p| p.iter().map(|q| (q[0], q[1])).collect())
-            .collect();
+        let polygons = |zones: &[Vec<[f32; 2]>]| -> Vec<Vec<Pt>> {
+            zones
+                .iter()
+                .map(|p| p.iter().map(|q| (q[0], q[1])).collect())
+                .collect()
+        };
+        let ignore = polygons(&cfg.ignore_zones);
+        let lone = (cfg.lone_riders && !cfg.road_zones.is_empty())
+            .then(|| {
+                let person = u32::try_from(id(RIDER_CLASS)?).ok()?;
+                let bike = u32::try_from(id(LONE_RIDER_CLASS)?).ok()?;
+                Some((person, bike, polygons(&cfg.road_zones)))
+            })
+            .flatten();
         let stage = Self {
             group_of,
             merge_iou: cfg.merge_iou,
             riders,
+            lone,
             ignore,
             counts: TrafficCounts::default(),
         };
@@ -153,6 +189,22 @@ impl TrafficStage {
                 .collect(),
         };
         self.counts.riders += paired.iter().map(|d| u64::from(d.riders)).sum::<u64>();
+        let mut paired = paired;
+        if let Some((person, bike, roads)) = &self.lone {
+            for d in paired
+                .iter_mut()
+                .filter(|d| d.detection.class_id == *person)
+            {
+                let foot = foot_point(&d.detection.bbox, width, height);
+                if is_lone_rider(&d.detection.bbox)
+                    && roads.iter().any(|r| point_in_polygon(r, foot))
+                {
+                    d.detection.class_id = *bike;
+                    d.riders = 1;
+                    self.counts.lone_riders += 1;
+                }
+            }
+        }
         let before = paired.len();
         let kept: Vec<TrafficDetection> = paired
             .into_iter()
@@ -221,6 +273,16 @@ pub fn is_rider(person: &BBox, vehicle: &BBox) -> bool {
     (vehicle.x1..=vehicle.x2).contains(&cx)
         && (vehicle.y1..=foot_max).contains(&person.y2)
         && ioa(person, vehicle) >= RIDER_MIN_IOA
+}
+
+/// Whether an unpaired `person` box has a seated rider's proportions:
+/// height / width within [`LONE_RIDER_MIN_ASPECT`]..=[`LONE_RIDER_MAX_ASPECT`].
+/// The stage also wants its foot point on the road (`road_zones`): a
+/// person sitting on a bench or crouching on the pavement has the same
+/// shape.
+pub fn is_lone_rider(person: &BBox) -> bool {
+    let (w, h) = (person.width(), person.height());
+    w > 0.0 && (LONE_RIDER_MIN_ASPECT..=LONE_RIDER_MAX_ASPECT).contains(&(h / w))
 }
 
 /// Folds every `person` that rides a vehicle (class in `vehicles`) into it:

@@ -344,6 +344,12 @@ pub struct DetectorSection {
     /// Fold a `person` riding a `motorcycle` or `bicycle` into the vehicle.
     #[serde(default = "d_pair_riders")]
     pub pair_riders: bool,
+    /// Count an unpaired `person` with a seated rider's proportions whose
+    /// foot point lies in one of its camera's `road_zones` as a motorcycle
+    /// with one rider (the bike was not detected). Cameras without road
+    /// zones are not affected.
+    #[serde(default)]
+    pub lone_riders: bool,
     /// Input pixel budget of models with dynamic input: a count (173056 =
     /// 416x416), `"standard"` (the model's declared size's pixels, the
     /// default), `"detailed"` (2x), `"maximum"` (5x), or `"model"` (the
@@ -456,6 +462,10 @@ pub struct CameraSection {
     /// before tracking (and counted).
     #[serde(default)]
     pub ignore_zones: Vec<Vec<[f32; 2]>>,
+    /// Where the road is: polygons in normalised 0..1 frame coordinates,
+    /// for `[detector] lone_riders`.
+    #[serde(default)]
+    pub road_zones: Vec<Vec<[f32; 2]>>,
     /// Blur faces (CenterFace) in every snapshot before it is encoded. If the
     /// face model cannot be used, this camera's snapshots are withheld (its
     /// events still go) and its status says why.
@@ -740,6 +750,7 @@ impl Default for DetectorSection {
             merge_classes: d_merge_classes(),
             merge_iou: d_merge_iou(),
             pair_riders: d_pair_riders(),
+            lone_riders: false,
             input_pixels: None,
             tiles: false,
             onnxruntime: None,

@@ -257,7 +257,9 @@ pub fn traffic_config(d: &DetectorSection, c: &CameraSection) -> TrafficConfig {
         merge_classes: d.merge_classes.clone(),
         merge_iou: d.merge_iou,
         pair_riders: d.pair_riders,
+        lone_riders: d.lone_riders,
         ignore_zones: c.ignore_zones.clone(),
+        road_zones: c.road_zones.clone(),
     }
 }
 

@@ -447,6 +447,14 @@ fn check_camera(ck: &mut Checks, i: usize, c: &CameraSection) {
             poly,
         );
     }
+    for (k, poly) in c.road_zones.iter().enumerate() {
+        check_polygon(
+            ck,
+            &format!("cameras[{i}].road_zones[{k}]"),
+            "a road zone",
+            poly,
+        );
+    }
     for (k, poly) in c.ignore_zones.iter().enumerate() {
         check_polygon(
             ck,

@@ -62,8 +62,9 @@ pub(super) async fn run(mut analytics: CameraAnalytics, mut rx: Handover, mut em
     info!(
         merged = c.merged,
         riders = c.riders,
+        lone_riders = c.lone_riders,
         ignored = c.ignored,
-        "traffic stage: detections merged, riders folded into vehicles, ignored"
+        "traffic stage: detections merged, riders folded into vehicles, lone riders counted as motorcycles, ignored"
     );
 }
 

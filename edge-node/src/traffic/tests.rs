@@ -216,3 +216,67 @@ fn class_names_the_model_lacks_are_reported_and_the_rest_still_works() {
     let out = s.apply(1000, 1000, &dets);
     assert_eq!(classes(&out), vec![(2, 0), (0, 0)]);
 }
+
+/// The road: the bottom 60 % of the frame.
+fn lone_cfg() -> TrafficConfig {
+    TrafficConfig {
+        lone_riders: true,
+        road_zones: vec![vec![[0.0, 0.4], [1.0, 0.4], [1.0, 1.0], [0.0, 1.0]]],
+        ..TrafficConfig::default()
+    }
+}
+
+#[test]
+fn a_rider_whose_bike_was_missed_counts_as_a_motorcycle_on_the_road() {
+    let mut s = stage(&lone_cfg());
+    let dets = [
+        // Seated rider seen from behind, no bike box: 60 wide, 90 tall
+        // (1.5), feet at y 0.8 on the road -> motorcycle with one rider.
+        det(PERSON, 0.7, 100.0, 710.0, 160.0, 800.0),
+        // A pedestrian on the road: 40 wide, 120 tall (3.0) -> stays a person.
+        det(PERSON, 0.8, 400.0, 680.0, 440.0, 800.0),
+        // Rider-shaped but on the pavement above the road (feet at y 0.3).
+        det(PERSON, 0.6, 600.0, 210.0, 660.0, 300.0),
+    ];
+    let out = s.apply(1000, 1000, &dets);
+    assert_eq!(
+        classes(&out),
+        vec![(MOTORCYCLE, 1), (PERSON, 0), (PERSON, 0)]
+    );
+    // The box stays the rider's: that is what was seen.
+    assert_eq!(out[0].detection.bbox, BBox::new(100.0, 710.0, 160.0, 800.0));
+    assert_eq!(s.counts().lone_riders, 1);
+}
+
+#[test]
+fn lone_riders_need_the_switch_and_road_zones_and_pairing_comes_first() {
+    let rider = det(PERSON, 0.7, 100.0, 710.0, 160.0, 800.0);
+    // Off by default, and without road zones nothing is known about the road.
+    let mut off = stage(&TrafficConfig::default());
+    assert_eq!(
+        classes(&off.apply(1000, 1000, &[rider.clone()])),
+        vec![(PERSON, 0)]
+    );
+    let no_road = TrafficConfig {
+        road_zones: Vec::new(),
+        ..lone_cfg()
+    };
+    assert_eq!(
+        classes(&stage(&no_road).apply(1000, 1000, &[rider.clone()])),
+        vec![(PERSON, 0)]
+    );
+    // A rider on a detected bike is paired, not doubled.
+    let dets = [rider, det(MOTORCYCLE, 0.6, 90.0, 730.0, 170.0, 860.0)];
+    let mut s = stage(&lone_cfg());
+    assert_eq!(classes(&s.apply(1000, 1000, &dets)), vec![(MOTORCYCLE, 1)]);
+    assert_eq!(s.counts().lone_riders, 0);
+}
+
+#[test]
+fn lone_rider_shape_rule() {
+    assert!(is_lone_rider(&BBox::new(0.0, 0.0, 60.0, 90.0)));
+    assert!(is_lone_rider(&BBox::new(0.0, 0.0, 50.0, 100.0)));
+    assert!(!is_lone_rider(&BBox::new(0.0, 0.0, 40.0, 120.0)));
+    assert!(!is_lone_rider(&BBox::new(0.0, 0.0, 100.0, 60.0)));
+    assert!(!is_lone_rider(&BBox::new(0.0, 0.0, 0.0, 60.0)));
+}

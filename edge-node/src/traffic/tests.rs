@@ -254,7 +254,7 @@ fn lone_riders_need_the_switch_and_road_zones_and_pairing_comes_first() {
     // Off by default, and without road zones nothing is known about the road.
     let mut off = stage(&TrafficConfig::default());
     assert_eq!(
-        classes(&off.apply(1000, 1000, &[rider.clone()])),
+        classes(&off.apply(1000, 1000, std::slice::from_ref(&rider))),
         vec![(PERSON, 0)]
     );
     let no_road = TrafficConfig {
@@ -262,7 +262,7 @@ fn lone_riders_need_the_switch_and_road_zones_and_pairing_comes_first() {
         ..lone_cfg()
     };
     assert_eq!(
-        classes(&stage(&no_road).apply(1000, 1000, &[rider.clone()])),
+        classes(&stage(&no_road).apply(1000, 1000, std::slice::from_ref(&rider))),
         vec![(PERSON, 0)]
     );
     // A rider on a detected bike is paired, not doubled.

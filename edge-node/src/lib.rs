@@ -6,6 +6,7 @@ pub mod bench;
 pub mod budget;
 pub mod check;
 pub mod config;
+pub mod cpu;
 pub mod detect;
 pub mod events;
 pub mod frame;

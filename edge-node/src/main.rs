@@ -289,8 +289,28 @@ enum BenchCmd {
         #[arg(long, default_value_t = edge_node::bench::pipeline::MAX_CAMERAS)]
         max_cameras: usize,
         /// Clip served over loopback RTSP when the camera is rtsp://; default: the bundled clip.
+        /// Camera-like clips: scripts/make-bench-streams.sh.
         #[arg(long)]
         rtsp_file: Option<PathBuf>,
+        /// Run these camera counts (comma-separated) instead of searching, e.g. 1,4,8,12.
+        #[arg(long, value_delimiter = ',')]
+        sweep: Vec<usize>,
+        /// Every camera's model instead of the config's.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// ONNX Runtime threads per worker instead of the config's [detector] threads.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Inference workers instead of the config's [detector] workers.
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Camera k is the config's camera k mod M (bench every camera of the config), not
+        /// copies of the first.
+        #[arg(long)]
+        mix: bool,
+        /// With --find-capacity or --sweep: SVG chart of fps per camera and CPU against cameras.
+        #[arg(long)]
+        plot: Option<PathBuf>,
         /// Write the report as JSON (`-`: to stdout, the table then goes to stderr).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -955,6 +975,12 @@ fn bench(what: BenchCmd) -> Result<ExitCode> {
             hold_ratio,
             max_cameras,
             rtsp_file,
+            sweep,
+            model,
+            threads,
+            workers,
+            mix,
+            plot,
             json,
         } => {
             if !(duration.is_finite() && duration > 0.0) {
@@ -969,12 +995,28 @@ fn bench(what: BenchCmd) -> Result<ExitCode> {
                     .unwrap_or_else(|| bench::pipeline::default_rtsp_file(Path::new("."))),
                 hold_ratio,
                 max_cameras,
+                sweep,
+                model,
+                threads,
+                workers,
+                mix,
+                // The loopback camera server runs as a child process, so its
+                // CPU is not counted as the node's.
+                harness_exe: std::env::current_exe().ok(),
             };
-            if find_capacity {
+            if find_capacity || !opts.sweep.is_empty() {
                 let report = bench::find_capacity(&opts)?;
                 print_table(&report.table(), &json);
                 emit_json(&json, &report)?;
+                if let Some(svg) = plot {
+                    bench::plot::plot_capacity(&report, &svg)?;
+                }
             } else {
+                if plot.is_some() {
+                    bail!(
+                        "--plot draws a curve over camera counts: add --find-capacity or --sweep"
+                    );
+                }
                 let report = bench::bench_pipeline(&opts)?;
                 print_table(&report.table(), &json);
                 emit_json(&json, &report)?;

@@ -24,6 +24,7 @@
 //! read at arrival), so reconnects never move time backwards.
 
 mod auth;
+mod describe;
 mod fault;
 mod pipeline;
 mod probe;
@@ -40,6 +41,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 pub use self::auth::{CameraAuth, Credentials};
+pub use self::describe::{StreamFacts, describe_file};
 pub use self::fault::Fault;
 use self::fault::LibError;
 use self::pipeline::ConnStats;
@@ -177,6 +179,9 @@ pub enum SourceError {
     /// `check --probe` could not get a frame; the URL's user info is masked.
     #[error("camera {url}: {reason}")]
     Probe { url: String, reason: String },
+    /// A benchmark clip could not be read (`bench pipeline`).
+    #[error("cannot read the video file {path}: {reason}")]
+    Describe { path: String, reason: String },
 }
 
 /// Initialises GStreamer once per process; later calls return the first result.

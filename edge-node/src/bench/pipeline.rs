@@ -1,6 +1,8 @@
-//! `edge-node bench pipeline`: N copies of a config's first camera through the
-//! real node for a fixed time, and the search for the largest N that holds a
-//! target detect fps.
+//! `edge-node bench pipeline`: N cameras through the real node for a fixed
+//! time (copies of a config's first camera, or with `--mix` its cameras in
+//! turn), and the search for the largest N that holds a target detect fps.
+//! Every report states the stream the cameras carried ([`StreamFacts`]) and
+//! where the CPU went ([`CpuSplit`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -10,9 +12,10 @@ use serde::Serialize;
 
 use super::{BenchError, Machine, Percentiles, machine, round3, sha256_file};
 use crate::config::{self, BrokerUrl, Pipeline};
+use crate::cpu::{self, CpuSplit};
 use crate::detect;
 use crate::node::{self, RunReport};
-use crate::source::RtspServer;
+use crate::source::{self, RtspServer, StreamFacts};
 
 /// Default `--hold-ratio`: a camera "holds" the target when its measured
 /// detect fps is at least this share of it. Not a discount on the goal: a
@@ -39,6 +42,19 @@ pub struct PipelineBenchOptions {
     pub hold_ratio: f64,
     /// `--find-capacity` tries at most this many cameras (1..=`MAX_CAMERAS`).
     pub max_cameras: usize,
+    /// Serve RTSP from a child process of this executable (`serve-rtsp`)
+    /// instead of in this process; the CLI sets its own path.
+    pub harness_exe: Option<PathBuf>,
+    /// Run exactly these camera counts instead of searching (`--sweep`).
+    pub sweep: Vec<usize>,
+    /// Every camera's model instead of the config's (`--model`).
+    pub model: Option<PathBuf>,
+    /// `[detector] threads` instead of the config's (`--threads`).
+    pub threads: Option<usize>,
+    /// `[detector] workers` instead of the config's (`--workers`).
+    pub workers: Option<usize>,
+    /// Camera k is the config's camera k mod M (`--mix`), not copies of the first.
+    pub mix: bool,
 }
 
 /// One camera of one run. Field names are a contract (see docs/bench.md).
@@ -80,6 +96,8 @@ pub struct PipelineRun {
     pub frames_dropped: u64,
     pub events: u64,
     pub infer_ms: Option<Percentiles>,
+    /// Where the process's CPU went, by stage (bench harness apart).
+    pub cpu_by_stage: CpuSplit,
     pub per_camera: Vec<CameraResult>,
 }
 
@@ -89,6 +107,11 @@ pub struct PipelineBenchReport {
     pub pipeline: String,
     pub camera_url: String,
     pub source: &'static str,
+    /// What the cameras carried: the served clip (RTSP) or the first
+    /// camera's file; `None` for live sources.
+    pub stream: Option<StreamFacts>,
+    /// Cameras cycled through the config's cameras (`--mix`).
+    pub mix: bool,
     pub model: String,
     pub model_sha256: String,
     pub cpu: String,
@@ -105,7 +128,12 @@ pub struct CapacityStep {
     pub cameras: usize,
     pub holds: bool,
     pub min_fps: f64,
+    pub median_fps: f64,
+    pub max_fps: f64,
+    /// The whole process (bench harness included), % of one core.
     pub cpu_pct: f64,
+    /// The node's stages only ([`CpuSplit::node_pct`]).
+    pub node_cpu_pct: f64,
     pub peak_rss_mib: f64,
 }
 
@@ -182,19 +210,118 @@ fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-/// The config with its first camera copied `n` times.
-struct Plan {
-    base: Pipeline,
+/// One of the config's cameras as the bench runs it.
+struct BenchCamera {
+    /// Index in the config's `[[cameras]]`.
+    index: usize,
+    /// The URL the bench opens (RTSP cameras: the loopback server).
     url: String,
     source: &'static str,
+}
+
+/// The config's cameras (only the first unless `--mix`), replicated to N.
+struct Plan {
+    base: Pipeline,
+    cams: Vec<BenchCamera>,
+    stream: Option<StreamFacts>,
     target_fps: f64,
     hold_ratio: f64,
-    _rtsp: Option<RtspServer>,
+    rtsp: Option<Harness>,
+}
+
+/// The loopback RTSP server feeding the cameras: in this process (library
+/// callers), or a child `edge-node serve-rtsp` so that its CPU is not
+/// counted as the node's.
+enum Harness {
+    InProcess(RtspServer),
+    Process {
+        child: std::process::Child,
+        url: String,
+    },
+}
+
+impl Harness {
+    fn start(opts: &PipelineBenchOptions, mount: &str) -> Result<Harness, BenchError> {
+        let Some(exe) = &opts.harness_exe else {
+            return Ok(Harness::InProcess(RtspServer::start(
+                &opts.rtsp_file,
+                0,
+                mount,
+            )?));
+        };
+        let fail = |reason: String| BenchError::Option {
+            name: "--rtsp-file",
+            reason,
+        };
+        if !opts.rtsp_file.is_file() {
+            return Err(fail(format!("{} is not a file", opts.rtsp_file.display())));
+        }
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| fail(format!("no free loopback port: {e}")))?;
+        let mut child = std::process::Command::new(exe)
+            .arg("serve-rtsp")
+            .arg(&opts.rtsp_file)
+            .args(["--port", &port.to_string(), "--mount", mount])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| fail(format!("cannot start {} serve-rtsp: {e}", exe.display())))?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(fail(format!(
+                    "the RTSP server exited ({status}) before listening"
+                )));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail("the RTSP server did not listen within 15 s".into()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Harness::Process {
+            child,
+            url: format!("rtsp://127.0.0.1:{port}{mount}"),
+        })
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Harness::InProcess(s) => s.url().to_string(),
+            Harness::Process { url, .. } => url.clone(),
+        }
+    }
+
+    /// CPU ticks of the server process (`None` in-process).
+    fn ticks(&self) -> Option<u64> {
+        let Harness::Process { child, .. } = self else {
+            return None;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).ok()?;
+        let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Harness::Process { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Plan {
     fn new(opts: &PipelineBenchOptions) -> Result<Plan, BenchError> {
-        let base = Pipeline::load(&opts.pipeline)?;
+        let mut base = Pipeline::load(&opts.pipeline)?;
         let Some(first) = base.raw.cameras.first() else {
             return Err(BenchError::Option {
                 name: "pipeline",
@@ -208,47 +335,84 @@ impl Plan {
                 reason: format!("{target_fps} is not a positive number"),
             });
         }
-        let url = base.camera_urls[0].clone();
-        let (url, source, rtsp) = if url.starts_with("rtsp://") || url.starts_with("rtsps://") {
-            let server = RtspServer::start(&opts.rtsp_file, 0, "/bench")?;
-            (server.url().to_string(), "rtsp-loopback", Some(server))
-        } else if config::is_file_url(&url) {
-            (url, "file-looped", None)
-        } else {
-            (url, "live", None)
+        override_detector(&mut base, opts)?;
+        let used = if opts.mix { base.camera_urls.len() } else { 1 };
+        let mut rtsp: Option<Harness> = None;
+        let mut cams = Vec::with_capacity(used);
+        for (index, url) in base.camera_urls.iter().take(used).enumerate() {
+            let (url, source) = if url.starts_with("rtsp://") || url.starts_with("rtsps://") {
+                let server = match &rtsp {
+                    Some(s) => s,
+                    None => rtsp.insert(Harness::start(opts, "/bench")?),
+                };
+                (server.url(), "rtsp-loopback")
+            } else if config::is_file_url(url) {
+                (url.clone(), "file-looped")
+            } else {
+                (url.clone(), "live")
+            };
+            cams.push(BenchCamera { index, url, source });
+        }
+        let stream = match cams[0].source {
+            "rtsp-loopback" => Some(source::describe_file(&opts.rtsp_file)?),
+            "file-looped" => match source::local_path(&cams[0].url)? {
+                Some(path) => Some(source::describe_file(&path)?),
+                None => None,
+            },
+            _ => None,
         };
+        if let Some(s) = &stream {
+            tracing::info!(stream = %s.summary(), "bench: stream");
+        }
         Ok(Plan {
             base,
-            url,
-            source,
+            cams,
+            stream,
             target_fps,
             hold_ratio: opts.hold_ratio,
-            _rtsp: rtsp,
+            rtsp,
         })
+    }
+
+    /// CPU ticks of the RTSP server process, when it is one.
+    fn harness_ticks(&self) -> Option<u64> {
+        self.rtsp.as_ref().and_then(Harness::ticks)
+    }
+
+    /// `rtsp-loopback`, `file-looped`, `live`, or `mixed`.
+    fn source(&self) -> &'static str {
+        let first = self.cams[0].source;
+        if self.cams.iter().all(|c| c.source == first) {
+            first
+        } else {
+            "mixed"
+        }
     }
 
     fn pipeline(&self, n: usize, broker: u16, state_dir: &Path) -> Pipeline {
         let mut p = self.base.clone();
-        let first = p.raw.cameras[0].clone();
-        let model = p.camera_models[0].clone();
-        let is_file = self.source == "file-looped";
-        p.raw.cameras = (0..n)
-            .map(|k| {
-                let mut c = first.clone();
-                let suffix = format!("-{k}");
-                let keep = 64usize.saturating_sub(suffix.len()).min(c.id.len());
-                c.id = format!("{}{suffix}", &first.id[..keep]);
-                c.detect_fps = self.target_fps;
-                if is_file {
-                    // Behave like a camera: paced, endless.
-                    c.realtime = true;
-                    c.loop_file = true;
-                }
-                c
-            })
-            .collect();
-        p.camera_urls = vec![self.url.clone(); n];
-        p.camera_models = vec![model; n];
+        let mut cameras = Vec::with_capacity(n);
+        let mut urls = Vec::with_capacity(n);
+        let mut models = Vec::with_capacity(n);
+        for k in 0..n {
+            let bc = &self.cams[k % self.cams.len()];
+            let mut c = self.base.raw.cameras[bc.index].clone();
+            let suffix = format!("-{k}");
+            let keep = 64usize.saturating_sub(suffix.len()).min(c.id.len());
+            c.id = format!("{}{suffix}", &c.id[..keep]);
+            c.detect_fps = self.target_fps;
+            if bc.source == "file-looped" {
+                // Behave like a camera: paced, endless.
+                c.realtime = true;
+                c.loop_file = true;
+            }
+            cameras.push(c);
+            urls.push(bc.url.clone());
+            models.push(self.base.camera_models[bc.index].clone());
+        }
+        p.raw.cameras = cameras;
+        p.camera_urls = urls;
+        p.camera_models = models;
         p.broker = BrokerUrl::Tcp {
             host: "127.0.0.1".into(),
             port: broker,
@@ -258,6 +422,40 @@ impl Plan {
         p.raw.outbox.dir = None;
         p
     }
+}
+
+/// `--model`, `--threads`, `--workers` replace the config's detector settings.
+fn override_detector(p: &mut Pipeline, opts: &PipelineBenchOptions) -> Result<(), BenchError> {
+    if let Some(model) = &opts.model {
+        if !model.is_file() {
+            return Err(BenchError::Option {
+                name: "--model",
+                reason: format!("{} is not a file", model.display()),
+            });
+        }
+        for m in &mut p.camera_models {
+            m.clone_from(model);
+        }
+        p.raw.detector.model = Some(model.clone());
+        for c in &mut p.raw.cameras {
+            c.model = None;
+        }
+    }
+    for (name, value, field) in [
+        ("--threads", opts.threads, &mut p.raw.detector.threads),
+        ("--workers", opts.workers, &mut p.raw.detector.workers),
+    ] {
+        if let Some(v) = value {
+            if v == 0 || v > 64 {
+                return Err(BenchError::Option {
+                    name,
+                    reason: format!("{v} is not in 1..=64"),
+                });
+            }
+            *field = v;
+        }
+    }
+    Ok(())
 }
 
 /// A state directory (outbox, heartbeat) of its own for one run: concurrent
@@ -306,12 +504,32 @@ fn run_once(
     let p = plan.pipeline(n, broker, &state_dir.0);
     let peak_reset = reset_peak_rss();
     let ticks0 = cpu_ticks();
+    let threads0 = cpu::sample();
     let t0 = Instant::now();
     tracing::info!(cameras = n, seconds = duration.as_secs_f64(), "bench: run");
+    let harness0 = plan.harness_ticks();
+    // The end sample is taken while the node still runs: its threads (the
+    // detector workers, the cameras' streaming threads) end with it.
+    let end = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let end_in = std::sync::Arc::clone(&end);
     let report: RunReport = rt.block_on(node::run_until(p, async move {
         tokio::time::sleep(duration).await;
+        if let Ok(mut e) = end_in.lock() {
+            *e = Some((cpu::sample(), Instant::now(), plan.harness_ticks()));
+        }
     }))?;
     let wall = t0.elapsed().as_secs_f64();
+    let (threads1, at, harness1) = end
+        .lock()
+        .ok()
+        .and_then(|mut e| e.take())
+        .unwrap_or_else(|| (cpu::sample(), Instant::now(), plan.harness_ticks()));
+    let sampled_s = at.duration_since(t0).as_secs_f64();
+    let harness_s = harness1
+        .zip(harness0)
+        .map_or(0.0, |(b, a)| b.saturating_sub(a) as f64 / USER_HZ);
+    let mut cpu_by_stage = cpu::split(&threads0, &threads1, sampled_s, pre_share(plan, &report));
+    cpu_by_stage.harness_pct += (harness_s / sampled_s.max(1e-9) * 1000.0).round() / 10.0;
     let cpu_pct = match (ticks0, cpu_ticks()) {
         (Some(a), Some(b)) => (b.saturating_sub(a) as f64 / USER_HZ) / wall.max(1e-9) * 100.0,
         _ => f64::NAN,
@@ -356,8 +574,26 @@ fn run_once(
         frames_dropped: report.frames_dropped,
         events: report.events,
         infer_ms: Percentiles::of(&report.infer_ms),
+        cpu_by_stage,
         per_camera,
     })
+}
+
+/// The pre-processing share of a detector thread's busy time: 0 when a
+/// companion thread pre-processes (its own CPU is counted apart), else the
+/// workers' mean pre / (pre + infer + post).
+fn pre_share(plan: &Plan, report: &RunReport) -> f64 {
+    let d = &plan.base.raw.detector;
+    if crate::sched::prep_mode(d.threads, d.workers).has_thread() {
+        return 0.0;
+    }
+    let (pre, infer, post) = (
+        super::mean(&report.pre_ms),
+        super::mean(&report.infer_ms),
+        super::mean(&report.post_ms),
+    );
+    let total = pre + infer + post;
+    if total > 0.0 { pre / total } else { 0.0 }
 }
 
 fn header(
@@ -369,8 +605,10 @@ fn header(
     let Machine { cpu, cores } = machine();
     Ok(PipelineBenchReport {
         pipeline: opts.pipeline.display().to_string(),
-        camera_url: plan.url.clone(),
-        source: plan.source,
+        camera_url: plan.cams[0].url.clone(),
+        source: plan.source(),
+        stream: plan.stream.clone(),
+        mix: opts.mix,
         model: model.display().to_string(),
         model_sha256: sha256_file(&model)?,
         cpu,
@@ -432,10 +670,10 @@ pub fn bench_pipeline(opts: &PipelineBenchOptions) -> Result<PipelineBenchReport
     header(opts, &plan, run)
 }
 
-/// Largest N in 1..=`opts.max_cameras` that holds the target: double from
-/// `opts.cameras` (at least 1) until a run fails, then bisect between the last
-/// run that held and the first that did not. Each step is one run of
-/// `opts.duration`. Assumes more cameras never make it easier.
+/// Largest N in 1..=`opts.max_cameras` that holds the target ([`search`]
+/// from `opts.cameras`), or with `opts.sweep` one run per listed count (the
+/// capacity is then the largest listed count that held). Each step is one run
+/// of `opts.duration`.
 pub fn find_capacity(opts: &PipelineBenchOptions) -> Result<CapacityReport, BenchError> {
     check(opts)?;
     if opts.max_cameras == 0 || opts.max_cameras > MAX_CAMERAS {
@@ -445,6 +683,12 @@ pub fn find_capacity(opts: &PipelineBenchOptions) -> Result<CapacityReport, Benc
         });
     }
     let max = opts.max_cameras;
+    if let Some(&bad) = opts.sweep.iter().find(|&&n| n == 0 || n > MAX_CAMERAS) {
+        return Err(BenchError::Option {
+            name: "--sweep",
+            reason: format!("{bad} cameras: each count must be 1..={MAX_CAMERAS}"),
+        });
+    }
     let plan = Plan::new(opts)?;
     warn_if_too_short(&plan, opts.duration);
     let rt = runtime()?;
@@ -452,11 +696,9 @@ pub fn find_capacity(opts: &PipelineBenchOptions) -> Result<CapacityReport, Benc
     let mut runs: Vec<PipelineRun> = Vec::new();
     let mut step = |n: usize, steps: &mut Vec<CapacityStep>| -> Result<bool, BenchError> {
         let r = run_once(&rt, &plan, n, opts.duration)?;
-        let min_fps = r
-            .per_camera
-            .iter()
-            .map(|c| c.detect_fps)
-            .fold(f64::INFINITY, f64::min);
+        let mut fps: Vec<f64> = r.per_camera.iter().map(|c| c.detect_fps).collect();
+        fps.sort_by(f64::total_cmp);
+        let min_fps = fps.first().copied().unwrap_or(0.0);
         tracing::info!(
             cameras = n,
             holds = r.holds,
@@ -466,8 +708,11 @@ pub fn find_capacity(opts: &PipelineBenchOptions) -> Result<CapacityReport, Benc
         steps.push(CapacityStep {
             cameras: n,
             holds: r.holds,
-            min_fps: if min_fps.is_finite() { min_fps } else { 0.0 },
+            min_fps,
+            median_fps: fps.get(fps.len() / 2).copied().unwrap_or(0.0),
+            max_fps: fps.last().copied().unwrap_or(0.0),
             cpu_pct: r.cpu_pct,
+            node_cpu_pct: r.cpu_by_stage.node_pct(),
             peak_rss_mib: r.peak_rss_mib,
         });
         let holds = r.holds;
@@ -475,34 +720,14 @@ pub fn find_capacity(opts: &PipelineBenchOptions) -> Result<CapacityReport, Benc
         Ok(holds)
     };
     let mut good = 0usize;
-    let bad: Option<usize>;
-    let mut n = opts.cameras.clamp(1, max);
-    // Grow.
-    loop {
-        if step(n, &mut steps)? {
-            good = n;
-            if n == max {
-                bad = None;
-                break;
-            }
-            n = (n * 2).min(max);
-        } else {
-            bad = Some(n);
-            break;
-        }
-    }
-    // Bisect between the last N that held (0: none yet) and the first that did not.
-    if let Some(mut hi) = bad {
-        let mut lo = good;
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
-            if step(mid, &mut steps)? {
-                lo = mid;
-            } else {
-                hi = mid;
+    if opts.sweep.is_empty() {
+        good = search(opts.cameras.clamp(1, max), max, |n| step(n, &mut steps))?;
+    } else {
+        for &n in &opts.sweep {
+            if step(n, &mut steps)? {
+                good = good.max(n);
             }
         }
-        good = lo;
     }
     // Report the run at the capacity (or the smallest one tried when none held).
     let best = runs
@@ -524,17 +749,60 @@ pub fn find_capacity(opts: &PipelineBenchOptions) -> Result<CapacityReport, Benc
     })
 }
 
+/// Largest N in 1..=`max` for which `holds(N)`: double from `start` until a
+/// run fails, then bisect between the last N that held and the first that
+/// did not. Assumes more cameras never make it easier.
+fn search(
+    start: usize,
+    max: usize,
+    mut holds: impl FnMut(usize) -> Result<bool, BenchError>,
+) -> Result<usize, BenchError> {
+    let mut good = 0usize;
+    let mut n = start;
+    let bad = loop {
+        if holds(n)? {
+            good = n;
+            if n == max {
+                return Ok(good);
+            }
+            n = (n * 2).min(max);
+        } else {
+            break n;
+        }
+    };
+    let (mut lo, mut hi) = (good, bad);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if holds(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
 /// Readable tables.
 impl PipelineBenchReport {
     pub fn table(&self) -> String {
         let r = &self.run;
+        let stream = self
+            .stream
+            .as_ref()
+            .map_or_else(|| "live source".to_string(), StreamFacts::summary);
         let mut out = format!(
-            "pipeline {} — first camera x{} ({} {}), model {}\n\
+            "pipeline {} — {} x{} ({} {}), model {}\n\
+             stream: {stream}\n\
              cpu {} ({} cores), ONNX Runtime {}, detector threads {} workers {}\n\
              ran {:.1} s (wall {:.1} s incl. start/stop): target {} fps per camera, \
              holds (every camera ≥ {:.0}% of it): {}\n\
              process: CPU {:.1}% (100% = one core), peak RSS {:.1} MiB; analysed {} dropped {} events {}\n\n",
             self.pipeline,
+            if self.mix {
+                "its cameras in turn"
+            } else {
+                "first camera"
+            },
             r.cameras,
             self.source,
             self.camera_url,
@@ -586,6 +854,8 @@ impl PipelineBenchReport {
                 pp(&c.frame_to_publish_ms, Some(c.events_timed)),
             ));
         }
+        out.push('\n');
+        out.push_str(&r.cpu_by_stage.table());
         out
     }
 }
@@ -601,16 +871,19 @@ impl CapacityReport {
             self.max_cameras
         );
         out.push_str(&format!(
-            "{:>8} {:>6} {:>9} {:>7} {:>10}\n",
-            "cameras", "holds", "min fps", "CPU %", "RSS MiB"
+            "{:>8} {:>6} {:>9} {:>9} {:>9} {:>7} {:>8} {:>10}\n",
+            "cameras", "holds", "min fps", "med fps", "max fps", "CPU %", "node %", "RSS MiB"
         ));
         for s in &self.steps {
             out.push_str(&format!(
-                "{:>8} {:>6} {:>9.2} {:>7.1} {:>10.1}\n",
+                "{:>8} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>7.1} {:>8.1} {:>10.1}\n",
                 s.cameras,
                 if s.holds { "yes" } else { "NO" },
                 s.min_fps,
+                s.median_fps,
+                s.max_fps,
                 s.cpu_pct,
+                s.node_cpu_pct,
                 s.peak_rss_mib
             ));
         }

@@ -13,6 +13,7 @@ use super::camera::{CameraAnalytics, Outgoing};
 use super::pictures::Painter;
 use super::report::Samples;
 use super::slots::Handover;
+use crate::cpu;
 use crate::events::{EventAction, EventKind};
 use crate::frame::Frame;
 use crate::metrics::CameraMetrics;
@@ -48,7 +49,10 @@ pub(super) async fn run(mut analytics: CameraAnalytics, mut rx: Handover, mut em
     // A new run learns its scene again: no condition is active yet.
     let _ = emit.publisher.set_camera_health(&emit.id, Vec::new()).await;
     while let Some(a) = rx.recv().await {
-        for o in analytics.on_frame(&a.frame, &a.detections) {
+        let out = cpu::charge(cpu::Stage::Analytics, || {
+            analytics.on_frame(&a.frame, &a.detections)
+        });
+        for o in out {
             emit.send(o, &a.frame, a.arrived).await;
         }
     }

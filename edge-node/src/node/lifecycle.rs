@@ -239,6 +239,8 @@ impl NodeRun {
             WhenFull::DropOldest
         };
         let (idx, handover) = pool.add(plan.queue, when_full, plan.analysis);
+        // Under overload each camera keeps the same share of its detect_fps.
+        pool.set_weight(idx, plan.source.detect_fps);
         span.in_scope(|| {
             tracing::info!(
                 input_pixels = %plan.analysis.input.describe(),

@@ -11,6 +11,7 @@ use tracing::warn;
 
 use crate::budget::ByteBudget;
 use crate::budget::Step;
+use crate::cpu;
 use crate::detect;
 use crate::frame::{BBox, Frame};
 use crate::publish::{OmitReason, SnapshotOutcome, SnapshotPayload};
@@ -78,35 +79,37 @@ async fn render(
     whole_frame: bool,
 ) -> Rendered {
     let r = tokio::task::spawn_blocking(move || {
-        let blurred;
-        let data: &[u8] = match &painter.faces {
-            FacePolicy::Off => &frame.data,
-            FacePolicy::Withheld(_) => return Ok(Err(OmitReason::Privacy)),
-            FacePolicy::On(det) => {
-                blurred = blur_faces(det, &frame)?;
-                &blurred
-            }
-        };
-        let render = |o: &SnapshotOptions| {
-            snapshot::render(data, frame.width, frame.height, bbox, &label, o)
-                .map(|s| (s.jpeg.len() as u64, s))
-                .map_err(|e| e.to_string())
-        };
-        let Some(budget) = painter.budget else {
-            return render(&opts).map(|(_, s)| Ok((s, Step::Full)));
-        };
-        // Held while the ladder is walked, so two cameras never spend the
-        // same bytes; snapshots are rare (a few per second per node) and an
-        // encode is a few ms, so serialising them costs little.
-        let mut b = budget
-            .lock()
-            .map_err(|_| "snapshot budget poisoned".to_string())?;
-        Ok(
-            match crate::budget::choose(&mut b, &opts, whole_frame, Instant::now, render)? {
-                Some((step, s)) => Ok((s, step)),
-                None => Err(OmitReason::Budget),
-            },
-        )
+        cpu::charge(cpu::Stage::Snapshot, || {
+            let blurred;
+            let data: &[u8] = match &painter.faces {
+                FacePolicy::Off => &frame.data,
+                FacePolicy::Withheld(_) => return Ok(Err(OmitReason::Privacy)),
+                FacePolicy::On(det) => {
+                    blurred = blur_faces(det, &frame)?;
+                    &blurred
+                }
+            };
+            let render = |o: &SnapshotOptions| {
+                snapshot::render(data, frame.width, frame.height, bbox, &label, o)
+                    .map(|s| (s.jpeg.len() as u64, s))
+                    .map_err(|e| e.to_string())
+            };
+            let Some(budget) = painter.budget else {
+                return render(&opts).map(|(_, s)| Ok((s, Step::Full)));
+            };
+            // Held while the ladder is walked, so two cameras never spend the
+            // same bytes; snapshots are rare (a few per second per node) and an
+            // encode is a few ms, so serialising them costs little.
+            let mut b = budget
+                .lock()
+                .map_err(|_| "snapshot budget poisoned".to_string())?;
+            Ok(
+                match crate::budget::choose(&mut b, &opts, whole_frame, Instant::now, render)? {
+                    Some((step, s)) => Ok((s, step)),
+                    None => Err(OmitReason::Budget),
+                },
+            )
+        })
     })
     .await;
     match r {

@@ -75,6 +75,15 @@ struct Slot {
     analysis: Analysis,
     busy: bool,
     closed: bool,
+    /// Share of the workers this camera is owed relative to the others
+    /// (its `detect_fps`): a 10 fps camera is served twice as often as a
+    /// 5 fps one when both have frames waiting.
+    weight: f64,
+    /// Skipped in the current [`Pool::take`] pass: its hand-over is full.
+    held: bool,
+    /// Start-time fair queuing: the virtual time at which this camera's next
+    /// frame may start ([`Pool::take`]).
+    vstart: f64,
     /// The camera's only hand-over sender (permits in flight hold clones);
     /// dropped once the camera is closed and drained, which ends its
     /// analytics task.
@@ -103,6 +112,8 @@ impl Slot {
 struct PoolState {
     slots: Vec<Slot>,
     next: usize,
+    /// Virtual time: the start tag of the frame served last.
+    vnow: f64,
     stop: bool,
     pre_ms: Samples,
     infer_ms: Samples,
@@ -163,6 +174,27 @@ fn slot_counters(slot: &Slot) -> SlotCounters {
     }
 }
 
+/// The camera to serve next: among those with a frame waiting, not busy and
+/// not found held in this pass, the earliest virtual start (never before the
+/// node's virtual time); ties go to the first in round-robin order from
+/// `next`.
+fn pick(s: &PoolState) -> Option<usize> {
+    let n = s.slots.len();
+    let mut best: Option<(f64, usize)> = None;
+    for k in 0..n {
+        let i = (s.next + k) % n;
+        let slot = &s.slots[i];
+        if slot.busy || slot.held || slot.queue.is_empty() {
+            continue;
+        }
+        let start = slot.vstart.max(s.vnow);
+        if best.is_none_or(|(b, _)| start < b - 1e-12) {
+            best = Some((start, i));
+        }
+    }
+    best.map(|(_, i)| i)
+}
+
 impl Pool {
     /// A pool whose stage timings also go to the model's histograms.
     pub fn with_metrics(metrics: Arc<ModelMetrics>) -> Pool {
@@ -181,6 +213,7 @@ impl Pool {
     pub fn add(&self, cap: usize, when_full: WhenFull, analysis: Analysis) -> (usize, Handover) {
         let (tx, rx) = mpsc::channel(HANDOVER);
         let mut s = self.lock();
+        let vstart = s.vnow;
         s.slots.push(Slot {
             queue: VecDeque::with_capacity(cap),
             cap: cap.max(1),
@@ -188,6 +221,9 @@ impl Pool {
             analysis,
             busy: false,
             closed: false,
+            weight: 1.0,
+            held: false,
+            vstart,
             tx: Some(tx),
             frames_in: 0,
             dropped: 0,
@@ -199,6 +235,14 @@ impl Pool {
             detect_latency_ms: Samples::default(),
         });
         (s.slots.len() - 1, rx)
+    }
+
+    /// The camera's share of the workers relative to the others (its
+    /// `detect_fps`; default 1). Ignored unless positive and finite.
+    pub fn set_weight(&self, idx: usize, weight: f64) {
+        if weight.is_finite() && weight > 0.0 {
+            self.lock().slots[idx].weight = weight;
+        }
     }
 
     /// Called on a GStreamer streaming thread; see [`WhenFull`].
@@ -287,23 +331,29 @@ impl Pool {
         }
     }
 
-    /// The next frame, round-robin over cameras, at most one in flight per
-    /// camera, only from cameras with room in their hand-over; `None` when
-    /// stopping.
+    /// The next frame, at most one in flight per camera, only from cameras
+    /// with room in their hand-over; `None` when stopping.
+    ///
+    /// Which camera: start-time fair queuing over the cameras with a frame
+    /// waiting. Each camera carries a virtual start time; serving it moves
+    /// the node's virtual time there and its own on by `1 / weight`. The
+    /// camera with the earliest start goes first (ties: round-robin order).
+    /// A camera whose frames came late (its decoder fell behind, its hand-over
+    /// was full) is served first when they arrive, but credit never builds
+    /// up: a camera's start is never earlier than the node's virtual time, so
+    /// it gains at most one turn. Under overload every camera's analysed rate
+    /// therefore falls to the same share of its `detect_fps`, and none
+    /// starves; without overload every frame is served anyway.
     pub fn take(&self) -> Option<Job> {
         let mut s = self.lock();
         loop {
             if s.stop {
                 return None;
             }
-            let n = s.slots.len();
             let mut held = false;
-            for k in 0..n {
-                let i = (s.next + k) % n;
+            while let Some(i) = pick(&s) {
+                let vnow = s.vnow;
                 let slot = &mut s.slots[i];
-                if slot.busy || slot.queue.is_empty() {
-                    continue;
-                }
                 let Some(tx) = slot.tx.clone() else {
                     slot.queue.clear();
                     continue;
@@ -313,6 +363,7 @@ impl Pool {
                     // Analytics is behind: leave this camera's frames in its slot.
                     Err(TrySendError::Full(_)) => {
                         held = true;
+                        slot.held = true;
                         continue;
                     }
                     // The analytics task is gone (camera stopping): nothing to do.
@@ -326,8 +377,14 @@ impl Pool {
                 };
                 if let Some((frame, arrived)) = slot.queue.pop_front() {
                     slot.busy = true;
+                    let start = slot.vstart.max(vnow);
+                    slot.vstart = start + 1.0 / slot.weight;
                     let analysis = slot.analysis;
+                    s.vnow = start;
                     s.next = i + 1;
+                    for x in &mut s.slots {
+                        x.held = false;
+                    }
                     // A producer waiting for room may go on.
                     self.cv.notify_all();
                     return Some(Job {
@@ -338,6 +395,9 @@ impl Pool {
                         handover,
                     });
                 }
+            }
+            for x in &mut s.slots {
+                x.held = false;
             }
             s = if held {
                 self.cv
@@ -481,6 +541,84 @@ mod tests {
         let (idx, index) = waiter.join().unwrap().unwrap();
         assert_eq!((idx, index), (a, 1), "camera a's next frame, in order");
         let _ = (b, j2);
+    }
+
+    /// One worker serving `rounds` frames while every camera offers
+    /// `offer(round, camera)` frames per round; returns frames served per camera.
+    /// The hand-overs are drained each round, as the analytics tasks would.
+    fn serve(
+        pool: &Pool,
+        cams: &[usize],
+        rx: &mut [Handover],
+        rounds: u64,
+        offer: impl Fn(u64, usize) -> u64,
+    ) -> Vec<u64> {
+        let mut served = vec![0u64; cams.len()];
+        let mut n = 0u64;
+        for r in 0..rounds {
+            for (k, &c) in cams.iter().enumerate() {
+                for _ in 0..offer(r, k) {
+                    n += 1;
+                    pool.push(c, frame("x", n));
+                }
+            }
+            // The box analyses one frame per round: overloaded whenever the
+            // cameras offer more than one frame per round together.
+            let j = pool.take().unwrap();
+            served[cams.iter().position(|&c| c == j.idx).unwrap()] += 1;
+            pool.deliver(j, ok());
+            for r in rx.iter_mut() {
+                while r.try_recv().is_ok() {}
+            }
+        }
+        served
+    }
+
+    #[test]
+    fn under_overload_every_camera_gets_its_share_of_its_detect_fps() {
+        let pool = Pool::default();
+        let mut cams = Vec::new();
+        let mut rx = Vec::new();
+        for w in [5.0, 5.0, 5.0, 10.0] {
+            let (i, r) = pool.add(2, WhenFull::DropOldest, Analysis::default());
+            pool.set_weight(i, w);
+            cams.push(i);
+            rx.push(r);
+        }
+        // Every camera offers a frame each round: 4 per round for 1 served.
+        let served = serve(&pool, &cams, &mut rx, 2500, |_, _| 1);
+        // Weights 5:5:5:10 of 2500 frames: 500, 500, 500, 1000.
+        for (k, want) in [500.0, 500.0, 500.0, 1000.0].into_iter().enumerate() {
+            let got = served[k] as f64;
+            assert!(
+                (got - want).abs() <= 2.0,
+                "camera {k}: {got} of {want} ({served:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn a_camera_whose_frames_come_late_is_served_first_but_gains_no_credit() {
+        let pool = Pool::default();
+        let mut cams = Vec::new();
+        let mut rx = Vec::new();
+        for _ in 0..3 {
+            let (i, r) = pool.add(2, WhenFull::DropOldest, Analysis::default());
+            cams.push(i);
+            rx.push(r);
+        }
+        // Camera 2's decoder delivers only every third round (a third of the
+        // others' rate): it gets every frame it offers, as soon as it offers
+        // one; the others share the rest evenly.
+        let served = serve(&pool, &cams, &mut rx, 300, |r, k| {
+            u64::from(k < 2 || r % 3 == 0)
+        });
+        assert_eq!(served[2], 100, "{served:?}");
+        assert!(served[0].abs_diff(served[1]) <= 1, "{served:?}");
+        // A camera that was silent for a long time does not take over when it
+        // comes back: it rejoins at the node's virtual time.
+        let served = serve(&pool, &cams, &mut rx, 30, |_, _| 1);
+        assert!(served.iter().all(|&v| v.abs_diff(10) <= 1), "{served:?}");
     }
 
     #[test]

@@ -42,6 +42,7 @@ use gstreamer_video::prelude::*;
 use super::fault::LibError;
 use super::url::Target;
 use super::{Credentials, Shared, SourceKind, SourceOptions, StreamInfo};
+use crate::cpu;
 use crate::frame::Frame;
 
 /// Widest frame handed on (8K UHD width). With `max_height` at most 4320
@@ -261,10 +262,12 @@ fn add_rate_probe(pad: &gst::Pad, fps: f64) {
                         Some(d) if pts + slack < d => gst::PadProbeReturn::Handled,
                         Some(d) if pts < d + period => {
                             *due = Some(d + period);
+                            kept_frame_starts();
                             gst::PadProbeReturn::Ok
                         }
                         _ => {
                             *due = Some(pts + period);
+                            kept_frame_starts();
                             gst::PadProbeReturn::Ok
                         }
                     }
@@ -273,6 +276,19 @@ fn add_rate_probe(pad: &gst::Pad, fps: f64) {
             }
         },
     );
+}
+
+thread_local! {
+    /// Thread CPU (ns) when the frame now on its way to the appsink left
+    /// the rate probe: the start of its scale/convert/copy cost.
+    static KEPT_AT: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// On the streaming thread, as the rate probe keeps a frame: the thread is a
+/// camera's decode thread, and the frame's scale/convert/copy cost starts.
+fn kept_frame_starts() {
+    cpu::register_current(cpu::Role::Decode);
+    KEPT_AT.with(|k| k.set(Some(cpu::thread_cpu_ns())));
 }
 
 /// Runs on the streaming thread for every frame that survives the rate
@@ -291,6 +307,12 @@ fn on_sample(
             return Ok(gst::FlowSuccess::Ok);
         }
     };
+    if let Some(t0) = KEPT_AT.with(std::cell::Cell::take) {
+        cpu::add(
+            cpu::Stage::ScaleConvert,
+            cpu::thread_cpu_ns().saturating_sub(t0),
+        );
+    }
     let arrival = shared.started.elapsed();
     let (t, wall) = match shared.kind {
         SourceKind::Live => (arrival.as_secs_f64(), SystemTime::now()),

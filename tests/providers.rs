@@ -86,7 +86,7 @@ fn an_unknown_provider_or_device_is_refused_naming_the_field_and_the_choices() {
 fn a_missing_provider_library_is_a_clear_error() {
     let missing = PathBuf::from("/nonexistent/onnxruntime-openvino/lib/libonnxruntime.so");
     let err = library_candidates(&RuntimeOptions {
-        dylib: Some(missing.clone()),
+        dylib: Some(missing),
         provider: Provider::OpenVino,
         device: None,
     })
@@ -145,6 +145,38 @@ fn check_refuses_a_provider_without_its_library() {
             && stderr.contains("scripts/fetch-onnxruntime.sh --flavour openvino"),
         "{stderr}"
     );
+}
+
+/// `check` loads the models with the configured provider and says which.
+#[test]
+fn check_names_the_provider_of_each_model() {
+    openvino_lib();
+    let demo = std::fs::read_to_string(repo().join("pipelines/demo.toml"))
+        .unwrap()
+        .replace("\"../tests/", "\"tests/");
+    assert!(demo.contains("\n[detector]\n"));
+    for (provider, line) in [("cpu", ""), ("openvino", "provider = \"openvino\"\n")] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.toml");
+        std::fs::write(
+            &path,
+            demo.replace("\n[detector]\n", &format!("\n[detector]\n{line}")),
+        )
+        .unwrap();
+        // Relative paths fall back to the working directory (the repo).
+        let out = edge_node()
+            .args(["check", "--json"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["models"][0]["provider"], provider, "{v}");
+    }
 }
 
 /// `detect --provider cuda|tensorrt` on a machine without their library

@@ -9,6 +9,7 @@
 #      pkg-config, libssl-dev; python3-venv only when `python3 -m venv` fails),
 #   2. checks for cargo and GStreamer >= 1.22,
 #   3. fetches libonnxruntime into third_party/onnxruntime (scripts/fetch-onnxruntime.sh),
+#      and its OpenVINO build into third_party/onnxruntime-openvino (--flavour openvino),
 #   4. prints the ORT_DYLIB_PATH to export.
 #
 #   scripts/setup.sh                   progress on stderr, one `export` line on stdout
@@ -114,6 +115,11 @@ say "gstreamer: $gst"
 
 # --- 3. ONNX Runtime ----------------------------------------------------------
 ORT_VERSION=$ORT_VERSION scripts/fetch-onnxruntime.sh "$ORT_DEST" >&2
+# The OpenVINO build ([detector] provider = "openvino"; tests/providers.rs
+# runs the bundled models through it). ORT_OPENVINO=0 skips it (84 MB wheel).
+if [[ ${ORT_OPENVINO:-1} != 0 ]]; then
+  (unset ORT_VERSION ORT_WHEEL_SHA256; scripts/fetch-onnxruntime.sh --flavour openvino) >&2
+fi
 scripts/fetch-centerface.sh >&2  # face blurring model -> third_party/models
 
 # --- 4. what to export --------------------------------------------------------

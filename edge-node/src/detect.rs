@@ -22,6 +22,7 @@ pub mod face;
 pub mod geometry;
 pub mod inspect;
 pub mod preprocess;
+pub mod provider;
 pub mod spec;
 pub mod tiles;
 pub mod yolox;
@@ -49,6 +50,7 @@ pub use face::{CenterFaceMaps, FaceDetector, decode_centerface, face_input_size}
 pub use geometry::{Analysis, InputBudget, Sizing, aspect_size};
 pub use inspect::{IoReport, ModelReport, PreprocessReport, file_sha256, inspect};
 pub use preprocess::{PreprocessConfig, Preprocessor, ResizeFilter, SimdLevel, letterbox_geometry};
+pub use provider::Provider;
 pub use spec::{
     ColorOrder, Family, Manifest, ModelSpec, NanoDetLevelSpec, NmsColumns, OutputLayout,
     ResizeMode, ScoreKind, SpecSource, TensorInfo, describe_io, family_defaults, family_fits,
@@ -68,6 +70,17 @@ pub enum DetectError {
         tried.join("; ")
     )]
     RuntimeNotFound { tried: Vec<String> },
+    #[error(
+        "provider {provider}: no ONNX Runtime library with the {provider} execution provider found; tried: {}. Run {}, or point detector.onnxruntime (or ORT_DYLIB_PATH) at such a libonnxruntime.so",
+        tried.join("; "),
+        provider.fetch_hint()
+    )]
+    ProviderLibrary {
+        provider: Provider,
+        tried: Vec<String>,
+    },
+    #[error("provider {provider} cannot run here: {reason}")]
+    ProviderUnavailable { provider: Provider, reason: String },
     #[error("ONNX Runtime failed to start: {0}")]
     Runtime(String),
     #[error("cannot read model {}: {source}", path.display())]
@@ -121,21 +134,29 @@ pub enum DetectError {
     },
 }
 
-/// Where to find `libonnxruntime.so`.
+/// Where to find `libonnxruntime.so`, and which execution provider the
+/// process's sessions register.
 #[derive(Clone, Debug, Default)]
 pub struct RuntimeOptions {
-    /// Explicit library path. `None`: `ORT_DYLIB_PATH`, then
-    /// `third_party/onnxruntime/lib/libonnxruntime.so` under the current
-    /// directory (and its parent, for `cargo test` which runs in the crate
-    /// directory), `/opt/onnxruntime/lib/libonnxruntime.so`, then plain
-    /// `libonnxruntime.so` (the dynamic loader's search path).
+    /// Explicit library path (`[detector] onnxruntime`). `None`:
+    /// `ORT_DYLIB_PATH`, then the provider's flavour under `third_party/`
+    /// and `/opt/` ([`provider::search_paths`]). For a provider other than
+    /// `cpu`, a library counts only with the provider's own library next to
+    /// it, so a CPU-only `ORT_DYLIB_PATH` is passed over.
     pub dylib: Option<PathBuf>,
+    /// `[detector] provider`: process-wide, like the library.
+    pub provider: Provider,
+    /// `[detector] provider_device`: the OpenVINO device (`CPU`, `GPU`,
+    /// `NPU`, …) or the CUDA device number; `None`: the provider's default.
+    pub device: Option<String>,
 }
 
 struct Runtime {
     env: Environment,
     version: String,
     path: PathBuf,
+    provider: Provider,
+    device: Option<String>,
 }
 
 /// ONNX Runtime allows one environment per process, even after the first is
@@ -148,39 +169,60 @@ fn candidate_paths(opts: &RuntimeOptions) -> Vec<PathBuf> {
     if let Some(p) = &opts.dylib {
         return vec![p.clone()];
     }
-    let mut v = Vec::new();
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
-        v.push(PathBuf::from(p));
-    }
-    let rel = Path::new("third_party/onnxruntime/lib/libonnxruntime.so");
-    if let Ok(cwd) = std::env::current_dir() {
-        v.push(cwd.join(rel));
-        if let Some(parent) = cwd.parent() {
-            v.push(parent.join(rel));
+    let env = std::env::var_os("ORT_DYLIB_PATH")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    let cwd = std::env::current_dir().ok();
+    provider::search_paths(opts.provider, env, cwd.as_deref())
+}
+
+/// The libraries [`init_runtime`] would try for `opts`, in order: those
+/// that exist and, for a provider other than `cpu`, have the provider's
+/// library next to them. Looks at files only (loads nothing), so it can
+/// say what is missing even after another library was loaded.
+pub fn library_candidates(opts: &RuntimeOptions) -> Result<Vec<PathBuf>, DetectError> {
+    let mut tried = Vec::new();
+    let mut ok = Vec::new();
+    for path in candidate_paths(opts) {
+        match provider::usable_for(opts.provider, &path) {
+            Ok(()) => ok.push(path),
+            Err(why) => tried.push(format!("{} ({why})", path.display())),
         }
     }
-    v.push(PathBuf::from("/opt/onnxruntime/lib/libonnxruntime.so"));
-    v.push(PathBuf::from("libonnxruntime.so"));
-    v
+    if ok.is_empty() {
+        return Err(not_found(opts.provider, tried));
+    }
+    Ok(ok)
+}
+
+fn not_found(provider: Provider, tried: Vec<String>) -> DetectError {
+    if provider == Provider::Cpu {
+        DetectError::RuntimeNotFound { tried }
+    } else {
+        DetectError::ProviderLibrary { provider, tried }
+    }
 }
 
 /// Loads ONNX Runtime and creates the process-wide environment.
 ///
-/// Idempotent (later calls return `Ok` without looking at `opts`) and never
-/// panics: a missing library is [`DetectError::RuntimeNotFound`] listing
-/// every path tried, so the node can report it instead of aborting.
+/// Idempotent (later calls return `Ok` without looking at the library
+/// options; a later call asking for another provider than `cpu`, the
+/// default, is refused, as one process runs one library) and never panics:
+/// a missing library is [`DetectError::RuntimeNotFound`] (or, for another
+/// provider, [`DetectError::ProviderLibrary`]) listing every path tried, so
+/// the node can report it instead of aborting.
 pub fn init_runtime(opts: &RuntimeOptions) -> Result<(), DetectError> {
-    if RUNTIME.get().is_some() {
-        return Ok(());
+    if let Some(rt) = RUNTIME.get() {
+        return already_loaded(rt, opts);
     }
     let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if RUNTIME.get().is_some() {
-        return Ok(());
+    if let Some(rt) = RUNTIME.get() {
+        return already_loaded(rt, opts);
     }
     let mut tried = Vec::new();
     for path in candidate_paths(opts) {
-        if path.is_absolute() && !path.exists() {
-            tried.push(format!("{} (no such file)", path.display()));
+        if let Err(why) = provider::usable_for(opts.provider, &path) {
+            tried.push(format!("{} ({why})", path.display()));
             continue;
         }
         let builder = match ort::init_from(&path) {
@@ -196,12 +238,38 @@ pub fn init_runtime(opts: &RuntimeOptions) -> Result<(), DetectError> {
             .build()
             .map_err(|e| DetectError::Runtime(e.to_string()))?;
         let version = version_of(&path);
-        tracing::info!(path = %path.display(), version = %version, "ONNX Runtime loaded");
+        tracing::info!(path = %path.display(), version = %version, provider = %opts.provider, "ONNX Runtime loaded");
         // Cannot already be set: we hold the init lock and checked above.
-        let _ = RUNTIME.set(Runtime { env, version, path });
+        let _ = RUNTIME.set(Runtime {
+            env,
+            version,
+            path,
+            provider: opts.provider,
+            device: opts.device.clone(),
+        });
         return Ok(());
     }
-    Err(DetectError::RuntimeNotFound { tried })
+    Err(not_found(opts.provider, tried))
+}
+
+fn already_loaded(rt: &Runtime, opts: &RuntimeOptions) -> Result<(), DetectError> {
+    if opts.provider == Provider::Cpu || opts.provider == rt.provider {
+        return Ok(());
+    }
+    Err(DetectError::ProviderUnavailable {
+        provider: opts.provider,
+        reason: format!(
+            "this process already runs ONNX Runtime {} with the {} provider (one library per process); restart it",
+            rt.path.display(),
+            rt.provider
+        ),
+    })
+}
+
+/// The execution provider of the loaded runtime, `None` before
+/// [`init_runtime`].
+pub fn runtime_provider() -> Option<Provider> {
+    RUNTIME.get().map(|r| r.provider)
 }
 
 /// Version of the loaded ONNX Runtime, `None` before [`init_runtime`].
@@ -290,13 +358,16 @@ impl DetectorOptions {
 }
 
 /// Where the optimised copy of `model` lives in `dir`: keyed by the model's
-/// content, the ONNX Runtime version and the CPU, because an optimised graph
-/// may use kernels specific to both.
+/// content, the ONNX Runtime version, the provider and the CPU, because an
+/// optimised graph may use kernels specific to each. (Only the `cpu`
+/// provider saves one; the key holds the provider all the same, so a graph
+/// never crosses providers.)
 fn optimized_cache_path(dir: &Path, model: &Path, bytes: &[u8]) -> PathBuf {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(bytes);
     h.update(runtime_version().unwrap_or_default().as_bytes());
+    h.update(runtime_provider().unwrap_or_default().as_str().as_bytes());
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -313,6 +384,101 @@ fn optimized_cache_path(dir: &Path, model: &Path, bytes: &[u8]) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
     dir.join(format!("{stem}.{key}.ort-optimized.onnx"))
+}
+
+/// ONNX Runtime's own graph optimisations: all of them for its CPU and CUDA
+/// kernels; none before OpenVINO, which optimises the whole graph for its
+/// device itself and takes standard ONNX operators better than ONNX
+/// Runtime's fused ones (those would fall back to the CPU provider).
+fn optimization_level(provider: Provider) -> GraphOptimizationLevel {
+    match provider {
+        Provider::OpenVino => GraphOptimizationLevel::Disable,
+        Provider::Cpu | Provider::Cuda | Provider::TensorRt => GraphOptimizationLevel::All,
+    }
+}
+
+/// Registers the runtime's execution provider on a session, so a provider
+/// that cannot start is an error, never a silent fall-back to the CPU.
+/// `cpu`: nothing to register. `threads` becomes OpenVINO's thread count;
+/// `cache` (the `ort-cache` folder) gets a sub-folder per provider for
+/// OpenVINO's compiled blobs and TensorRT's engines.
+fn register_provider(
+    builder: &mut ort::session::builder::SessionBuilder,
+    rt: &Runtime,
+    threads: usize,
+    cache: Option<&Path>,
+) -> Result<(), DetectError> {
+    use ort::ep::{self, ExecutionProvider};
+    let provider = rt.provider;
+    let device = rt.device.as_deref();
+    let sub_cache = |name: &str| {
+        cache
+            .map(|c| c.join(name))
+            .filter(|c| std::fs::create_dir_all(c).is_ok())
+            .map(|c| c.display().to_string())
+    };
+    let gpu_id = || -> Result<i32, DetectError> {
+        if !nvidia_driver_present() {
+            return Err(DetectError::ProviderUnavailable {
+                provider,
+                reason: "no NVIDIA GPU on this machine (no driver: /proc/driver/nvidia/version and /dev/nvidiactl are missing)".into(),
+            });
+        }
+        device
+            .map(str::parse)
+            .transpose()
+            .map(Option::unwrap_or_default)
+            .map_err(|_| DetectError::ProviderUnavailable {
+                provider,
+                reason: format!("provider_device {device:?} is not a CUDA device number"),
+            })
+    };
+    let unavailable = |e: ort::Error, hint: &str| DetectError::ProviderUnavailable {
+        provider,
+        reason: format!("ONNX Runtime {} refused it: {e}{hint}", rt.path.display()),
+    };
+    const CUDA_HINT: &str = "; it needs an NVIDIA GPU with its driver, and the CUDA 12 and cuDNN 9 libraries where the loader finds them (LD_LIBRARY_PATH)";
+    match provider {
+        Provider::Cpu => Ok(()),
+        Provider::OpenVino => {
+            let mut ov = ep::OpenVINO::default()
+                .with_device_type(device.unwrap_or("CPU"))
+                .with_num_threads(threads.max(1))
+                .with_num_streams(1);
+            if let Some(dir) = sub_cache("openvino") {
+                ov = ov.with_cache_dir(dir);
+            }
+            ov.register(builder).map_err(|e| unavailable(e, ""))
+        }
+        Provider::Cuda => {
+            let id = gpu_id()?;
+            ep::CUDA::default()
+                .with_device_id(id)
+                .register(builder)
+                .map_err(|e| unavailable(e, CUDA_HINT))
+        }
+        Provider::TensorRt => {
+            let id = gpu_id()?;
+            let mut trt = ep::TensorRT::default().with_device_id(id);
+            if let Some(dir) = sub_cache("tensorrt") {
+                trt = trt.with_engine_cache(true).with_engine_cache_path(dir);
+            }
+            trt.register(builder).map_err(|e| {
+                unavailable(e, "; it needs TensorRT 10 besides CUDA 12 and cuDNN 9 where the loader finds them")
+            })?;
+            // Nodes TensorRT does not take run on CUDA, not on the CPU.
+            ep::CUDA::default()
+                .with_device_id(id)
+                .register(builder)
+                .map_err(|e| unavailable(e, CUDA_HINT))
+        }
+    }
+}
+
+/// Whether an NVIDIA driver is loaded (a container with a GPU passed
+/// through sees the same files).
+fn nvidia_driver_present() -> bool {
+    Path::new("/proc/driver/nvidia/version").exists() || Path::new("/dev/nvidiactl").exists()
 }
 
 /// Wall time of the three stages of one frame.
@@ -614,9 +780,13 @@ impl Detector {
         // - no spinning: idle ORT threads would steal CPU from the decoders;
         // - all graph optimisations, and the optimised graph saved once so a
         //   restart does not pay for them again.
+        //   The saved graph is the CPU provider's: the others compile the
+        //   graph for their device and keep their own cache (OpenVINO's
+        //   blobs, TensorRT's engines) in a folder of their own next to it.
         let cached = opts
             .optimized_cache
             .as_ref()
+            .filter(|_| rt.provider == Provider::Cpu)
             .map(|dir| optimized_cache_path(dir, &path, &bytes));
         let reuse = cached.as_ref().filter(|c| c.exists()).cloned();
         let mut builder = Session::builder(&rt.env)
@@ -631,8 +801,14 @@ impl Detector {
             .map_err(builder_err)?
             .with_inter_op_spinning(opts.spinning)
             .map_err(builder_err)?
-            .with_optimization_level(GraphOptimizationLevel::All)
+            .with_optimization_level(optimization_level(rt.provider))
             .map_err(builder_err)?;
+        register_provider(
+            &mut builder,
+            rt,
+            opts.intra_threads,
+            opts.optimized_cache.as_deref(),
+        )?;
         let mut saving = None;
         if reuse.is_none()
             && let Some(c) = &cached
@@ -661,6 +837,12 @@ impl Detector {
                 let mut retry = opts.clone();
                 retry.optimized_cache = None;
                 return Self::load(&retry);
+            }
+            Err(e) if rt.provider != Provider::Cpu => {
+                return Err(DetectError::ModelInvalid {
+                    path,
+                    reason: format!("with the {} provider: {e}", rt.provider),
+                });
             }
             Err(e) => {
                 return Err(DetectError::ModelInvalid {
@@ -725,6 +907,7 @@ impl Detector {
             enabled = (0..spec.names.len()).filter(|&c| gate.threshold(c).is_finite()).count(),
             source = ?spec.source,
             intra_threads = opts.intra_threads,
+            provider = %rt.provider,
             "detector loaded"
         );
         Ok(Detector {
@@ -1469,6 +1652,7 @@ mod tests {
     fn candidate_paths_prefer_explicit() {
         let o = RuntimeOptions {
             dylib: Some(PathBuf::from("/x/libonnxruntime.so")),
+            ..RuntimeOptions::default()
         };
         assert_eq!(
             candidate_paths(&o),
@@ -1495,8 +1679,21 @@ mod tests {
         runtime();
         init_runtime(&RuntimeOptions {
             dylib: Some(PathBuf::from("/nonexistent/libonnxruntime.so")),
+            ..RuntimeOptions::default()
         })
         .unwrap();
+        // Another provider than the loaded one is refused, not ignored.
+        let e = init_runtime(&RuntimeOptions {
+            provider: Provider::OpenVino,
+            ..RuntimeOptions::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("provider openvino") && e.contains("one library per process"),
+            "{e}"
+        );
+        assert_eq!(runtime_provider(), Some(Provider::Cpu));
         let v = runtime_version().unwrap();
         eprintln!("ONNX Runtime {v} from {:?}", runtime_path());
         assert!(v.starts_with("1."), "{v}");

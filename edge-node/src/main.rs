@@ -85,6 +85,13 @@ enum Cmd {
         /// Also detect on overlapping tiles at the image's own resolution.
         #[arg(long)]
         tiles: bool,
+        /// ONNX Runtime execution provider, as `[detector] provider`: cpu,
+        /// openvino, cuda or tensorrt.
+        #[arg(long, default_value = "cpu", value_parser = detect::Provider::parse)]
+        provider: detect::Provider,
+        /// The provider's device, as `[detector] provider_device`.
+        #[arg(long)]
+        provider_device: Option<String>,
         image: PathBuf,
     },
     /// The README's demo: the bundled clip, an in-process MQTT broker and a
@@ -258,6 +265,15 @@ enum BenchCmd {
         /// does in the node (default off, as in the node).
         #[arg(long)]
         spinning: bool,
+        /// Comma-separated execution providers (`[detector] provider`: cpu,
+        /// openvino, cuda, tensorrt). Several: each runs in a child process
+        /// of its own (one ONNX Runtime library per process), one after the
+        /// other, each printing its table; --json and --plot take one.
+        #[arg(long, value_delimiter = ',', default_value = "cpu", value_parser = detect::Provider::parse)]
+        provider: Vec<detect::Provider>,
+        /// The provider's device, as `[detector] provider_device`.
+        #[arg(long)]
+        provider_device: Option<String>,
         /// Write the report as JSON (`-`: to stdout, the table then goes to stderr).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -394,6 +410,8 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             threads,
             input_pixels,
             tiles,
+            provider,
+            provider_device,
             image,
         } => detect_image(
             &DetectRun {
@@ -403,6 +421,11 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 json,
                 out,
                 threads,
+                runtime: RuntimeOptions {
+                    provider,
+                    device: provider_device,
+                    ..RuntimeOptions::default()
+                },
                 analysis: detect::Analysis {
                     input: input_pixels,
                     tiles,
@@ -532,6 +555,7 @@ struct DetectRun {
     json: bool,
     out: Option<PathBuf>,
     threads: usize,
+    runtime: RuntimeOptions,
     analysis: detect::Analysis,
 }
 
@@ -547,7 +571,7 @@ fn detect_image(run: &DetectRun, image: &Path) -> Result<ExitCode> {
         .model
         .clone()
         .unwrap_or_else(|| config::default_model(Path::new(".")));
-    detect::init_runtime(&RuntimeOptions::default())?;
+    detect::init_runtime(&run.runtime)?;
     let img = image::open(image)
         .with_context(|| format!("cannot read image {}", image.display()))?
         .to_rgb8();
@@ -590,9 +614,10 @@ fn detect_image(run: &DetectRun, image: &Path) -> Result<ExitCode> {
             ""
         };
         println!(
-            "{} ({w}x{h}), model {} at {iw}x{ih}{tiles}: {} detections",
+            "{} ({w}x{h}), model {} at {iw}x{ih}{tiles} ({} provider): {} detections",
             image.display(),
             model.display(),
+            detect::runtime_provider().unwrap_or_default(),
             dets.len()
         );
         for d in &dets {
@@ -685,9 +710,7 @@ fn preview(
         boxes: Vec::new(),
     };
     if detect_objects {
-        detect::init_runtime(&RuntimeOptions {
-            dylib: p.onnxruntime.clone(),
-        })?;
+        detect::init_runtime(&p.runtime_options())?;
         let mut det = Detector::load(&plan.detector)?;
         // The camera's own input size and tiles, as `run` analyses it.
         let (dets, _) =
@@ -926,6 +949,49 @@ fn emit_json<T: Serialize>(json: &Option<PathBuf>, value: &T) -> Result<()> {
     }
 }
 
+/// `bench model --provider a,b`: the same command once per provider, each
+/// in a child process (ONNX Runtime is one library per process), one after
+/// the other so they do not share the CPU.
+fn bench_providers(providers: &[detect::Provider], file_output: bool) -> Result<ExitCode> {
+    if file_output {
+        anyhow::bail!(
+            "--json and --plot take one provider; run `bench model` once per provider for files"
+        );
+    }
+    // This command's own arguments without its --provider.
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    let mut skip = false;
+    for a in std::env::args_os().skip(1) {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        match a.to_str() {
+            Some("--provider") => skip = true,
+            Some(s) if s.starts_with("--provider=") => {}
+            _ => args.push(a),
+        }
+    }
+    let exe = std::env::current_exe().context("cannot find this program to run it per provider")?;
+    let mut failed = Vec::new();
+    for p in providers {
+        eprintln!("== provider {p}");
+        let status = std::process::Command::new(&exe)
+            .args(&args)
+            .arg("--provider")
+            .arg(p.as_str())
+            .status()
+            .with_context(|| format!("cannot run {}", exe.display()))?;
+        if !status.success() {
+            failed.push(p.as_str());
+        }
+    }
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        anyhow::bail!("bench model failed for provider {}", failed.join(", "))
+    }
+}
+
 fn bench(what: BenchCmd) -> Result<ExitCode> {
     use edge_node::bench;
     match what {
@@ -940,9 +1006,14 @@ fn bench(what: BenchCmd) -> Result<ExitCode> {
             warmup,
             max_frames,
             spinning,
+            provider,
+            provider_device,
             json,
             plot,
         } => {
+            if provider.len() > 1 {
+                return bench_providers(&provider, json.is_some() || plot.is_some());
+            }
             let model = model.unwrap_or_else(|| config::default_model(Path::new(".")));
             let input = input.unwrap_or_else(|| PathBuf::from("tests/fixtures/vtest_10s_h264.mp4"));
             let opts = bench::ModelBenchOptions {
@@ -954,6 +1025,8 @@ fn bench(what: BenchCmd) -> Result<ExitCode> {
                 warmup,
                 max_frames,
                 spinning,
+                provider: provider.first().copied().unwrap_or_default(),
+                provider_device,
                 ..bench::ModelBenchOptions::new(model, input)
             };
             let report = bench::bench_model(&opts)?;

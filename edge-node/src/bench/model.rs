@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{BenchError, Machine, Percentiles, machine, round3, sha256_file};
 use crate::detect::{
-    self, Analysis, Detector, DetectorOptions, InputBudget, RuntimeOptions, tiles,
+    self, Analysis, Detector, DetectorOptions, InputBudget, Provider, RuntimeOptions, tiles,
 };
 use crate::sched::PrepMode;
 use crate::source::{self, SourceOptions, SourceState};
@@ -40,6 +40,10 @@ pub struct ModelBenchOptions {
     pub max_height: u32,
     /// ONNX Runtime's idle threads spin (`[detector] spinning`).
     pub spinning: bool,
+    /// Execution provider and its device (`[detector] provider`,
+    /// `provider_device`); one per process, see [`detect::provider`].
+    pub provider: Provider,
+    pub provider_device: Option<String>,
 }
 
 impl ModelBenchOptions {
@@ -56,6 +60,8 @@ impl ModelBenchOptions {
             max_frames: 50,
             max_height: 720,
             spinning: false,
+            provider: Provider::Cpu,
+            provider_device: None,
         }
     }
 }
@@ -144,6 +150,8 @@ pub struct ModelBenchReport {
     pub cores: usize,
     pub ort_version: String,
     pub ort_path: String,
+    /// The execution provider: `cpu`, `openvino`, `cuda` or `tensorrt`.
+    pub provider: String,
     /// The model's own `[width, height]`.
     pub model_input_wh: [u32; 2],
     /// Whether the model's spatial input dims are dynamic (other sizes possible).
@@ -664,7 +672,11 @@ pub fn bench_model(opts: &ModelBenchOptions) -> Result<ModelBenchReport, BenchEr
             reason: "give one or more thread counts ≥ 1, e.g. 1,2".into(),
         });
     }
-    detect::init_runtime(&RuntimeOptions::default())?;
+    detect::init_runtime(&RuntimeOptions {
+        provider: opts.provider,
+        device: opts.provider_device.clone(),
+        ..RuntimeOptions::default()
+    })?;
     let model_sha256 = sha256_file(&opts.model)?;
     let frames = load_frames(&opts.input, opts.max_frames, opts.max_height)?;
     tracing::info!(frames = frames.len(), input = %opts.input.display(), "input decoded");
@@ -721,6 +733,7 @@ pub fn bench_model(opts: &ModelBenchOptions) -> Result<ModelBenchReport, BenchEr
         ort_path: detect::runtime_path()
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
+        provider: detect::runtime_provider().unwrap_or_default().to_string(),
         model_input_wh: model_wh,
         dynamic_input,
         input: opts.input.display().to_string(),
@@ -853,10 +866,11 @@ impl ModelBenchReport {
             }
         );
         out.push_str(&format!(
-            "cpu {} ({} cores), ONNX Runtime {}, spinning {}\n",
+            "cpu {} ({} cores), ONNX Runtime {} ({} provider), spinning {}\n",
             self.cpu,
             self.cores,
             self.ort_version,
+            self.provider,
             if self.spinning { "on" } else { "off" }
         ));
         out.push_str(&format!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::add_error;
 use super::report::{ModelPlan, normalise};
 use crate::config::{self, BrokerUrl, FieldError, Pipeline};
-use crate::detect::{self, DetectError, Detector, RuntimeOptions};
+use crate::detect::{self, DetectError, Detector};
 use crate::{publish, source};
 
 /// Runs every pre-flight check; returns the plan of each model that loaded.
@@ -21,15 +21,23 @@ pub(super) fn run(
     camera_secrets(p, errors);
     tls(p, errors);
     state_dir(p, errors);
-    if let Err(e) = detect::init_runtime(&RuntimeOptions {
-        dylib: p.onnxruntime.clone(),
-    }) {
-        add_error(
-            errors,
-            "detector.onnxruntime",
-            e.to_string(),
-            "install ONNX Runtime (scripts/setup.sh), set ORT_DYLIB_PATH, or set detector.onnxruntime to libonnxruntime.so",
-        );
+    let runtime = p.runtime_options();
+    if let Err(e) = detect::init_runtime(&runtime) {
+        let (field, fix) = match e {
+            DetectError::ProviderLibrary { provider, .. } => (
+                "detector.provider",
+                format!("run {}, or set provider = \"cpu\"", provider.fetch_hint()),
+            ),
+            DetectError::ProviderUnavailable { .. } => (
+                "detector.provider",
+                "set provider = \"cpu\" (or remove it) on this machine".into(),
+            ),
+            _ => (
+                "detector.onnxruntime",
+                "install ONNX Runtime (scripts/setup.sh), set ORT_DYLIB_PATH, or set detector.onnxruntime to libonnxruntime.so".into(),
+            ),
+        };
+        add_error(errors, field, e.to_string(), fix);
         return BTreeMap::new();
     }
     let (plans, labels) = models(p, errors);
@@ -94,6 +102,7 @@ fn models(
                             .map(|(k, v)| (k.clone(), *v))
                             .collect(),
                         nms_iou: opts.nms_iou,
+                        provider: detect::runtime_provider().unwrap_or_default().to_string(),
                     },
                 );
                 labels.insert(model.clone(), spec.names.clone());
@@ -111,6 +120,12 @@ fn models(
                     format!("use the model's class names: {known}"),
                 );
             }
+            Err(e @ DetectError::ProviderUnavailable { .. }) => add_error(
+                errors,
+                "detector.provider",
+                e.to_string(),
+                "set provider = \"cpu\" (or remove it) on this machine",
+            ),
             Err(e) => add_error(
                 errors,
                 field,

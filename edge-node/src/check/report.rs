@@ -73,6 +73,10 @@ pub struct ModelPlan {
     pub threshold: f32,
     pub class_thresholds: BTreeMap<String, f32>,
     pub nms_iou: f32,
+    /// The ONNX Runtime execution provider it loaded with
+    /// (`detector.provider`): `cpu`, `openvino`, `cuda`, `tensorrt`.
+    #[serde(default)]
+    pub provider: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -418,7 +422,7 @@ impl fmt::Display for ModelPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "model {}: {}, input {}×{} ({}, {}), {} classes",
+            "model {}: {}, input {}×{} ({}, {}), {} classes, provider {}",
             self.path,
             self.family,
             self.input[0],
@@ -429,7 +433,8 @@ impl fmt::Display for ModelPlan {
                 self.resize.clone()
             },
             self.color,
-            self.classes
+            self.classes,
+            self.provider
         )?;
         let per_class: Vec<String> = self
             .class_thresholds

@@ -365,6 +365,16 @@ pub struct DetectorSection {
     /// Path of `libonnxruntime.so`; default: `ORT_DYLIB_PATH`, then the usual places.
     #[serde(default)]
     pub onnxruntime: Option<PathBuf>,
+    /// ONNX Runtime execution provider for every model of the node: `cpu`
+    /// (default), `openvino`, `cuda` or `tensorrt`. Node-wide: one ONNX
+    /// Runtime library per process, and the others come with their own
+    /// (`scripts/fetch-onnxruntime.sh --flavour openvino|gpu`).
+    #[serde(default = "d_provider")]
+    pub provider: String,
+    /// The provider's device: OpenVINO `CPU` (default), `GPU`, `NPU`, …;
+    /// a CUDA device number (default 0) for `cuda` and `tensorrt`.
+    #[serde(default)]
+    pub provider_device: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -651,6 +661,9 @@ fn d_embedded_port() -> u16 {
 fn d_threads() -> usize {
     DetectorOptions::default().intra_threads
 }
+fn d_provider() -> String {
+    crate::detect::Provider::default().as_str().into()
+}
 fn d_workers() -> usize {
     DEFAULT_WORKERS
 }
@@ -754,6 +767,8 @@ impl Default for DetectorSection {
             input_pixels: None,
             tiles: false,
             onnxruntime: None,
+            provider: d_provider(),
+            provider_device: None,
         }
     }
 }

@@ -189,6 +189,17 @@ impl Pipeline {
         )
     }
 
+    /// The ONNX Runtime library and execution provider (`[detector]
+    /// onnxruntime`, `provider`, `provider_device`; validated at load).
+    pub fn runtime_options(&self) -> detect::RuntimeOptions {
+        let d = &self.raw.detector;
+        detect::RuntimeOptions {
+            dylib: self.onnxruntime.clone(),
+            provider: detect::Provider::parse(&d.provider).unwrap_or_default(),
+            device: d.provider_device.clone(),
+        }
+    }
+
     /// The node's writable folder: `[node] state_dir`, `$EDGE_NODE_STATE_DIR`,
     /// or `/tmp/edge-node`.
     pub fn state_dir(&self) -> PathBuf {

@@ -331,6 +331,30 @@ fn check_input_pixels(ck: &mut Checks, field: &str, v: Option<&InputPixels>) {
     }
 }
 
+/// `[detector] provider` and `provider_device`.
+fn check_provider(ck: &mut Checks, provider: &str, device: Option<&str>) {
+    let provider = match crate::detect::Provider::parse(provider) {
+        Ok(p) => p,
+        Err(problem) => {
+            ck.err(
+                "detector.provider",
+                problem,
+                "e.g. provider = \"openvino\" (after scripts/fetch-onnxruntime.sh --flavour openvino), or remove it for the default (\"cpu\")",
+            );
+            return;
+        }
+    };
+    if let Some(device) = device
+        && let Err(problem) = provider.check_device(device)
+    {
+        ck.err(
+            "detector.provider_device",
+            problem,
+            "e.g. provider_device = \"GPU\" with provider = \"openvino\", \"1\" with cuda or tensorrt, or remove it for the provider's default",
+        );
+    }
+}
+
 /// `[detector]`, `[tracker]`, `[events]`, `[snapshot]`.
 fn check_sections(ck: &mut Checks, p: &PipelineFile) {
     let d = &p.detector;
@@ -344,6 +368,7 @@ fn check_sections(ck: &mut Checks, p: &PipelineFile) {
     ck.range("detector.merge_iou", d.merge_iou, 0.0, 1.0);
     check_merge_classes(ck, &d.merge_classes);
     check_input_pixels(ck, "detector.input_pixels", d.input_pixels.as_ref());
+    check_provider(ck, &d.provider, d.provider_device.as_deref());
     if let Some(c) = &d.classes
         && c.is_empty()
     {

@@ -19,7 +19,7 @@ use super::report::RunReport;
 use super::{NodeError, SHUTDOWN_DEADLINE, shutdown, status};
 use crate::budget::ByteBudget;
 use crate::config::Pipeline;
-use crate::detect::{self, RuntimeOptions};
+use crate::detect;
 use crate::metrics::Metrics;
 use crate::publish::{self, NodeIdentity, Publisher};
 use crate::sdnotify::{self, Notifier};
@@ -203,11 +203,9 @@ fn start_node(
     board: Arc<Board>,
     metrics: Arc<Metrics>,
 ) -> NodeRun {
-    let runtime_err = detect::init_runtime(&RuntimeOptions {
-        dylib: p.onnxruntime.clone(),
-    })
-    .err()
-    .map(|e| e.to_string());
+    let runtime_err = detect::init_runtime(&p.runtime_options())
+        .err()
+        .map(|e| e.to_string());
     let _ = source::init();
     let budget: SharedBudget = p.raw.budget.bucket().map(|(rate, burst)| {
         info!(bytes_per_s = rate, burst_bytes = burst, "snapshot budget");

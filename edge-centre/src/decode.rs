@@ -4,8 +4,9 @@
 use edge_wire::{
     CAMERA_ALERT_SCHEMA, CAMERA_STATUS_SCHEMA, COUNTS_SCHEMA, CameraAlertMessage,
     CameraStatusMessage, CountsMessage, EVENT_SCHEMA, EVENT_SCHEMA_V4, EVENT_SCHEMA_V5,
-    EventMessage, NODE_STATUS_SCHEMA, NodeStatusMessage, REPLAY_ANSWER_SCHEMA, ReplayAnswer,
-    STATS_SCHEMA, TopicClass, ZONE_ALERT_SCHEMA, ZoneAlertMessage,
+    EventMessage, NODE_STATUS_SCHEMA, NODE_STATUS_SCHEMA_V3, NodeStatusMessage,
+    REPLAY_ANSWER_SCHEMA, ReplayAnswer, STATS_SCHEMA, TopicClass, ZONE_ALERT_SCHEMA,
+    ZoneAlertMessage,
 };
 use serde::Deserialize;
 
@@ -159,10 +160,12 @@ pub fn decode(
         (TopicClass::Replay, true, REPLAY_ANSWER_SCHEMA) => {
             Record::ReplayAnswer(typed(&schema, payload)?)
         }
-        (TopicClass::Status, false, NODE_STATUS_SCHEMA) => Record::NodeStatus {
-            origin,
-            status: typed(&schema, payload)?,
-        },
+        (TopicClass::Status, false, NODE_STATUS_SCHEMA | NODE_STATUS_SCHEMA_V3) => {
+            Record::NodeStatus {
+                origin,
+                status: typed(&schema, payload)?,
+            }
+        }
         (TopicClass::Status, true, CAMERA_STATUS_SCHEMA) => Record::CameraStatus {
             origin,
             status: typed(&schema, payload)?,

@@ -1039,64 +1039,69 @@ fn bench(what: BenchCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        BenchCmd::Pipeline {
-            pipeline,
-            cameras,
-            duration,
-            target_fps,
-            find_capacity,
-            hold_ratio,
-            max_cameras,
-            rtsp_file,
-            sweep,
-            model,
-            threads,
-            workers,
-            mix,
-            plot,
-            json,
-        } => {
-            if !(duration.is_finite() && duration > 0.0) {
-                bail!("--duration must be a positive number of seconds");
-            }
-            let opts = bench::PipelineBenchOptions {
-                pipeline,
-                cameras,
-                duration: Duration::from_secs_f64(duration),
-                target_fps,
-                rtsp_file: rtsp_file
-                    .unwrap_or_else(|| bench::pipeline::default_rtsp_file(Path::new("."))),
-                hold_ratio,
-                max_cameras,
-                sweep,
-                model,
-                threads,
-                workers,
-                mix,
-                // The loopback camera server runs as a child process, so its
-                // CPU is not counted as the node's.
-                harness_exe: std::env::current_exe().ok(),
-            };
-            if find_capacity || !opts.sweep.is_empty() {
-                let report = bench::find_capacity(&opts)?;
-                print_table(&report.table(), &json);
-                emit_json(&json, &report)?;
-                if let Some(svg) = plot {
-                    bench::plot::plot_capacity(&report, &svg)?;
-                }
-            } else {
-                if plot.is_some() {
-                    bail!(
-                        "--plot draws a curve over camera counts: add --find-capacity or --sweep"
-                    );
-                }
-                let report = bench::bench_pipeline(&opts)?;
-                print_table(&report.table(), &json);
-                emit_json(&json, &report)?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        what @ BenchCmd::Pipeline { .. } => bench_pipeline(what),
     }
+}
+
+/// `edge-node bench pipeline`.
+fn bench_pipeline(what: BenchCmd) -> Result<ExitCode> {
+    use edge_node::bench;
+    let BenchCmd::Pipeline {
+        pipeline,
+        cameras,
+        duration,
+        target_fps,
+        find_capacity,
+        hold_ratio,
+        max_cameras,
+        rtsp_file,
+        sweep,
+        model,
+        threads,
+        workers,
+        mix,
+        plot,
+        json,
+    } = what
+    else {
+        bail!("not a pipeline bench");
+    };
+    if !(duration.is_finite() && duration > 0.0) {
+        bail!("--duration must be a positive number of seconds");
+    }
+    let opts = bench::PipelineBenchOptions {
+        pipeline,
+        cameras,
+        duration: Duration::from_secs_f64(duration),
+        target_fps,
+        rtsp_file: rtsp_file.unwrap_or_else(|| bench::pipeline::default_rtsp_file(Path::new("."))),
+        hold_ratio,
+        max_cameras,
+        sweep,
+        model,
+        threads,
+        workers,
+        mix,
+        // The loopback camera server runs as a child process, so its
+        // CPU is not counted as the node's.
+        harness_exe: std::env::current_exe().ok(),
+    };
+    if find_capacity || !opts.sweep.is_empty() {
+        let report = bench::find_capacity(&opts)?;
+        print_table(&report.table(), &json);
+        emit_json(&json, &report)?;
+        if let Some(svg) = plot {
+            bench::plot::plot_capacity(&report, &svg)?;
+        }
+    } else {
+        if plot.is_some() {
+            bail!("--plot draws a curve over camera counts: add --find-capacity or --sweep");
+        }
+        let report = bench::bench_pipeline(&opts)?;
+        print_table(&report.table(), &json);
+        emit_json(&json, &report)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ mod camera;
 mod emit;
 mod health;
 mod lifecycle;
+mod load;
 mod pictures;
 mod report;
 mod run;

@@ -65,10 +65,10 @@ pub use edge_wire::{
     AlertDetail, BudgetStats, CAMERA_ALERT_SCHEMA, CAMERA_STATUS_SCHEMA, COUNTS_SCHEMA,
     CameraAlertMessage, CameraLive, CameraState, CameraStats, CameraStatusMessage, ClassBytes,
     CountsMessage, Degraded, DropCounts, EVENT_SCHEMA, EndReason, EventMessage, EventType,
-    FrameSize, LineCountsWire, NODE_STATUS_SCHEMA, NodeOutbox, NodeState, NodeStatusMessage,
-    OutboxStats, STATS_SCHEMA, SentStats, SnapshotCounts, SnapshotOmitted, SnapshotRef,
-    StatsMessage, StreamDesc, TopicClass, Topics, WireBox, WireCounter, ZONE_ALERT_SCHEMA,
-    ZoneAlertMessage, ZoneCountsWire, rfc3339,
+    FrameSize, LineCountsWire, NODE_STATUS_SCHEMA, NodeLoad, NodeOutbox, NodeState,
+    NodeStatusMessage, OutboxStats, STATS_SCHEMA, SentStats, SnapshotCounts, SnapshotOmitted,
+    SnapshotRef, StatsMessage, StreamDesc, TopicClass, Topics, WireBox, WireCounter,
+    ZONE_ALERT_SCHEMA, ZoneAlertMessage, ZoneCountsWire, rfc3339,
 };
 pub use record::{
     CameraAlertRecord, EventRecord, OmitReason, SnapshotOutcome, SnapshotPayload, ZoneAlertRecord,
@@ -150,6 +150,8 @@ struct Shared {
     district: String,
     /// Current camera ids (a config reload changes them).
     cameras: Mutex<Vec<String>>,
+    /// Whether the node keeps up (the node status's `load`).
+    load: Mutex<Option<NodeLoad>>,
     started: SystemTime,
     /// Latest retained camera status, re-sent after every reconnect.
     camera_status: Mutex<BTreeMap<String, CameraStatusMessage>>,
@@ -248,6 +250,7 @@ impl Publisher {
             node: ident.node,
             district: ident.district,
             cameras: Mutex::new(ident.cameras),
+            load: Mutex::new(None),
             started: SystemTime::now(),
             camera_status: Mutex::new(BTreeMap::new()),
             health: Mutex::new(HashMap::new()),
@@ -819,6 +822,31 @@ impl Publisher {
         if let Ok(mut c) = self.shared.cameras.lock() {
             *c = cameras;
         }
+        self.republish_status().await;
+    }
+
+    /// The node's latest load assessment; the retained node status is
+    /// republished when `overloaded` changes (the figures ride along).
+    pub async fn set_load(&self, load: NodeLoad) {
+        let changed = match self.shared.load.lock() {
+            Ok(mut l) => {
+                let changed = l.as_ref().is_none_or(|o| o.overloaded != load.overloaded);
+                *l = Some(load);
+                changed
+            }
+            Err(_) => false,
+        };
+        if changed {
+            self.republish_status().await;
+        }
+    }
+
+    /// The node's latest load assessment (`/metrics`).
+    pub fn load(&self) -> Option<NodeLoad> {
+        self.shared.load.lock().ok().and_then(|l| l.clone())
+    }
+
+    async fn republish_status(&self) {
         let online = node_status(&self.shared, NodeState::Online, Some(self.shared.started));
         if let Ok(body) = serde_json::to_vec(&online) {
             let _ = self
@@ -912,6 +940,9 @@ fn node_status(shared: &Shared, state: NodeState, since: Option<SystemTime>) -> 
         since: since.map(rfc3339),
         version: env!("CARGO_PKG_VERSION").into(),
         cameras: shared.cameras.lock().map(|c| c.clone()).unwrap_or_default(),
+        load: (state != NodeState::Offline)
+            .then(|| shared.load.lock().ok().and_then(|l| l.clone()))
+            .flatten(),
         outbox: (state != NodeState::Offline).then(|| {
             let c = shared.outbox.counters();
             NodeOutbox {

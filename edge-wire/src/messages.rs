@@ -23,7 +23,10 @@ pub const REPLAY_REQUEST_SCHEMA: &str = "edge-replay-request/1";
 pub const REPLAY_ANSWER_SCHEMA: &str = "edge-replay-answer/1";
 pub const COUNTS_SCHEMA: &str = "edge-counts/1";
 pub const ZONE_ALERT_SCHEMA: &str = "edge-zone-alert/3";
-pub const NODE_STATUS_SCHEMA: &str = "edge-node-status/3";
+pub const NODE_STATUS_SCHEMA: &str = "edge-node-status/4";
+/// The previous node status: `edge-node-status/4` added `load`. The centre
+/// still accepts it from boxes not yet upgraded.
+pub const NODE_STATUS_SCHEMA_V3: &str = "edge-node-status/3";
 pub const CAMERA_STATUS_SCHEMA: &str = "edge-camera-status/3";
 pub const STATS_SCHEMA: &str = "edge-stats/3";
 pub const CAMERA_ALERT_SCHEMA: &str = "edge-camera-alert/1";
@@ -345,6 +348,34 @@ pub struct NodeStatusMessage {
     /// The durable outbox when this status was published: backlog and
     /// evictions (`None` in the last will, which is fixed at connect time).
     pub outbox: Option<NodeOutbox>,
+    /// Whether the node keeps up with its cameras (`None` in the last will
+    /// and before the first assessment; absent in `/3`).
+    #[serde(default)]
+    pub load: Option<NodeLoad>,
+}
+
+/// The load part of `edge-node-status/4`: over the last window, the frames
+/// the cameras delivered for analysis (after each camera's `detect_fps`
+/// limit) against the frames the detector analysed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeLoad {
+    /// More than 5 % of the delivered frames were shed unanalysed (cleared
+    /// below 1 %).
+    pub overloaded: bool,
+    /// Length of the window, seconds.
+    pub window_s: f64,
+    /// Frames per second delivered for analysis, all cameras.
+    pub delivered_fps: f64,
+    /// Frames per second analysed, all cameras.
+    pub analysed_fps: f64,
+    /// Frames per second shed because the detector could not keep up.
+    pub shortfall_fps: f64,
+    /// `shortfall_fps` as a share of `delivered_fps`, %.
+    pub shed_pct: f64,
+    /// The camera with the lowest analysed rate relative to its
+    /// `detect_fps`, and that rate.
+    pub slowest_camera: Option<String>,
+    pub slowest_fps: Option<f64>,
 }
 
 /// The outbox part of `edge-node-status/3`.

@@ -290,7 +290,7 @@ pub fn schemas() -> Schemas {
         event: load_schema("edge-event-6.schema.json"),
         counts: load_schema("edge-counts-1.schema.json"),
         zone_alert: load_schema("edge-zone-alert-3.schema.json"),
-        node: load_schema("edge-node-status-3.schema.json"),
+        node: load_schema("edge-node-status-4.schema.json"),
         camera: load_schema("edge-camera-status-3.schema.json"),
         stats: load_schema("edge-stats-3.schema.json"),
         replay_answer: load_schema("edge-replay-answer-1.schema.json"),

@@ -42,6 +42,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "edge_node_budget_available_bytes",
     "edge_node_budget_rate_bytes_per_second",
     "edge_node_budget_burst_bytes",
+    "edge_node_overloaded",
+    "edge_node_analysis_shortfall_frames_per_second",
     "edge_node_process_resident_memory_bytes",
     "edge_node_process_open_fds",
 ];
@@ -60,6 +62,7 @@ pub(super) fn render(
         delivery(&mut t, v);
         outbox(&mut t, v);
         replay(&mut t, v);
+        load(&mut t, v);
     }
     process(&mut t);
     t.finish()
@@ -290,6 +293,26 @@ fn delivery(t: &mut Text, v: &PublisherView) {
             t.real(n, &[], x);
         }
     }
+}
+
+fn load(t: &mut Text, v: &PublisherView) {
+    let Some(l) = &v.load else {
+        return;
+    };
+    let n = "edge_node_overloaded";
+    t.family(
+        n,
+        Kind::Gauge,
+        "1 while the detector sheds more than 5 % of the frames the cameras deliver (cleared below 1 %).",
+    );
+    t.int(n, &[], u64::from(l.overloaded));
+    let n = "edge_node_analysis_shortfall_frames_per_second";
+    t.family(
+        n,
+        Kind::Gauge,
+        "Frames per second shed unanalysed over the last load window (all cameras).",
+    );
+    t.real(n, &[], l.shortfall_fps);
 }
 
 fn outbox(t: &mut Text, v: &PublisherView) {

@@ -200,6 +200,23 @@ impl Board {
         self.lock().remove(id);
     }
 
+    /// Every camera's slot counters, read now (the load meter's input).
+    pub fn counts(&self) -> Vec<super::load::CamCounts> {
+        self.lock()
+            .iter()
+            .map(|(id, c)| {
+                let k = c.pool.counters(c.idx);
+                super::load::CamCounts {
+                    id: id.clone(),
+                    detect_fps: c.pool.weight(c.idx),
+                    frames_in: k.frames_in,
+                    dropped: k.dropped,
+                    analysed: k.analysed,
+                }
+            })
+            .collect()
+    }
+
     /// The cameras and the worker pools, read now.
     pub fn observe(&self) -> (Vec<CameraObs>, Vec<StallObs>) {
         let cams = self.lock();

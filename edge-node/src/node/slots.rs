@@ -298,6 +298,11 @@ impl Pool {
         self.cv.notify_all();
     }
 
+    /// The camera's weight ([`Pool::set_weight`]: its `detect_fps`).
+    pub fn weight(&self, idx: usize) -> f64 {
+        self.lock().slots[idx].weight
+    }
+
     pub fn counters(&self, idx: usize) -> SlotCounters {
         let s = self.lock();
         slot_counters(&s.slots[idx])

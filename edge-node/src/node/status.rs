@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, Span, debug, info, warn};
 
 use super::health::{self, Board, BrokerObs, Limits, Observed};
+use super::load::{self, LoadMeter};
 use super::slots::{Pool, SlotCounters};
 use crate::publish::{
     self, CameraError, CameraLive, CameraState, DropCounts, Publisher, StreamDesc,
@@ -246,7 +247,23 @@ pub(super) fn spawn_heartbeat(
             let _ = std::fs::create_dir_all(d);
         }
         let mut was_healthy = true;
+        let mut meter = LoadMeter::default();
         loop {
+            let was_overloaded = publisher.load().is_some_and(|l| l.overloaded);
+            if let Some(load) = meter.update(Instant::now(), board.counts()) {
+                match load::transition(was_overloaded, &load) {
+                    Some(line) if load.overloaded => warn!(
+                        shortfall_fps = load.shortfall_fps,
+                        shed_pct = load.shed_pct,
+                        analysed_fps = load.analysed_fps,
+                        delivered_fps = load.delivered_fps,
+                        "{line}"
+                    ),
+                    Some(line) => info!(analysed_fps = load.analysed_fps, "{line}"),
+                    None => {}
+                }
+                publisher.set_load(load).await;
+            }
             let problems = health::problems(&observe(&publisher, &board), &limits);
             let mut text = publish::rfc3339(SystemTime::now());
             for p in &problems {

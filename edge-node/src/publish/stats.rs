@@ -197,6 +197,8 @@ pub struct PublisherView {
     pub snapshots: BTreeMap<String, SnapshotCounts>,
     pub outbox: super::outbox::Counters,
     pub budget: Option<BudgetView>,
+    /// The node's latest load assessment (`None` before the first window).
+    pub load: Option<super::NodeLoad>,
     pub replay: ReplayView,
 }
 
@@ -255,6 +257,7 @@ impl Publisher {
             snapshots,
             outbox: sh.outbox.counters(),
             budget,
+            load: sh.load.lock().ok().and_then(|l| l.clone()),
             replay: ReplayView {
                 served: s.replay_served.load(Ordering::Relaxed),
                 refused: s.replay_refused.load(Ordering::Relaxed),

@@ -9,6 +9,7 @@ pub mod config;
 pub mod detect;
 pub mod events;
 pub mod frame;
+pub mod idle;
 pub mod metrics;
 pub mod node;
 pub mod publish;

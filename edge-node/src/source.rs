@@ -24,6 +24,7 @@
 //! read at arrival), so reconnects never move time backwards.
 
 mod auth;
+mod decode;
 mod fault;
 mod pipeline;
 mod probe;
@@ -40,6 +41,8 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 pub use self::auth::{CameraAuth, Credentials};
+use self::decode::DecoderPolicy;
+pub use self::decode::{DecoderChoice, KeyframeGate, MAX_GOP_S, hardware_decoders};
 pub use self::fault::Fault;
 use self::fault::LibError;
 use self::pipeline::ConnStats;
@@ -87,6 +90,13 @@ pub struct SourceOptions {
     /// Where the camera's user name and password come from; read at each
     /// connection and handed to the source element, never put into the URL.
     pub auth: CameraAuth,
+    /// Which decoders may be used (`auto` prefers hardware).
+    pub decoder: DecoderChoice,
+    /// Threads per software (FFmpeg) decoder; 0: FFmpeg's automatic count.
+    pub decoder_threads: u32,
+    /// Keyframe-only decoding, switched by the camera's analytics while it
+    /// is idle; `None`: always full-rate.
+    pub keyframe_gate: Option<KeyframeGate>,
 }
 
 impl SourceOptions {
@@ -115,6 +125,9 @@ impl Default for SourceOptions {
             backoff_reset_s: 30.0,
             rtsp_tcp: false,
             auth: CameraAuth::default(),
+            decoder: DecoderChoice::Auto,
+            decoder_threads: 1,
+            keyframe_gate: None,
         }
     }
 }
@@ -170,6 +183,12 @@ pub enum SourceError {
     InvalidUrl { url: String, reason: String },
     #[error("missing GStreamer element {0:?} (install the GStreamer plugin packages)")]
     MissingElement(&'static str),
+    /// A hardware decoder family was asked for and none of its elements is installed.
+    #[error("decoder = \"{choice}\": no such decoder element is installed; it needs {needs}")]
+    NoDecoder {
+        choice: &'static str,
+        needs: &'static str,
+    },
     #[error("cannot start thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("RTSP server: {0}")]
@@ -220,6 +239,7 @@ pub(crate) struct Shared {
     next_index: AtomicU64,
     file_clock: Mutex<FileClock>,
     on_frame: FrameCallback,
+    decoders: Arc<DecoderPolicy>,
 }
 
 /// Media time of a file across loops.
@@ -351,6 +371,7 @@ pub fn spawn_camera(
     init()?;
     let target = url::parse(&opts.url)?;
     check_elements(&target)?;
+    decode::check_choice(opts.decoder)?;
     let kind = classify(&opts.url);
     let camera: Arc<str> = Arc::from(opts.camera.as_str());
     let shared = Arc::new(Shared {
@@ -361,6 +382,7 @@ pub fn spawn_camera(
         next_index: AtomicU64::new(0),
         file_clock: Mutex::new(FileClock::default()),
         on_frame,
+        decoders: Arc::new(DecoderPolicy::new(opts.decoder, opts.decoder_threads)),
     });
     let stop = Arc::new(StopSignal::default());
     let supervisor = Supervisor {
@@ -387,6 +409,8 @@ enum Outcome {
     Stopped,
     Eos,
     Error(Fault),
+    /// A hardware decoder failed under `decoder = "auto"`: try the next one now.
+    NextDecoder,
 }
 
 struct Supervisor {
@@ -426,12 +450,13 @@ impl Supervisor {
                 return;
             }
             let started = Instant::now();
-            let stats = Arc::new(ConnStats::default());
+            let stats = Arc::new(ConnStats::new(self.shared.started));
             let outcome = self.connect_once(&stats);
             let streamed_for = started.elapsed();
             let frames = stats.frames.load(Ordering::Relaxed);
             let error = match (self.shared.kind, outcome) {
                 (_, Outcome::Stopped) => return,
+                (_, Outcome::NextDecoder) => continue,
                 (SourceKind::File, Outcome::Eos) if frames == 0 => {
                     return self.report(SourceState::Failed {
                         error: format!("{}: no video stream", self.describe()),
@@ -571,6 +596,15 @@ impl Supervisor {
             };
             match msg.view() {
                 gst::MessageView::Error(err) => {
+                    let element = err.src().and_then(|s| s.downcast_ref::<gst::Element>());
+                    let text = err.error().to_string();
+                    if self
+                        .shared
+                        .decoders
+                        .on_error(&self.shared.camera, element, &text)
+                    {
+                        return Outcome::NextDecoder;
+                    }
                     return Outcome::Error(self.lib_fault(&pipeline::lib_error(err)));
                 }
                 gst::MessageView::Warning(w) => {
@@ -613,7 +647,18 @@ impl Supervisor {
         } else {
             0.0
         };
-        let slack = (2.0 * period).max(1.0).max(0.1 * duration);
+        // Decoding keyframes only, the last frame is the last keyframe.
+        let gop = if self
+            .opts
+            .keyframe_gate
+            .as_ref()
+            .is_some_and(|g| g.skipped() > 0)
+        {
+            MAX_GOP_S
+        } else {
+            0.0
+        };
+        let slack = (2.0 * period).max(1.0).max(0.1 * duration).max(gop);
         (last + slack < duration).then(|| {
             format!(
                 "stream ends at {last:.1} s of the {duration:.1} s the file declares: \

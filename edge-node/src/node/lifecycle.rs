@@ -428,6 +428,7 @@ fn camera_analytics(plan: &CameraPlan, labels: &[String], span: &Span) -> Camera
     )
     .with_tamper(plan.tamper.clone())
     .with_traffic(traffic)
+    .with_idle(plan.idle, plan.source.keyframe_gate.clone())
 }
 
 /// The camera's face blurring: off, on with its own CenterFace session, or

@@ -100,6 +100,7 @@ impl CameraAnalytics {
     }
 
     /// Whether the camera is idle now (keyframes only).
+    #[cfg(test)]
     pub fn is_idle(&self) -> bool {
         self.idle.as_ref().is_some_and(|(d, _)| d.is_idle())
     }

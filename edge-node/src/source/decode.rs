@@ -310,8 +310,15 @@ impl DecoderPolicy {
                 v
             }
         };
-        let mut out = chosen;
-        out.extend(others);
+        // GStreamer's order otherwise: parsers ranked above the decoders
+        // (h264parse) stay before them.
+        let first = given
+            .iter()
+            .position(is_video_decoder)
+            .unwrap_or(given.len());
+        let mut out: Vec<gst::ElementFactory> = given[..first].to_vec();
+        out.extend(chosen);
+        out.extend(others.into_iter().filter(|f| !given[..first].contains(f)));
         Some(out)
     }
 
@@ -492,13 +499,17 @@ mod tests {
                 .map(|f| f.name().to_string())
                 .collect()
         };
-        assert_eq!(names(DecoderChoice::Software), ["avdec_h264", "h264parse"]);
-        assert_eq!(names(DecoderChoice::Auto), ["avdec_h264", "h264parse"]);
+        assert_eq!(names(DecoderChoice::Software), ["h264parse", "avdec_h264"]);
+        assert_eq!(names(DecoderChoice::Auto), ["h264parse", "avdec_h264"]);
         // No VA-API decoder here: only the parser is left, so GStreamer
         // reports the decoder missing rather than using FFmpeg.
         assert_eq!(names(DecoderChoice::Vaapi), ["h264parse"]);
         // Raw video is none of its business.
         let raw = gst::Caps::builder("video/x-raw").build();
-        assert!(DecoderPolicy::new(DecoderChoice::Vaapi, 1).sort(&raw, &given).is_none());
+        assert!(
+            DecoderPolicy::new(DecoderChoice::Vaapi, 1)
+                .sort(&raw, &given)
+                .is_none()
+        );
     }
 }

@@ -394,3 +394,46 @@ fn keyframes_only_while_gated_and_full_rate_from_the_next_keyframe() {
         assert_eq!(frames, expected, "{name}");
     }
 }
+
+/// `edge-node check` refuses what the camera would: a hardware family
+/// without its elements, on the field that chose it.
+#[test]
+fn check_refuses_a_missing_hardware_decoder_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("p.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[node]\nid = \"n\"\ndistrict = \"d\"\nstate_dir = \"{}\"\ndecoder = \"nvdec\"\n\
+             [mqtt]\nurl = \"embedded\"\ntopic_prefix = \"t\"\n\
+             [[cameras]]\nid = \"a\"\nurl = \"{}\"\n\
+             [[cameras]]\nid = \"b\"\nurl = \"{}\"\ndecoder = \"software\"\n\
+             [[cameras]]\nid = \"c\"\nurl = \"{}\"\ndecoder = \"vaapi\"\n",
+            dir.path().join("state").display(),
+            fixture("vtest_10s_h264.mp4").display(),
+            fixture("vtest_10s_h264.mp4").display(),
+            fixture("vtest_10s_h264.mp4").display(),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-node"))
+        .arg("check")
+        .arg(&cfg)
+        .output()
+        .expect("edge-node runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    for needle in [
+        "node.decoder",
+        "nvh264dec",
+        "cameras[2].decoder",
+        "vah264dec",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in {text}");
+    }
+    assert!(!text.contains("cameras[1].decoder"), "{text}");
+}

@@ -206,6 +206,13 @@ pub fn init() -> Result<(), SourceError> {
         .map_err(SourceError::Init)
 }
 
+/// Refuses a hardware decoder family (`decoder = "vaapi"`, …) none of
+/// whose elements is installed, as starting a camera would (`edge-node check`).
+pub fn check_decoder(choice: DecoderChoice) -> Result<(), SourceError> {
+    init()?;
+    decode::check_choice(choice)
+}
+
 /// Fails early (at startup, not per reconnect) when a plugin package is missing.
 fn check_elements(target: &Target) -> Result<(), SourceError> {
     let mut needed = vec!["videoscale", "videoconvert", "capsfilter", "appsink"];

@@ -247,6 +247,7 @@ impl NodeRun {
             );
         });
         let metrics = self.metrics.camera(&plan.id);
+        metrics.attach_gate(plan.source.keyframe_gate.clone());
         metrics.attach(Box::new(SlotView {
             pool: pool.clone(),
             idx,

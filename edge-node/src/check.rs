@@ -113,7 +113,8 @@ fn probe(p: &Pipeline, timeout: Duration, errors: &mut Vec<FieldError>) -> Probe
             .zip(&p.camera_urls)
             .map(|(c, url)| {
                 let auth = config::camera_auth(c);
-                s.spawn(move || source::probe(url, &auth, timeout))
+                let decoder = config::camera_decoder(&p.raw, c);
+                s.spawn(move || source::probe(url, &auth, decoder, timeout))
             })
             .collect();
         handles

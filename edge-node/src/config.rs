@@ -17,8 +17,8 @@ mod validate;
 pub use file::*;
 pub use plan::{
     CameraPlan, DEFAULT_STATE_DIR, FacePlan, STATE_DIR_ENV, UnknownClass, analysis, camera_auth,
-    camera_rules, detector_options, event_config, face_plan, rules_config, snapshot_options,
-    source_options, tamper_config, tracker_config, unknown_rule_classes,
+    camera_decoder, camera_rules, detector_options, event_config, face_plan, rules_config,
+    snapshot_options, source_options, tamper_config, tracker_config, unknown_rule_classes,
 };
 use validate::Checks;
 pub use validate::{FieldError, valid_id, validate};

@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod detect;
 pub mod events;
 pub mod frame;
+pub mod idle;
 pub mod metrics;
 pub mod node;
 pub mod publish;

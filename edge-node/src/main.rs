@@ -115,7 +115,7 @@ enum Cmd {
     /// $EDGE_NODE_MQTT_PASSWORD; or take all of that from a pipeline's `[mqtt]`
     /// table with --config. Reconnects forever.
     Watch(WatchArgs),
-    /// Serve an H.264 MP4 over RTSP on 127.0.0.1 (a stand-in camera for tests and benchmarks).
+    /// Serve an H.264 or H.265 MP4 over RTSP on 127.0.0.1 (a stand-in camera for tests and benchmarks).
     ServeRtsp {
         file: PathBuf,
         #[arg(long, default_value_t = 8554)]

@@ -35,6 +35,7 @@ use tracing::{info, warn};
 
 use crate::events::EventKind;
 use crate::publish::{CameraState, Publisher};
+use crate::source::KeyframeGate;
 use histogram::{Histogram, LATENCY_BUCKETS, STAGE_BUCKETS};
 
 pub use families::METRIC_NAMES;
@@ -115,6 +116,9 @@ pub struct CameraMetrics {
     alerts: [AtomicU64; ALERT_TYPES.len()],
     reconnects: AtomicU64,
     frame_to_publish: Histogram,
+    /// The source's keyframe-only switch, read at each scrape (cameras
+    /// with `idle_decode` only).
+    gate: Mutex<Option<KeyframeGate>>,
 }
 
 impl Default for CameraMetrics {
@@ -125,6 +129,7 @@ impl Default for CameraMetrics {
             alerts: Default::default(),
             reconnects: AtomicU64::new(0),
             frame_to_publish: Histogram::new(LATENCY_BUCKETS),
+            gate: Mutex::default(),
         }
     }
 }
@@ -166,6 +171,21 @@ impl CameraMetrics {
         if let Some(i) = ALERT_TYPES.iter().position(|a| a.name() == kind) {
             self.alerts[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The camera's keyframe-only switch (`idle_decode`); its figures are
+    /// read at each scrape. A restarted camera's new switch replaces the
+    /// old one (its count starts again).
+    pub fn attach_gate(&self, gate: Option<KeyframeGate>) {
+        *lock(&self.gate) = gate;
+    }
+
+    /// Idle (decoding keyframes only) now, and compressed frames not
+    /// decoded so far; `None` without keyframe-only decoding.
+    pub fn idle_decoding(&self) -> Option<(bool, u64)> {
+        lock(&self.gate)
+            .as_ref()
+            .map(|g| (g.keyframes_only(), g.skipped()))
     }
 
     /// The camera lost its connection (`streaming` → `reconnecting`; not each retry).
@@ -396,6 +416,31 @@ mod tests {
             assert!(t.lines().any(|l| l == line), "{line} missing in\n{t}");
         }
         assert!(!t.contains("not-a-kind"));
+    }
+
+    #[test]
+    fn idle_figures_come_from_the_cameras_gate() {
+        let m = Metrics::new();
+        m.camera("quiet").attach_gate(Some(KeyframeGate::default()));
+        m.camera("busy").attach_gate(None);
+        let t = m.render();
+        assert!(
+            t.contains("edge_node_camera_idle{camera=\"quiet\"} 0"),
+            "{t}"
+        );
+        assert!(!t.contains("edge_node_camera_idle{camera=\"busy\""), "{t}");
+        let gate = KeyframeGate::default();
+        gate.set_keyframes_only(true);
+        m.camera("quiet").attach_gate(Some(gate));
+        let t = m.render();
+        assert!(
+            t.contains("edge_node_camera_idle{camera=\"quiet\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("edge_node_frames_not_decoded_total{camera=\"quiet\"} 0"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! read at arrival), so reconnects never move time backwards.
 
 mod auth;
+mod decode;
 mod describe;
 mod fault;
 mod pipeline;
@@ -41,6 +42,8 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 pub use self::auth::{CameraAuth, Credentials};
+use self::decode::DecoderPolicy;
+pub use self::decode::{DecoderChoice, KeyframeGate, MAX_GOP_S, hardware_decoders};
 pub use self::describe::{StreamFacts, describe_file};
 pub use self::fault::Fault;
 use self::fault::LibError;
@@ -89,6 +92,13 @@ pub struct SourceOptions {
     /// Where the camera's user name and password come from; read at each
     /// connection and handed to the source element, never put into the URL.
     pub auth: CameraAuth,
+    /// Which decoders may be used (`auto` prefers hardware).
+    pub decoder: DecoderChoice,
+    /// Threads per software (FFmpeg) decoder; 0: FFmpeg's automatic count.
+    pub decoder_threads: u32,
+    /// Keyframe-only decoding, switched by the camera's analytics while it
+    /// is idle; `None`: always full-rate.
+    pub keyframe_gate: Option<KeyframeGate>,
 }
 
 impl SourceOptions {
@@ -117,6 +127,9 @@ impl Default for SourceOptions {
             backoff_reset_s: 30.0,
             rtsp_tcp: false,
             auth: CameraAuth::default(),
+            decoder: DecoderChoice::Auto,
+            decoder_threads: 1,
+            keyframe_gate: None,
         }
     }
 }
@@ -172,6 +185,12 @@ pub enum SourceError {
     InvalidUrl { url: String, reason: String },
     #[error("missing GStreamer element {0:?} (install the GStreamer plugin packages)")]
     MissingElement(&'static str),
+    /// A hardware decoder family was asked for and none of its elements is installed.
+    #[error("decoder = \"{choice}\": no such decoder element is installed; it needs {needs}")]
+    NoDecoder {
+        choice: &'static str,
+        needs: &'static str,
+    },
     #[error("cannot start thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("RTSP server: {0}")]
@@ -190,6 +209,13 @@ pub fn init() -> Result<(), SourceError> {
     INIT.get_or_init(|| gst::init().map_err(|e| e.to_string()))
         .clone()
         .map_err(SourceError::Init)
+}
+
+/// Refuses a hardware decoder family (`decoder = "vaapi"`, …) none of
+/// whose elements is installed, as starting a camera would (`edge-node check`).
+pub fn check_decoder(choice: DecoderChoice) -> Result<(), SourceError> {
+    init()?;
+    decode::check_choice(choice)
 }
 
 /// Fails early (at startup, not per reconnect) when a plugin package is missing.
@@ -225,6 +251,7 @@ pub(crate) struct Shared {
     next_index: AtomicU64,
     file_clock: Mutex<FileClock>,
     on_frame: FrameCallback,
+    decoders: Arc<DecoderPolicy>,
 }
 
 /// Media time of a file across loops.
@@ -356,6 +383,7 @@ pub fn spawn_camera(
     init()?;
     let target = url::parse(&opts.url)?;
     check_elements(&target)?;
+    decode::check_choice(opts.decoder)?;
     let kind = classify(&opts.url);
     let camera: Arc<str> = Arc::from(opts.camera.as_str());
     let shared = Arc::new(Shared {
@@ -366,6 +394,7 @@ pub fn spawn_camera(
         next_index: AtomicU64::new(0),
         file_clock: Mutex::new(FileClock::default()),
         on_frame,
+        decoders: Arc::new(DecoderPolicy::new(opts.decoder, opts.decoder_threads)),
     });
     let stop = Arc::new(StopSignal::default());
     let supervisor = Supervisor {
@@ -392,6 +421,8 @@ enum Outcome {
     Stopped,
     Eos,
     Error(Fault),
+    /// A hardware decoder failed under `decoder = "auto"`: try the next one now.
+    NextDecoder,
 }
 
 struct Supervisor {
@@ -431,12 +462,13 @@ impl Supervisor {
                 return;
             }
             let started = Instant::now();
-            let stats = Arc::new(ConnStats::default());
+            let stats = Arc::new(ConnStats::new(self.shared.started));
             let outcome = self.connect_once(&stats);
             let streamed_for = started.elapsed();
             let frames = stats.frames.load(Ordering::Relaxed);
             let error = match (self.shared.kind, outcome) {
                 (_, Outcome::Stopped) => return,
+                (_, Outcome::NextDecoder) => continue,
                 (SourceKind::File, Outcome::Eos) if frames == 0 => {
                     return self.report(SourceState::Failed {
                         error: format!("{}: no video stream", self.describe()),
@@ -576,6 +608,15 @@ impl Supervisor {
             };
             match msg.view() {
                 gst::MessageView::Error(err) => {
+                    let element = err.src().and_then(|s| s.downcast_ref::<gst::Element>());
+                    let text = err.error().to_string();
+                    if self
+                        .shared
+                        .decoders
+                        .on_error(&self.shared.camera, element, &text)
+                    {
+                        return Outcome::NextDecoder;
+                    }
                     return Outcome::Error(self.lib_fault(&pipeline::lib_error(err)));
                 }
                 gst::MessageView::Warning(w) => {
@@ -618,7 +659,18 @@ impl Supervisor {
         } else {
             0.0
         };
-        let slack = (2.0 * period).max(1.0).max(0.1 * duration);
+        // Decoding keyframes only, the last frame is the last keyframe.
+        let gop = if self
+            .opts
+            .keyframe_gate
+            .as_ref()
+            .is_some_and(|g| g.skipped() > 0)
+        {
+            MAX_GOP_S
+        } else {
+            0.0
+        };
+        let slack = (2.0 * period).max(1.0).max(0.1 * duration).max(gop);
         (last + slack < duration).then(|| {
             format!(
                 "stream ends at {last:.1} s of the {duration:.1} s the file declares: \

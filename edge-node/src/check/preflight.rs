@@ -18,6 +18,7 @@ pub(super) fn run(
     warnings: &mut Vec<String>,
 ) -> BTreeMap<PathBuf, ModelPlan> {
     camera_files(p, errors, warnings);
+    decoders(p, errors);
     camera_secrets(p, errors);
     tls(p, errors);
     state_dir(p, errors);
@@ -262,6 +263,31 @@ fn camera_files(p: &Pipeline, errors: &mut Vec<FieldError>, warnings: &mut Vec<S
             }
             // The config's own check reported the URL.
             Err(_) => {}
+        }
+    }
+}
+
+/// Each camera's decoder choice, as the source refuses it at start: a
+/// hardware family needs one of its elements installed. Reported on the
+/// camera's own `decoder`, or once on `node.decoder`.
+fn decoders(p: &Pipeline, errors: &mut Vec<FieldError>) {
+    let mut node_done = false;
+    for (i, c) in p.raw.cameras.iter().enumerate() {
+        let field = if c.decoder.is_some() {
+            format!("cameras[{i}].decoder")
+        } else if node_done {
+            continue;
+        } else {
+            node_done = true;
+            "node.decoder".to_string()
+        };
+        if let Err(e) = source::check_decoder(config::camera_decoder(&p.raw, c)) {
+            add_error(
+                errors,
+                field,
+                e.to_string(),
+                "install the decoder's plugin and driver, or use decoder = \"auto\" or \"software\"",
+            );
         }
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect::{DetectorOptions, InputBudget};
 use crate::events::EventConfig;
+use crate::idle::IdleConfig;
 use crate::rules::RulesConfig;
 use crate::snapshot::SnapshotOptions;
 use crate::source::SourceOptions;
@@ -235,6 +236,10 @@ pub struct NodeSection {
     /// inference worker finishing any.
     #[serde(default = "d_stall_unhealthy_s")]
     pub stall_unhealthy_s: f64,
+    /// Video decoders the cameras may use: `auto` (hardware first, software
+    /// otherwise), `software`, `vaapi`, `nvdec` or `v4l2`. Cameras may override it.
+    #[serde(default = "d_decoder")]
+    pub decoder: String,
 }
 
 fn d_status_interval_s() -> f64 {
@@ -245,6 +250,9 @@ fn d_broker_unhealthy_s() -> f64 {
 }
 fn d_stall_unhealthy_s() -> f64 {
     60.0
+}
+fn d_decoder() -> String {
+    SourceOptions::default().decoder.name().to_string()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -499,6 +507,22 @@ pub struct CameraSection {
     /// Camera tamper and picture-quality alarms (frozen, black, blurred, moved).
     #[serde(default)]
     pub tamper: TamperSection,
+    /// This camera's decoder choice; default: `[node] decoder`.
+    #[serde(default)]
+    pub decoder: Option<String>,
+    /// Threads per software decoder (FFmpeg `max-threads`); 0: FFmpeg's
+    /// automatic count (one per core, and a frame of delay per thread).
+    #[serde(default = "d_decoder_threads")]
+    pub decoder_threads: u32,
+    /// While the camera is idle (no tracked object, no scene change for
+    /// `idle_after_s`): `keyframes` decodes keyframes only, `full` every
+    /// frame; `auto` is `keyframes` for live cameras and `full` for files.
+    #[serde(default = "d_idle_decode")]
+    pub idle_decode: String,
+    /// Seconds of media time without a tracked object or a scene change
+    /// before the camera counts as idle.
+    #[serde(default = "d_idle_after")]
+    pub idle_after_s: f64,
 }
 
 /// `[cameras.tamper]`: the camera's tamper checks (see `tamper.rs`);
@@ -747,6 +771,15 @@ fn d_backoff_max() -> f64 {
 }
 fn d_queue() -> usize {
     DEFAULT_QUEUE
+}
+fn d_decoder_threads() -> u32 {
+    SourceOptions::default().decoder_threads
+}
+fn d_idle_decode() -> String {
+    "auto".to_string()
+}
+fn d_idle_after() -> f64 {
+    IdleConfig::default().after_s
 }
 
 impl Default for DetectorSection {

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use crate::detect::{self, Analysis, DetectorOptions};
 use crate::events::EventConfig;
+use crate::idle::IdleConfig;
 use crate::rules::{LineRule, RulesConfig, ZoneRule};
 use crate::snapshot::SnapshotOptions;
-use crate::source::{CameraAuth, SourceOptions};
+use crate::source::{CameraAuth, DecoderChoice, KeyframeGate, SourceOptions};
 use crate::tamper::TamperConfig;
 use crate::track::TrackerConfig;
 use crate::traffic::TrafficConfig;
@@ -70,6 +71,9 @@ pub struct CameraPlan {
     pub faces: Option<FacePlan>,
     /// `[cameras.tamper]`; `None` when `enabled = false`.
     pub tamper: Option<TamperConfig>,
+    /// `idle_decode` and `idle_after_s`: `Some` when the camera decodes
+    /// keyframes only while idle (its source then has a `keyframe_gate`).
+    pub idle: Option<IdleConfig>,
 }
 
 /// The face detector of a camera with `blur_faces = true` (`[privacy]`).
@@ -223,9 +227,13 @@ pub(super) fn camera_plan(
     face_model: &Path,
 ) -> CameraPlan {
     let events = event_config(&raw.events);
+    let idle = idle_config(c, url);
+    let mut source = source_options(c, url);
+    source.decoder = camera_decoder(raw, c);
+    source.keyframe_gate = idle.map(|_| KeyframeGate::default());
     CameraPlan {
         id: c.id.clone(),
-        source: source_options(c, url),
+        source,
         model: model.to_path_buf(),
         detector,
         analysis: analysis(&raw.detector, c),
@@ -243,7 +251,29 @@ pub(super) fn camera_plan(
             .blur_faces
             .then(|| face_plan(&raw.privacy, face_model.to_path_buf())),
         tamper: c.tamper.enabled.then(|| tamper_config(&c.tamper)),
+        idle,
     }
+}
+
+/// The camera's `decoder`, else `[node] decoder` (validated at load; an
+/// invalid value, only possible in hand-built files, means `auto`).
+pub fn camera_decoder(raw: &super::PipelineFile, c: &CameraSection) -> DecoderChoice {
+    DecoderChoice::parse(c.decoder.as_deref().unwrap_or(&raw.node.decoder)).unwrap_or_default()
+}
+
+/// `idle_decode`: `keyframes` → `Some`, `full` → `None`, `auto` →
+/// `keyframes` for live cameras, `full` for files (a file replayed for a
+/// test or a benchmark should not change how it is decoded on its own:
+/// events would then depend on how fast the box is).
+fn idle_config(c: &CameraSection, url: &str) -> Option<IdleConfig> {
+    let keyframes = match c.idle_decode.as_str() {
+        "keyframes" => true,
+        "full" => false,
+        _ => !is_file_url(url),
+    };
+    keyframes.then_some(IdleConfig {
+        after_s: c.idle_after_s,
+    })
 }
 
 /// The camera's `input_pixels` / `tiles`, else `[detector]`'s (validated
@@ -342,6 +372,14 @@ pub fn source_options(c: &CameraSection, url: &str) -> SourceOptions {
         backoff_reset_s: base.backoff_reset_s,
         rtsp_tcp: base.rtsp_tcp,
         auth: camera_auth(c),
+        // The camera's own choice; `camera_plan` falls back to `[node] decoder`.
+        decoder: c
+            .decoder
+            .as_deref()
+            .and_then(DecoderChoice::parse)
+            .unwrap_or(base.decoder),
+        decoder_threads: c.decoder_threads,
+        keyframe_gate: None,
     }
 }
 

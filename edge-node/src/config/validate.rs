@@ -14,6 +14,7 @@ use super::{
 use crate::events::EventConfigError;
 use crate::rules::RulesError;
 use crate::snapshot::SnapshotError;
+use crate::source::DecoderChoice;
 use crate::tamper::TamperError;
 use crate::track::TrackConfigError;
 
@@ -236,6 +237,7 @@ pub(super) fn check_file(ck: &mut Checks, p: &PipelineFile) {
 fn check_node_and_mqtt(ck: &mut Checks, p: &PipelineFile) {
     ck.id("node.id", &p.node.id);
     ck.id("node.district", &p.node.district);
+    check_decoder(ck, "node.decoder", &p.node.decoder);
     let prefix = &p.mqtt.topic_prefix;
     if prefix.starts_with('$') {
         ck.err(
@@ -464,6 +466,18 @@ fn check_camera(ck: &mut Checks, i: usize, c: &CameraSection) {
     check_input_pixels(ck, &f("input_pixels"), c.input_pixels.as_ref());
     check_rules(ck, i, c);
     check_tamper(ck, i, c);
+    if let Some(d) = &c.decoder {
+        check_decoder(ck, &f("decoder"), d);
+    }
+    ck.range(&f("decoder_threads"), c.decoder_threads, 0, 64);
+    if !["auto", "keyframes", "full"].contains(&c.idle_decode.as_str()) {
+        ck.err(
+            f("idle_decode"),
+            format!("{:?} is not an idle decoding mode", c.idle_decode),
+            "use \"auto\" (keyframes for live cameras, full for files), \"keyframes\" or \"full\"",
+        );
+    }
+    ck.range(&f("idle_after_s"), c.idle_after_s, 1.0, 86400.0);
     for (k, poly) in c.privacy_masks.iter().enumerate() {
         check_polygon(
             ck,
@@ -486,6 +500,18 @@ fn check_camera(ck: &mut Checks, i: usize, c: &CameraSection) {
             &format!("cameras[{i}].ignore_zones[{k}]"),
             "an ignore zone",
             poly,
+        );
+    }
+}
+
+/// A decoder choice (`source::DecoderChoice`); whether its elements are
+/// installed is checked when the camera starts (and by `check --probe`).
+fn check_decoder(ck: &mut Checks, field: &str, value: &str) {
+    if DecoderChoice::parse(value).is_none() {
+        ck.err(
+            field,
+            format!("{value:?} is not a decoder choice"),
+            format!("use one of {}", DecoderChoice::NAMES.join(", ")),
         );
     }
 }

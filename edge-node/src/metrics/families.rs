@@ -18,6 +18,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "edge_node_events_total",
     "edge_node_alerts_total",
     "edge_node_camera_reconnects_total",
+    "edge_node_camera_idle",
+    "edge_node_frames_not_decoded_total",
     "edge_node_frame_to_publish_seconds",
     "edge_node_inference_duration_seconds",
     "edge_node_camera_state",
@@ -55,6 +57,7 @@ pub(super) fn render(
 ) -> String {
     let mut t = Text::default();
     frames(&mut t, cameras);
+    idle(&mut t, cameras);
     events(&mut t, cameras);
     latency(&mut t, cameras, models);
     if let Some(v) = publisher {
@@ -121,6 +124,32 @@ fn frames(t: &mut Text, cameras: &[(String, Arc<CameraMetrics>)]) {
             &[("camera", id)],
             c.reconnects.load(std::sync::atomic::Ordering::Relaxed),
         );
+    }
+}
+
+/// Keyframe-only decoding (`idle_decode`), for the cameras that have it.
+fn idle(t: &mut Text, cameras: &[(String, Arc<CameraMetrics>)]) {
+    let figures: Vec<(&String, (bool, u64))> = cameras
+        .iter()
+        .filter_map(|(id, c)| c.idle_decoding().map(|f| (id, f)))
+        .collect();
+    let n = "edge_node_camera_idle";
+    t.family(
+        n,
+        Kind::Gauge,
+        "1 while the camera is idle and decodes keyframes only (idle_decode), else 0.",
+    );
+    for (id, (idle, _)) in &figures {
+        t.int(n, &[("camera", id)], u64::from(*idle));
+    }
+    let n = "edge_node_frames_not_decoded_total";
+    t.family(
+        n,
+        Kind::Counter,
+        "Compressed frames dropped before the decoder while the camera was idle (keyframe-only decoding).",
+    );
+    for (id, (_, skipped)) in &figures {
+        t.int(n, &[("camera", id)], *skipped);
     }
 }
 

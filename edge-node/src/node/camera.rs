@@ -11,12 +11,18 @@
 //!    object whose event opens on this frame is sent as that event's update;
 //! 3. tamper alerts (on the frames the tamper checks look at) come next;
 //! 4. a counts report closes the frame's messages when its interval is over.
+//!
+//! With keyframe-only decoding (`idle_decode`), the analytics also decide
+//! when the camera is idle (`crate::idle`) and switch the source's
+//! [`KeyframeGate`]: an atomic flag, no I/O.
 
 use std::sync::Arc;
 
 use crate::events::{EventAction, EventEngine, TrackFacts};
 use crate::frame::{Detection, Frame};
+use crate::idle::{IdleChange, IdleConfig, IdleDetector};
 use crate::rules::{Alert, AlertKind, CountsReport, ObjectRules, RulesConfig, RulesEngine};
+use crate::source::KeyframeGate;
 use crate::tamper::{TamperConfig, TamperKind, TamperMonitor, Thumbnail, Transition};
 use crate::track::Tracker;
 use crate::traffic::{TrafficCounts, TrafficStage};
@@ -62,6 +68,8 @@ pub(super) struct CameraAnalytics {
     counts_interval_s: f64,
     last: Option<Arc<Frame>>,
     tamper: Option<TamperMonitor>,
+    /// Keyframe-only decoding while idle: the decision and the source's switch.
+    idle: Option<(IdleDetector, KeyframeGate)>,
 }
 
 impl CameraAnalytics {
@@ -80,7 +88,21 @@ impl CameraAnalytics {
             counts_interval_s,
             last: None,
             tamper: None,
+            idle: None,
         }
+    }
+
+    /// Decodes keyframes only while the camera is idle: `gate` is its
+    /// source's switch (`SourceOptions::keyframe_gate`).
+    pub fn with_idle(mut self, cfg: Option<IdleConfig>, gate: Option<KeyframeGate>) -> Self {
+        self.idle = cfg.zip(gate).map(|(c, g)| (IdleDetector::new(c), g));
+        self
+    }
+
+    /// Whether the camera is idle now (keyframes only).
+    #[cfg(test)]
+    pub fn is_idle(&self) -> bool {
+        self.idle.as_ref().is_some_and(|(d, _)| d.is_idle())
     }
 
     /// Runs the tamper checks on this camera's frames.
@@ -117,6 +139,7 @@ impl CameraAnalytics {
             .map(|d| (d.detection, d.riders))
             .unzip();
         let tracks = self.tracker.update_with_riders(f.t, &kept, &riders);
+        self.idle_step(f, !kept.is_empty() || !self.tracker.is_empty());
         let cfg = &self.rules_cfg;
         let rules = self
             .rules
@@ -156,6 +179,42 @@ impl CameraAnalytics {
         out
     }
 
+    /// Idle or awake after this frame (`busy`: a detection kept or a track
+    /// alive); switches the source's gate on a change.
+    fn idle_step(&mut self, f: &Frame, busy: bool) {
+        let Some((d, gate)) = self.idle.as_mut() else {
+            return;
+        };
+        let thumb = d
+            .wants_thumbnail(f.t)
+            .then(|| Thumbnail::from_rgb(f.width, f.height, &f.data))
+            .flatten();
+        match d.observe(f.t, busy, thumb) {
+            Some(IdleChange::Enter) => {
+                gate.set_keyframes_only(true);
+                tracing::info!(t = f.t, "camera idle: decoding keyframes only");
+            }
+            Some(IdleChange::Leave(cause)) => {
+                gate.set_keyframes_only(false);
+                tracing::info!(
+                    t = f.t,
+                    cause = cause.name(),
+                    "camera awake: full-rate decoding from the next keyframe"
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// Media seconds spent idle, idle spells, and compressed frames not
+    /// decoded; `None` without keyframe-only decoding.
+    pub fn idle_figures(&self) -> Option<(f64, u64, u64)> {
+        let (d, gate) = self.idle.as_ref()?;
+        let t = self.last.as_ref().map_or(0.0, |f| f.t);
+        let (s, spells) = d.idle_time(t);
+        Some((s, spells, gate.skipped()))
+    }
+
     /// The tamper checks of a frame, when one is due: a grey thumbnail of
     /// it, checked; a message per transition.
     fn tamper_check(&mut self, f: &Frame) -> Vec<Outgoing> {
@@ -189,6 +248,14 @@ impl CameraAnalytics {
     /// The camera has ended: every open event gets its `end`, and the last
     /// (partial) counts interval is reported. Nothing when no frame came.
     pub fn finish(&mut self) -> Vec<Outgoing> {
+        if let Some((idle_s, spells, skipped)) = self.idle_figures() {
+            tracing::info!(
+                idle_s = (idle_s * 10.0).round() / 10.0,
+                spells,
+                skipped,
+                "keyframe-only decoding: media seconds idle, idle spells, compressed frames not decoded"
+            );
+        }
         let Some(f) = self.last.clone() else {
             return Vec::new();
         };
@@ -387,6 +454,37 @@ mod tests {
         assert_eq!(ends, [(3, 1)]);
         let c = a.traffic_counts();
         assert_eq!((c.riders, c.ignored, c.merged), (10, 10, 0));
+    }
+
+    /// Keyframe-only decoding: the camera goes idle once its last track is
+    /// gone for `after_s`, the source's gate follows, and a detection on a
+    /// (key)frame wakes it up.
+    #[test]
+    fn the_gate_follows_idle_and_a_detection_wakes_the_camera() {
+        let gate = KeyframeGate::default();
+        let mut a = analytics(RulesConfig::default())
+            .with_idle(Some(IdleConfig { after_s: 2.0 }), Some(gate.clone()));
+        let mut went_idle = None;
+        for i in 0..100 {
+            let dets: &[Detection] = if i < 10 { &[person(100.0)] } else { &[] };
+            a.on_frame(&frame(i), dets);
+            if gate.keyframes_only() && went_idle.is_none() {
+                went_idle = Some(i);
+            }
+        }
+        let i = went_idle.expect("the camera went idle");
+        // The track outlives its last detection by end_after_s, then 2 s of quiet.
+        assert!(i as f64 * DT >= 1.0 + 2.0, "idle at frame {i}");
+        assert!(a.is_idle());
+        // Keyframes only now: 2 s apart; the third shows a person.
+        a.on_frame(&frame(120), &[]);
+        assert!(gate.keyframes_only());
+        a.on_frame(&frame(140), &[person(300.0)]);
+        assert!(!gate.keyframes_only(), "a detection restores full rate");
+        assert!(!a.is_idle());
+        let (idle_s, spells, _) = a.idle_figures().unwrap();
+        assert_eq!(spells, 1);
+        assert!(idle_s > 1.0, "{idle_s}");
     }
 
     #[test]

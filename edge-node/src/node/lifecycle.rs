@@ -249,6 +249,7 @@ impl NodeRun {
             );
         });
         let metrics = self.metrics.camera(&plan.id);
+        metrics.attach_gate(plan.source.keyframe_gate.clone());
         metrics.attach(Box::new(SlotView {
             pool: pool.clone(),
             idx,
@@ -430,6 +431,7 @@ fn camera_analytics(plan: &CameraPlan, labels: &[String], span: &Span) -> Camera
     )
     .with_tamper(plan.tamper.clone())
     .with_traffic(traffic)
+    .with_idle(plan.idle, plan.source.keyframe_gate.clone())
 }
 
 /// The camera's face blurring: off, on with its own CenterFace session, or

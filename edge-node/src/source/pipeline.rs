@@ -31,7 +31,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -60,8 +60,31 @@ const RTSP_LATENCY_MS: u32 = 200;
 pub(crate) struct ConnStats {
     /// Frames delivered on this connection.
     pub frames: AtomicU64,
-    /// Milliseconds since the camera started at which the last frame arrived.
+    /// Milliseconds since the camera started at which the last frame
+    /// arrived (or, in keyframe-only decoding, a compressed frame was skipped).
     pub last_frame_ms: AtomicU64,
+    /// When the camera started (`Shared::started`), for `last_frame_ms`.
+    pub origin: Option<Instant>,
+}
+
+impl ConnStats {
+    pub fn new(origin: Instant) -> Self {
+        Self {
+            origin: Some(origin),
+            ..Self::default()
+        }
+    }
+
+    /// A sign of life that is not a frame (a skipped delta unit): keeps the
+    /// watchdog quiet on a stream with long GOPs.
+    pub fn touch(&self) {
+        if let Some(o) = self.origin {
+            self.last_frame_ms.store(
+                u64::try_from(o.elapsed().as_millis()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+        }
+    }
 }
 
 /// Builds (but does not start) the ingest pipeline for one connection.
@@ -136,6 +159,14 @@ pub(crate) fn build(
             .add(&decoder)
             .map_err(|e| format!("cannot assemble pipeline: {e}"))?;
     }
+    shared.decoders.attach(&decoder);
+    super::decode::watch_decoders(
+        &pipeline,
+        &shared.decoders,
+        opts.keyframe_gate.as_ref(),
+        stats,
+        &shared.camera,
+    );
 
     // Decoders expose pads once they know the streams; link the first video one.
     let scale_weak = scale.downgrade();

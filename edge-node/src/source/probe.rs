@@ -1,7 +1,8 @@
 //! `edge-node check --probe`: open a camera for a few seconds and say what
 //! it sends (codec, resolution, frame rate) and which decoder GStreamer
-//! picked. Same URL parsing and source set-up (credentials, RTSP options)
-//! as the ingest pipeline.
+//! picked. Same URL parsing, source set-up (credentials, RTSP options) and
+//! decoder choice (`decoder`, see `source/decode.rs`) as the ingest pipeline,
+//! so the decoder it names is the one the camera will use.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::decode::{DecoderChoice, DecoderPolicy, check_choice};
 use super::url::{Target, parse};
 use super::{CameraAuth, SourceError, check_elements, init};
 use crate::redact;
@@ -36,19 +38,26 @@ fn probe_error(url: &str, reason: impl Into<String>) -> SourceError {
     }
 }
 
-/// Opens `url` (with the camera's `auth`), waits up to `timeout` for the
-/// first decoded frame, and reports what it was. Errors name the URL with
-/// its user info masked.
-pub fn probe(url: &str, auth: &CameraAuth, timeout: Duration) -> Result<ProbeReport, SourceError> {
+/// Opens `url` (with the camera's `auth` and `decoder` choice), waits up
+/// to `timeout` for the first decoded frame, and reports what it was.
+/// Errors name the URL with its user info masked.
+pub fn probe(
+    url: &str,
+    auth: &CameraAuth,
+    decoder: DecoderChoice,
+    timeout: Duration,
+) -> Result<ProbeReport, SourceError> {
     init()?;
     let target = parse(url)?;
     check_elements(&target)?;
+    check_choice(decoder)?;
     if let Target::File(p) = &target
         && !p.is_file()
     {
         return Err(probe_error(url, format!("{} does not exist", p.display())));
     }
     let creds = auth.resolve().map_err(|e| probe_error(url, e))?;
+    let decoder_choice = decoder;
     let pipeline = gst::Pipeline::new();
     let sink = gst::ElementFactory::make("fakesink")
         .property("sync", false)
@@ -83,6 +92,7 @@ pub fn probe(url: &str, auth: &CameraAuth, timeout: Duration) -> Result<ProbeRep
             .add(&decoder)
             .map_err(|e| probe_error(url, e.to_string()))?;
     }
+    Arc::new(DecoderPolicy::new(decoder_choice, 0)).attach(&decoder);
     let result = run_probe(&pipeline, &decoder, &sink, timeout);
     let _ = pipeline.set_state(gst::State::Null);
     result.map_err(|e| probe_error(url, e))

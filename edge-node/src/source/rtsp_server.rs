@@ -1,5 +1,5 @@
-//! A loopback RTSP server that plays an H.264 MP4 forever, for tests,
-//! demos and benchmarks (`edge-node serve-rtsp`).
+//! A loopback RTSP server that plays an H.264 or H.265 MP4 forever, for
+//! tests, demos and benchmarks (`edge-node serve-rtsp`).
 //!
 //! Looping: gst-rtsp-server ends the session when its pipeline reaches EOS,
 //! and seeking its pipeline back would restart RTP timestamps. So the media
@@ -9,8 +9,9 @@
 //! ( appsrc name=src is-live=true format=time ! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 )
 //! ```
 //!
-//! and a feeder thread per media reads the file with its own
-//! `filesrc ! qtdemux ! h264parse ! appsink` pipeline, seeks that reader back
+//! (`h265parse` and `rtph265pay` for H.265, told by the file's video caps
+//! when the server starts), and a feeder thread per media reads the file
+//! with its own `filesrc ! qtdemux ! h264parse ! appsink` pipeline, seeks that reader back
 //! to 0 at EOS, and pushes the access units with timestamps shifted by the
 //! loops already played, paced against the media pipeline's running time.
 //! Clients see one endless stream (H.264 with or without B-frames: PTS and
@@ -49,7 +50,7 @@ pub struct RtspServer {
 }
 
 impl RtspServer {
-    /// Serves `file` (H.264 in MP4) at `rtsp://127.0.0.1:<port><mount>`.
+    /// Serves `file` (H.264 or H.265 in MP4) at `rtsp://127.0.0.1:<port><mount>`.
     /// Port 0 picks a free port (see [`RtspServer::url`]). Fails if the port
     /// is taken or the file does not exist.
     pub fn start(file: &Path, port: u16, mount: &str) -> Result<RtspServer, SourceError> {
@@ -80,21 +81,29 @@ impl RtspServer {
             format!("/{mount}")
         };
 
+        let codec = video_codec(&file).map_err(SourceError::Rtsp)?;
+        for name in [codec.parser(), codec.payloader()] {
+            if gst::ElementFactory::find(name).is_none() {
+                return Err(SourceError::MissingElement(name));
+            }
+        }
         let server = rtsp::RTSPServer::new();
         server.set_address("127.0.0.1");
         server.set_service(&port.to_string());
         let factory = rtsp::RTSPMediaFactory::new();
-        factory.set_launch(
-            "( appsrc name=src is-live=true format=time ! h264parse config-interval=-1 \
-             ! rtph264pay name=pay0 pt=96 )",
-        );
+        factory.set_launch(&format!(
+            "( appsrc name=src is-live=true format=time ! {} config-interval=-1 \
+             ! {} name=pay0 pt=96 )",
+            codec.parser(),
+            codec.payloader()
+        ));
         factory.set_shared(true);
         let stop = Arc::new(AtomicBool::new(false));
         {
             let stop = Arc::clone(&stop);
             let file = file.clone();
             factory.connect_media_configure(move |_, media| {
-                start_feeder(media, &file, &stop);
+                start_feeder(media, &file, codec, &stop);
             });
         }
         server
@@ -214,7 +223,7 @@ fn run_loop(
 }
 
 /// Hooks a freshly created media up to a feeder thread.
-fn start_feeder(media: &rtsp::RTSPMedia, file: &Path, stop: &Arc<AtomicBool>) {
+fn start_feeder(media: &rtsp::RTSPMedia, file: &Path, codec: Codec, stop: &Arc<AtomicBool>) {
     let Some(appsrc) = media
         .element()
         .downcast::<gst::Bin>()
@@ -230,7 +239,7 @@ fn start_feeder(media: &rtsp::RTSPMedia, file: &Path, stop: &Arc<AtomicBool>) {
     let spawned = std::thread::Builder::new()
         .name("rtsp-feed".into())
         .spawn(move || {
-            if let Err(e) = feed(&file, &weak, &stop) {
+            if let Err(e) = feed(&file, codec, &weak, &stop) {
                 tracing::warn!(file = %file.display(), error = %e, "RTSP feeder stopped");
             }
         });
@@ -243,13 +252,17 @@ fn start_feeder(media: &rtsp::RTSPMedia, file: &Path, stop: &Arc<AtomicBool>) {
 /// into the media's appsrc until the media goes away or the server stops.
 fn feed(
     file: &Path,
+    codec: Codec,
     appsrc: &glib::WeakRef<gst_app::AppSrc>,
     stop: &AtomicBool,
 ) -> Result<(), String> {
-    let reader = gst::parse::launch("filesrc name=f ! qtdemux ! h264parse ! appsink name=out")
-        .map_err(|e| format!("cannot build reader: {e}"))?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| "reader is not a pipeline".to_string())?;
+    let reader = gst::parse::launch(&format!(
+        "filesrc name=f ! qtdemux ! {} ! appsink name=out",
+        codec.parser()
+    ))
+    .map_err(|e| format!("cannot build reader: {e}"))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| "reader is not a pipeline".to_string())?;
     let result = (|| {
         reader
             .by_name("f")
@@ -290,7 +303,7 @@ fn pump(
         let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
             if sink.is_eos() {
                 if clip_end == gst::ClockTime::ZERO {
-                    return Err("no H.264 video in file".into());
+                    return Err("no video in file".into());
                 }
                 offset += clip_end;
                 clip_end = gst::ClockTime::ZERO;
@@ -370,4 +383,60 @@ fn wait_running_time(src: &gst_app::AppSrc, stop: &AtomicBool) -> Option<gst::Cl
         std::thread::sleep(Duration::from_millis(10));
     }
     None
+}
+
+/// The video codecs the server can packetise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Codec {
+    H264,
+    H265,
+}
+
+impl Codec {
+    fn parser(self) -> &'static str {
+        match self {
+            Self::H264 => "h264parse",
+            Self::H265 => "h265parse",
+        }
+    }
+
+    fn payloader(self) -> &'static str {
+        match self {
+            Self::H264 => "rtph264pay",
+            Self::H265 => "rtph265pay",
+        }
+    }
+}
+
+/// The codec of the first video stream of an MP4, from the demuxer's caps.
+fn video_codec(file: &Path) -> Result<Codec, String> {
+    let p = gst::parse::launch("filesrc name=f ! qtdemux name=d d.video_0 ! fakesink name=s")
+        .map_err(|e| format!("cannot build probe: {e}"))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| "probe is not a pipeline".to_string())?;
+    let result = (|| {
+        p.by_name("f")
+            .ok_or("no filesrc")?
+            .set_property("location", file);
+        p.set_state(gst::State::Paused)
+            .map_err(|e| format!("{}: not an MP4 with video ({e})", file.display()))?;
+        let (done, _, _) = p.state(gst::ClockTime::from_seconds(5));
+        done.map_err(|e| format!("{}: not an MP4 with video ({e})", file.display()))?;
+        let caps = p
+            .by_name("s")
+            .and_then(|s| s.static_pad("sink"))
+            .and_then(|pad| pad.current_caps())
+            .ok_or_else(|| format!("{}: no video stream", file.display()))?;
+        match caps.structure(0).map(|s| s.name().as_str()) {
+            Some("video/x-h264") => Ok(Codec::H264),
+            Some("video/x-h265") => Ok(Codec::H265),
+            other => Err(format!(
+                "{}: video is {}, the RTSP server serves H.264 or H.265",
+                file.display(),
+                other.unwrap_or("unknown")
+            )),
+        }
+    })();
+    let _ = p.set_state(gst::State::Null);
+    result
 }

@@ -259,6 +259,17 @@ pub fn is_file_url(url: &str) -> bool {
 }
 
 /// Resolve a relative path against the config's folder first, then the working directory.
+/// A camera URL with a relative file path resolved like [`resolve`].
+fn resolve_url(config_dir: &Path, url: &str) -> String {
+    if let Some(p) = url.strip_prefix("file://") {
+        format!("file://{}", resolve(config_dir, Path::new(p)).display())
+    } else if is_file_url(url) {
+        resolve(config_dir, Path::new(url)).display().to_string()
+    } else {
+        url.to_string()
+    }
+}
+
 fn resolve(config_dir: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         return p.to_path_buf();
@@ -387,14 +398,7 @@ fn build(file: &Path, raw: PipelineFile, warnings: Vec<String>) -> Result<Pipeli
                 .map(|m| resolve(&dir, m))
                 .unwrap_or_else(|| node_model.clone()),
         );
-        let url = if let Some(p) = c.url.strip_prefix("file://") {
-            format!("file://{}", resolve(&dir, Path::new(p)).display())
-        } else if is_file_url(&c.url) {
-            resolve(&dir, Path::new(&c.url)).display().to_string()
-        } else {
-            c.url.clone()
-        };
-        camera_urls.push(url);
+        camera_urls.push(resolve_url(&dir, &c.url));
     }
     let onnxruntime = raw.detector.onnxruntime.as_ref().map(|p| resolve(&dir, p));
     let mut raw = raw;
@@ -411,6 +415,9 @@ fn build(file: &Path, raw: PipelineFile, warnings: Vec<String>) -> Result<Pipeli
         *p = resolve(&dir, p);
     }
     for c in &mut raw.cameras {
+        if let Some(u) = &mut c.detect_url {
+            *u = resolve_url(&dir, u);
+        }
         for p in [&mut c.username_file, &mut c.password_file]
             .into_iter()
             .flatten()

@@ -67,8 +67,8 @@ pub use edge_wire::{
     CountsMessage, Degraded, DropCounts, EVENT_SCHEMA, EndReason, EventMessage, EventType,
     FrameSize, LineCountsWire, NODE_STATUS_SCHEMA, NodeOutbox, NodeState, NodeStatusMessage,
     OutboxStats, STATS_SCHEMA, SentStats, SnapshotCounts, SnapshotOmitted, SnapshotRef,
-    StatsMessage, StreamDesc, TopicClass, Topics, WireBox, WireCounter, ZONE_ALERT_SCHEMA,
-    ZoneAlertMessage, ZoneCountsWire, rfc3339,
+    SnapshotSource, StatsMessage, StreamDesc, TopicClass, Topics, WireBox, WireCounter,
+    ZONE_ALERT_SCHEMA, ZoneAlertMessage, ZoneCountsWire, rfc3339,
 };
 pub use record::{
     CameraAlertRecord, EventRecord, OmitReason, SnapshotOutcome, SnapshotPayload, ZoneAlertRecord,

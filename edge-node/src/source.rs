@@ -25,8 +25,10 @@
 
 mod auth;
 mod fault;
+mod mainstream;
 mod pipeline;
 mod probe;
+mod ring;
 mod rtsp_server;
 mod url;
 
@@ -42,6 +44,7 @@ use gstreamer::prelude::*;
 pub use self::auth::{CameraAuth, Credentials};
 pub use self::fault::Fault;
 use self::fault::LibError;
+pub use self::mainstream::{HiRes, MainMiss, MainStats, MainStream, MainStreamOptions, RingStats};
 use self::pipeline::ConnStats;
 pub use self::pipeline::MAX_FRAME_WIDTH;
 pub use self::probe::{ProbeReport, probe};
@@ -87,6 +90,10 @@ pub struct SourceOptions {
     /// Where the camera's user name and password come from; read at each
     /// connection and handed to the source element, never put into the URL.
     pub auth: CameraAuth,
+    /// RTSP: ask `rtspsrc` for the camera's NTP capture times (RTCP sender
+    /// reports) and use them as the frames' `wall` when present (the
+    /// sub-stream of a dual-stream camera, matched with its main stream).
+    pub reference_timestamps: bool,
 }
 
 impl SourceOptions {
@@ -115,6 +122,7 @@ impl Default for SourceOptions {
             backoff_reset_s: 30.0,
             rtsp_tcp: false,
             auth: CameraAuth::default(),
+            reference_timestamps: false,
         }
     }
 }
@@ -220,6 +228,8 @@ pub(crate) struct Shared {
     next_index: AtomicU64,
     file_clock: Mutex<FileClock>,
     on_frame: FrameCallback,
+    /// Live frames take `wall` from the camera's NTP capture time when known.
+    reference_timestamps: bool,
 }
 
 /// Media time of a file across loops.
@@ -361,6 +371,7 @@ pub fn spawn_camera(
         next_index: AtomicU64::new(0),
         file_clock: Mutex::new(FileClock::default()),
         on_frame,
+        reference_timestamps: opts.reference_timestamps,
     });
     let stop = Arc::new(StopSignal::default());
     let supervisor = Supervisor {

@@ -86,6 +86,8 @@ pub(super) fn snapshot_ref(topic: String, s: &SnapshotPayload) -> SnapshotRef {
         width: s.width,
         height: s.height,
         degraded: degraded(s.step),
+        source: s.source,
+        match_error_ms: s.match_error_ms,
     }
 }
 

@@ -217,8 +217,14 @@ fn dual_stream_snapshots_come_from_the_main_stream_at_the_analysed_moment() {
     });
     schemas().validate_all(&msgs);
 
-    // The dual camera: every picture from the main stream, at its size.
-    let pics = with_pictures(&msgs, "dual");
+    check_main_pictures(&msgs, &subs, &logtext);
+    check_fallback(&msgs, &logtext);
+}
+
+/// The dual camera: every picture from the main stream, at its size, of
+/// an analysed moment, its box drawn where the object is.
+fn check_main_pictures(msgs: &[Msg], subs: &[(f64, Vec<u8>)], logtext: &str) {
+    let pics = with_pictures(msgs, "dual");
     assert!(pics.len() >= 3, "pictures: {}\n{logtext}", pics.len());
     let mut errors = Vec::new();
     let mut offsets = Vec::new();
@@ -307,9 +313,12 @@ fn dual_stream_snapshots_come_from_the_main_stream_at_the_analysed_moment() {
         median(&mut errors),
         worst
     );
+}
 
-    // The camera whose main stream stops after a second.
-    let pics = with_pictures(&msgs, "short");
+/// The camera whose main stream stops after a second: later pictures are
+/// the analysed frames, marked `sub`.
+fn check_fallback(msgs: &[Msg], logtext: &str) {
+    let pics = with_pictures(msgs, "short");
     let fallback: Vec<_> = pics
         .iter()
         .filter(|(e, _)| e["snapshot"]["source"] == "sub")

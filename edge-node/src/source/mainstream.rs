@@ -172,7 +172,7 @@ impl MainStream {
         let target = super::url::parse(&opts.url)?;
         if matches!(target, Target::V4l2(_)) {
             return Err(SourceError::InvalidUrl {
-                url: opts.url.clone(),
+                url: opts.url,
                 reason: "a main stream must be a file or an RTSP/HTTP stream".into(),
             });
         }
@@ -196,19 +196,20 @@ impl MainStream {
             received_bytes: AtomicU64::new(0),
         });
         let stop = Arc::new(StopSignal::default());
+        let name = format!("main-{}", opts.camera.replace('\0', "_"));
+        let tolerance_s = opts.tolerance_s;
         let rx = Receiver {
-            opts: opts.clone(),
+            opts,
             target,
             shared: Arc::clone(&shared),
             stop: Arc::clone(&stop),
         };
-        let name = format!("main-{}", opts.camera.replace('\0', "_"));
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || rx.run())?;
         Ok(MainStream {
             shared,
-            tolerance_s: opts.tolerance_s,
+            tolerance_s,
             stop,
             thread: Some(thread),
         })

@@ -157,3 +157,75 @@ fn a_missing_file_leaves_the_ring_empty() {
     received_all(&main);
     assert!(matches!(main.frame_at(0.0, 1.0), Err(MainMiss::Empty)));
 }
+
+/// Process CPU time (user + system) in seconds, from `/proc/self/stat`.
+fn cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after `)`.
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+}
+
+/// Figures for the closing report, not a check: a 1920×1080 25 fps main
+/// stream (GOP 50, 2 s), received in real time for 10 s, then frames
+/// decoded on demand at several distances from their keyframe.
+/// `cargo test --release -p edge-node --lib source::mainstream::tests::measure -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement; run by hand"]
+fn measure_receive_and_decode_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("main1080.mp4");
+    super::super::init().unwrap();
+    let desc = format!(
+        "videotestsrc num-buffers=250 pattern=smpte horizontal-speed=4 \
+         ! video/x-raw,format=I420,width=1920,height=1080,framerate=25/1 \
+         ! x264enc key-int-max=50 bframes=0 speed-preset=ultrafast bitrate=4000 ! h264parse ! mp4mux \
+         ! filesink location={}",
+        clip.display()
+    );
+    let p = gst::parse::launch(&desc).unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    p.bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(300),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .unwrap();
+    p.set_state(gst::State::Null).unwrap();
+    let c0 = cpu_s();
+    let t0 = Instant::now();
+    let main = MainStream::spawn(MainStreamOptions {
+        realtime: true,
+        ..main_opts(&clip)
+    })
+    .unwrap();
+    received_all(&main);
+    let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_s() - c0);
+    let st = main.stats();
+    println!(
+        "receive: {wall:.1} s wall, {cpu:.2} s CPU = {:.1} % of a core; {} AUs, {} bytes, ring {:?}",
+        100.0 * cpu / wall,
+        st.received,
+        st.received_bytes,
+        st.ring
+    );
+    for k in [0u32, 1, 12, 25, 49] {
+        let t = 4.0 + f64::from(k) / 25.0;
+        let (c0, t0) = (cpu_s(), Instant::now());
+        let n = 5;
+        for _ in 0..n {
+            let hi = main.frame_at(t, 0.01).unwrap();
+            assert_eq!((hi.width, hi.height), (1920, 1080));
+        }
+        println!(
+            "decode {k} frames after the keyframe: {:.0} ms wall, {:.0} ms CPU per snapshot frame",
+            t0.elapsed().as_secs_f64() * 1e3 / f64::from(n),
+            (cpu_s() - c0) * 1e3 / f64::from(n)
+        );
+    }
+}

@@ -90,7 +90,7 @@ pub enum SnapshotSource {
     Sub,
 }
 
-/// Detail of the alert an `edge-event/6` message carries.
+/// Detail of the alert an `edge-event/7` message carries.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AlertDetail {
     /// `loitering` or `wrong_way`.
@@ -277,7 +277,7 @@ pub struct ZoneAlertMessage {
     pub time: String,
     /// Whole-frame snapshot (crowding only).
     pub snapshot: Option<SnapshotRef>,
-    /// Why the crowding snapshot is missing (as in `edge-event/6`).
+    /// Why the crowding snapshot is missing (as in `edge-event/7`).
     pub snapshot_omitted: Option<SnapshotOmitted>,
 }
 

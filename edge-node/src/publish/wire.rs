@@ -91,7 +91,7 @@ pub(super) fn snapshot_ref(topic: String, s: &SnapshotPayload) -> SnapshotRef {
     }
 }
 
-/// `edge-event/6` for one lifecycle record: the box clamped to the frame and
+/// `edge-event/7` for one lifecycle record: the box clamped to the frame and
 /// normalised, scores rounded to 4 decimals.
 pub(super) fn event_message(
     o: Origin<'_>,

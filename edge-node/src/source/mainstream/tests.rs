@@ -229,3 +229,59 @@ fn measure_receive_and_decode_cost() {
         );
     }
 }
+
+/// Over RTSP (two loopback servers, one per stream), an analysed frame of
+/// the sub-stream finds a main-stream frame within the tolerance, matched
+/// on the capture clock (the NTP times of the RTCP sender reports where
+/// `rtspsrc` has them, arrival times before the first report).
+#[test]
+fn rtsp_streams_match_on_the_capture_clock() {
+    use crate::source::RtspServer;
+    let dir = tempfile::tempdir().unwrap();
+    let (main_clip, sub_clip) = (dir.path().join("main.mp4"), dir.path().join("sub.mp4"));
+    make_clip(&main_clip, 640, 480, 100, 10, 0);
+    make_clip(&sub_clip, 320, 240, 100, 10, 0);
+    let main_srv = RtspServer::start(&main_clip, 0, "/main").unwrap();
+    let sub_srv = RtspServer::start(&sub_clip, 0, "/sub").unwrap();
+    let main = MainStream::spawn(MainStreamOptions {
+        camera: "main".into(),
+        url: main_srv.url().to_string(),
+        tolerance_s: 0.2,
+        ..MainStreamOptions::default()
+    })
+    .unwrap();
+    let (tx, rx) = channel();
+    let cam = spawn_camera(
+        SourceOptions {
+            detect_fps: 2.0,
+            reference_timestamps: true,
+            ..SourceOptions::new("sub", sub_srv.url())
+        },
+        Box::new(move |f| {
+            let _ = tx.send(f);
+        }),
+        Box::new(|_| {}),
+    )
+    .unwrap();
+    let mut matched = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while matched < 3 && Instant::now() < deadline {
+        let Ok(f) = rx.recv_timeout(Duration::from_secs(5)) else {
+            continue;
+        };
+        // Give the main stream a moment to hold the frame's time.
+        std::thread::sleep(Duration::from_millis(300));
+        if let Ok(hi) = main.frame_near(&f) {
+            assert_eq!((hi.width, hi.height), (640, 480));
+            assert!(hi.error_s.abs() <= 0.2, "{}", hi.error_s);
+            matched += 1;
+        }
+    }
+    cam.stop();
+    cam.join();
+    main.stop_and_join();
+    assert!(
+        matched >= 3,
+        "only {matched} sub frames matched a main frame"
+    );
+}

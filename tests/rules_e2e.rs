@@ -93,7 +93,7 @@ fn counts_and_alerts_on_the_real_clip() {
         "loiter_s = 2.0\ncrowd_min = 2\ncrowd_for_s = 1.0\ncrowd_clear_s = 1.0",
     );
     // Every message (events, counts, alerts, statuses) validates against its
-    // schema; events against edge-event/6.
+    // schema; events against edge-event/7.
     schemas().validate_all(&msgs);
 
     let counts: Vec<serde_json::Value> = msgs
@@ -167,7 +167,7 @@ fn counts_and_alerts_on_the_real_clip() {
 
     // Events carry their zones.
     let evs = events(&msgs);
-    assert!(evs.iter().all(|e| e["schema"] == "edge-event/6"));
+    assert!(evs.iter().all(|e| e["schema"] == "edge-event/7"));
     assert!(
         evs.iter().any(|e| e["current_zones"]
             .as_array()
@@ -217,7 +217,7 @@ fn counts_and_alerts_on_the_real_clip() {
         .collect();
     let loiter: Vec<&serde_json::Value> = alerts
         .iter()
-        .filter(|a| a["schema"] == "edge-event/6")
+        .filter(|a| a["schema"] == "edge-event/7")
         .collect();
     assert!(!loiter.is_empty(), "someone stays 2 s in the plaza\n{log}");
     let mut per_object = BTreeMap::new();

@@ -173,7 +173,7 @@ fn demo_alerts_through_the_operator_filter() {
             })
             .collect()
     };
-    let object = kinds("edge-event/6");
+    let object = kinds("edge-event/7");
     for kind in ["loitering", "wrong_way"] {
         assert!(
             object.iter().any(|k| k == kind),
@@ -185,7 +185,7 @@ fn demo_alerts_through_the_operator_filter() {
         "{alerts:?}"
     );
     // Each object alert also went on /events (the lifecycle stays complete).
-    for a in alerts.iter().filter(|a| a["schema"] == "edge-event/6") {
+    for a in alerts.iter().filter(|a| a["schema"] == "edge-event/7") {
         assert!(
             events(&msgs)
                 .iter()

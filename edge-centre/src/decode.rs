@@ -4,7 +4,7 @@
 use edge_wire::{
     CAMERA_ALERT_SCHEMA, CAMERA_STATUS_SCHEMA, COUNTS_SCHEMA, CameraAlertMessage,
     CameraStatusMessage, CountsMessage, EVENT_SCHEMA, EVENT_SCHEMA_V4, EVENT_SCHEMA_V5,
-    EventMessage, NODE_STATUS_SCHEMA, NODE_STATUS_SCHEMA_V3, NodeStatusMessage,
+    EVENT_SCHEMA_V6, EventMessage, NODE_STATUS_SCHEMA, NODE_STATUS_SCHEMA_V3, NodeStatusMessage,
     REPLAY_ANSWER_SCHEMA, ReplayAnswer, STATS_SCHEMA, TopicClass, ZONE_ALERT_SCHEMA,
     ZoneAlertMessage,
 };
@@ -21,7 +21,7 @@ pub struct Origin {
 /// One storable message.
 #[derive(Clone, Debug)]
 pub enum Record {
-    /// `edge-event/6`, `/5` or `/4` (from `/events`, or its copy on
+    /// `edge-event/7`, `/6`, `/5` or `/4` (from `/events`, or its copy on
     /// `/alerts`: same row; `riders` is 0 before `/6`, `replayed` false
     /// before `/5`).
     Event(Box<EventMessage>),
@@ -148,7 +148,7 @@ pub fn decode(
         (
             TopicClass::Events | TopicClass::Alerts,
             true,
-            EVENT_SCHEMA | EVENT_SCHEMA_V5 | EVENT_SCHEMA_V4,
+            EVENT_SCHEMA | EVENT_SCHEMA_V6 | EVENT_SCHEMA_V5 | EVENT_SCHEMA_V4,
         ) => Record::Event(typed(&schema, payload)?),
         (TopicClass::Alerts, true, ZONE_ALERT_SCHEMA) => {
             Record::ZoneAlert(typed(&schema, payload)?)
@@ -266,7 +266,7 @@ mod tests {
             let Record::Event(e) = r else { panic!("{r:?}") };
             assert_eq!((e.schema.as_str(), e.riders), (schema, riders), "{json}");
         }
-        assert_eq!(EVENT_SCHEMA, "edge-event/6");
+        assert_eq!(EVENT_SCHEMA, "edge-event/7");
     }
 
     #[test]

@@ -356,6 +356,8 @@ fn event(
             width: 480,
             height: 360,
             degraded: None,
+            source: None,
+            match_error_ms: None,
         }),
         snapshot_omitted: None,
         current_zones: vec!["plaza".into()],

@@ -259,6 +259,17 @@ pub fn is_file_url(url: &str) -> bool {
 }
 
 /// Resolve a relative path against the config's folder first, then the working directory.
+/// A camera URL with a relative file path resolved like [`resolve`].
+fn resolve_url(config_dir: &Path, url: &str) -> String {
+    if let Some(p) = url.strip_prefix("file://") {
+        format!("file://{}", resolve(config_dir, Path::new(p)).display())
+    } else if is_file_url(url) {
+        resolve(config_dir, Path::new(url)).display().to_string()
+    } else {
+        url.to_string()
+    }
+}
+
 fn resolve(config_dir: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         return p.to_path_buf();
@@ -387,14 +398,7 @@ fn build(file: &Path, raw: PipelineFile, warnings: Vec<String>) -> Result<Pipeli
                 .map(|m| resolve(&dir, m))
                 .unwrap_or_else(|| node_model.clone()),
         );
-        let url = if let Some(p) = c.url.strip_prefix("file://") {
-            format!("file://{}", resolve(&dir, Path::new(p)).display())
-        } else if is_file_url(&c.url) {
-            resolve(&dir, Path::new(&c.url)).display().to_string()
-        } else {
-            c.url.clone()
-        };
-        camera_urls.push(url);
+        camera_urls.push(resolve_url(&dir, &c.url));
     }
     let onnxruntime = raw.detector.onnxruntime.as_ref().map(|p| resolve(&dir, p));
     let mut raw = raw;
@@ -411,6 +415,9 @@ fn build(file: &Path, raw: PipelineFile, warnings: Vec<String>) -> Result<Pipeli
         *p = resolve(&dir, p);
     }
     for c in &mut raw.cameras {
+        if let Some(u) = &mut c.detect_url {
+            *u = resolve_url(&dir, u);
+        }
         for p in [&mut c.username_file, &mut c.password_file]
             .into_iter()
             .flatten()
@@ -1068,5 +1075,56 @@ detect_fps = 5
         );
         let ok = text.replace("mqtt://127.0.0.1:1883", "mqtts://127.0.0.1:8883");
         Pipeline::from_str(&dir.path().join("p.toml"), &ok).unwrap();
+    }
+
+    /// `detect_url`: the analysed source is the sub-stream, the main stream
+    /// `url` goes to the main-stream receiver with the camera's settings;
+    /// a mixed pair, a fast file pair and a ring out of range are refused,
+    /// each naming its field.
+    #[test]
+    fn dual_stream_camera_plan_and_validation() {
+        let dual = MIN.replace(
+            "detect_fps = 5\n",
+            "detect_fps = 5\ndetect_url = \"rtsp://127.0.0.1:8554/sub\"\nmain_ring_s = 4\n",
+        );
+        let plan = load(&dual).unwrap().camera_plan(0);
+        assert_eq!(plan.source.url, "rtsp://127.0.0.1:8554/sub");
+        assert!(plan.source.reference_timestamps);
+        let m = plan.main_stream.expect("a main stream");
+        assert_eq!(m.url, "rtsp://127.0.0.1:8554/test");
+        assert_eq!(
+            (m.ring_s, m.ring_bytes, m.tolerance_s),
+            (4.0, 32 << 20, 0.1)
+        );
+        let single = load(MIN).unwrap().camera_plan(0);
+        assert!(single.main_stream.is_none() && !single.source.reference_timestamps);
+
+        let fields = |text: &str| -> Vec<String> {
+            load(text)
+                .unwrap_err()
+                .field_errors()
+                .into_iter()
+                .map(|e| e.field)
+                .collect()
+        };
+        let mixed = MIN.replace(
+            "detect_fps = 5\n",
+            "detect_url = \"sub.mp4\"\nmain_ring_s = 0\n",
+        );
+        assert_eq!(
+            fields(&mixed),
+            ["cameras[0].detect_url", "cameras[0].main_ring_s"]
+        );
+        let fast = MIN
+            .replace("rtsp://127.0.0.1:8554/test", "main.mp4")
+            .replace(
+                "detect_fps = 5\n",
+                "detect_url = \"sub.mp4\"\nrealtime = false\n",
+            );
+        assert_eq!(fields(&fast), ["cameras[0].realtime"]);
+        let files = fast.replace("realtime = false\n", "");
+        let plan = load(&files).unwrap().camera_plan(0);
+        assert_eq!(plan.source.url, "/tmp/x/sub.mp4");
+        assert_eq!(plan.main_stream.unwrap().url, "/tmp/x/main.mp4");
     }
 }

@@ -11,8 +11,8 @@
 //! ```text
 //! {prefix}/{district}/{node}/status                        retained; LWT (online | offline | stopped)
 //! {prefix}/{district}/{node}/{camera}/status               retained camera state
-//! {prefix}/{district}/{node}/{camera}/events               QoS 1, edge-event/6 JSON
-//! {prefix}/{district}/{node}/{camera}/alerts               QoS 1, alerts only: edge-event/6
+//! {prefix}/{district}/{node}/{camera}/events               QoS 1, edge-event/7 JSON
+//! {prefix}/{district}/{node}/{camera}/alerts               QoS 1, alerts only: edge-event/7
 //!                                                          (per object), edge-zone-alert/3 (crowding)
 //!                                                          or edge-camera-alert/1 (tamper)
 //! {prefix}/{district}/{node}/{camera}/counts               QoS 1, edge-counts/1 every counts interval
@@ -67,8 +67,8 @@ pub use edge_wire::{
     CountsMessage, Degraded, DropCounts, EVENT_SCHEMA, EndReason, EventMessage, EventType,
     FrameSize, LineCountsWire, NODE_STATUS_SCHEMA, NodeLoad, NodeOutbox, NodeState,
     NodeStatusMessage, OutboxStats, STATS_SCHEMA, SentStats, SnapshotCounts, SnapshotOmitted,
-    SnapshotRef, StatsMessage, StreamDesc, TopicClass, Topics, WireBox, WireCounter,
-    ZONE_ALERT_SCHEMA, ZoneAlertMessage, ZoneCountsWire, rfc3339,
+    SnapshotRef, SnapshotSource, StatsMessage, StreamDesc, TopicClass, Topics, WireBox,
+    WireCounter, ZONE_ALERT_SCHEMA, ZoneAlertMessage, ZoneCountsWire, rfc3339,
 };
 pub use record::{
     CameraAlertRecord, EventRecord, OmitReason, SnapshotOutcome, SnapshotPayload, ZoneAlertRecord,

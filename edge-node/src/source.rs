@@ -27,8 +27,10 @@ mod auth;
 mod decode;
 mod describe;
 mod fault;
+mod mainstream;
 mod pipeline;
 mod probe;
+mod ring;
 mod rtsp_server;
 mod url;
 
@@ -47,6 +49,7 @@ pub use self::decode::{DecoderChoice, KeyframeGate, MAX_GOP_S, hardware_decoders
 pub use self::describe::{StreamFacts, describe_file};
 pub use self::fault::Fault;
 use self::fault::LibError;
+pub use self::mainstream::{HiRes, MainMiss, MainStats, MainStream, MainStreamOptions, RingStats};
 use self::pipeline::ConnStats;
 pub use self::pipeline::MAX_FRAME_WIDTH;
 pub use self::probe::{ProbeReport, probe};
@@ -99,6 +102,10 @@ pub struct SourceOptions {
     /// Keyframe-only decoding, switched by the camera's analytics while it
     /// is idle; `None`: always full-rate.
     pub keyframe_gate: Option<KeyframeGate>,
+    /// RTSP: ask `rtspsrc` for the camera's NTP capture times (RTCP sender
+    /// reports) and use them as the frames' `wall` when present (the
+    /// sub-stream of a dual-stream camera, matched with its main stream).
+    pub reference_timestamps: bool,
 }
 
 impl SourceOptions {
@@ -130,6 +137,7 @@ impl Default for SourceOptions {
             decoder: DecoderChoice::Auto,
             decoder_threads: 1,
             keyframe_gate: None,
+            reference_timestamps: false,
         }
     }
 }
@@ -252,6 +260,8 @@ pub(crate) struct Shared {
     file_clock: Mutex<FileClock>,
     on_frame: FrameCallback,
     decoders: Arc<DecoderPolicy>,
+    /// Live frames take `wall` from the camera's NTP capture time when known.
+    reference_timestamps: bool,
 }
 
 /// Media time of a file across loops.
@@ -395,6 +405,7 @@ pub fn spawn_camera(
         file_clock: Mutex::new(FileClock::default()),
         on_frame,
         decoders: Arc::new(DecoderPolicy::new(opts.decoder, opts.decoder_threads)),
+        reference_timestamps: opts.reference_timestamps,
     });
     let stop = Arc::new(StopSignal::default());
     let supervisor = Supervisor {

@@ -1,5 +1,5 @@
 //! The JSON wire schema: schema ids and every message type as serialised
-//! (`edge-event/6`, `edge-zone-alert/3`, `edge-camera-alert/1`, `edge-counts/1`,
+//! (`edge-event/7`, `edge-zone-alert/3`, `edge-camera-alert/1`, `edge-counts/1`,
 //! `edge-node-status/3`, `edge-camera-status/3`, `edge-stats/3`; see
 //! `docs/schemas/`). Wire strings are written here only, by serde, from
 //! typed values. The node converts its internal forms into these types in
@@ -12,8 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::topics::TopicClass;
 
-pub const EVENT_SCHEMA: &str = "edge-event/6";
-/// The previous event schema: `edge-event/6` added `riders`. The centre
+pub const EVENT_SCHEMA: &str = "edge-event/7";
+/// The previous event schema: `edge-event/7` added the snapshot's
+/// `source` and `match_error_ms` (dual-stream cameras). The centre still
+/// accepts it (both read as absent).
+pub const EVENT_SCHEMA_V6: &str = "edge-event/6";
+/// The schema before that: `edge-event/6` added `riders`. The centre
 /// still accepts it from boxes not yet upgraded (`riders` reads as 0).
 pub const EVENT_SCHEMA_V5: &str = "edge-event/5";
 /// The schema before that: `edge-event/5` added `replayed`. The centre
@@ -67,9 +71,29 @@ pub struct SnapshotRef {
     /// The snapshot budget's degradation step (`quality`, `height`, `crop`);
     /// `None` at the configured quality.
     pub degraded: Option<Degraded>,
+    /// Dual-stream cameras only (`edge-event/7`; absent otherwise): the
+    /// stream the picture was rendered from, `main` (full resolution,
+    /// decoded on demand) or `sub` (the analysed frame: no main-stream
+    /// frame lay within the camera's `match_tolerance_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SnapshotSource>,
+    /// Dual-stream cameras only: the main-stream frame's time minus the
+    /// analysed frame's, in ms (signed); for a `sub` picture the nearest
+    /// main-stream frame's distance, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_error_ms: Option<f64>,
 }
 
-/// Detail of the alert an `edge-event/6` message carries.
+/// `snapshot.source`: which stream of a dual-stream camera a snapshot
+/// was rendered from.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotSource {
+    Main,
+    Sub,
+}
+
+/// Detail of the alert an `edge-event/7` message carries.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AlertDetail {
     /// `loitering` or `wrong_way`.
@@ -116,7 +140,8 @@ pub enum EndReason {
     Restart,
 }
 
-/// `edge-event/6` (and `/5`, the same without `riders`; `/4`, without
+/// `edge-event/7` (and `/6`, the same without the snapshot's `source` and
+/// `match_error_ms`; `/5`, without `riders` either; `/4`, without
 /// `replayed` either): one message of an object's lifecycle.
 ///
 /// `id` is `{node}.{camera}.{run}.{track}`, `run` being the camera's start
@@ -255,7 +280,7 @@ pub struct ZoneAlertMessage {
     pub time: String,
     /// Whole-frame snapshot (crowding only).
     pub snapshot: Option<SnapshotRef>,
-    /// Why the crowding snapshot is missing (as in `edge-event/6`).
+    /// Why the crowding snapshot is missing (as in `edge-event/7`).
     pub snapshot_omitted: Option<SnapshotOmitted>,
 }
 
@@ -633,6 +658,35 @@ mod tests {
         for (step, name) in steps {
             assert_eq!(serde_json::to_value(step).unwrap(), name);
         }
+        assert_eq!(serde_json::to_value(SnapshotSource::Main).unwrap(), "main");
+        assert_eq!(serde_json::to_value(SnapshotSource::Sub).unwrap(), "sub");
+    }
+
+    /// A single-stream snapshot reference has no `source` or
+    /// `match_error_ms` keys (zone alerts keep their schema); a dual-stream
+    /// one has both, and an `edge-event/6` reference reads without them.
+    #[test]
+    fn snapshot_source_only_for_dual_stream_cameras() {
+        let mut r = SnapshotRef {
+            topic: "a/snapshot/x".into(),
+            bytes: 1,
+            width: 2,
+            height: 3,
+            degraded: None,
+            source: None,
+            match_error_ms: None,
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v.get("source").is_none() && v.get("match_error_ms").is_none());
+        let back: SnapshotRef = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        r.source = Some(SnapshotSource::Main);
+        r.match_error_ms = Some(-4.0);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            (&v["source"], &v["match_error_ms"]),
+            (&"main".into(), &(-4.0).into())
+        );
     }
 
     /// Bytes added per class sum to the total.

@@ -287,7 +287,7 @@ fn load_schema(name: &str) -> jsonschema::Validator {
 
 pub fn schemas() -> Schemas {
     Schemas {
-        event: load_schema("edge-event-6.schema.json"),
+        event: load_schema("edge-event-7.schema.json"),
         counts: load_schema("edge-counts-1.schema.json"),
         zone_alert: load_schema("edge-zone-alert-3.schema.json"),
         node: load_schema("edge-node-status-4.schema.json"),

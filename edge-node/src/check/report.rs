@@ -112,6 +112,10 @@ pub struct CameraReport {
     pub privacy: PrivacyPlan,
     /// The picture checks (`[cameras.tamper]`); `None` when switched off.
     pub tamper: Option<TamperPlan>,
+    /// A dual-stream camera (`detect_url`): `url` is the main stream,
+    /// received for snapshots only; `None` for a single-stream camera.
+    #[serde(default)]
+    pub dual_stream: Option<DualStreamPlan>,
     /// Filled by `--probe`.
     pub probe: Option<ProbeReport>,
 }
@@ -372,6 +376,7 @@ fn camera(
             ignore_top: c.tamper.ignore_top,
             ignore_bottom: c.tamper.ignore_bottom,
         }),
+        dual_stream: dual_stream(c),
         probe,
     }
 }
@@ -456,6 +461,32 @@ impl fmt::Display for ModelPlan {
     }
 }
 
+/// A dual-stream camera's sub-stream and main-stream ring, for `check`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DualStreamPlan {
+    /// The analysed sub-stream (user info masked, or the normalised path).
+    pub detect_url: String,
+    pub main_ring_s: f64,
+    pub main_ring_mib: u32,
+    pub match_tolerance_s: f64,
+}
+
+fn dual_stream(c: &CameraSection) -> Option<DualStreamPlan> {
+    let d = c.detect_url.as_deref()?;
+    let shown = if config::is_file_url(d) {
+        normalise(Path::new(d.strip_prefix("file://").unwrap_or(d)))
+    } else {
+        redact::userinfo(d).into_owned()
+    };
+    Some(DualStreamPlan {
+        detect_url: shown,
+        main_ring_s: c.main_ring_s,
+        main_ring_mib: c.main_ring_mib,
+        match_tolerance_s: c.match_tolerance_s,
+    })
+}
+
 impl fmt::Display for CameraReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -463,6 +494,14 @@ impl fmt::Display for CameraReport {
             "camera {} ({}) {}: {} fps, frames ≤ {} px high, model {}",
             self.id, self.kind, self.url, self.detect_fps, self.max_height, self.model
         )?;
+        if let Some(d) = &self.dual_stream {
+            write!(
+                f,
+                "\n  dual stream: detects on {}; snapshots from the main stream above \
+                 (ring {} s / {} MiB, matched within {} s)",
+                d.detect_url, d.main_ring_s, d.main_ring_mib, d.match_tolerance_s
+            )?;
+        }
         let tiles = if self.tiles { ", plus tiles" } else { "" };
         match self.input_size {
             Some([w, h]) => write!(

@@ -13,7 +13,7 @@ use crate::events::EventConfig;
 use crate::idle::IdleConfig;
 use crate::rules::RulesConfig;
 use crate::snapshot::SnapshotOptions;
-use crate::source::SourceOptions;
+use crate::source::{MainStreamOptions, SourceOptions};
 use crate::tamper::TamperConfig;
 use crate::track::TrackerConfig;
 use crate::traffic::TrafficConfig;
@@ -437,6 +437,21 @@ pub struct CameraSection {
     pub id: String,
     /// `rtsp://…`, `http(s)://…`, `file://…`, a plain path, or a v4l2 device (`/dev/video0`).
     pub url: String,
+    /// Dual-stream camera: the sub-stream that is decoded and analysed;
+    /// `url` (the main stream) is then only received, and decoded on
+    /// demand for full-resolution snapshots. Same credentials as `url`.
+    #[serde(default)]
+    pub detect_url: Option<String>,
+    /// Dual-stream cameras: seconds of the main stream kept (whole GOPs).
+    #[serde(default = "d_main_ring_s")]
+    pub main_ring_s: f64,
+    /// Dual-stream cameras: most MiB of the main stream kept.
+    #[serde(default = "d_main_ring_mib")]
+    pub main_ring_mib: u32,
+    /// Dual-stream cameras: a main-stream frame farther than this from the
+    /// analysed frame is no match (the snapshot uses the analysed frame).
+    #[serde(default = "d_match_tolerance_s")]
+    pub match_tolerance_s: f64,
     #[serde(default = "d_detect_fps")]
     pub detect_fps: f64,
     /// Frames are downscaled (never upscaled) to at most this height before analysis.
@@ -768,6 +783,15 @@ fn d_backoff_initial() -> f64 {
 }
 fn d_backoff_max() -> f64 {
     SourceOptions::default().backoff_max_s
+}
+fn d_main_ring_s() -> f64 {
+    MainStreamOptions::default().ring_s
+}
+fn d_main_ring_mib() -> u32 {
+    u32::try_from(MainStreamOptions::default().ring_bytes >> 20).unwrap_or(u32::MAX)
+}
+fn d_match_tolerance_s() -> f64 {
+    MainStreamOptions::default().tolerance_s
 }
 fn d_queue() -> usize {
     DEFAULT_QUEUE

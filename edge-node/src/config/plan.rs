@@ -14,7 +14,7 @@ use crate::events::EventConfig;
 use crate::idle::IdleConfig;
 use crate::rules::{LineRule, RulesConfig, ZoneRule};
 use crate::snapshot::SnapshotOptions;
-use crate::source::{CameraAuth, DecoderChoice, KeyframeGate, SourceOptions};
+use crate::source::{CameraAuth, DecoderChoice, KeyframeGate, MainStreamOptions, SourceOptions};
 use crate::tamper::TamperConfig;
 use crate::track::TrackerConfig;
 use crate::traffic::TrafficConfig;
@@ -35,8 +35,12 @@ pub const STATE_DIR_ENV: &str = "EDGE_NODE_STATE_DIR";
 pub struct CameraPlan {
     /// `[[cameras]] id`.
     pub id: String,
-    /// The source (URL resolved).
+    /// The analysed source (URL resolved): `detect_url` for a dual-stream
+    /// camera, else `url`.
     pub source: SourceOptions,
+    /// Dual-stream cameras: the main stream (`url`), received into a ring
+    /// and decoded on demand for snapshots.
+    pub main_stream: Option<MainStreamOptions>,
     /// The camera's model (resolved): `[[cameras]] model` or `[detector] model`.
     pub model: PathBuf,
     /// The detector of `model` (`[detector]`).
@@ -234,6 +238,7 @@ pub(super) fn camera_plan(
     CameraPlan {
         id: c.id.clone(),
         source,
+        main_stream: main_stream_options(c, url),
         model: model.to_path_buf(),
         detector,
         analysis: analysis(&raw.detector, c),
@@ -356,12 +361,13 @@ pub fn detector_options(
     }
 }
 
-/// `[[cameras]]` → the source, reading `url` (resolved).
+/// `[[cameras]]` → the analysed source, reading `url` (resolved), or
+/// `detect_url` (resolved at load) for a dual-stream camera.
 pub fn source_options(c: &CameraSection, url: &str) -> SourceOptions {
     let base = SourceOptions::default();
     SourceOptions {
         camera: c.id.clone(),
-        url: url.to_string(),
+        url: c.detect_url.clone().unwrap_or_else(|| url.to_string()),
         detect_fps: c.detect_fps,
         max_height: c.max_height,
         realtime: c.realtime,
@@ -380,7 +386,25 @@ pub fn source_options(c: &CameraSection, url: &str) -> SourceOptions {
             .unwrap_or(base.decoder),
         decoder_threads: c.decoder_threads,
         keyframe_gate: None,
+        reference_timestamps: c.detect_url.is_some(),
     }
+}
+
+/// `[[cameras]]` with `detect_url` → its main stream, `url` (resolved).
+pub fn main_stream_options(c: &CameraSection, url: &str) -> Option<MainStreamOptions> {
+    c.detect_url.as_ref()?;
+    let base = SourceOptions::default();
+    Some(MainStreamOptions {
+        camera: c.id.clone(),
+        url: url.to_string(),
+        auth: camera_auth(c),
+        rtsp_tcp: base.rtsp_tcp,
+        realtime: c.realtime,
+        loop_file: c.loop_file,
+        ring_s: c.main_ring_s,
+        ring_bytes: (c.main_ring_mib as usize) << 20,
+        tolerance_s: c.match_tolerance_s,
+    })
 }
 
 /// `[[cameras]] username_file` / `password_file` / `username_env` /

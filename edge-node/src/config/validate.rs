@@ -452,6 +452,7 @@ fn check_camera(ck: &mut Checks, i: usize, c: &CameraSection) {
         );
     }
     check_camera_url(ck, i, c);
+    check_dual_stream(ck, i, c);
     ck.range(&f("detect_fps"), c.detect_fps, 0.1, 60.0);
     ck.range(&f("max_height"), c.max_height, 64, 4320);
     ck.range(&f("watchdog_s"), c.watchdog_s, 1.0, 3600.0);
@@ -601,6 +602,47 @@ fn check_camera_url(ck: &mut Checks, i: usize, c: &CameraSection) {
             "set username_file or username_env too",
         );
     }
+}
+
+/// A dual-stream camera (`detect_url`): both URLs valid and of one kind
+/// (two files, or two network streams: their clocks must be comparable),
+/// not a device; files played at their own rate; the ring and the
+/// tolerance in range.
+fn check_dual_stream(ck: &mut Checks, i: usize, c: &CameraSection) {
+    use crate::source::{SourceKind, classify, validate_url};
+    let f = |name: &str| format!("cameras[{i}].{name}");
+    let Some(d) = &c.detect_url else {
+        return;
+    };
+    let device = |u: &str| u.starts_with("/dev/") || u.starts_with("v4l2:");
+    if let Err(e) = validate_url(d) {
+        ck.err(
+            f("detect_url"),
+            e.to_string(),
+            "give the camera's sub-stream: rtsp://host/path, http(s)://host/path, file:///abs/path or a path",
+        );
+    } else if device(d) || device(&c.url) {
+        ck.err(
+            f("detect_url"),
+            "a video device cannot be one stream of a dual-stream camera",
+            "remove detect_url, or give two network streams (or two files)",
+        );
+    } else if classify(d) != classify(&c.url) {
+        ck.err(
+            f("detect_url"),
+            "url and detect_url are not of one kind (one is a file, the other a network stream): their times cannot be matched",
+            "give two streams of the same camera, or two files cut from the same recording",
+        );
+    } else if classify(d) == SourceKind::File && !c.realtime {
+        ck.err(
+            f("realtime"),
+            "a dual-stream file camera must play at its own rate: the main stream's ring follows the clock, not the analysis",
+            "set realtime = true, or remove detect_url",
+        );
+    }
+    ck.range(&f("main_ring_s"), c.main_ring_s, 1.0, 120.0);
+    ck.range(&f("main_ring_mib"), c.main_ring_mib, 1, 1024);
+    ck.range(&f("match_tolerance_s"), c.match_tolerance_s, 0.001, 2.0);
 }
 
 /// `[cameras.tamper]`: every setting in its range (the ranges are the

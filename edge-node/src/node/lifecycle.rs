@@ -261,6 +261,7 @@ impl NodeRun {
             _ => None,
         };
         let publish_latency_ms = Arc::new(Mutex::new(Samples::default()));
+        let main = main_stream(plan.main_stream.clone(), &span);
         let emitter = Emitter {
             id: plan.id.clone(),
             publisher: self.publisher.clone(),
@@ -269,6 +270,7 @@ impl NodeRun {
                 options: plan.snapshot.clone(),
                 faces,
                 budget: self.budget.clone(),
+                main,
             },
             run: self.publisher.camera_run(&plan.id),
             // Numbering continues after a restart or reload (the outbox stores the last seq).
@@ -436,6 +438,24 @@ fn camera_analytics(plan: &CameraPlan, labels: &[String], span: &Span) -> Camera
 
 /// The camera's face blurring: off, on with its own CenterFace session, or
 /// required but impossible (snapshots withheld, and why).
+/// A dual-stream camera's main-stream receiver; one that cannot start is
+/// logged and its snapshots come from the analysed stream (marked `sub`).
+fn main_stream(
+    opts: Option<source::MainStreamOptions>,
+    span: &Span,
+) -> Option<Arc<source::MainStream>> {
+    let opts = opts?;
+    match source::MainStream::spawn(opts) {
+        Ok(m) => Some(Arc::new(m)),
+        Err(e) => {
+            span.in_scope(|| {
+                warn!(error = %e, "main stream not started: snapshots from the analysed stream");
+            });
+            None
+        }
+    }
+}
+
 fn face_policy(faces: Option<&FacePlan>, span: &Span) -> FacePolicy {
     let Some(f) = faces else {
         return FacePolicy::Off;

@@ -3,19 +3,27 @@
 //! crop/scale/JPEG, then the node's byte budget picks the first rung of the
 //! degradation ladder it can pay for (`budget.rs`). A picture that cannot
 //! be sent says why ([`OmitReason`]), never silently.
+//!
+//! A dual-stream camera's pictures come from its main stream: the frame
+//! matching the analysed one is decoded here (on the blocking pool), the
+//! box scaled from analysed to main-stream pixels; privacy masks are in
+//! normalised coordinates and faces are found in the picture itself, so
+//! both apply unchanged. No match within the tolerance: the analysed
+//! frame, marked `sub` on the wire.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::budget::ByteBudget;
 use crate::budget::Step;
 use crate::cpu;
 use crate::detect;
 use crate::frame::{BBox, Frame};
-use crate::publish::{OmitReason, SnapshotOutcome, SnapshotPayload};
+use crate::publish::{OmitReason, SnapshotOutcome, SnapshotPayload, SnapshotSource};
 use crate::snapshot::{self, SnapshotOptions};
+use crate::source::{HiRes, MainMiss, MainStream};
 
 /// Face blurring for one camera's snapshots.
 #[derive(Clone)]
@@ -40,6 +48,74 @@ pub(super) struct Painter {
     pub options: SnapshotOptions,
     pub faces: FacePolicy,
     pub budget: SharedBudget,
+    /// Dual-stream cameras: the main stream, decoded on demand.
+    pub main: Option<Arc<MainStream>>,
+}
+
+/// The pixels a snapshot is rendered from: the main-stream frame matching
+/// the analysed one (box scaled to it), or the analysed frame itself.
+struct Picture<'a> {
+    data: &'a [u8],
+    width: u32,
+    height: u32,
+    bbox: BBox,
+    source: Option<SnapshotSource>,
+    match_error_ms: Option<f64>,
+}
+
+/// The main-stream frame showing `frame`'s moment, when the camera has a
+/// main stream and one lies within its tolerance.
+fn main_frame(painter: &Painter, frame: &Frame) -> (Option<HiRes>, Option<f64>) {
+    let Some(main) = &painter.main else {
+        return (None, None);
+    };
+    let ms = |s: f64| (s * 1e4).round() / 10.0;
+    match main.frame_near(frame) {
+        Ok(hi) => {
+            let e = ms(hi.error_s);
+            (Some(hi), Some(e))
+        }
+        Err(miss) => {
+            debug!(error = %miss, "snapshot from the analysed stream");
+            match miss {
+                MainMiss::TooFar { error_s } => (None, Some(ms(error_s))),
+                MainMiss::Empty | MainMiss::Decode(_) => (None, None),
+            }
+        }
+    }
+}
+
+impl<'a> Picture<'a> {
+    fn of(
+        painter: &Painter,
+        frame: &'a Frame,
+        hi: Option<&'a HiRes>,
+        err: Option<f64>,
+        bbox: BBox,
+    ) -> Self {
+        match hi {
+            Some(h) => {
+                let sx = h.width as f32 / frame.width.max(1) as f32;
+                let sy = h.height as f32 / frame.height.max(1) as f32;
+                Picture {
+                    data: &h.rgb,
+                    width: h.width,
+                    height: h.height,
+                    bbox: BBox::new(bbox.x1 * sx, bbox.y1 * sy, bbox.x2 * sx, bbox.y2 * sy),
+                    source: Some(SnapshotSource::Main),
+                    match_error_ms: err,
+                }
+            }
+            None => Picture {
+                data: &frame.data,
+                width: frame.width,
+                height: frame.height,
+                bbox,
+                source: painter.main.as_ref().map(|_| SnapshotSource::Sub),
+                match_error_ms: err,
+            },
+        }
+    }
 }
 
 impl Painter {
@@ -79,23 +155,27 @@ async fn render(
     whole_frame: bool,
 ) -> Rendered {
     let r = tokio::task::spawn_blocking(move || {
+        // Snapshot CPU includes decoding the main-stream frame on demand.
         cpu::charge(cpu::Stage::Snapshot, || {
+            let (hi, err) = main_frame(&painter, &frame);
+            let pic = Picture::of(&painter, &frame, hi.as_ref(), err, bbox);
+            let stream = (pic.source, pic.match_error_ms);
             let blurred;
             let data: &[u8] = match &painter.faces {
-                FacePolicy::Off => &frame.data,
+                FacePolicy::Off => pic.data,
                 FacePolicy::Withheld(_) => return Ok(Err(OmitReason::Privacy)),
                 FacePolicy::On(det) => {
-                    blurred = blur_faces(det, &frame)?;
+                    blurred = blur_faces(det, pic.data, pic.width, pic.height)?;
                     &blurred
                 }
             };
             let render = |o: &SnapshotOptions| {
-                snapshot::render(data, frame.width, frame.height, bbox, &label, o)
+                snapshot::render(data, pic.width, pic.height, pic.bbox, &label, o)
                     .map(|s| (s.jpeg.len() as u64, s))
                     .map_err(|e| e.to_string())
             };
             let Some(budget) = painter.budget else {
-                return render(&opts).map(|(_, s)| Ok((s, Step::Full)));
+                return render(&opts).map(|(_, s)| Ok((s, Step::Full, stream)));
             };
             // Held while the ladder is walked, so two cameras never spend the
             // same bytes; snapshots are rare (a few per second per node) and an
@@ -105,7 +185,7 @@ async fn render(
                 .map_err(|_| "snapshot budget poisoned".to_string())?;
             Ok(
                 match crate::budget::choose(&mut b, &opts, whole_frame, Instant::now, render)? {
-                    Some((step, s)) => Ok((s, step)),
+                    Some((step, s)) => Ok((s, step, stream)),
                     None => Err(OmitReason::Budget),
                 },
             )
@@ -113,11 +193,13 @@ async fn render(
     })
     .await;
     match r {
-        Ok(Ok(Ok((s, step)))) => SnapshotOutcome::Sent(SnapshotPayload {
+        Ok(Ok(Ok((s, step, (source, match_error_ms))))) => SnapshotOutcome::Sent(SnapshotPayload {
             jpeg: s.jpeg,
             width: s.width,
             height: s.height,
             step,
+            source,
+            match_error_ms,
         }),
         Ok(Ok(Err(why))) => SnapshotOutcome::Omitted(why),
         Ok(Err(e)) => {
@@ -131,15 +213,20 @@ async fn render(
     }
 }
 
-/// A copy of the frame with every face found blurred.
-fn blur_faces(det: &Mutex<detect::FaceDetector>, frame: &Frame) -> Result<Vec<u8>, String> {
+/// A copy of the picture with every face found blurred.
+fn blur_faces(
+    det: &Mutex<detect::FaceDetector>,
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+) -> Result<Vec<u8>, String> {
     let found = det
         .lock()
         .map_err(|_| "face detector poisoned".to_string())?
-        .detect(&frame.data, frame.width, frame.height)
+        .detect(rgb, width, height)
         .map_err(|e| format!("face detection failed, snapshot withheld: {e}"))?;
     let boxes: Vec<_> = found.into_iter().map(|(b, _)| b).collect();
-    let mut copy = frame.data.clone();
-    snapshot::blur_regions(&mut copy, frame.width, frame.height, &boxes);
+    let mut copy = rgb.to_vec();
+    snapshot::blur_regions(&mut copy, width, height, &boxes);
     Ok(copy)
 }

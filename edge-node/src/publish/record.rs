@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use crate::budget::Step;
 use crate::frame::BBox;
-use edge_wire::{AlertDetail, EventType};
+use edge_wire::{AlertDetail, EventType, SnapshotSource};
 
 /// What `node` hands over for one lifecycle message (internal form).
 #[derive(Clone, Debug)]
@@ -83,6 +83,12 @@ pub struct SnapshotPayload {
     /// The rung of the budget's degradation ladder it was rendered at
     /// ([`Step::Full`]: the configured options, or no budget).
     pub step: Step,
+    /// Dual-stream cameras: the stream it was rendered from (`None`: a
+    /// single-stream camera).
+    pub source: Option<SnapshotSource>,
+    /// Dual-stream cameras: main-stream frame time minus analysed frame
+    /// time, ms.
+    pub match_error_ms: Option<f64>,
 }
 
 /// What became of a snapshot that was due.

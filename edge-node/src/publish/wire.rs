@@ -86,10 +86,12 @@ pub(super) fn snapshot_ref(topic: String, s: &SnapshotPayload) -> SnapshotRef {
         width: s.width,
         height: s.height,
         degraded: degraded(s.step),
+        source: s.source,
+        match_error_ms: s.match_error_ms,
     }
 }
 
-/// `edge-event/6` for one lifecycle record: the box clamped to the frame and
+/// `edge-event/7` for one lifecycle record: the box clamped to the frame and
 /// normalised, scores rounded to 4 decimals.
 pub(super) fn event_message(
     o: Origin<'_>,

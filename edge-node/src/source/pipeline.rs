@@ -52,7 +52,7 @@ pub const MAX_FRAME_WIDTH: u32 = 7680;
 /// Jitter-buffer latency for RTSP cameras. rtspsrc's default is 2 s; for
 /// analytics a fresher picture matters more than riding out reordering on a
 /// bad WAN link, and on a LAN 200 ms is plenty.
-const RTSP_LATENCY_MS: u32 = 200;
+pub(super) const RTSP_LATENCY_MS: u32 = 200;
 
 /// Per-connection counters written by the streaming thread and read by the
 /// supervisor (watchdog, "first frame" → Streaming).
@@ -154,6 +154,9 @@ pub(crate) fn build(
             decode
         }
     };
+    if opts.reference_timestamps {
+        super::mainstream::ask_reference_timestamps(&decoder);
+    }
     if decoder.parent().is_none() {
         pipeline
             .add(&decoder)
@@ -346,7 +349,7 @@ fn on_sample(
     }
     let arrival = shared.started.elapsed();
     let (t, wall) = match shared.kind {
-        SourceKind::Live => (arrival.as_secs_f64(), SystemTime::now()),
+        SourceKind::Live => (arrival.as_secs_f64(), live_wall(shared, &sample)),
         SourceKind::File => {
             let pts = sample
                 .buffer()
@@ -372,6 +375,19 @@ fn on_sample(
     };
     (shared.on_frame)(frame);
     Ok(gst::FlowSuccess::Ok)
+}
+
+/// A live frame's wall-clock time: the camera's NTP capture time when the
+/// camera is matched with a main stream and `rtspsrc` attached it, else now.
+fn live_wall(shared: &Shared, sample: &gst::Sample) -> SystemTime {
+    let ntp = shared
+        .reference_timestamps
+        .then(|| sample.buffer().and_then(super::mainstream::ntp_unix_s))
+        .flatten()
+        .filter(|s| s.is_finite() && *s > 0.0);
+    ntp.map_or_else(SystemTime::now, |s| {
+        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(s)
+    })
 }
 
 /// Copies an RGB sample into a tightly packed buffer (GStreamer pads rows to

@@ -21,13 +21,14 @@ const CAMERAS: usize = 12;
 
 fn node_load(msgs: &[Msg]) -> Option<Value> {
     msgs.iter()
+        .rev()
         .filter(|m| m.topic == "t/test-district/test-box/status" && !m.payload.is_empty())
         .filter_map(|m| {
             let v = m.json();
             let load = v.get("load")?.clone();
             load.get("overloaded")?.as_bool()?.then_some(load)
         })
-        .last()
+        .next()
 }
 
 #[test]

@@ -96,18 +96,7 @@ pub(crate) fn build(
 ) -> Result<gst::Pipeline, String> {
     let pipeline = gst::Pipeline::new();
     let scale = make("videoscale")?;
-    let scale_caps = gst::Caps::builder("video/x-raw")
-        .field(
-            "height",
-            gst::IntRange::new(1, i32::try_from(opts.max_height.max(1)).unwrap_or(i32::MAX)),
-        )
-        .field("width", gst::IntRange::new(1, MAX_FRAME_WIDTH as i32))
-        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-        .build();
-    let scale_filter = gst::ElementFactory::make("capsfilter")
-        .property("caps", &scale_caps)
-        .build()
-        .map_err(|e| format!("cannot create capsfilter: {e}"))?;
+    let scale_filter = size_filter(opts.max_height)?;
     let convert = make("videoconvert")?;
     let rgb_caps = gst::Caps::builder("video/x-raw")
         .field("format", "RGB")
@@ -205,6 +194,23 @@ pub(crate) fn build(
             .build(),
     );
     Ok(pipeline)
+}
+
+/// The capsfilter after `videoscale`: at most `max_height` × [`MAX_FRAME_WIDTH`],
+/// square pixels (see the module docs).
+fn size_filter(max_height: u32) -> Result<gst::Element, String> {
+    let caps = gst::Caps::builder("video/x-raw")
+        .field(
+            "height",
+            gst::IntRange::new(1, i32::try_from(max_height.max(1)).unwrap_or(i32::MAX)),
+        )
+        .field("width", gst::IntRange::new(1, MAX_FRAME_WIDTH as i32))
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build();
+    gst::ElementFactory::make("capsfilter")
+        .property("caps", &caps)
+        .build()
+        .map_err(|e| format!("cannot create capsfilter: {e}"))
 }
 
 fn make(factory: &str) -> Result<gst::Element, String> {

@@ -195,7 +195,11 @@ pub struct CpuSplit {
     /// The bench's own harness in this process (the loopback RTSP server
     /// feeding the cameras, the embedded MQTT broker): not the node's cost.
     pub harness_pct: f64,
-    /// Threads that ended during the run are missing from every figure.
+    /// The process's CPU no thread alive at the end accounts for: threads
+    /// that ended during the run (a dual-stream camera's snapshot decodes
+    /// run in short-lived pipelines). Set by the bench, which knows the
+    /// process total.
+    pub ended_threads_pct: f64,
     pub threads_seen: usize,
 }
 
@@ -293,6 +297,7 @@ pub fn split(a: &ThreadSample, b: &ThreadSample, wall_s: f64, pre_share: f64) ->
         publish_pct: pct((get(Bucket::Runtime) - analytics - snapshot).max(0.0)),
         other_pct: pct(get(Bucket::Other)),
         harness_pct: pct(get(Bucket::Harness)),
+        ended_threads_pct: 0.0,
         threads_seen: b.threads.len(),
     }
 }
@@ -308,7 +313,8 @@ impl CpuSplit {
             + self.analytics_pct
             + self.snapshot_pct
             + self.publish_pct
-            + self.other_pct;
+            + self.other_pct
+            + self.ended_threads_pct;
         (s * 10.0).round() / 10.0
     }
 
@@ -324,6 +330,7 @@ impl CpuSplit {
             ("snapshot render + JPEG", self.snapshot_pct),
             ("publish, outbox, status", self.publish_pct),
             ("other", self.other_pct),
+            ("ended threads (snapshot decodes)", self.ended_threads_pct),
         ];
         let node = self.node_pct();
         let mut out = format!("CPU by stage (% of one core; node total {node:.1}%):\n");

@@ -308,6 +308,10 @@ enum BenchCmd {
         /// Camera-like clips: scripts/make-bench-streams.sh.
         #[arg(long)]
         rtsp_file: Option<PathBuf>,
+        /// Clip served as the sub-stream of dual-stream RTSP cameras (their detect_url), e.g.
+        /// third_party/bench-streams/sub_360p25_h264.mp4.
+        #[arg(long)]
+        rtsp_detect_file: Option<PathBuf>,
         /// Run these camera counts (comma-separated) instead of searching, e.g. 1,4,8,12.
         #[arg(long, value_delimiter = ',')]
         sweep: Vec<usize>,
@@ -1055,6 +1059,7 @@ fn bench_pipeline(what: BenchCmd) -> Result<ExitCode> {
         hold_ratio,
         max_cameras,
         rtsp_file,
+        rtsp_detect_file,
         sweep,
         model,
         threads,
@@ -1077,6 +1082,7 @@ fn bench_pipeline(what: BenchCmd) -> Result<ExitCode> {
         rtsp_file: rtsp_file.unwrap_or_else(|| bench::pipeline::default_rtsp_file(Path::new("."))),
         hold_ratio,
         max_cameras,
+        rtsp_detect_file,
         sweep,
         model,
         threads,

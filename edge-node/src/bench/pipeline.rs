@@ -38,6 +38,9 @@ pub struct PipelineBenchOptions {
     pub target_fps: Option<f64>,
     /// Clip served over loopback RTSP when the first camera is `rtsp://`.
     pub rtsp_file: PathBuf,
+    /// Clip served as the sub-stream of dual-stream RTSP cameras (their
+    /// `detect_url`), e.g. the 640×360 stream made with the same timestamps.
+    pub rtsp_detect_file: Option<PathBuf>,
     /// A camera holds when `detect_fps ≥ hold_ratio × target_fps`; in (0, 1].
     pub hold_ratio: f64,
     /// `--find-capacity` tries at most this many cameras (1..=`MAX_CAMERAS`).
@@ -110,6 +113,8 @@ pub struct PipelineBenchReport {
     /// What the cameras carried: the served clip (RTSP) or the first
     /// camera's file; `None` for live sources.
     pub stream: Option<StreamFacts>,
+    /// What dual-stream cameras analysed (`--rtsp-detect-file`), if any.
+    pub detect_stream: Option<StreamFacts>,
     /// Cameras cycled through the config's cameras (`--mix`).
     pub mix: bool,
     pub model: String,
@@ -216,6 +221,8 @@ struct BenchCamera {
     index: usize,
     /// The URL the bench opens (RTSP cameras: the loopback server).
     url: String,
+    /// A dual-stream camera's analysed sub-stream (RTSP: the second server).
+    detect_url: Option<String>,
     source: &'static str,
 }
 
@@ -224,9 +231,11 @@ struct Plan {
     base: Pipeline,
     cams: Vec<BenchCamera>,
     stream: Option<StreamFacts>,
+    detect_stream: Option<StreamFacts>,
     target_fps: f64,
     hold_ratio: f64,
     rtsp: Option<Harness>,
+    rtsp_sub: Option<Harness>,
 }
 
 /// The loopback RTSP server feeding the cameras: in this process (library
@@ -241,20 +250,21 @@ enum Harness {
 }
 
 impl Harness {
-    fn start(opts: &PipelineBenchOptions, mount: &str) -> Result<Harness, BenchError> {
+    fn start(
+        opts: &PipelineBenchOptions,
+        file: &Path,
+        option: &'static str,
+        mount: &str,
+    ) -> Result<Harness, BenchError> {
         let Some(exe) = &opts.harness_exe else {
-            return Ok(Harness::InProcess(RtspServer::start(
-                &opts.rtsp_file,
-                0,
-                mount,
-            )?));
+            return Ok(Harness::InProcess(RtspServer::start(file, 0, mount)?));
         };
         let fail = |reason: String| BenchError::Option {
-            name: "--rtsp-file",
+            name: option,
             reason,
         };
-        if !opts.rtsp_file.is_file() {
-            return Err(fail(format!("{} is not a file", opts.rtsp_file.display())));
+        if !file.is_file() {
+            return Err(fail(format!("{} is not a file", file.display())));
         }
         let port = std::net::TcpListener::bind(("127.0.0.1", 0))
             .and_then(|l| l.local_addr())
@@ -262,7 +272,7 @@ impl Harness {
             .map_err(|e| fail(format!("no free loopback port: {e}")))?;
         let mut child = std::process::Command::new(exe)
             .arg("serve-rtsp")
-            .arg(&opts.rtsp_file)
+            .arg(file)
             .args(["--port", &port.to_string(), "--mount", mount])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -338,12 +348,18 @@ impl Plan {
         override_detector(&mut base, opts)?;
         let used = if opts.mix { base.camera_urls.len() } else { 1 };
         let mut rtsp: Option<Harness> = None;
+        let mut rtsp_sub: Option<Harness> = None;
         let mut cams = Vec::with_capacity(used);
         for (index, url) in base.camera_urls.iter().take(used).enumerate() {
-            let (url, source) = if url.starts_with("rtsp://") || url.starts_with("rtsps://") {
+            let (url, source) = if is_rtsp(url) {
                 let server = match &rtsp {
                     Some(s) => s,
-                    None => rtsp.insert(Harness::start(opts, "/bench")?),
+                    None => rtsp.insert(Harness::start(
+                        opts,
+                        &opts.rtsp_file,
+                        "--rtsp-file",
+                        "/bench",
+                    )?),
                 };
                 (server.url(), "rtsp-loopback")
             } else if config::is_file_url(url) {
@@ -351,7 +367,37 @@ impl Plan {
             } else {
                 (url.clone(), "live")
             };
-            cams.push(BenchCamera { index, url, source });
+            let detect_url = match base.raw.cameras[index].detect_url.as_deref() {
+                Some(d) if is_rtsp(d) => {
+                    let Some(file) = &opts.rtsp_detect_file else {
+                        return Err(BenchError::Option {
+                            name: "--rtsp-detect-file",
+                            reason: format!(
+                                "camera {} is a dual-stream RTSP camera (detect_url): give the \
+                                 sub-stream clip to serve",
+                                base.raw.cameras[index].id
+                            ),
+                        });
+                    };
+                    let server = match &rtsp_sub {
+                        Some(s) => s,
+                        None => rtsp_sub.insert(Harness::start(
+                            opts,
+                            file,
+                            "--rtsp-detect-file",
+                            "/bench-sub",
+                        )?),
+                    };
+                    Some(server.url())
+                }
+                other => other.map(str::to_string),
+            };
+            cams.push(BenchCamera {
+                index,
+                url,
+                detect_url,
+                source,
+            });
         }
         let stream = match cams[0].source {
             "rtsp-loopback" => Some(source::describe_file(&opts.rtsp_file)?),
@@ -361,6 +407,13 @@ impl Plan {
             },
             _ => None,
         };
+        let detect_stream = match (&rtsp_sub, &opts.rtsp_detect_file) {
+            (Some(_), Some(file)) => Some(source::describe_file(file)?),
+            _ => None,
+        };
+        if let Some(s) = &detect_stream {
+            tracing::info!(stream = %s.summary(), "bench: detect stream (dual-stream cameras)");
+        }
         if let Some(s) = &stream {
             tracing::info!(stream = %s.summary(), "bench: stream");
         }
@@ -368,15 +421,22 @@ impl Plan {
             base,
             cams,
             stream,
+            detect_stream,
             target_fps,
             hold_ratio: opts.hold_ratio,
             rtsp,
+            rtsp_sub,
         })
     }
 
-    /// CPU ticks of the RTSP server process, when it is one.
+    /// CPU ticks of the RTSP server processes, when they are processes.
     fn harness_ticks(&self) -> Option<u64> {
-        self.rtsp.as_ref().and_then(Harness::ticks)
+        let main = self.rtsp.as_ref().and_then(Harness::ticks);
+        let sub = self.rtsp_sub.as_ref().and_then(Harness::ticks);
+        match (main, sub) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        }
     }
 
     /// `rtsp-loopback`, `file-looped`, `live`, or `mixed`.
@@ -401,6 +461,7 @@ impl Plan {
             let keep = 64usize.saturating_sub(suffix.len()).min(c.id.len());
             c.id = format!("{}{suffix}", &c.id[..keep]);
             c.detect_fps = self.target_fps;
+            c.detect_url.clone_from(&bc.detect_url);
             if bc.source == "file-looped" {
                 // Behave like a camera: paced, endless.
                 c.realtime = true;
@@ -422,6 +483,10 @@ impl Plan {
         p.raw.outbox.dir = None;
         p
     }
+}
+
+fn is_rtsp(url: &str) -> bool {
+    url.starts_with("rtsp://") || url.starts_with("rtsps://")
 }
 
 /// `--model`, `--threads`, `--workers` replace the config's detector settings.
@@ -515,21 +580,44 @@ fn run_once(
     let report: RunReport = rt.block_on(node::run_until(p, async move {
         tokio::time::sleep(duration).await;
         if let Ok(mut e) = end_in.lock() {
-            *e = Some((cpu::sample(), Instant::now(), plan.harness_ticks()));
+            *e = Some((
+                cpu::sample(),
+                Instant::now(),
+                plan.harness_ticks(),
+                cpu_ticks(),
+            ));
         }
     }))?;
     let wall = t0.elapsed().as_secs_f64();
-    let (threads1, at, harness1) = end
+    let (threads1, at, harness1, end_ticks) = end
         .lock()
         .ok()
         .and_then(|mut e| e.take())
-        .unwrap_or_else(|| (cpu::sample(), Instant::now(), plan.harness_ticks()));
+        .unwrap_or_else(|| {
+            (
+                cpu::sample(),
+                Instant::now(),
+                plan.harness_ticks(),
+                cpu_ticks(),
+            )
+        });
     let sampled_s = at.duration_since(t0).as_secs_f64();
     let harness_s = harness1
         .zip(harness0)
         .map_or(0.0, |(b, a)| b.saturating_sub(a) as f64 / USER_HZ);
     let mut cpu_by_stage = cpu::split(&threads0, &threads1, sampled_s, pre_share(plan, &report));
+    // The process's own CPU that no live thread accounts for: threads that
+    // ended during the run (the short pipelines that decode a dual-stream
+    // camera's main-stream frame for a snapshot, above all).
+    let in_process = cpu_by_stage.node_pct() + cpu_by_stage.harness_pct;
     cpu_by_stage.harness_pct += (harness_s / sampled_s.max(1e-9) * 1000.0).round() / 10.0;
+    cpu_by_stage.ended_threads_pct = match (ticks0, end_ticks) {
+        (Some(a), Some(b)) => {
+            let pct = b.saturating_sub(a) as f64 / USER_HZ / sampled_s.max(1e-9) * 100.0;
+            ((pct - in_process).max(0.0) * 10.0).round() / 10.0
+        }
+        _ => 0.0,
+    };
     let cpu_pct = match (ticks0, cpu_ticks()) {
         (Some(a), Some(b)) => (b.saturating_sub(a) as f64 / USER_HZ) / wall.max(1e-9) * 100.0,
         _ => f64::NAN,
@@ -608,6 +696,7 @@ fn header(
         camera_url: plan.cams[0].url.clone(),
         source: plan.source(),
         stream: plan.stream.clone(),
+        detect_stream: plan.detect_stream.clone(),
         mix: opts.mix,
         model: model.display().to_string(),
         model_sha256: sha256_file(&model)?,
@@ -790,9 +879,15 @@ impl PipelineBenchReport {
             .stream
             .as_ref()
             .map_or_else(|| "live source".to_string(), StreamFacts::summary);
+        let detect = self.detect_stream.as_ref().map_or_else(String::new, |d| {
+            format!(
+                " (main, snapshots only); analysed sub-stream: {}",
+                d.summary()
+            )
+        });
         let mut out = format!(
             "pipeline {} — {} x{} ({} {}), model {}\n\
-             stream: {stream}\n\
+             stream: {stream}{detect}\n\
              cpu {} ({} cores), ONNX Runtime {}, detector threads {} workers {}\n\
              ran {:.1} s (wall {:.1} s incl. start/stop): target {} fps per camera, \
              holds (every camera ≥ {:.0}% of it): {}\n\

@@ -759,7 +759,7 @@ pub fn bench_pipeline(opts: &PipelineBenchOptions) -> Result<PipelineBenchReport
     header(opts, &plan, run)
 }
 
-/// Largest N in 1..=`opts.max_cameras` that holds the target ([`search`]
+/// Largest N in 1..=`opts.max_cameras` that holds the target (`search`
 /// from `opts.cameras`), or with `opts.sweep` one run per listed count (the
 /// capacity is then the largest listed count that held). Each step is one run
 /// of `opts.duration`.

@@ -205,10 +205,13 @@ pub fn plot_capacity(report: &CapacityReport, path: &Path) -> Result<(), BenchEr
     let root = SVGBackend::new(path, (900, 700)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let b = &report.bench;
-    let stream = b
+    let mut stream = b
         .stream
         .as_ref()
         .map_or_else(|| b.source.to_string(), |s| s.summary());
+    if let Some(d) = &b.detect_stream {
+        stream = format!("main {stream}, analysed {}", d.summary());
+    }
     let title = format!(
         "{stream}, {} ({}t×{}w) on {} — capacity {} at {} fps",
         Path::new(&b.model)

@@ -227,21 +227,13 @@ fn truncated_file_fails_after_its_frames() {
     init().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let fast = dir.path().join("fast.mp4");
-    let remux = gst::parse::launch(&format!(
-        "filesrc location={VTEST} ! qtdemux ! h264parse ! mp4mux faststart=true ! filesink location={}",
-        fast.display()
-    ))
-    .unwrap();
-    remux.set_state(gst::State::Playing).unwrap();
-    let bus = remux.bus().unwrap();
-    let msg = bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(30),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("remux finishes");
-    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
-    remux.set_state(gst::State::Null).unwrap();
+    run_to_eos(
+        &format!(
+            "filesrc location={VTEST} ! qtdemux ! h264parse ! mp4mux faststart=true ! filesink location={}",
+            fast.display()
+        ),
+        30,
+    );
     let bytes = std::fs::read(&fast).unwrap();
     let cut = dir.path().join("cut.mp4");
     std::fs::write(&cut, &bytes[..bytes.len() * 4 / 10]).unwrap();
@@ -548,25 +540,31 @@ fn fractional_and_non_integer_rates() {
     }
 }
 
+/// Runs a `gst-launch`-style pipeline to its end (test media making);
+/// fails the test on an error or after `timeout_s`.
+pub(super) fn run_to_eos(desc: &str, timeout_s: u64) {
+    init().unwrap();
+    let p = gst::parse::launch(desc).unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let bus = p.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(timeout_s),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .unwrap_or_else(|| panic!("{desc}: no end within {timeout_s} s"));
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    p.set_state(gst::State::Null).unwrap();
+}
+
 /// Writes a `width`×`height` PNG (a GStreamer test pattern) to `path`.
 fn write_png(path: &Path, width: u32, height: u32) {
-    init().unwrap();
     let desc = format!(
         "videotestsrc num-buffers=1 pattern=smpte ! video/x-raw,width={width},height={height} \
          ! pngenc compression-level=1 ! filesink location={}",
         path.display()
     );
-    let p = gst::parse::launch(&desc).unwrap();
-    p.set_state(gst::State::Playing).unwrap();
-    let bus = p.bus().unwrap();
-    let msg = bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("png written in time");
-    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
-    p.set_state(gst::State::Null).unwrap();
+    run_to_eos(&desc, 60);
 }
 
 /// Extremes: a 16K picture (15360×8640) comes out at `max_height` (1280×720),

@@ -7,6 +7,7 @@ use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::source::tests::run_to_eos;
 use crate::source::{SourceOptions, spawn_camera};
 
 /// An H.264 MP4 of a moving ball, `frames` at 10 fps, a keyframe every
@@ -19,17 +20,7 @@ fn make_clip(path: &Path, w: u32, h: u32, frames: u32, gop: u32, bframes: u32) {
          ! filesink location={}",
         path.display()
     );
-    let p = gst::parse::launch(&desc).unwrap();
-    p.set_state(gst::State::Playing).unwrap();
-    let bus = p.bus().unwrap();
-    let msg = bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("encoder finishes");
-    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
-    p.set_state(gst::State::Null).unwrap();
+    run_to_eos(&desc, 60);
 }
 
 /// Every frame the analysed source decodes from `path` (as fast as possible).
@@ -187,16 +178,7 @@ fn measure_receive_and_decode_cost() {
          ! filesink location={}",
         clip.display()
     );
-    let p = gst::parse::launch(&desc).unwrap();
-    p.set_state(gst::State::Playing).unwrap();
-    p.bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(300),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap();
-    p.set_state(gst::State::Null).unwrap();
+    run_to_eos(&desc, 300);
     let c0 = cpu_s();
     let t0 = Instant::now();
     let main = MainStream::spawn(MainStreamOptions {

@@ -47,6 +47,10 @@ impl<P, C> Gop<P, C> {
     }
 }
 
+/// How far past the tolerance a frame may lie and still count as within
+/// it (float rounding of nanosecond timestamps).
+const TIME_SLACK_S: f64 = 1e-6;
+
 /// What the ring holds and what it has thrown away.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RingStats {
@@ -184,7 +188,10 @@ impl<P: Clone, C: Clone> Ring<P, C> {
             }
         }
         let (gi, ai, d) = best.ok_or(Miss::Empty)?;
-        if d.is_nan() || d.abs() > tolerance_s {
+        // A microsecond of slack: timestamps are nanoseconds turned into
+        // seconds, and a frame exactly one tolerance away must not fall
+        // back because of the float arithmetic on the way.
+        if d.is_nan() || d.abs() > tolerance_s + TIME_SLACK_S {
             return Err(Miss::TooFar { error_s: d });
         }
         let g = &self.gops[gi];
@@ -286,6 +293,10 @@ mod tests {
         // A tie picks the earlier frame.
         let p = r.plan(1.65, 0.1).unwrap();
         assert_eq!(*p.aus.last().unwrap(), 16);
+        // Exactly one tolerance past the newest frame (3.9 s), give or
+        // take float rounding: still within it.
+        let p = r.plan(3.9 + 0.1 + 1e-9, 0.1).unwrap();
+        assert_eq!(*p.aus.last().unwrap(), 39);
         // Past the newest frame (3.9 s) by more than the tolerance.
         match r.plan(5.0, 0.5) {
             Err(Miss::TooFar { error_s }) => assert!((error_s + 1.1).abs() < 1e-9),

@@ -49,7 +49,9 @@ pub use self::decode::{DecoderChoice, KeyframeGate, MAX_GOP_S, hardware_decoders
 pub use self::describe::{StreamFacts, describe_file};
 pub use self::fault::Fault;
 use self::fault::LibError;
-pub use self::mainstream::{HiRes, MainMiss, MainStats, MainStream, MainStreamOptions, RingStats};
+pub use self::mainstream::{
+    DecoderStats, HiRes, MainMiss, MainStats, MainStream, MainStreamOptions, RingStats,
+};
 use self::pipeline::ConnStats;
 pub use self::pipeline::MAX_FRAME_WIDTH;
 pub use self::probe::{ProbeReport, probe};

@@ -18,11 +18,8 @@
 //! place with the analysed stream. Equivalent by hand:
 //! `gst-launch-1.0 uridecodebin uri=file:///abs/main.mp4 caps=video/x-h264 ! h264parse ! fakesink`.
 //!
-//! On-demand decode (a short-lived pipeline per snapshot):
-//!
-//! ```text
-//! appsrc caps=<the GOP's caps> ! decodebin ! [probe: only the wanted PTS] ! videoconvert ! video/x-raw,format=RGB ! appsink
-//! ```
+//! On-demand decode: one decoder per camera, kept between snapshots and
+//! continued while they move forward within a GOP (`session.rs`).
 //!
 //! Matching time: for files the media time of the PTS (plus the loops
 //! played, like `Frame.t`), so two files cut from the same source match
@@ -41,7 +38,9 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use super::ring::{Au, Plan, Ring};
+pub use self::session::DecoderStats;
+use self::session::{Decoder, make};
+use super::ring::{Au, Ring};
 pub use super::ring::{Miss, RingStats};
 use super::url::Target;
 use super::{CameraAuth, SourceError, SourceKind, StopSignal, classify};
@@ -138,6 +137,9 @@ struct Shared {
 pub struct MainStream {
     shared: Arc<Shared>,
     tolerance_s: f64,
+    /// Snapshots of one camera are decoded one at a time, by one decoder
+    /// kept between them (`session.rs`).
+    decoder: Mutex<Decoder>,
     stop: Arc<StopSignal>,
     thread: Option<JoinHandle<()>>,
 }
@@ -163,6 +165,7 @@ pub struct MainStats {
     /// Access units and bytes received since the start.
     pub received: u64,
     pub received_bytes: u64,
+    pub decoder: DecoderStats,
 }
 
 impl MainStream {
@@ -210,6 +213,7 @@ impl MainStream {
         Ok(MainStream {
             shared,
             tolerance_s,
+            decoder: Mutex::new(Decoder::default()),
             stop,
             thread: Some(thread),
         })
@@ -234,6 +238,7 @@ impl MainStream {
             ring,
             received: self.shared.received.load(Ordering::Relaxed),
             received_bytes: self.shared.received_bytes.load(Ordering::Relaxed),
+            decoder: self.decoder.lock().map(|d| d.stats()).unwrap_or_default(),
         }
     }
 
@@ -265,7 +270,12 @@ impl MainStream {
             ring.plan(wanted, tolerance_s)?
         };
         let (t, error_s) = (plan.t, plan.error_s);
-        let (width, height, rgb) = decode(plan).map_err(MainMiss::Decode)?;
+        let (width, height, rgb) = self
+            .decoder
+            .lock()
+            .map_err(|_| MainMiss::Decode("decoder lock poisoned".into()))?
+            .decode(&plan)
+            .map_err(MainMiss::Decode)?;
         Ok(HiRes {
             rgb,
             width,
@@ -569,99 +579,6 @@ impl Shared {
 }
 
 /// Decodes `plan` (keyframe … target) and returns the target as RGB.
-fn decode(plan: Plan<gst::Buffer, gst::Caps>) -> Result<(u32, u32, Vec<u8>), String> {
-    let target_pts = plan
-        .aus
-        .get(plan.target)
-        .and_then(|b| b.pts())
-        .ok_or("target frame without PTS")?;
-    let src = gst_app::AppSrc::builder()
-        .caps(&plan.ctx)
-        .format(gst::Format::Time)
-        .is_live(false)
-        .build();
-    let decodebin = make("decodebin")?;
-    let convert = make("videoconvert")?;
-    let rgb: gst::Caps = gst::Caps::builder("video/x-raw")
-        .field("format", "RGB")
-        .build();
-    let sink = gst_app::AppSink::builder()
-        .caps(&rgb)
-        .sync(false)
-        .enable_last_sample(false)
-        .build();
-    let pipeline = gst::Pipeline::new();
-    pipeline
-        .add_many([src.upcast_ref(), &decodebin, &convert, sink.upcast_ref()])
-        .map_err(|e| format!("cannot assemble the decoder: {e}"))?;
-    src.link(&decodebin)
-        .map_err(|e| format!("cannot link appsrc: {e}"))?;
-    convert
-        .link(&sink)
-        .map_err(|e| format!("cannot link videoconvert: {e}"))?;
-    let convert_weak = convert.downgrade();
-    decodebin.connect_pad_added(move |_, pad| {
-        let Some(convert) = convert_weak.upgrade() else {
-            return;
-        };
-        if let Some(sp) = convert.static_pad("sink")
-            && !sp.is_linked()
-            && pad.link(&sp).is_ok()
-        {
-            // Only the wanted picture is converted; the frames decoded to
-            // reach it are dropped here.
-            sp.add_probe(gst::PadProbeType::BUFFER, move |_, info| match &info.data {
-                Some(gst::PadProbeData::Buffer(b)) if b.pts() != Some(target_pts) => {
-                    gst::PadProbeReturn::Handled
-                }
-                _ => gst::PadProbeReturn::Ok,
-            });
-        }
-    });
-    let result = run_decode(&pipeline, &src, &sink, plan.aus);
-    let _ = pipeline.set_state(gst::State::Null);
-    result
-}
-
-fn run_decode(
-    pipeline: &gst::Pipeline,
-    src: &gst_app::AppSrc,
-    sink: &gst_app::AppSink,
-    aus: Vec<gst::Buffer>,
-) -> Result<(u32, u32, Vec<u8>), String> {
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|e| format!("cannot start the decoder: {e}"))?;
-    for b in aus {
-        src.push_buffer(b)
-            .map_err(|e| format!("decoder refused a buffer: {e:?}"))?;
-    }
-    let _ = src.end_of_stream();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let bus = pipeline.bus().ok_or("decoder has no bus")?;
-    loop {
-        if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(20)) {
-            return super::pipeline::copy_rgb(&sample);
-        }
-        if sink.is_eos() {
-            return Err("the decoder ended without the wanted frame".into());
-        }
-        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error])
-            && let gst::MessageView::Error(err) = msg.view()
-        {
-            return Err(err.error().to_string());
-        }
-        if Instant::now() >= deadline {
-            return Err("the decoder took longer than 5 s".into());
-        }
-    }
-}
-
-fn make(factory: &str) -> Result<gst::Element, String> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .map_err(|e| format!("cannot create {factory}: {e}"))
-}
-
+mod session;
 #[cfg(test)]
 mod tests;

@@ -30,6 +30,8 @@ pub(crate) struct Au<P> {
 
 #[derive(Debug)]
 struct Gop<P, C> {
+    /// Unique for the ring's life (clears included), in arrival order.
+    id: u64,
     ctx: C,
     aus: Vec<Au<P>>,
     bytes: usize,
@@ -67,9 +69,14 @@ pub struct RingStats {
 /// The decode job for one wanted frame.
 #[derive(Debug)]
 pub(crate) struct Plan<P, C> {
+    /// The target's GOP ([`Ring`]-unique id) and its context.
+    pub gop: u64,
     pub ctx: C,
     /// Keyframe first, up to and including the target, in decode order.
     pub aus: Vec<P>,
+    /// The GOP's access units after the target (decode order), for a
+    /// decoder that holds pictures back until it has seen more.
+    pub rest: Vec<P>,
     /// Index of the target in `aus`.
     pub target: usize,
     /// The target's match time.
@@ -96,6 +103,7 @@ pub(crate) struct Ring<P, C> {
     bytes: usize,
     evicted_gops: u64,
     dropped_aus: u64,
+    next_id: u64,
 }
 
 impl<P: Clone, C: Clone> Ring<P, C> {
@@ -107,6 +115,7 @@ impl<P: Clone, C: Clone> Ring<P, C> {
             bytes: 0,
             evicted_gops: 0,
             dropped_aus: 0,
+            next_id: 0,
         }
     }
 
@@ -119,7 +128,9 @@ impl<P: Clone, C: Clone> Ring<P, C> {
     pub fn push(&mut self, au: Au<P>, ctx: &C) {
         let n = au.bytes;
         if au.key {
+            self.next_id += 1;
             self.gops.push_back(Gop {
+                id: self.next_id,
                 ctx: ctx.clone(),
                 aus: vec![au],
                 bytes: n,
@@ -196,8 +207,10 @@ impl<P: Clone, C: Clone> Ring<P, C> {
         }
         let g = &self.gops[gi];
         Ok(Plan {
+            gop: g.id,
             ctx: g.ctx.clone(),
             aus: g.aus[..=ai].iter().map(|a| a.data.clone()).collect(),
+            rest: g.aus[ai + 1..].iter().map(|a| a.data.clone()).collect(),
             target: ai,
             t: g.aus[ai].t,
             error_s: d,
@@ -283,8 +296,12 @@ mod tests {
         // 1.64 s → frame 16 (1.6 s) in the GOP that starts at frame 12.
         let p = r.plan(1.64, 0.1).unwrap();
         assert_eq!(p.aus, vec![12, 13, 14, 15, 16]);
+        assert_eq!(p.rest, vec![17, 18, 19, 20, 21, 22, 23]);
         assert_eq!(p.target, 4);
         assert_eq!(p.ctx, 1);
+        // GOPs are told apart by id, in arrival order.
+        assert!(r.plan(0.5, 0.1).unwrap().gop < p.gop);
+        assert!(r.plan(2.5, 0.1).unwrap().gop > p.gop);
         assert!((p.error_s - (-0.04)).abs() < 1e-9);
         // 1.66 s → frame 17, error +0.04.
         let p = r.plan(1.66, 0.1).unwrap();

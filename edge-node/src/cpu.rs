@@ -188,6 +188,9 @@ pub struct CpuSplit {
     pub analytics_pct: f64,
     /// Snapshot rendering and JPEG encoding.
     pub snapshot_pct: f64,
+    /// Dual-stream cameras: decoding the main stream for snapshots (their
+    /// `snap-` threads, colour conversion included).
+    pub snapshot_decode_pct: f64,
     /// The rest of the async runtime: publishing, outbox, status.
     pub publish_pct: f64,
     /// Everything else in the node (GLib, supervisors, the main thread).
@@ -208,6 +211,7 @@ pub struct CpuSplit {
 enum Bucket {
     Receive,
     Decode,
+    SnapshotDecode,
     Detect,
     Prep,
     Runtime,
@@ -228,6 +232,10 @@ fn bucket(
     let starts = |p: &str| name.starts_with(p);
     if starts("detect-") {
         Bucket::Detect
+    } else if starts("snap-") {
+        // A dual-stream camera's snapshot thread: the main stream decoded
+        // on demand, then converted to RGB.
+        Bucket::SnapshotDecode
     } else if starts("prep-") {
         Bucket::Prep
     } else if starts("tokio-") {
@@ -294,6 +302,7 @@ pub fn split(a: &ThreadSample, b: &ThreadSample, wall_s: f64, pre_share: f64) ->
         inference_pct: pct(detect * (1.0 - pre_share)),
         analytics_pct: pct(analytics),
         snapshot_pct: pct(snapshot),
+        snapshot_decode_pct: pct(get(Bucket::SnapshotDecode)),
         publish_pct: pct((get(Bucket::Runtime) - analytics - snapshot).max(0.0)),
         other_pct: pct(get(Bucket::Other)),
         harness_pct: pct(get(Bucket::Harness)),
@@ -312,6 +321,7 @@ impl CpuSplit {
             + self.inference_pct
             + self.analytics_pct
             + self.snapshot_pct
+            + self.snapshot_decode_pct
             + self.publish_pct
             + self.other_pct
             + self.ended_threads_pct;
@@ -328,6 +338,7 @@ impl CpuSplit {
             ("inference", self.inference_pct),
             ("tracking, rules, events", self.analytics_pct),
             ("snapshot render + JPEG", self.snapshot_pct),
+            ("main-stream decode for snapshots", self.snapshot_decode_pct),
             ("publish, outbox, status", self.publish_pct),
             ("other", self.other_pct),
             ("ended threads (snapshot decodes)", self.ended_threads_pct),
@@ -388,6 +399,7 @@ mod tests {
         assert_eq!(b("edge-node", 14), Bucket::Detect);
         assert_eq!(b("edge-node", 1), Bucket::Other);
         assert_eq!(b("gmain", 15), Bucket::Other);
+        assert_eq!(b("snap-street-01", 16), Bucket::SnapshotDecode);
     }
 
     #[test]

@@ -92,6 +92,26 @@ pub fn background_available() -> bool {
     })
 }
 
+/// Lowers the calling thread's CPU priority to `nice` (0 normal, 19
+/// lowest), for work that may wait while the analysis runs: decoding the
+/// main stream for a snapshot. On Linux a nice value is per thread.
+/// Raising it again needs privileges, so threads that do this are ones
+/// that keep the role. `false` where it could not be set.
+pub fn lower_current_priority(nice: i32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = current_tid();
+        // SAFETY: setpriority on a thread id of this process; `tid` is the
+        // caller's own id, so it is alive for the call.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice.clamp(0, 19)) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = nice;
+        false
+    }
+}
+
 /// The scheduling policy of a thread as this module sets it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {

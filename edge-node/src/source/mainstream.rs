@@ -18,8 +18,9 @@
 //! place with the analysed stream. Equivalent by hand:
 //! `gst-launch-1.0 uridecodebin uri=file:///abs/main.mp4 caps=video/x-h264 ! h264parse ! fakesink`.
 //!
-//! On-demand decode: one decoder per camera, kept between snapshots and
-//! continued while they move forward within a GOP (`session.rs`).
+//! On-demand decode: one decoder per camera on its own `snap-<camera>`
+//! thread at low priority, kept between snapshots and continued while they
+//! move forward within a GOP (`session.rs`).
 //!
 //! Matching time: for files the media time of the PTS (plus the loops
 //! played, like `Frame.t`), so two files cut from the same source match
@@ -39,7 +40,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
 pub use self::session::DecoderStats;
-use self::session::{Decoder, make};
+use self::session::{SnapshotThread, make};
 use super::ring::{Au, Ring};
 pub use super::ring::{Miss, RingStats};
 use super::url::Target;
@@ -137,9 +138,9 @@ struct Shared {
 pub struct MainStream {
     shared: Arc<Shared>,
     tolerance_s: f64,
-    /// Snapshots of one camera are decoded one at a time, by one decoder
-    /// kept between them (`session.rs`).
-    decoder: Mutex<Decoder>,
+    /// Snapshots of one camera are decoded one at a time, on its `snap-`
+    /// thread, by one decoder kept between them (`session.rs`).
+    decoder: SnapshotThread,
     stop: Arc<StopSignal>,
     thread: Option<JoinHandle<()>>,
 }
@@ -207,13 +208,14 @@ impl MainStream {
             shared: Arc::clone(&shared),
             stop: Arc::clone(&stop),
         };
+        let decoder = SnapshotThread::spawn(&shared.camera)?;
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || rx.run())?;
         Ok(MainStream {
             shared,
             tolerance_s,
-            decoder: Mutex::new(Decoder::default()),
+            decoder,
             stop,
             thread: Some(thread),
         })
@@ -238,7 +240,7 @@ impl MainStream {
             ring,
             received: self.shared.received.load(Ordering::Relaxed),
             received_bytes: self.shared.received_bytes.load(Ordering::Relaxed),
-            decoder: self.decoder.lock().map(|d| d.stats()).unwrap_or_default(),
+            decoder: self.decoder.stats(),
         }
     }
 
@@ -270,12 +272,7 @@ impl MainStream {
             ring.plan(wanted, tolerance_s)?
         };
         let (t, error_s) = (plan.t, plan.error_s);
-        let (width, height, rgb) = self
-            .decoder
-            .lock()
-            .map_err(|_| MainMiss::Decode("decoder lock poisoned".into()))?
-            .decode(&plan)
-            .map_err(MainMiss::Decode)?;
+        let (width, height, rgb) = self.decoder.decode(plan).map_err(MainMiss::Decode)?;
         Ok(HiRes {
             rgb,
             width,

@@ -66,6 +66,25 @@ fn received_all(m: &MainStream) {
     }
 }
 
+/// The nice value of this process's thread called `name`.
+fn thread_nice(name: &str) -> Option<i32> {
+    std::fs::read_dir("/proc/self/task").ok()?.find_map(|e| {
+        let dir = e.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+        if comm.trim() != name {
+            return None;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // Field 19 (nice) is the 17th after the `)` that ends the name.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(16)?
+            .parse()
+            .ok()
+    })
+}
+
 fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -108,6 +127,8 @@ fn check_decodes_the_same_frames(bframes: u32) {
         "{d:?}"
     );
     assert_eq!(d.repeats, 1, "{d:?}");
+    // The decoding ran on the camera's own thread, at low priority.
+    assert_eq!(thread_nice("snap-main"), Some(session::SNAPSHOT_NICE));
     if bframes == 0 {
         // 0 5 11 | 12 23 | 30 | 39 | 39 again | 13 | 3: the continued
         // ones decode only the frames after the last one.

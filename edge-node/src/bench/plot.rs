@@ -161,8 +161,17 @@ fn draw_lines(
         .y_label_area_size(50)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max.max(1e-3))
         .map_err(|e| err(e.to_string()))?;
+    // Cameras are whole: label the whole positions only.
+    let whole = |x: &f64| {
+        if (x - x.round()).abs() < 1e-9 {
+            format!("{}", x.round() as i64)
+        } else {
+            String::new()
+        }
+    };
     chart
         .configure_mesh()
+        .x_label_formatter(&whole)
         .x_desc("cameras")
         .y_desc(y_desc)
         .draw()
@@ -212,8 +221,10 @@ pub fn plot_capacity(report: &CapacityReport, path: &Path) -> Result<(), BenchEr
     if let Some(d) = &b.detect_stream {
         stream = format!("main {stream}, analysed {}", d.summary());
     }
+    // Two title lines: the streams, then the model, box and result (one
+    // line is wider than the picture for a dual-stream camera).
     let title = format!(
-        "{stream}, {} ({}t×{}w) on {} — capacity {} at {} fps",
+        "{} ({} thread × {} worker) on {} — capacity {} at {} fps",
         Path::new(&b.model)
             .file_name()
             .map_or_else(|| b.model.clone(), |f| f.to_string_lossy().to_string()),
@@ -224,7 +235,8 @@ pub fn plot_capacity(report: &CapacityReport, path: &Path) -> Result<(), BenchEr
         report.target_fps
     );
     let root = root
-        .titled(&title, ("sans-serif", 15))
+        .titled(&stream, ("sans-serif", 14))
+        .and_then(|r| r.titled(&title, ("sans-serif", 14)))
         .map_err(|e| err(e.to_string()))?;
     let (top, bottom) = root.split_vertically(340);
     let target = report.target_fps;

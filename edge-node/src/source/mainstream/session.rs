@@ -36,8 +36,9 @@
 //! one at a time, then drained.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -47,6 +48,10 @@ use super::super::ring::Plan;
 
 /// The nice value of the `snap-` threads (0 normal, 19 lowest).
 pub(super) const SNAPSHOT_NICE: i32 = 10;
+
+/// How long a snapshot waits for its frame before it falls back (a decoder
+/// that hangs must not hold the camera's events back for good).
+const DEADLINE: Duration = Duration::from_secs(10);
 
 /// One snapshot to decode, and where its answer goes.
 type Job = (
@@ -73,14 +78,23 @@ impl SnapshotThread {
         Ok(SnapshotThread { jobs, stats })
     }
 
-    /// Decodes the plan's target on the snapshot thread; blocks until done.
+    /// Decodes the plan's target on the snapshot thread; blocks until done,
+    /// at most [`DEADLINE`]. A thread still busy with a frame that was given
+    /// up on refuses at once.
     pub fn decode(&self, plan: Plan<gst::Buffer, gst::Caps>) -> Result<Rgb, String> {
         let (tx, rx) = sync_channel(1);
-        self.jobs
-            .send((plan, tx))
-            .map_err(|_| "the snapshot thread has ended".to_string())?;
-        rx.recv()
-            .map_err(|_| "the snapshot thread has ended".to_string())?
+        self.jobs.try_send((plan, tx)).map_err(|e| match e {
+            TrySendError::Full(_) => "the snapshot decoder is still busy with an earlier frame",
+            TrySendError::Disconnected(_) => "the snapshot thread has ended",
+        })?;
+        match rx.recv_timeout(DEADLINE) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(format!(
+                "the snapshot decoder took longer than {} s",
+                DEADLINE.as_secs()
+            )),
+            Err(RecvTimeoutError::Disconnected) => Err("the snapshot thread has ended".into()),
+        }
     }
 
     pub fn stats(&self) -> DecoderStats {

@@ -341,7 +341,7 @@ impl CpuSplit {
             ("main-stream decode for snapshots", self.snapshot_decode_pct),
             ("publish, outbox, status", self.publish_pct),
             ("other", self.other_pct),
-            ("ended threads (snapshot decodes)", self.ended_threads_pct),
+            ("threads that ended during the run", self.ended_threads_pct),
         ];
         let node = self.node_pct();
         let mut out = format!("CPU by stage (% of one core; node total {node:.1}%):\n");

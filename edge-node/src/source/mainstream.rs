@@ -180,13 +180,7 @@ impl MainStream {
                 reason: "a main stream must be a file or an RTSP/HTTP stream".into(),
             });
         }
-        for e in [
-            "uridecodebin",
-            "appsink",
-            "appsrc",
-            "decodebin",
-            "videoconvert",
-        ] {
+        for e in ["uridecodebin", "appsink", "decodebin", "videoconvert"] {
             if gst::ElementFactory::find(e).is_none() {
                 return Err(SourceError::MissingElement(e));
             }
@@ -575,7 +569,6 @@ impl Shared {
     }
 }
 
-/// Decodes `plan` (keyframe … target) and returns the target as RGB.
 mod session;
 #[cfg(test)]
 mod tests;
